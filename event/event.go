@@ -1,0 +1,171 @@
+// Package event owns the typed form of one source event: the field types a
+// source schema may declare, the Value a field holds, and the Event that the
+// ingest path hands to the tile engine.
+//
+// An Event's Fields are indexed by the position of the field in its source's
+// schema (definition.Source.Fields); a field that was absent or null in the
+// input has Kind == Null. The event time is in Unix milliseconds.
+package event
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Type is the declared type of a source field.
+type Type uint8
+
+const (
+	// Null is the type of an absent value; never a declared field type.
+	Null Type = iota
+	Int64
+	Float64
+	String
+	Bool
+)
+
+// ParseType returns the Type named in a project file ("int64", "float64",
+// "string", "bool").
+func ParseType(s string) (Type, bool) {
+	switch s {
+	case "int64":
+		return Int64, true
+	case "float64":
+		return Float64, true
+	case "string":
+		return String, true
+	case "bool":
+		return Bool, true
+	}
+	return Null, false
+}
+
+// TypeNames lists the names ParseType accepts, for error messages.
+const TypeNames = "int64, float64, string, bool"
+
+func (t Type) String() string {
+	switch t {
+	case Null:
+		return "null"
+	case Int64:
+		return "int64"
+	case Float64:
+		return "float64"
+	case String:
+		return "string"
+	case Bool:
+		return "bool"
+	}
+	return "type(" + strconv.Itoa(int(t)) + ")"
+}
+
+// Numeric reports whether values of t can be summed, averaged and compared.
+func (t Type) Numeric() bool { return t == Int64 || t == Float64 }
+
+// Value is one typed field value. Only the member selected by Kind is
+// meaningful; the zero Value is Null.
+type Value struct {
+	Kind  Type
+	Int   int64
+	Float float64
+	Str   string
+	Bool  bool
+}
+
+// IntValue, FloatValue, StringValue and BoolValue build Values.
+func IntValue(v int64) Value     { return Value{Kind: Int64, Int: v} }
+func FloatValue(v float64) Value { return Value{Kind: Float64, Float: v} }
+func StringValue(v string) Value { return Value{Kind: String, Str: v} }
+func BoolValue(v bool) Value     { return Value{Kind: Bool, Bool: v} }
+
+// Num returns the value as a float64; it is 0 for non-numeric values.
+func (v Value) Num() float64 {
+	switch v.Kind {
+	case Int64:
+		return float64(v.Int)
+	case Float64:
+		return v.Float
+	}
+	return 0
+}
+
+// Equal reports whether v and w have the same kind and value.
+func (v Value) Equal(w Value) bool {
+	if v.Kind != w.Kind {
+		return false
+	}
+	switch v.Kind {
+	case Int64:
+		return v.Int == w.Int
+	case Float64:
+		return v.Float == w.Float
+	case String:
+		return v.Str == w.Str
+	case Bool:
+		return v.Bool == w.Bool
+	}
+	return true
+}
+
+// Compare orders two values of the same kind: -1, 0 or +1. Values of
+// different kinds are ordered by kind. It is the tie-break of "last".
+func (v Value) Compare(w Value) int {
+	if v.Kind != w.Kind {
+		if v.Kind < w.Kind {
+			return -1
+		}
+		return 1
+	}
+	switch v.Kind {
+	case Int64:
+		return cmp3(v.Int < w.Int, v.Int > w.Int)
+	case Float64:
+		return cmp3(v.Float < w.Float, v.Float > w.Float)
+	case String:
+		return cmp3(v.Str < w.Str, v.Str > w.Str)
+	case Bool:
+		return cmp3(!v.Bool && w.Bool, v.Bool && !w.Bool)
+	}
+	return 0
+}
+
+func cmp3(less, greater bool) int {
+	if less {
+		return -1
+	}
+	if greater {
+		return 1
+	}
+	return 0
+}
+
+func (v Value) String() string {
+	switch v.Kind {
+	case Int64:
+		return strconv.FormatInt(v.Int, 10)
+	case Float64:
+		return strconv.FormatFloat(v.Float, 'g', -1, 64)
+	case String:
+		return strconv.Quote(v.Str)
+	case Bool:
+		return strconv.FormatBool(v.Bool)
+	}
+	return "null"
+}
+
+// Valid reports an error for values no event may carry (NaN and ±Inf).
+func (v Value) Valid() error {
+	if v.Kind == Float64 && (math.IsNaN(v.Float) || math.IsInf(v.Float, 0)) {
+		return fmt.Errorf("%v is not a finite number", v.Float)
+	}
+	return nil
+}
+
+// Event is one decoded, validated event of a source.
+type Event struct {
+	// TS is the event time in Unix milliseconds.
+	TS int64
+	// Fields holds one value per field of the source schema, in schema order.
+	Fields []Value
+}
