@@ -169,3 +169,11 @@ type Event struct {
 	// Fields holds one value per field of the source schema, in schema order.
 	Fields []Value
 }
+
+func (e Event) String() string {
+	s := "{ts:" + strconv.FormatInt(e.TS, 10)
+	for _, v := range e.Fields {
+		s += " " + v.String()
+	}
+	return s + "}"
+}

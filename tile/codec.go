@@ -1,0 +1,375 @@
+package tile
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+
+	"github.com/kiln-dev/kiln/event"
+)
+
+// RowVersion is the version of the row encoding written by AppendRow.
+//
+// Layout (integers are varints unless said otherwise):
+//
+//	version            1 byte (RowVersion)
+//	fingerprint        4 bytes little-endian: Plan.Fingerprint
+//	clock, newest      zigzag varints (Unix ms)
+//	levels             uvarint count, equal to len(Plan.Levels); per level:
+//	  tiles            uvarint count; per tile:
+//	    start          first tile: zigzag varint start/hop; then uvarint gap
+//	                   in hops from the previous tile (≥ 1)
+//	    presence       ⌈slots/8⌉ bytes: bit j set when slot j is not empty
+//	    slots          per present slot: counts as uvarints, the rest as
+//	                   8-byte little-endian float64
+//	lasts              per "last" feature: 0, or 1 + zigzag ts + value
+//	pending            uvarint count; per event: zigzag ts + one value per
+//	                   source field
+//	checksum           4 bytes little-endian: CRC-32C of all bytes before it
+//
+// A value is a kind byte (event.Type) and its payload: zigzag varint for
+// int64, 8-byte float64, uvarint length + bytes for strings, one byte for
+// bools, nothing for null.
+const RowVersion = 1
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Errors of DecodeRow. Every error it returns wraps ErrCorrupt or ErrLayout.
+var (
+	// ErrCorrupt: the bytes are not a row (truncated, damaged, or invalid).
+	ErrCorrupt = errors.New("tile: corrupt row")
+	// ErrLayout: the row is intact but was written for another layout of
+	// the view (its features or windows changed since).
+	ErrLayout = errors.New("tile: row written for another definition of the view")
+)
+
+// Limits that keep a damaged row from allocating without bound.
+const (
+	maxRowBytes   = 64 << 20
+	maxPending    = 1 << 16
+	maxStringSize = 1 << 20
+)
+
+// AppendRow appends the encoding of r to dst and returns it. The row's
+// clock should be current (Advance) so expired tiles are not written.
+func (p *Plan) AppendRow(dst []byte, r *Row) []byte {
+	begin := len(dst)
+	dst = append(dst, RowVersion)
+	dst = binary.LittleEndian.AppendUint32(dst, p.Fingerprint)
+	dst = binary.AppendVarint(dst, r.Clock)
+	dst = binary.AppendVarint(dst, r.Newest)
+	dst = binary.AppendUvarint(dst, uint64(len(p.Levels)))
+	for li := range p.Levels {
+		l := &p.Levels[li]
+		lt := &r.levels[li]
+		dst = binary.AppendUvarint(dst, uint64(len(lt.starts)))
+		hop := l.Window.Hop
+		if hop == 0 {
+			hop = 1
+		}
+		for i, start := range lt.starts {
+			if i == 0 {
+				dst = binary.AppendVarint(dst, start/hop)
+			} else {
+				dst = binary.AppendUvarint(dst, uint64((start-lt.starts[i-1])/hop))
+			}
+			vals := lt.vals[i*l.Slots : (i+1)*l.Slots]
+			mask := len(dst)
+			for range (l.Slots + 7) / 8 {
+				dst = append(dst, 0)
+			}
+			for j, k := range l.kinds {
+				v := vals[j]
+				if v == k.identity() {
+					continue
+				}
+				dst[mask+j/8] |= 1 << (j % 8)
+				if k == slotCount {
+					dst = binary.AppendUvarint(dst, uint64(v))
+				} else {
+					dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
+				}
+			}
+		}
+	}
+	for _, st := range r.lasts {
+		if st.Value.Kind == event.Null {
+			dst = append(dst, 0)
+			continue
+		}
+		dst = append(dst, 1)
+		dst = binary.AppendVarint(dst, st.TS)
+		dst = appendValue(dst, st.Value)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(r.pending)))
+	for _, pe := range r.pending {
+		dst = binary.AppendVarint(dst, pe.ev.TS)
+		for _, v := range pe.ev.Fields {
+			dst = appendValue(dst, v)
+		}
+	}
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[begin:], castagnoli))
+}
+
+func appendValue(dst []byte, v event.Value) []byte {
+	dst = append(dst, byte(v.Kind))
+	switch v.Kind {
+	case event.Int64:
+		dst = binary.AppendVarint(dst, v.Int)
+	case event.Float64:
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(v.Float))
+	case event.String:
+		dst = binary.AppendUvarint(dst, uint64(len(v.Str)))
+		dst = append(dst, v.Str...)
+	case event.Bool:
+		b := byte(0)
+		if v.Bool {
+			b = 1
+		}
+		dst = append(dst, b)
+	}
+	return dst
+}
+
+// DecodeRow decodes data, written by AppendRow under the same plan, into r
+// (reusing its memory). It refuses truncated, damaged or foreign input with
+// an error wrapping ErrCorrupt or ErrLayout and never panics; r is then
+// unspecified and must be Reset before reuse. r does not retain data.
+func (p *Plan) DecodeRow(data []byte, r *Row) error {
+	if len(data) < 1+4+4 {
+		return corrupt("%d bytes is shorter than any row", len(data))
+	}
+	if len(data) > maxRowBytes {
+		return corrupt("%d bytes is over the %d-byte row limit", len(data), maxRowBytes)
+	}
+	body := data[:len(data)-4]
+	if sum := binary.LittleEndian.Uint32(data[len(data)-4:]); sum != crc32.Checksum(body, castagnoli) {
+		return corrupt("checksum mismatch")
+	}
+	return p.decodeBody(body, r)
+}
+
+// decodeBody decodes a row whose checksum has been verified.
+func (p *Plan) decodeBody(body []byte, r *Row) error {
+	if body[0] != RowVersion {
+		return corrupt("unknown row version %d (this build reads version %d)", body[0], RowVersion)
+	}
+	if fp := binary.LittleEndian.Uint32(body[1:5]); fp != p.Fingerprint {
+		return fmt.Errorf("%w %s (row layout %08x, current %08x)", ErrLayout, p.View.Name, fp, p.Fingerprint)
+	}
+	p.Reset(r)
+	d := decoder{b: body[5:]}
+	r.Clock = d.varint()
+	r.Newest = d.varint()
+	if n := d.uvarint(); d.err == nil && n != uint64(len(p.Levels)) {
+		return corrupt("row has %d levels, the view has %d", n, len(p.Levels))
+	}
+	for li := range p.Levels {
+		l := &p.Levels[li]
+		lt := &r.levels[li]
+		n := d.count(1 + (l.Slots+7)/8)
+		if l.Window.IsAllTime() && n > 1 {
+			return corrupt("all-time level with %d tiles", n)
+		}
+		hop := l.Window.Hop
+		if hop == 0 {
+			hop = 1
+		}
+		var start int64
+		for i := 0; i < n && d.err == nil; i++ {
+			if i == 0 {
+				q := d.varint()
+				if q > maxTime/hop || q < -maxTime/hop {
+					return corrupt("tile start out of range")
+				}
+				start = q * hop
+			} else {
+				gap := d.uvarint()
+				if gap == 0 || gap > uint64((maxTime-start)/hop) {
+					return corrupt("tiles out of order")
+				}
+				start += int64(gap) * hop
+			}
+			if l.Window.IsAllTime() && start != 0 {
+				return corrupt("all-time tile with a start")
+			}
+			lt.starts = append(lt.starts, start)
+			mask := d.bytes((l.Slots + 7) / 8)
+			if d.err != nil {
+				break
+			}
+			if extra := l.Slots % 8; extra != 0 && mask[len(mask)-1]>>extra != 0 {
+				return corrupt("presence bits beyond the last slot")
+			}
+			for j, k := range l.kinds {
+				v := k.identity()
+				if mask[j/8]&(1<<(j%8)) != 0 {
+					if k == slotCount {
+						c := d.uvarint()
+						if c > 1<<53 {
+							return corrupt("count %d out of range", c)
+						}
+						v = float64(c)
+					} else {
+						v = d.float()
+						if math.IsNaN(v) || (k != slotSum && math.IsInf(v, 0)) {
+							return corrupt("slot value %v", v)
+						}
+					}
+				}
+				lt.vals = append(lt.vals, v)
+			}
+		}
+	}
+	for i := range r.lasts {
+		switch d.byte() {
+		case 0:
+		case 1:
+			r.lasts[i].TS = d.varint()
+			r.lasts[i].Value = d.value()
+			if d.err == nil && r.lasts[i].Value.Kind == event.Null {
+				return corrupt("last state without a value")
+			}
+		default:
+			if d.err == nil {
+				return corrupt("bad last flag")
+			}
+		}
+	}
+	n := d.count(1 + p.nFields)
+	if n > maxPending {
+		return corrupt("%d pending events", n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		ts := d.varint()
+		fields := make([]event.Value, p.nFields)
+		for j := range fields {
+			fields[j] = d.value()
+			if k := fields[j].Kind; d.err == nil && k != event.Null && k != p.fieldType[j] {
+				return corrupt("pending event field %d has type %v, want %v", j, k, p.fieldType[j])
+			}
+		}
+		r.pending = append(r.pending, pendingEvent{ev: event.Event{TS: ts, Fields: fields}})
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if len(d.b) != 0 {
+		return corrupt("%d bytes after the row", len(d.b))
+	}
+	return nil
+}
+
+const maxTime = 1 << 62
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
+}
+
+// decoder reads a row body; the first error sticks and later reads return
+// zero values, so callers check once.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = corrupt("truncated or invalid %s", what)
+	}
+	d.b = nil
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads an element count and checks it against the bytes left, each
+// element taking at least minSize bytes.
+func (d *decoder) count(minSize int) int {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/minSize) {
+		d.fail("count")
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) < 1 {
+		d.fail("byte")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) bytes(n int) []byte {
+	if len(d.b) < n {
+		d.fail("bytes")
+		return nil
+	}
+	s := d.b[:n]
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) float() float64 {
+	s := d.bytes(8)
+	if s == nil {
+		return 0
+	}
+	return math.Float64frombits(binary.LittleEndian.Uint64(s))
+}
+
+func (d *decoder) value() event.Value {
+	switch k := event.Type(d.byte()); k {
+	case event.Null:
+		return event.Value{}
+	case event.Int64:
+		return event.IntValue(d.varint())
+	case event.Float64:
+		v := d.float()
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			d.fail("float value")
+		}
+		return event.FloatValue(v)
+	case event.String:
+		n := d.uvarint()
+		if n > maxStringSize {
+			d.fail("string length")
+			return event.Value{}
+		}
+		return event.StringValue(string(d.bytes(int(n))))
+	case event.Bool:
+		switch d.byte() {
+		case 0:
+			return event.BoolValue(false)
+		case 1:
+			return event.BoolValue(true)
+		}
+		d.fail("bool")
+	default:
+		d.fail("value kind")
+	}
+	return event.Value{}
+}

@@ -1,0 +1,378 @@
+package tile
+
+import (
+	"math"
+
+	"github.com/kiln-dev/kiln/definition"
+	"github.com/kiln-dev/kiln/event"
+)
+
+// NoTime marks a Row that holds no event yet.
+const NoTime int64 = minTime
+
+// Row is everything kept for one (view, entity): the non-empty tiles of
+// every level, the "last" states, and the events whose time was still in
+// the future when they arrived. A Row belongs to one Plan; it is not safe
+// for concurrent use.
+type Row struct {
+	// Clock is the latest time (Unix ms) the row was folded at. Evaluation
+	// happens at no earlier time, so a tile never holds an event later than
+	// the evaluation time.
+	Clock int64
+	// Newest is the newest event time accepted into the row, or NoTime.
+	Newest int64
+
+	levels  []levelTiles
+	lasts   []LastState
+	pending []pendingEvent
+}
+
+// levelTiles are the tiles of one level, ascending by start. The numeric
+// slots of tile i are vals[i*slots : (i+1)*slots].
+type levelTiles struct {
+	starts []int64
+	vals   []float64
+}
+
+// LastState is the state of a "last" feature: the value of the event with
+// the latest event time (the greatest value among equal times).
+type LastState struct {
+	TS    int64
+	Value event.Value // Kind Null: no event yet
+}
+
+// pendingEvent is an accepted event whose time was after the row's clock.
+// It is folded into the tiles once the clock reaches it; until then reads
+// account for it one event at a time.
+type pendingEvent struct {
+	ev event.Event
+}
+
+// NewRow returns an empty row for the plan.
+func (p *Plan) NewRow() *Row {
+	r := &Row{}
+	p.Reset(r)
+	return r
+}
+
+// Reset empties r for reuse under the plan, keeping its memory.
+func (p *Plan) Reset(r *Row) {
+	r.Clock = minTime
+	r.Newest = NoTime
+	if cap(r.levels) < len(p.Levels) {
+		r.levels = make([]levelTiles, len(p.Levels))
+	}
+	r.levels = r.levels[:len(p.Levels)]
+	for i := range r.levels {
+		r.levels[i].starts = r.levels[i].starts[:0]
+		r.levels[i].vals = r.levels[i].vals[:0]
+	}
+	if cap(r.lasts) < p.lastCount {
+		r.lasts = make([]LastState, p.lastCount)
+	}
+	r.lasts = r.lasts[:p.lastCount]
+	clear(r.lasts)
+	clear(r.pending)
+	r.pending = r.pending[:0]
+}
+
+// Empty reports whether the row holds no event.
+func (r *Row) Empty() bool { return r.Newest == NoTime }
+
+// Tiles returns the number of tiles the row holds (for reports).
+func (r *Row) Tiles() int {
+	n := 0
+	for _, l := range r.levels {
+		n += len(l.starts)
+	}
+	return n
+}
+
+// Outcome is what Fold did with an event.
+type Outcome uint8
+
+const (
+	// Folded: the event is in the row's tiles.
+	Folded Outcome = iota
+	// Pending: the event is later than now; it is kept aside in the row and
+	// counts from its own time on.
+	Pending
+	// Late: no window of the view can cover the event any more; the row is
+	// unchanged.
+	Late
+)
+
+// Fold adds one event, arriving at time now (Unix ms), to the row. The
+// row's clock never moves back: an earlier now is taken as the row's clock.
+// ev.Fields must follow the source schema; Fold does not keep ev or its
+// Fields slice (strings are shared).
+func (p *Plan) Fold(r *Row, ev *event.Event, now int64) Outcome {
+	p.Advance(r, now)
+	now = r.Clock
+	if p.Late(ev.TS, now) {
+		return Late
+	}
+	if ev.TS > r.Newest {
+		r.Newest = ev.TS
+	}
+	if ev.TS > now {
+		fields := make([]event.Value, len(ev.Fields))
+		copy(fields, ev.Fields)
+		r.pending = append(r.pending, pendingEvent{ev: event.Event{TS: ev.TS, Fields: fields}})
+		return Pending
+	}
+	p.apply(r, ev, now)
+	return Folded
+}
+
+// Advance moves the row's clock to now (if later): pending events now due
+// are folded into tiles and tiles no window can cover any more are dropped.
+func (p *Plan) Advance(r *Row, now int64) {
+	if now <= r.Clock {
+		return
+	}
+	r.Clock = now
+	if len(r.pending) > 0 {
+		kept := r.pending[:0]
+		for _, pe := range r.pending {
+			if pe.ev.TS <= now {
+				p.apply(r, &pe.ev, now)
+			} else {
+				kept = append(kept, pe)
+			}
+		}
+		clear(r.pending[len(kept):])
+		r.pending = kept
+	}
+	for li := range p.Levels {
+		w := p.Levels[li].Window
+		if w.IsAllTime() {
+			continue
+		}
+		lt := &r.levels[li]
+		start := w.Start(now)
+		k := 0
+		for k < len(lt.starts) && lt.starts[k] < start {
+			k++
+		}
+		if k > 0 {
+			slots := p.Levels[li].Slots
+			n := copy(lt.starts, lt.starts[k:])
+			lt.starts = lt.starts[:n]
+			m := copy(lt.vals, lt.vals[k*slots:])
+			lt.vals = lt.vals[:m]
+		}
+	}
+}
+
+// apply folds an event with ts ≤ now into the tiles that need it.
+func (p *Plan) apply(r *Row, ev *event.Event, now int64) {
+	var idxBuf [16]int
+	idx := idxBuf[:0]
+	if len(p.Levels) <= len(idxBuf) {
+		idx = idxBuf[:len(p.Levels)]
+	} else {
+		idx = make([]int, len(p.Levels))
+	}
+	for i := range idx {
+		idx[i] = -1
+	}
+	for fi := range p.features {
+		f := &p.features[fi]
+		if !f.matches(ev) {
+			continue
+		}
+		var x float64
+		if f.field >= 0 {
+			x = ev.Fields[f.field].Num()
+		}
+		if f.agg == definition.Last {
+			st := &r.lasts[f.last]
+			v := ev.Fields[f.field]
+			if st.Value.Kind == event.Null || ev.TS > st.TS || (ev.TS == st.TS && v.Compare(st.Value) > 0) {
+				st.TS, st.Value = ev.TS, v
+			}
+			continue
+		}
+		for _, ls := range f.levels {
+			l := &p.Levels[ls.level]
+			if idx[ls.level] < 0 {
+				if !l.Window.IsAllTime() && ev.TS < l.Window.Start(now) {
+					continue
+				}
+				idx[ls.level] = r.levels[ls.level].tile(l, ev.TS)
+			}
+			s := r.levels[ls.level].vals[idx[ls.level]*l.Slots+ls.slot:]
+			switch f.agg {
+			case definition.Count:
+				s[0]++
+			case definition.Sum:
+				s[0] += x
+			case definition.Mean:
+				s[0] += x
+				s[1]++
+			case definition.Min:
+				s[0] = math.Min(s[0], x)
+			case definition.Max:
+				s[0] = math.Max(s[0], x)
+			}
+		}
+	}
+}
+
+// tile returns the index of the tile of level l holding ts, creating it
+// (with empty slots) when absent.
+func (lt *levelTiles) tile(l *Level, ts int64) int {
+	start := int64(0)
+	if !l.Window.IsAllTime() {
+		start = floorDiv(ts, l.Window.Hop) * l.Window.Hop
+	}
+	// Most events are recent: search from the newest tile back.
+	i := len(lt.starts)
+	for i > 0 && lt.starts[i-1] > start {
+		i--
+	}
+	if i > 0 && lt.starts[i-1] == start {
+		return i - 1
+	}
+	lt.starts = append(lt.starts, 0)
+	copy(lt.starts[i+1:], lt.starts[i:])
+	lt.starts[i] = start
+	n := len(lt.vals)
+	for range l.Slots {
+		lt.vals = append(lt.vals, 0)
+	}
+	copy(lt.vals[(i+1)*l.Slots:], lt.vals[i*l.Slots:n])
+	for j, k := range l.kinds {
+		lt.vals[i*l.Slots+j] = k.identity()
+	}
+	return i
+}
+
+// Eval computes every output of the plan for the row at time t (Unix ms)
+// into dst, which must have len(p.Outputs) elements. A row that is nil or
+// empty yields the values of no events: counts and sums 0, the rest null.
+// t earlier than the row's clock is taken as the clock.
+func (p *Plan) Eval(r *Row, t int64, dst []event.Value) {
+	var firstBuf [16]int
+	first := firstBuf[:0]
+	if len(p.Levels) <= len(firstBuf) {
+		first = firstBuf[:len(p.Levels)]
+	} else {
+		first = make([]int, len(p.Levels))
+	}
+	if r != nil {
+		if t < r.Clock {
+			t = r.Clock
+		}
+		for li := range p.Levels {
+			w := p.Levels[li].Window
+			starts := r.levels[li].starts
+			k := len(starts)
+			if w.IsAllTime() {
+				k = 0
+			} else {
+				start := w.Start(t)
+				for k > 0 && starts[k-1] >= start {
+					k--
+				}
+			}
+			first[li] = k
+		}
+	}
+	for oi := range p.Outputs {
+		o := &p.Outputs[oi]
+		if o.Agg == definition.Last {
+			dst[oi] = p.evalLast(r, o, t)
+			continue
+		}
+		var a, b float64 // the output's state: a (and b, the count of a mean)
+		kinds := p.Levels[o.Level].kinds[o.Slot:]
+		a = kinds[0].identity()
+		if r != nil {
+			lt := &r.levels[o.Level]
+			slots := p.Levels[o.Level].Slots
+			for i := first[o.Level]; i < len(lt.starts); i++ {
+				s := lt.vals[i*slots+o.Slot:]
+				a = kinds[0].merge(a, s[0])
+				if o.Agg == definition.Mean {
+					b += s[1]
+				}
+			}
+			if len(r.pending) > 0 {
+				a, b = p.evalPending(r, o, t, a, b)
+			}
+		}
+		dst[oi] = finish(o.Agg, a, b)
+	}
+}
+
+// evalPending adds to an output's state the pending events it covers at t.
+func (p *Plan) evalPending(r *Row, o *Output, t int64, a, b float64) (float64, float64) {
+	f := &p.features[o.feature]
+	w := p.Levels[o.Level].Window
+	for i := range r.pending {
+		ev := &r.pending[i].ev
+		if !w.Covers(ev.TS, t) || !f.matches(ev) {
+			continue
+		}
+		var x float64
+		if f.field >= 0 {
+			x = ev.Fields[f.field].Num()
+		}
+		switch o.Agg {
+		case definition.Count:
+			a++
+		case definition.Sum:
+			a += x
+		case definition.Mean:
+			a += x
+			b++
+		case definition.Min:
+			a = math.Min(a, x)
+		case definition.Max:
+			a = math.Max(a, x)
+		}
+	}
+	return a, b
+}
+
+func (p *Plan) evalLast(r *Row, o *Output, t int64) event.Value {
+	if r == nil {
+		return event.Value{}
+	}
+	st := r.lasts[o.last]
+	f := &p.features[o.feature]
+	for i := range r.pending {
+		ev := &r.pending[i].ev
+		if ev.TS > t || !f.matches(ev) {
+			continue
+		}
+		v := ev.Fields[f.field]
+		if st.Value.Kind == event.Null || ev.TS > st.TS || (ev.TS == st.TS && v.Compare(st.Value) > 0) {
+			st.TS, st.Value = ev.TS, v
+		}
+	}
+	return st.Value
+}
+
+// finish turns an output's state into its served value.
+func finish(agg definition.Agg, a, b float64) event.Value {
+	switch agg {
+	case definition.Count:
+		return event.IntValue(int64(a))
+	case definition.Sum:
+		return event.FloatValue(a)
+	case definition.Mean:
+		if b == 0 {
+			return event.Value{}
+		}
+		return event.FloatValue(a / b)
+	case definition.Min, definition.Max:
+		if math.IsInf(a, 0) {
+			return event.Value{}
+		}
+		return event.FloatValue(a)
+	}
+	return event.Value{}
+}
