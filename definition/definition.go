@@ -55,7 +55,10 @@ type Source struct {
 	// are indexed the same way.
 	Fields []Field
 	// MaxFutureSkew is how far ahead of the server's clock an event time
-	// may be before the event is refused. Zero means the default, one minute.
+	// may be before the event is refused. Parse sets it to
+	// DefaultMaxFutureSkew (one minute) when the file leaves max_future_skew
+	// out, so zero means what the file says: max_future_skew: 0s refuses
+	// every event time ahead of the clock.
 	MaxFutureSkew time.Duration
 }
 
