@@ -23,7 +23,7 @@ type Store interface {
 	// returns nil, all of the batch survives a crash; a batch is never
 	// applied in part. When it returns an error the batch was applied whole
 	// or not at all, and the caller cannot tell which; writing the same batch
-	// again is always safe.
+	// again is always safe. Write does not retain the batch or its slices.
 	Write(ctx context.Context, batch []KV) error
 	// Close releases the store. Calls after Close return ErrClosed.
 	Close() error
