@@ -208,3 +208,30 @@ func FuzzDecodeRow(f *testing.F) {
 		check(binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, castagnoli)))
 	})
 }
+
+func TestRowBytesBoundsRealRows(t *testing.T) {
+	p, err := Compile(feedView())
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, full := p.RowBytes()
+	if empty <= 0 || full <= empty {
+		t.Fatalf("estimates empty %d, full %d", empty, full)
+	}
+	// A busy row (no future events) of 20,000 events over 30 days is no
+	// larger than the full estimate plus a little for larger counts.
+	now := int64(1_790_000_000_000)
+	r := p.NewRow()
+	rng := rand.New(rand.NewPCG(9, 9))
+	for i := range 20000 {
+		ev := event.Event{TS: now - rng.Int64N(30*86400_000), Fields: []event.Value{
+			event.IntValue(1), event.IntValue(int64(i)), event.StringValue([]string{"view", "like"}[i%2]), event.FloatValue(float64(i)),
+		}}
+		p.Fold(r, &ev, now)
+	}
+	got := len(p.AppendRow(nil, r))
+	if got > full+full/10 {
+		t.Fatalf("a busy row takes %d bytes, the full estimate is %d", got, full)
+	}
+	t.Logf("empty %d B, full %d B, busy row %d B", empty, full, got)
+}

@@ -288,3 +288,16 @@ func (p *Plan) Late(ts, now int64) bool {
 	}
 	return true
 }
+
+// CompileProject compiles every view of a project.
+func CompileProject(p *definition.Project) (map[*definition.View]*Plan, error) {
+	plans := make(map[*definition.View]*Plan, len(p.Views))
+	for _, v := range p.Views {
+		pl, err := Compile(v)
+		if err != nil {
+			return nil, err
+		}
+		plans[v] = pl
+	}
+	return plans, nil
+}

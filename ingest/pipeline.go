@@ -1,0 +1,293 @@
+// Package ingest owns the write path: it decodes and validates pushed
+// events, routes each (view, entity) row to the partition that owns it, and
+// runs one goroutine per partition that folds events into its rows in memory
+// and writes them to the online store in group-committed micro-batches.
+//
+// Push blocks until every event of the call is in the store (or refused):
+// a push that returns nil survives a crash, and a read after it sees it.
+// The caller supplies the clock (Options.Now), so tests drive time.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/kiln-dev/kiln/definition"
+	"github.com/kiln-dev/kiln/event"
+	"github.com/kiln-dev/kiln/store"
+	"github.com/kiln-dev/kiln/tile"
+)
+
+// Options configure a Pipeline. The zero value of each field selects its
+// documented default.
+type Options struct {
+	// Partitions is the number of single-writer partitions (goroutines).
+	// Default 4.
+	Partitions int
+	// MaxBatchRows is the most dirty rows a partition folds before it
+	// writes them. A partition also writes whenever it has no more queued
+	// work, so under light load each push is written at once and under
+	// heavy load writes grow into batches. Default 4096.
+	MaxBatchRows int
+	// MaxCachedRows is how many rows a partition keeps decoded in memory
+	// between writes; beyond it, written rows are forgotten (and read back
+	// from the store when next touched). Default 65536.
+	MaxCachedRows int
+	// QueueDepth is how many requests may wait for a partition. Default 256.
+	QueueDepth int
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger receives the pipeline's log. Default: discard.
+	Logger *slog.Logger
+}
+
+func (o *Options) fill() {
+	if o.Partitions <= 0 {
+		o.Partitions = 4
+	}
+	if o.MaxBatchRows <= 0 {
+		o.MaxBatchRows = 4096
+	}
+	if o.MaxCachedRows <= 0 {
+		o.MaxCachedRows = 65536
+	}
+	if o.QueueDepth <= 0 {
+		o.QueueDepth = 256
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// ErrClosed is returned by Push after Close.
+var ErrClosed = errors.New("ingest: pipeline closed")
+
+// Result is the outcome of a push.
+type Result struct {
+	// Accepted counts events that reached at least one row (or all-time
+	// feature).
+	Accepted int `json:"accepted"`
+	// DroppedLate counts events older than the retention of every view they
+	// feed: no window can cover them any more.
+	DroppedLate int `json:"dropped_late"`
+}
+
+// Stats are cumulative counters of a pipeline.
+type Stats struct {
+	Accepted, DroppedLate  int64
+	RowsWritten, Writes    int64
+	WriteErrors, RowsReset int64
+	LateByView             map[string]int64
+}
+
+// Pipeline is the write path of one process. It is safe for concurrent use.
+type Pipeline struct {
+	opts   Options
+	store  store.Store
+	plans  map[*definition.View]*tile.Plan
+	feeds  map[*definition.Source][]*feed
+	owners []*owner
+
+	mu     sync.RWMutex // guards closed and sends on the owners' queues
+	closed bool
+	wg     sync.WaitGroup
+
+	accepted, droppedLate atomic.Int64
+	lastNow               atomic.Int64
+}
+
+// feed is one view a source feeds, with where its entity key lives.
+type feed struct {
+	view *definition.View
+	plan *tile.Plan
+	keys []int // field indices of the entity key
+	late atomic.Int64
+}
+
+// New starts a pipeline writing the project's views to st.
+func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.Store, opts Options) (*Pipeline, error) {
+	opts.fill()
+	pl := &Pipeline{opts: opts, store: st, plans: plans, feeds: map[*definition.Source][]*feed{}}
+	for _, v := range p.Views {
+		f := &feed{view: v, plan: plans[v]}
+		if f.plan == nil {
+			return nil, fmt.Errorf("ingest: no plan for view %s", v.Name)
+		}
+		for _, k := range v.Entity.Keys {
+			i := v.Source.FieldIndex(k)
+			if i < 0 {
+				return nil, fmt.Errorf("ingest: view %s: key field %s is not in source %s", v.Name, k, v.Source.Name)
+			}
+			f.keys = append(f.keys, i)
+		}
+		pl.feeds[v.Source] = append(pl.feeds[v.Source], f)
+	}
+	for i := range opts.Partitions {
+		o := &owner{
+			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
+			rows: map[string]*entry{},
+		}
+		pl.owners = append(pl.owners, o)
+		pl.wg.Add(1)
+		go o.run()
+	}
+	return pl, nil
+}
+
+// Now returns the pipeline's clock in Unix milliseconds. It never goes
+// back, even if the wall clock does.
+func (p *Pipeline) Now() int64 {
+	now := p.opts.Now().UnixMilli()
+	for {
+		last := p.lastNow.Load()
+		if now <= last {
+			return last
+		}
+		if p.lastNow.CompareAndSwap(last, now) {
+			return now
+		}
+	}
+}
+
+// request is the part of one push that one partition owns.
+type request struct {
+	ops  []op
+	keys []byte // the ops' row keys, back to back
+	now  int64
+	done chan error
+}
+
+type op struct {
+	feed     *feed
+	from, to int // the row key: keys[from:to]
+	ev       *event.Event
+}
+
+// Push folds events of src (validated, e.g. by Decoder.DecodePush) into
+// their rows and returns once they are durable in the store. The events
+// must not be modified until Push returns. On error, some partitions may
+// have written their part: pushing the same events again can count those
+// twice (see docs/api.md).
+func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []event.Event) (Result, error) {
+	now := p.Now()
+	feeds := p.feeds[src]
+	reqs := make([]*request, len(p.owners))
+	var res Result
+	var key []byte
+	for i := range events {
+		ev := &events[i]
+		reached := false
+		for fi := range feeds {
+			f := feeds[fi]
+			if f.plan.Late(ev.TS, now) {
+				f.late.Add(1)
+				continue
+			}
+			reached = true
+			key = appendRowKey(key[:0], f, ev)
+			part := int(xxhash.Sum64(key) % uint64(len(p.owners)))
+			r := reqs[part]
+			if r == nil {
+				r = &request{now: now, done: make(chan error, 1)}
+				reqs[part] = r
+			}
+			from := len(r.keys)
+			r.keys = append(r.keys, key...)
+			r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), ev: ev})
+		}
+		if reached {
+			res.Accepted++
+		} else {
+			res.DroppedLate++
+		}
+	}
+	var firstErr error
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		return Result{}, ErrClosed
+	}
+	for i, r := range reqs {
+		if r == nil {
+			continue
+		}
+		select {
+		case p.owners[i].in <- r:
+		case <-ctx.Done():
+			reqs[i] = nil
+			if firstErr == nil {
+				firstErr = ctx.Err()
+			}
+		}
+	}
+	p.mu.RUnlock()
+	for _, r := range reqs {
+		// The owner answers every request it received. Waiting for it even
+		// after ctx ends means no event is applied after Push returns.
+		if r == nil {
+			continue
+		}
+		if err := <-r.done; err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr != nil {
+		return Result{}, firstErr
+	}
+	p.accepted.Add(int64(res.Accepted))
+	p.droppedLate.Add(int64(res.DroppedLate))
+	return res, nil
+}
+
+func appendRowKey(dst []byte, f *feed, ev *event.Event) []byte {
+	var buf [4]event.Value
+	key := buf[:0]
+	for _, k := range f.keys {
+		key = append(key, ev.Fields[k])
+	}
+	return tile.AppendKey(dst, f.view.Name, key)
+}
+
+// Stats returns the pipeline's counters.
+func (p *Pipeline) Stats() Stats {
+	s := Stats{Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), LateByView: map[string]int64{}}
+	for _, fs := range p.feeds {
+		for i := range fs {
+			s.LateByView[fs[i].view.Name] += fs[i].late.Load()
+		}
+	}
+	for _, o := range p.owners {
+		s.RowsWritten += o.rowsWritten.Load()
+		s.Writes += o.writes.Load()
+		s.WriteErrors += o.writeErrors.Load()
+		s.RowsReset += o.rowsReset.Load()
+	}
+	return s
+}
+
+// Close stops accepting pushes, writes what the partitions hold and waits
+// for them to stop. It does not close the store.
+func (p *Pipeline) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	for _, o := range p.owners {
+		close(o.in)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	return nil
+}
