@@ -8,6 +8,8 @@
 package event
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -176,4 +178,58 @@ func (e Event) String() string {
 		s += " " + v.String()
 	}
 	return s + "}"
+}
+
+// ParseJSON reads one JSON value (raw) of type t. JSON null is the Null
+// Value. A value that does not fit t returns a message for a person saying
+// what to write instead.
+func ParseJSON(t Type, raw []byte) (Value, string) {
+	if string(raw) == "null" {
+		return Value{}, ""
+	}
+	switch t {
+	case Int64:
+		if len(raw) == 0 || raw[0] == '"' || raw[0] == '{' || raw[0] == '[' || raw[0] == 't' || raw[0] == 'f' {
+			return Value{}, fmt.Sprintf("%s is not an int64: write an integer like 42", truncate(raw))
+		}
+		n, err := strconv.ParseInt(string(raw), 10, 64)
+		if err != nil {
+			if errors.Is(err, strconv.ErrRange) {
+				return Value{}, fmt.Sprintf("%s is out of the int64 range", truncate(raw))
+			}
+			return Value{}, fmt.Sprintf("%s is not an int64: write an integer like 42", truncate(raw))
+		}
+		return IntValue(n), ""
+	case Float64:
+		if len(raw) == 0 || !(raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')) {
+			return Value{}, fmt.Sprintf("%s is not a float64: write a number like 4.5", truncate(raw))
+		}
+		f, err := strconv.ParseFloat(string(raw), 64)
+		if err != nil {
+			return Value{}, fmt.Sprintf("%s is not a finite float64", truncate(raw))
+		}
+		return FloatValue(f), ""
+	case String:
+		var s string
+		if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+			return Value{}, fmt.Sprintf("%s is not a string: write it in double quotes", truncate(raw))
+		}
+		return StringValue(s), ""
+	case Bool:
+		switch string(raw) {
+		case "true":
+			return BoolValue(true), ""
+		case "false":
+			return BoolValue(false), ""
+		}
+		return Value{}, fmt.Sprintf("%s is not a bool: write true or false", truncate(raw))
+	}
+	return Value{}, "field of unknown type"
+}
+
+func truncate(raw []byte) string {
+	if len(raw) > 40 {
+		return string(raw[:40]) + "…"
+	}
+	return string(raw)
 }

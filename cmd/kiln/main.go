@@ -1,0 +1,84 @@
+// Command kiln runs the Kiln feature store.
+//
+//	kiln demo                          the example project with a synthetic event stream
+//	kiln serve -c kiln.yaml --data DIR serve a project on the embedded store
+//	kiln validate -c kiln.yaml         check a project file and print its tile plan
+//
+// Run "kiln <command> -h" for a command's flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `kiln: a real-time feature store
+
+usage:
+  kiln demo [flags]                    run the example project with a synthetic event stream
+  kiln serve -c kiln.yaml [flags]      serve a project (embedded store in --data)
+  kiln validate -c kiln.yaml           check a project file and print its tile plan
+
+Run "kiln <command> -h" for a command's flags. Docs: docs/ in the repository.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "kiln:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+// errUsage marks errors in how kiln was called.
+var errUsage = errors.New("usage")
+
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	return 1
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: name a command", errUsage)
+	}
+	switch args[0] {
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	case "validate":
+		return runValidate(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}
+
+// parseFlags parses a command's flags; extra arguments are an error.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/kiln-dev/kiln/definition"
+	"github.com/kiln-dev/kiln/ingest"
+	"github.com/kiln-dev/kiln/node"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("kiln serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("c", "kiln.yaml", "project file")
+	data := fs.String("data", "kiln-data", "data directory of the embedded store (created if missing)")
+	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
+	partitions := fs.Int("partitions", 4, "single-writer partitions of the write path")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	project, err := definition.Load(*config)
+	if err != nil {
+		return err
+	}
+	n, err := node.Start(node.Config{
+		Project: project, DataDir: *data, Addr: *addr, Logger: logger,
+		Ingest: ingest.Options{Partitions: *partitions},
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "kiln: serving project %s from %s on %s\n", project.Name, *data, n.URL())
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "kiln: stopping (writing what is buffered, closing the store)")
+	return n.Close()
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: use debug, info, warn or error", errUsage, level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

@@ -1,0 +1,288 @@
+// Package serve owns Kiln's HTTP API: POST /v1/push hands events to the
+// write path, POST /v1/features reads rows (one multi-get per request) and
+// evaluates their windows at the server's clock, and /healthz and /readyz
+// answer probes. Every request is validated whole before anything is
+// applied; bad input gets a 4xx naming what was wrong, never a panic.
+//
+// The server owns neither the store nor the pipeline: the caller opens
+// them, passes them in Config, and closes them after the HTTP server stops.
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kiln-dev/kiln/definition"
+	"github.com/kiln-dev/kiln/event"
+	"github.com/kiln-dev/kiln/ingest"
+	"github.com/kiln-dev/kiln/store"
+	"github.com/kiln-dev/kiln/tile"
+)
+
+// Limits of the HTTP API.
+const (
+	// MaxPushBytes is the largest push body accepted.
+	MaxPushBytes = 16 << 20
+	// MaxFeaturesBytes is the largest features-request body accepted.
+	MaxFeaturesBytes = 4 << 20
+	// MaxEntities is the most entities one features request may name.
+	MaxEntities = 10_000
+)
+
+// Config is what a Server needs. Project, Plans and Store are required.
+type Config struct {
+	Project *definition.Project
+	Plans   map[*definition.View]*tile.Plan
+	Store   store.Store
+	// Pipeline takes pushed events; nil refuses pushes (a read-only server).
+	Pipeline *ingest.Pipeline
+	// Now is the clock features are evaluated at, in Unix ms. Default: the
+	// pipeline's clock, or the wall clock without a pipeline.
+	Now func() int64
+	// Logger receives request errors. Default: discard.
+	Logger *slog.Logger
+}
+
+// Server serves the HTTP API. It is safe for concurrent use.
+type Server struct {
+	cfg      Config
+	decoder  *ingest.Decoder
+	outputs  map[string]outputRef // served name → where it comes from
+	entities map[string]*entityInfo
+	services map[string]*query // resolved once per service
+	ready    atomic.Bool
+	routes   map[string]map[string]http.HandlerFunc
+	rowPools map[*tile.Plan]*sync.Pool
+}
+
+type outputRef struct {
+	view   *viewInfo
+	output int // index in the plan's Outputs
+}
+
+type entityInfo struct {
+	entity   *definition.Entity
+	order    int          // position in the project, for response order
+	keyTypes []event.Type // type of each key field
+	views    []*viewInfo
+}
+
+type viewInfo struct {
+	view   *definition.View
+	plan   *tile.Plan
+	entity *entityInfo
+}
+
+// New builds a server for the project.
+func New(cfg Config) (*Server, error) {
+	if cfg.Project == nil || cfg.Plans == nil || cfg.Store == nil {
+		return nil, errors.New("serve: Config needs Project, Plans and Store")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		if cfg.Pipeline != nil {
+			cfg.Now = cfg.Pipeline.Now
+		} else {
+			cfg.Now = func() int64 { return time.Now().UnixMilli() }
+		}
+	}
+	s := &Server{
+		cfg: cfg, decoder: ingest.NewDecoder(cfg.Project),
+		outputs: map[string]outputRef{}, entities: map[string]*entityInfo{},
+		services: map[string]*query{}, rowPools: map[*tile.Plan]*sync.Pool{},
+	}
+	for i, e := range cfg.Project.Entities {
+		s.entities[e.Name] = &entityInfo{entity: e, order: i}
+	}
+	for _, v := range cfg.Project.Views {
+		ei := s.entities[v.Entity.Name]
+		if ei == nil {
+			return nil, fmt.Errorf("serve: view %s: unknown entity %s", v.Name, v.Entity.Name)
+		}
+		var types []event.Type
+		for _, k := range v.Entity.Keys {
+			i := v.Source.FieldIndex(k)
+			if i < 0 {
+				return nil, fmt.Errorf("serve: view %s: key field %s is not in source %s", v.Name, k, v.Source.Name)
+			}
+			types = append(types, v.Source.Fields[i].Type)
+		}
+		if ei.keyTypes == nil {
+			ei.keyTypes = types
+		} else {
+			for i := range types {
+				if types[i] != ei.keyTypes[i] {
+					return nil, fmt.Errorf("serve: entity %s: key %s is %v in view %s but %v in another view; give it one type in every source",
+						ei.entity.Name, ei.entity.Keys[i], types[i], v.Name, ei.keyTypes[i])
+				}
+			}
+		}
+		plan := cfg.Plans[v]
+		if plan == nil {
+			return nil, fmt.Errorf("serve: no plan for view %s", v.Name)
+		}
+		vi := &viewInfo{view: v, plan: plan, entity: ei}
+		ei.views = append(ei.views, vi)
+		for i, o := range plan.Outputs {
+			s.outputs[o.Name] = outputRef{view: vi, output: i}
+		}
+		s.rowPools[plan] = &sync.Pool{New: func() any { return plan.NewRow() }}
+	}
+	for _, svc := range cfg.Project.Services {
+		names := make([]string, len(svc.Features))
+		for i, f := range svc.Features {
+			names[i] = f.Name()
+		}
+		q, err := s.resolve(names)
+		if err != nil {
+			return nil, fmt.Errorf("serve: service %s: %v", svc.Name, err)
+		}
+		s.services[svc.Name] = q
+	}
+	s.routes = map[string]map[string]http.HandlerFunc{
+		"/v1/push":     {http.MethodPost: s.handlePush},
+		"/v1/features": {http.MethodPost: s.handleFeatures},
+		"/healthz":     {http.MethodGet: s.handleHealth},
+		"/readyz":      {http.MethodGet: s.handleReady},
+	}
+	s.ready.Store(true)
+	return s, nil
+}
+
+// SetReady sets what /readyz answers: set it false before draining.
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// ServeHTTP routes a request, answering unknown paths and methods with a
+// JSON error, and turns a panic into a 500 rather than a dropped connection.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.cfg.Logger.Error("panic serving request", "path", r.URL.Path, "panic", p)
+			writeError(w, http.StatusInternalServerError, "internal error; the server log has the details", nil)
+		}
+	}()
+	methods, ok := s.routes[r.URL.Path]
+	if !ok {
+		paths := make([]string, 0, len(s.routes))
+		for p, ms := range s.routes {
+			for m := range ms {
+				paths = append(paths, m+" "+p)
+			}
+		}
+		sort.Strings(paths)
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s; routes are: %s", r.URL.Path, strings.Join(paths, ", ")), nil)
+		return
+	}
+	h, ok := methods[r.Method]
+	if !ok {
+		allowed := make([]string, 0, len(methods))
+		for m := range methods {
+			allowed = append(allowed, m)
+		}
+		sort.Strings(allowed)
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, strings.Join(allowed, ", "), r.Method), nil)
+		return
+	}
+	h(w, r)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"status":"ok"}`+"\n")
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if !s.ready.Load() {
+		writeError(w, http.StatusServiceUnavailable, "not ready", nil)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"status":"ready"}`+"\n")
+}
+
+// readBody reads a request body up to limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the %d-byte limit: send smaller batches", limit), nil)
+		} else {
+			writeError(w, http.StatusBadRequest, "reading the request body: "+err.Error(), nil)
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Pipeline == nil {
+		writeError(w, http.StatusForbidden, "this server is read-only: push events to a server that ingests", nil)
+		return
+	}
+	body, ok := readBody(w, r, MaxPushBytes)
+	if !ok {
+		return
+	}
+	src, events, err := s.decoder.DecodePush(body, s.cfg.Now())
+	if err != nil {
+		writeRequestError(w, err)
+		return
+	}
+	res, err := s.cfg.Pipeline.Push(r.Context(), src, events)
+	if err != nil {
+		s.storeError(w, "push", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	b := fmt.Appendf(nil, `{"accepted":%d,"dropped_late":%d}`+"\n", res.Accepted, res.DroppedLate)
+	w.Write(b)
+}
+
+// storeError answers a failure of the store or the pipeline: retryable.
+func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
+	s.cfg.Logger.Error(what+" failed", "err", err)
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusServiceUnavailable, what+" did not finish before the request ended: "+err.Error(), nil)
+	case errors.Is(err, ingest.ErrClosed), errors.Is(err, store.ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, "the server is shutting down; retry on another replica or after restart", nil)
+	default:
+		writeError(w, http.StatusServiceUnavailable, what+" failed: "+err.Error()+"; retry", nil)
+	}
+}
+
+func writeRequestError(w http.ResponseWriter, err error) {
+	var re *ingest.RequestError
+	if errors.As(err, &re) {
+		writeError(w, http.StatusBadRequest, re.Message, re.Details)
+		return
+	}
+	writeError(w, http.StatusBadRequest, err.Error(), nil)
+}
+
+// errorBody is the JSON of every error answer.
+type errorBody struct {
+	Error   string           `json:"error"`
+	Details []ingest.Problem `json:"details,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string, details []ingest.Problem) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(errorBody{Error: msg, Details: details})
+	w.Write(append(b, '\n'))
+}
