@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestValidateExample(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"validate", "-c", "../../examples/feed/kiln.yaml"}, &out, &errb); err != nil {
+		t.Fatalf("validate: %v\n%s", err, errb.String())
+	}
+	for _, want := range []string{
+		"project feed is valid", "view user_engagement", "view post_engagement",
+		"1h        5m               13", "bytes per row (one entity)", "late-event horizon: 182h",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("validate output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestValidateReportsEveryError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(path, []byte("project: x\nentities:\n  user: {keys: [uid]}\nsources:\n  s: {type: push, event_time: ts, fields: {uid: int64}}\nviews:\n  v:\n    entity: usr\n    source: s\n    features:\n      c: {agg: count, windws: [1h]}\n"), 0o644)
+	err := run(context.Background(), []string{"validate", "-c", path}, io.Discard, io.Discard)
+	if err == nil {
+		t.Fatal("a bad project validated")
+	}
+	for _, want := range []string{"bad.yaml:8:", `entity "usr" is not defined`, "bad.yaml:11:", `did you mean "windows"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if exitCode(err) != 1 {
+		t.Errorf("exit code %d, want 1", exitCode(err))
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "--nope"}, {"validate", "extra"}} {
+		err := run(context.Background(), args, io.Discard, io.Discard)
+		if !errors.Is(err, errUsage) || exitCode(err) != 2 {
+			t.Errorf("kiln %v: %v (exit %d), want a usage error (exit 2)", args, err, exitCode(err))
+		}
+	}
+}
+
+// buildKiln builds the command once for the subprocess tests.
+func buildKiln(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "kiln")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// process runs kiln as a subprocess and reads its output line by line.
+type process struct {
+	cmd   *exec.Cmd
+	lines chan string
+}
+
+func start(t *testing.T, bin string, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, lines: make(chan string, 1000)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+	}()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return p
+}
+
+// expect waits (boundedly) for a line matching re and returns its submatches.
+func (p *process) expect(t *testing.T, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("kiln exited before printing %q", re)
+			}
+			if m := rx.FindStringSubmatch(line); m != nil {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no line matching %q within 60s", re)
+		}
+	}
+}
+
+// stop interrupts the process (Ctrl-C) and checks that it exits cleanly.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("kiln did not exit cleanly on interrupt: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("kiln did not stop within 30s of an interrupt")
+	}
+}
+
+// The README's first command: the demo starts, prints a curl that works,
+// shows values changing, and stops cleanly on Ctrl-C.
+func TestDemo(t *testing.T) {
+	bin := buildKiln(t)
+	p := start(t, bin, "demo", "--addr", "127.0.0.1:0", "--history", "5000", "--rate", "500", "--every", "300ms")
+	url := p.expect(t, `Kiln is serving on (http://127\.0\.0\.1:\d+)`)[1]
+	curl := p.expect(t, `curl -s (\S+) -d '(.*)'$`)
+	resp, err := http.Post(curl[1], "application/json", strings.NewReader(curl[2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"status":"present"`) {
+		t.Fatalf("the printed curl (%s) answers %d %s", url, resp.StatusCode, body)
+	}
+	first := p.expect(t, `user 1: (.*)`)[1]
+	changed := false
+	for range 20 {
+		if p.expect(t, `user 1: (.*)`)[1] != first {
+			changed = true
+			break
+		}
+	}
+	if !changed {
+		t.Fatalf("user 1's features did not change as events arrived: %s", first)
+	}
+	p.stop(t)
+}
+
+// kiln serve keeps what it acknowledged across an interrupt and a restart.
+func TestServeRestart(t *testing.T) {
+	bin := buildKiln(t)
+	data := t.TempDir()
+	serve := func() (*process, string) {
+		p := start(t, bin, "serve", "-c", "../../examples/feed/kiln.yaml", "--data", data, "--addr", "127.0.0.1:0", "--log-level", "warn")
+		return p, p.expect(t, `serving project feed from .* on (http://\S+)`)[1]
+	}
+	p, url := serve()
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	resp, err := http.Post(url+"/v1/push", "application/json", strings.NewReader(
+		`{"source": "engagements", "events": [{"user_id": 9, "post_id": 3, "kind": "view", "dwell_ms": 10, "ts": "`+now+`"}]}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("push: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	p.stop(t)
+	p, url = serve()
+	resp, err = http.Post(url+"/v1/features", "application/json", strings.NewReader(
+		`{"features": ["user_engagement:views_1h", "user_engagement:last_post"], "entities": {"user": [{"user_id": 9}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"user_engagement:views_1h":1,"user_engagement:last_post":3`) {
+		t.Fatalf("after a restart: %s", body)
+	}
+	p.stop(t)
+}
