@@ -46,7 +46,7 @@ services:
 // clock is an injected clock the tests move by hand.
 type clock struct{ ms atomic.Int64 }
 
-func (c *clock) now() time.Time     { return time.UnixMilli(c.ms.Load()) }
+func (c *clock) now() time.Time      { return time.UnixMilli(c.ms.Load()) }
 func (c *clock) add(d time.Duration) { c.ms.Add(d.Milliseconds()) }
 
 type fixture struct {
@@ -128,7 +128,7 @@ func TestPushIsDurableAndReadable(t *testing.T) {
 	src := f.project.Source("clicks")
 	events := []event.Event{
 		f.ev(time.Minute, 1, 10, "a", 2.5),
-		f.ev(2*time.Hour, 1, 10, "b", 4),   // only the 24h window
+		f.ev(2*time.Hour, 1, 10, "b", 4),      // only the 24h window
 		f.ev(10*time.Minute, 1, 11, "c", 100), // filtered out of xs
 		f.ev(5*time.Minute, 2, 10, "a", 1),
 	}
