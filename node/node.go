@@ -18,6 +18,7 @@ import (
 
 	"github.com/kiln-dev/kiln/definition"
 	"github.com/kiln-dev/kiln/ingest"
+	"github.com/kiln-dev/kiln/query"
 	"github.com/kiln-dev/kiln/serve"
 	"github.com/kiln-dev/kiln/store/pebble"
 	"github.com/kiln-dev/kiln/tile"
@@ -49,6 +50,7 @@ type Node struct {
 	Plans    map[*definition.View]*tile.Plan
 	Store    *pebble.Store
 	Pipeline *ingest.Pipeline
+	Engine   *query.Engine
 	Server   *serve.Server
 
 	cfg     Config
@@ -86,7 +88,13 @@ func Start(cfg Config) (*Node, error) {
 		st.Close()
 		return nil, err
 	}
-	srv, err := serve.New(serve.Config{Project: cfg.Project, Plans: plans, Store: st, Pipeline: pl, Logger: cfg.Logger})
+	engine, err := query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: st, Now: pl.Now})
+	if err != nil {
+		pl.Close()
+		st.Close()
+		return nil, err
+	}
+	srv, err := serve.New(serve.Config{Project: cfg.Project, Engine: engine, Pipeline: pl, Logger: cfg.Logger})
 	if err != nil {
 		pl.Close()
 		st.Close()
@@ -99,7 +107,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("listening on %s: %w (is another kiln running? pick another --addr)", cfg.Addr, err)
 	}
 	n := &Node{
-		Addr: ln.Addr().String(), Plans: plans, Store: st, Pipeline: pl, Server: srv, cfg: cfg,
+		Addr: ln.Addr().String(), Plans: plans, Store: st, Pipeline: pl, Engine: engine, Server: srv, cfg: cfg,
 		http: &http.Server{
 			Handler:           srv,
 			ReadHeaderTimeout: 10 * time.Second,

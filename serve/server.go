@@ -18,15 +18,12 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/kiln-dev/kiln/definition"
-	"github.com/kiln-dev/kiln/event"
 	"github.com/kiln-dev/kiln/ingest"
+	"github.com/kiln-dev/kiln/query"
 	"github.com/kiln-dev/kiln/store"
-	"github.com/kiln-dev/kiln/tile"
 )
 
 // Limits of the HTTP API.
@@ -36,126 +33,47 @@ const (
 	// MaxFeaturesBytes is the largest features-request body accepted.
 	MaxFeaturesBytes = 4 << 20
 	// MaxEntities is the most entities one features request may name.
-	MaxEntities = 10_000
+	MaxEntities = query.MaxEntities
 )
 
-// Config is what a Server needs. Project, Plans and Store are required.
+// Config is what a Server needs. Project and Engine are required.
 type Config struct {
 	Project *definition.Project
-	Plans   map[*definition.View]*tile.Plan
-	Store   store.Store
+	// Engine answers feature reads.
+	Engine *query.Engine
 	// Pipeline takes pushed events; nil refuses pushes (a read-only server).
 	Pipeline *ingest.Pipeline
-	// Now is the clock features are evaluated at, in Unix ms. Default: the
-	// pipeline's clock, or the wall clock without a pipeline.
-	Now func() int64
+	// Stats, if set, adds its fields to GET /debug/stats.
+	Stats func() map[string]any
 	// Logger receives request errors. Default: discard.
 	Logger *slog.Logger
 }
 
 // Server serves the HTTP API. It is safe for concurrent use.
 type Server struct {
-	cfg      Config
-	decoder  *ingest.Decoder
-	outputs  map[string]outputRef // served name → where it comes from
-	entities map[string]*entityInfo
-	services map[string]*query // resolved once per service
-	ready    atomic.Bool
-	routes   map[string]map[string]http.HandlerFunc
-	rowPools map[*tile.Plan]*sync.Pool
-}
-
-type outputRef struct {
-	view   *viewInfo
-	output int // index in the plan's Outputs
-}
-
-type entityInfo struct {
-	entity   *definition.Entity
-	order    int          // position in the project, for response order
-	keyTypes []event.Type // type of each key field
-	views    []*viewInfo
-}
-
-type viewInfo struct {
-	view   *definition.View
-	plan   *tile.Plan
-	entity *entityInfo
+	cfg     Config
+	engine  *query.Engine
+	decoder *ingest.Decoder
+	ready   atomic.Bool
+	routes  map[string]map[string]http.HandlerFunc
 }
 
 // New builds a server for the project.
 func New(cfg Config) (*Server, error) {
-	if cfg.Project == nil || cfg.Plans == nil || cfg.Store == nil {
-		return nil, errors.New("serve: Config needs Project, Plans and Store")
+	if cfg.Project == nil || cfg.Engine == nil {
+		return nil, errors.New("serve: Config needs Project and Engine")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Now == nil {
-		if cfg.Pipeline != nil {
-			cfg.Now = cfg.Pipeline.Now
-		} else {
-			cfg.Now = func() int64 { return time.Now().UnixMilli() }
-		}
-	}
-	s := &Server{
-		cfg: cfg, decoder: ingest.NewDecoder(cfg.Project),
-		outputs: map[string]outputRef{}, entities: map[string]*entityInfo{},
-		services: map[string]*query{}, rowPools: map[*tile.Plan]*sync.Pool{},
-	}
-	for i, e := range cfg.Project.Entities {
-		s.entities[e.Name] = &entityInfo{entity: e, order: i}
-	}
-	for _, v := range cfg.Project.Views {
-		ei := s.entities[v.Entity.Name]
-		if ei == nil {
-			return nil, fmt.Errorf("serve: view %s: unknown entity %s", v.Name, v.Entity.Name)
-		}
-		var types []event.Type
-		for _, k := range v.Entity.Keys {
-			i := v.Source.FieldIndex(k)
-			if i < 0 {
-				return nil, fmt.Errorf("serve: view %s: key field %s is not in source %s", v.Name, k, v.Source.Name)
-			}
-			types = append(types, v.Source.Fields[i].Type)
-		}
-		if ei.keyTypes == nil {
-			ei.keyTypes = types
-		} else {
-			for i := range types {
-				if types[i] != ei.keyTypes[i] {
-					return nil, fmt.Errorf("serve: entity %s: key %s is %v in view %s but %v in another view; give it one type in every source",
-						ei.entity.Name, ei.entity.Keys[i], types[i], v.Name, ei.keyTypes[i])
-				}
-			}
-		}
-		plan := cfg.Plans[v]
-		if plan == nil {
-			return nil, fmt.Errorf("serve: no plan for view %s", v.Name)
-		}
-		vi := &viewInfo{view: v, plan: plan, entity: ei}
-		ei.views = append(ei.views, vi)
-		for i, o := range plan.Outputs {
-			s.outputs[o.Name] = outputRef{view: vi, output: i}
-		}
-		s.rowPools[plan] = &sync.Pool{New: func() any { return plan.NewRow() }}
-	}
-	for _, svc := range cfg.Project.Services {
-		names := make([]string, len(svc.Features))
-		for i, f := range svc.Features {
-			names[i] = f.Name()
-		}
-		q, err := s.resolve(names)
-		if err != nil {
-			return nil, fmt.Errorf("serve: service %s: %v", svc.Name, err)
-		}
-		s.services[svc.Name] = q
-	}
+	s := &Server{cfg: cfg, engine: cfg.Engine, decoder: ingest.NewDecoder(cfg.Project)}
 	s.routes = map[string]map[string]http.HandlerFunc{
 		"/v1/push":     {http.MethodPost: s.handlePush},
 		"/v1/features": {http.MethodPost: s.handleFeatures},
 		"/healthz":     {http.MethodGet: s.handleHealth},
 		"/readyz":      {http.MethodGet: s.handleReady},
+		"/debug/floor": {http.MethodPost: s.handleFloor},
+		"/debug/stats": {http.MethodGet: s.handleStats},
 	}
 	s.ready.Store(true)
 	return s, nil
@@ -237,7 +155,7 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	src, events, err := s.decoder.DecodePush(body, s.cfg.Now())
+	src, events, err := s.decoder.DecodePush(body, s.cfg.Pipeline.Now())
 	if err != nil {
 		writeRequestError(w, err)
 		return

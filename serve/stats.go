@@ -1,0 +1,64 @@
+package serve
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// handleStats reports the process's resource use and the write path's
+// counters: what kiln bench reads before and after a run to charge the
+// server's CPU seconds and memory.
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	out := map[string]any{
+		"cpu_seconds":    CPUSeconds(),
+		"rss_bytes":      rssBytes(),
+		"heap_bytes":     ms.HeapAlloc,
+		"sys_bytes":      ms.Sys,
+		"gc_cycles":      ms.NumGC,
+		"gc_pause_total": time.Duration(ms.PauseTotalNs).String(),
+		"goroutines":     runtime.NumGoroutine(),
+		"gomaxprocs":     runtime.GOMAXPROCS(0),
+	}
+	if s.cfg.Pipeline != nil {
+		out["ingest"] = s.cfg.Pipeline.Stats()
+	}
+	if s.cfg.Stats != nil {
+		for k, v := range s.cfg.Stats() {
+			out[k] = v
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	b, _ := json.Marshal(out)
+	w.Write(append(b, '\n'))
+}
+
+// CPUSeconds is the CPU time (user + system) this process has used.
+func CPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
+// rssBytes is the resident set size, from /proc (0 where there is none).
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
