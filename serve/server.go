@@ -172,13 +172,16 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 
 // storeError answers a failure of the store or the pipeline: retryable.
 func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
-	s.cfg.Logger.Error(what+" failed", "err", err)
 	switch {
+	case errors.Is(err, query.ErrOverloaded):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, err.Error(), nil)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		writeError(w, http.StatusServiceUnavailable, what+" did not finish before the request ended: "+err.Error(), nil)
 	case errors.Is(err, ingest.ErrClosed), errors.Is(err, store.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "the server is shutting down; retry on another replica or after restart", nil)
 	default:
+		s.cfg.Logger.Error(what+" failed", "err", err)
 		writeError(w, http.StatusServiceUnavailable, what+" failed: "+err.Error()+"; retry", nil)
 	}
 }
