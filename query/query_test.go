@@ -226,7 +226,7 @@ func (s *slowSource) Get(ctx context.Context, keys [][]byte, fn func(int, []byte
 func TestAdmissionRefusesInsteadOfQueueing(t *testing.T) {
 	w := newWorld(t, 3, 10)
 	slow := &slowSource{RowSource: w.store, entered: make(chan struct{}, 4), release: make(chan struct{})}
-	e := w.engine(t, slow, 8) // 8 rows in flight at most
+	e := w.engine(t, slow, 8)         // 8 rows in flight at most
 	big := rankingRequest(t, e, 1, 6) // 7 rows
 	done := make(chan error, 1)
 	go func() { done <- e.Read(context.Background(), big, new(Result)) }()
@@ -310,7 +310,6 @@ func TestRequestValidation(t *testing.T) {
 		t.Fatalf("unknown service: %v", err)
 	}
 }
-
 
 // memSource serves rows from memory, to measure the engine alone.
 type memSource map[string][]byte
