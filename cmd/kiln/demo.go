@@ -40,6 +40,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	gogc, memLimit := applyGCDefaults()
+	logger.Info("garbage collector", "GOGC", gogc, "GOMEMLIMIT", memLimit, "note", "-1: left to the environment")
 	project, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		return err
