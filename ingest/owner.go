@@ -161,6 +161,9 @@ func (o *owner) flush() {
 		}
 		err = o.p.store.Write(context.Background(), o.batch)
 		o.writes.Add(1)
+		if o.p.opts.AfterWrite != nil {
+			o.p.opts.AfterWrite(o.batch, err)
+		}
 		if err != nil {
 			o.writeErrors.Add(1)
 			o.p.opts.Logger.Error("writing rows failed", "partition", o.id, "rows", len(o.dirty), "err", err)

@@ -46,6 +46,11 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives the pipeline's log. Default: discard.
 	Logger *slog.Logger
+	// AfterWrite, if set, is called by a partition after each store write
+	// with the rows it wrote and the write's error, before any push in it
+	// is answered; a read cache sets the rows (or forgets them on error)
+	// here. Calls for one row come in commit order. It must not keep batch.
+	AfterWrite func(batch []store.KV, err error)
 }
 
 func (o *Options) fill() {

@@ -14,12 +14,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/kiln-dev/kiln/definition"
 	"github.com/kiln-dev/kiln/ingest"
 	"github.com/kiln-dev/kiln/query"
+	"github.com/kiln-dev/kiln/rowcache"
 	"github.com/kiln-dev/kiln/serve"
+	"github.com/kiln-dev/kiln/store"
 	"github.com/kiln-dev/kiln/store/pebble"
 	"github.com/kiln-dev/kiln/tile"
 )
@@ -36,6 +39,13 @@ type Config struct {
 	Ingest ingest.Options
 	// CacheBytes is the store's block cache. Default: the store's default.
 	CacheBytes int64
+	// RowCacheBytes bounds the read path's cache of rows. The write path
+	// updates it on every commit, so in embedded mode it never serves a
+	// stale row. 0 means rowcache.DefaultMaxBytes; negative disables it.
+	RowCacheBytes int64
+	// MaxInFlightRows is the read path's admission budget (query.Config).
+	// 0 means 2,048 rows per CPU; negative disables admission control.
+	MaxInFlightRows int64
 	// ShutdownTimeout bounds how long Close waits for requests in flight.
 	// Default 10s.
 	ShutdownTimeout time.Duration
@@ -83,18 +93,44 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	var rows query.RowSource = st
+	var cache *rowcache.Cache
+	if cfg.RowCacheBytes >= 0 {
+		cache = rowcache.New(rowcache.Options{MaxBytes: cfg.RowCacheBytes})
+		rows = rowcache.Source{Cache: cache, Load: st.Get}
+		cfg.Ingest.AfterWrite = func(batch []store.KV, err error) {
+			for _, kv := range batch {
+				if err == nil {
+					cache.Set(kv.Key, kv.Value)
+				} else {
+					cache.Delete(kv.Key)
+				}
+			}
+		}
+	}
 	pl, err := ingest.New(cfg.Project, plans, st, cfg.Ingest)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	engine, err := query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: st, Now: pl.Now})
+	maxRows := cfg.MaxInFlightRows
+	if maxRows == 0 {
+		maxRows = 2048 * int64(runtime.GOMAXPROCS(0))
+	}
+	engine, err := query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, Floor: st, Now: pl.Now, MaxInFlightRows: maxRows})
 	if err != nil {
 		pl.Close()
 		st.Close()
 		return nil, err
 	}
-	srv, err := serve.New(serve.Config{Project: cfg.Project, Engine: engine, Pipeline: pl, Logger: cfg.Logger})
+	srv, err := serve.New(serve.Config{Project: cfg.Project, Engine: engine, Pipeline: pl, Logger: cfg.Logger,
+		Stats: func() map[string]any {
+			out := map[string]any{"read": engine.Stats()}
+			if cache != nil {
+				out["row_cache"] = cache.Stats()
+			}
+			return out
+		}})
 	if err != nil {
 		pl.Close()
 		st.Close()
