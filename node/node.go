@@ -17,7 +17,10 @@ import (
 	"runtime"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/kiln-dev/kiln/definition"
+	"github.com/kiln-dev/kiln/grpcapi"
 	"github.com/kiln-dev/kiln/ingest"
 	"github.com/kiln-dev/kiln/query"
 	"github.com/kiln-dev/kiln/rowcache"
@@ -35,6 +38,8 @@ type Config struct {
 	// Addr is the HTTP listen address. Default 127.0.0.1:7070; use
 	// 127.0.0.1:0 for a free port (Node.Addr tells which).
 	Addr string
+	// GRPCAddr is the gRPC listen address; empty serves no gRPC.
+	GRPCAddr string
 	// Ingest configures the write path (partitions, batching, clock).
 	Ingest ingest.Options
 	// CacheBytes is the store's block cache. Default: the store's default.
@@ -55,8 +60,10 @@ type Config struct {
 
 // Node is a running Kiln process.
 type Node struct {
-	// Addr is the address the HTTP API listens on.
+	// Addr is the address the HTTP API listens on; GRPCAddr the gRPC API
+	// (empty without one).
 	Addr     string
+	GRPCAddr string
 	Plans    map[*definition.View]*tile.Plan
 	Store    *pebble.Store
 	Pipeline *ingest.Pipeline
@@ -66,6 +73,9 @@ type Node struct {
 	cfg     Config
 	http    *http.Server
 	serveCh chan error
+	grpc    *grpc.Server
+	grpcAPI *grpcapi.Server
+	grpcCh  chan error
 }
 
 // Start opens the store, starts the pipeline and serves HTTP on cfg.Addr.
@@ -152,6 +162,21 @@ func Start(cfg Config) (*Node, error) {
 		},
 		serveCh: make(chan error, 1),
 	}
+	if cfg.GRPCAddr != "" {
+		gln, err := net.Listen("tcp", cfg.GRPCAddr)
+		if err != nil {
+			ln.Close()
+			pl.Close()
+			st.Close()
+			return nil, fmt.Errorf("listening on %s: %w (pick another --grpc-addr)", cfg.GRPCAddr, err)
+		}
+		n.GRPCAddr = gln.Addr().String()
+		n.grpc = grpc.NewServer()
+		n.grpcAPI = grpcapi.New(engine, grpcapi.Options{Logger: cfg.Logger})
+		n.grpcAPI.Register(n.grpc)
+		n.grpcCh = make(chan error, 1)
+		go func() { n.grpcCh <- n.grpc.Serve(gln) }()
+	}
 	go func() { n.serveCh <- n.http.Serve(ln) }()
 	cfg.Logger.Info("kiln serving", "addr", n.Addr, "project", cfg.Project.Name, "data", cfg.DataDir)
 	return n, nil
@@ -167,6 +192,17 @@ func (n *Node) Close() error {
 	n.Server.SetReady(false)
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
+	if n.grpc != nil {
+		n.grpcAPI.SetServing(false)
+		stopped := make(chan struct{})
+		go func() { n.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			n.grpc.Stop()
+		}
+		<-n.grpcCh
+	}
 	errs := []error{n.http.Shutdown(ctx)}
 	if err := <-n.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)

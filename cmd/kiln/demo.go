@@ -23,6 +23,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("kiln demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
+	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7071", "gRPC listen address (empty: no gRPC)")
 	data := fs.String("data", "", "data directory (default: a temporary one, removed on exit)")
 	scale := fs.Float64("scale", 0.01, "RW1 scale factor (1 = 100,000 users and 1,000,000 posts)")
 	history := fs.Int("history", 100_000, "events of history to load over the last 30 days")
@@ -53,7 +54,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		defer os.RemoveAll(dir)
 	}
-	n, err := node.Start(node.Config{Project: project, DataDir: dir, Addr: *addr, Logger: logger})
+	n, err := node.Start(node.Config{Project: project, DataDir: dir, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -78,6 +79,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "Kiln is serving on %s. Fetch features with:\n\n", n.URL())
 	fmt.Fprintf(stdout, "  curl -s %s/v1/features -d '{\"service\": \"user_profile\", \"entities\": {\"user\": [{\"user_id\": 1}]}}'\n\n", n.URL())
 	fmt.Fprintf(stdout, "  curl -s %s/v1/features -d '{\"features\": [\"post_engagement:views_5m\", \"post_engagement:likes_1h\"], \"entities\": {\"post\": [{\"post_id\": 1}, {\"post_id\": 2}]}}'\n\n", n.URL())
+	if n.GRPCAddr != "" {
+		fmt.Fprintf(stdout, "and over gRPC (docs/grpc.md):\n\n  grpcurl -plaintext -d '{\"service\": \"user_profile\", \"entities\": [{\"entity\": \"user\", \"keys\": [{\"field\": \"user_id\", \"int_values\": [1]}]}]}' %s kiln.v1.FeatureService/GetFeatures\n\n", n.GRPCAddr)
+	}
 	fmt.Fprintf(stdout, "Live events arrive at %.0f/s; user 1 (the busiest) every %s. Ctrl-C stops.\n\n", *rate, *every)
 	return liveLoop(ctx, stdout, n, src, gen, *rate, *every)
 }

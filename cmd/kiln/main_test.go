@@ -141,7 +141,7 @@ func (p *process) stop(t *testing.T) {
 // shows values changing, and stops cleanly on Ctrl-C.
 func TestDemo(t *testing.T) {
 	bin := buildKiln(t)
-	p := start(t, bin, "demo", "--addr", "127.0.0.1:0", "--history", "5000", "--rate", "500", "--every", "300ms")
+	p := start(t, bin, "demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--history", "5000", "--rate", "500", "--every", "300ms")
 	url := p.expect(t, `Kiln is serving on (http://127\.0\.0\.1:\d+)`)[1]
 	curl := p.expect(t, `curl -s (\S+) -d '(.*)'$`)
 	resp, err := http.Post(curl[1], "application/json", strings.NewReader(curl[2]))
@@ -172,7 +172,7 @@ func TestServeRestart(t *testing.T) {
 	bin := buildKiln(t)
 	data := t.TempDir()
 	serve := func() (*process, string) {
-		p := start(t, bin, "serve", "-c", "../../examples/feed/kiln.yaml", "--data", data, "--addr", "127.0.0.1:0", "--log-level", "warn")
+		p := start(t, bin, "serve", "-c", "../../examples/feed/kiln.yaml", "--data", data, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn")
 		return p, p.expect(t, `serving project feed from .* on (http://\S+)`)[1]
 	}
 	p, url := serve()

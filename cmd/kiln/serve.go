@@ -18,6 +18,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	config := fs.String("c", "kiln.yaml", "project file")
 	data := fs.String("data", "kiln-data", "data directory of the embedded store (created if missing)")
 	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
+	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7071", "gRPC listen address (empty: no gRPC)")
+	rowCache := fs.Int64("row-cache-bytes", 0, "memory for the cache of rows (0: 256 MiB; negative: off)")
+	maxInFlight := fs.Int64("max-inflight-rows", 0, "admission control: rows being read at once before requests are refused with 429 / RESOURCE_EXHAUSTED (0: 2048 per CPU; negative: off)")
 	partitions := fs.Int("partitions", 4, "single-writer partitions of the write path")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
@@ -34,13 +37,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	n, err := node.Start(node.Config{
-		Project: project, DataDir: *data, Addr: *addr, Logger: logger,
+		Project: project, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
+		RowCacheBytes: *rowCache, MaxInFlightRows: *maxInFlight,
 		Ingest: ingest.Options{Partitions: *partitions},
 	})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "kiln: serving project %s from %s on %s\n", project.Name, *data, n.URL())
+	if n.GRPCAddr != "" {
+		fmt.Fprintf(stdout, "kiln: gRPC on %s\n", n.GRPCAddr)
+	}
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "kiln: stopping (writing what is buffered, closing the store)")
 	return n.Close()
