@@ -29,6 +29,10 @@ type Project struct {
 	// File is the path the project was read from, for messages.
 	File string
 
+	// OnlineStore says where rows live. The zero value is the embedded
+	// store (pebble) in the server's data directory.
+	OnlineStore OnlineStore
+
 	// Entities, Sources, Views and Services are in the order the file
 	// declares them.
 	Entities []*Entity
@@ -36,6 +40,27 @@ type Project struct {
 	Views    []*View
 	Services []*Service
 }
+
+// OnlineStore configures the online store.
+type OnlineStore struct {
+	// Type is "pebble" (embedded, the default) or "redis" (one Redis server
+	// or a Redis Cluster: the same configuration serves both).
+	Type string
+	// Addrs are the Redis addresses (host:port); a cluster needs only some
+	// of its nodes, the client discovers the rest.
+	Addrs []string
+	// Timeout bounds every call to the store; 0 means the backend's
+	// default (2s for Redis).
+	Timeout time.Duration
+	// MaxStaleness bounds how old a row a serving process may answer from
+	// its cache when other processes write the store (Redis); 0 means the
+	// default, 1s. The embedded store needs none: its writer updates the
+	// cache on every commit.
+	MaxStaleness time.Duration
+}
+
+// OnlineStoreTypes lists the online-store types a project file may use.
+const OnlineStoreTypes = "pebble, redis"
 
 // Entity is a kind of key, made of one or more key fields.
 type Entity struct {

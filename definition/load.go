@@ -580,7 +580,7 @@ func (l *loader) project(data []byte) *Project {
 	if !ok {
 		return nil
 	}
-	top := l.keys(entries, "the project file", "project", "entities", "sources", "views", "services")
+	top := l.keys(entries, "the project file", "project", "online_store", "entities", "sources", "views", "services")
 	start := posOf(body)
 
 	p := &Project{}
@@ -610,7 +610,98 @@ func (l *loader) project(data []byte) *Project {
 	if e, ok := top["services"]; ok {
 		l.services(p, e)
 	}
+	p.OnlineStore.Type = "pebble"
+	if e, ok := top["online_store"]; ok {
+		l.onlineStore(p, e)
+	}
 	return p
+}
+
+// hostPort reads an address. In a flow list, YAML parses host:7000 as a
+// one-entry mapping; written without spaces it is taken as the address.
+func (l *loader) hostPort(n ast.Node, at pos) (string, pos, bool) {
+	var mv *ast.MappingValueNode
+	switch m := n.(type) {
+	case *ast.MappingNode:
+		if len(m.Values) == 1 {
+			mv = m.Values[0]
+		}
+	case *ast.MappingValueNode:
+		mv = m
+	}
+	if mv != nil {
+		if k, ok := mv.Key.(*ast.StringNode); ok && !quoted(k) && mv.Value != nil {
+			if tk := mv.Value.GetToken(); tk != nil {
+				kp, vp := posOf(k), posOf(mv.Value)
+				if kp.line == vp.line && vp.col == kp.col+len(k.Value)+1 {
+					return k.Value + ":" + tk.Value, kp, true
+				}
+			}
+		}
+		l.errorf(posOf(n), "address of online_store: write host:port with no spaces, like 127.0.0.1:6379")
+		return "", posOf(n), false
+	}
+	return l.scalar(n, at, "address of online_store", "127.0.0.1:6379")
+}
+
+// onlineStore reads online_store: {type: redis, addrs: [host:port, ...]}.
+func (l *loader) onlineStore(p *Project, e entry) {
+	const example = "{type: redis, addrs: [127.0.0.1:6379]}"
+	entries, ok := l.mapping(e.val, e.kpos, "online_store", example)
+	if !ok {
+		return
+	}
+	m := l.keys(entries, "online_store", "type", "addrs", "timeout", "max_staleness")
+	if te, ok := m["type"]; ok {
+		if t, tp, ok := l.scalar(te.val, te.kpos, "type of online_store", "redis"); ok {
+			switch t {
+			case "pebble", "redis":
+				p.OnlineStore.Type = t
+			default:
+				l.errorf(tp, "unknown online_store type %q (%sallowed: %s)", clip(t), didYouMean(t, []string{"pebble", "redis"}), OnlineStoreTypes)
+				return
+			}
+		}
+	}
+	if ae, ok := m["addrs"]; ok {
+		items, ok := l.list(ae.val, "addrs of online_store", "[127.0.0.1:6379]")
+		if ok {
+			for _, it := range items {
+				a, ap, ok := l.hostPort(it, ae.kpos)
+				if !ok {
+					continue
+				}
+				if host, port, found := strings.Cut(a, ":"); !found || host == "" || !isIntText(port) {
+					l.errorf(ap, "address %q of online_store: write host:port, like 127.0.0.1:6379", clip(a))
+					continue
+				}
+				p.OnlineStore.Addrs = append(p.OnlineStore.Addrs, a)
+			}
+		}
+	}
+	for _, k := range []struct {
+		key string
+		dst *time.Duration
+	}{{"timeout", &p.OnlineStore.Timeout}, {"max_staleness", &p.OnlineStore.MaxStaleness}} {
+		if de, ok := m[k.key]; ok {
+			s, sp, ok := l.scalar(de.val, de.kpos, k.key+" of online_store", "2s")
+			if !ok {
+				continue
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil || d < time.Millisecond || d > time.Hour {
+				l.errorf(sp, "%s %q of online_store: write a duration between 1ms and 1h, like 2s or 500ms", k.key, clip(s))
+				continue
+			}
+			*k.dst = d
+		}
+	}
+	switch {
+	case p.OnlineStore.Type == "redis" && len(p.OnlineStore.Addrs) == 0:
+		l.errorf(e.kpos, "online_store of type redis needs addrs: list the Redis (or Redis Cluster) addresses, like %s", example)
+	case p.OnlineStore.Type == "pebble" && len(p.OnlineStore.Addrs) > 0:
+		l.errorf(e.kpos, "online_store of type pebble is embedded and takes no addrs: remove addrs, or set type: redis")
+	}
 }
 
 // parseYAML parses data into a YAML syntax tree, keeping duplicate keys

@@ -289,7 +289,7 @@ func TestParseErrors(t *testing.T) {
 	f("project: p\nentities: [a\nsources: {}\n", `3 YAML syntax error`)
 	f("project: p\n", `1 missing key "entities"`, `1 missing key "sources"`, `1 missing key "views"`)
 	f(strings.Replace(feat(`      n: {agg: count}`), "project: p\n", "", 1)+"\n", `1 missing key "project"`)
-	f(feat(`      n: {agg: count}`)+"view: {}\n", `15 unknown key "view" in the project file (did you mean "views"? allowed: entities, project, services, sources, views)`)
+	f(feat(`      n: {agg: count}`)+"view: {}\n", `15 unknown key "view" in the project file (did you mean "views"? allowed: entities, online_store, project, services, sources, views)`)
 
 	// Names and duplicate keys.
 	f(strings.Replace(header, "project: p", "project: My-Project", 1)+"      n: {agg: count}\n", `1 project name "My-Project" is not a valid name: use lower-case letters, digits and _, starting with a letter or _ (like "my_project")`)
@@ -560,4 +560,40 @@ func numbered(s string) string {
 		lines[i] = fmt.Sprintf("%3d  %s", i+1, lines[i])
 	}
 	return strings.Join(lines, "\n")
+}
+
+func TestOnlineStore(t *testing.T) {
+	p, err := definition.Parse("kiln.yaml", []byte(validFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.OnlineStore.Type != "pebble" || p.OnlineStore.Addrs != nil {
+		t.Fatalf("default online store %+v, want pebble", p.OnlineStore)
+	}
+	p, err = definition.Parse("kiln.yaml", []byte("online_store: {type: redis, addrs: [127.0.0.1:7000, redis-1:7001], timeout: 500ms, max_staleness: 2s}\n"+validFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := definition.OnlineStore{Type: "redis", Addrs: []string{"127.0.0.1:7000", "redis-1:7001"}, Timeout: 500 * time.Millisecond, MaxStaleness: 2 * time.Second}
+	if fmt.Sprint(p.OnlineStore) != fmt.Sprint(want) {
+		t.Fatalf("online store %+v, want %+v", p.OnlineStore, want)
+	}
+	f := func(store string, wants ...string) {
+		t.Helper()
+		_, err := definition.Parse("kiln.yaml", []byte(store+"\n"+validFile))
+		if err == nil {
+			t.Fatalf("%s: accepted", store)
+		}
+		for _, w := range wants {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", store, err, w)
+			}
+		}
+	}
+	f("online_store: {type: redis}", "kiln.yaml:1:", "needs addrs")
+	f("online_store: {type: reddis, addrs: [a:1]}", `unknown online_store type "reddis"`, `did you mean "redis"`)
+	f("online_store: {addrs: [a:1]}", "type pebble is embedded and takes no addrs")
+	f("online_store: {type: redis, addrs: [localhost]}", `address "localhost" of online_store: write host:port`)
+	f("online_store: {type: redis, addrs: [a:1], timeout: forever}", `timeout "forever"`)
+	f("online_store: {type: redis, adrs: [a:1]}", `unknown key "adrs"`)
 }
