@@ -9,6 +9,26 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
+# The Redis backend's tests (store/redis) start real redis-server processes;
+# KILN_REQUIRE_REDIS makes them fail, rather than skip, when it is missing.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing redis-server (Debian package) for the Redis backend's tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    # The package starts a system daemon on port 6379; the tests start their
+    # own servers on free ports, so stop it.
+    service redis-server stop >/dev/null 2>&1 || systemctl stop redis-server >/dev/null 2>&1 ||
+      echo "scripts/test.sh: note: could not stop the redis-server daemon the package started (port 6379); the tests do not need it" >&2
+  else
+    echo "scripts/test.sh: redis-server and redis-cli are needed by the Redis backend's tests. Install them" >&2
+    echo "  (Debian/Ubuntu: sudo apt-get install redis-server && sudo service redis-server stop)" >&2
+    echo "and run this script again, or run it as root to have it do so." >&2
+    exit 1
+  fi
+fi
+export KILN_REQUIRE_REDIS=1
+
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
   echo "gofmt: these files need formatting (run gofmt -w):" >&2

@@ -17,13 +17,27 @@ import (
 type Store interface {
 	// Get looks up keys and calls fn once per key, in order, with the value
 	// stored under keys[i], or with found == false when there is none. The
-	// value is only valid during the call: fn must copy what it keeps.
+	// value belongs to the store and is only valid during the call: fn must
+	// not modify it, and must copy what it keeps.
+	//
+	// An error that wraps ErrUnavailable means the store could not be
+	// reached or did not answer in time; the same Get may succeed later.
 	Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error
-	// Write stores every pair of the batch atomically and durably: when it
-	// returns nil, all of the batch survives a crash; a batch is never
-	// applied in part. When it returns an error the batch was applied whole
-	// or not at all, and the caller cannot tell which; writing the same batch
-	// again is always safe. Write does not retain the batch or its slices.
+	// Write stores every pair of the batch. Each pair (a row) is applied
+	// atomically: a reader sees a key's old value or its new one, never a
+	// mix. Backends that can apply the whole batch atomically do so (Pebble,
+	// and Redis on a single server), so that a reader never sees part of a
+	// batch; a batch that spans hash slots of a Redis Cluster is applied row
+	// by row, and readers may see part of it while Write runs. Later pairs
+	// win over earlier pairs with the same key.
+	//
+	// When Write returns nil the whole batch is stored, as durably as the
+	// backend promises (Pebble syncs its log first; Redis replicates
+	// asynchronously, so a failover can lose acknowledged writes: see
+	// store/redis). When it returns an error the caller must assume that any
+	// subset of the batch was applied, none or all included; writing the same
+	// batch again is always safe. An error that wraps ErrUnavailable is
+	// retryable. Write does not retain the batch or its slices.
 	Write(ctx context.Context, batch []KV) error
 	// Close releases the store. Calls after Close return ErrClosed.
 	Close() error
@@ -36,3 +50,10 @@ type KV struct {
 
 // ErrClosed is returned by calls on a closed store.
 var ErrClosed = errors.New("store: closed")
+
+// ErrUnavailable is wrapped by the errors of calls that failed because the
+// store could not be reached or did not answer in time (a connection
+// refused or lost, a timeout, a cluster failing over). Such a call is
+// retryable: the API answers it with a retryable status. Errors caused by
+// the caller's own context ending wrap ctx.Err() instead.
+var ErrUnavailable = errors.New("store: unavailable (retryable): the store could not be reached or timed out")
