@@ -1,10 +1,12 @@
-// Package node owns one running Kiln process in embedded mode: it opens the
-// Pebble store in a data directory, starts the write path (package ingest)
-// and the HTTP API (package serve) on a listener, and stops them in order:
-// stop taking requests, write what the partitions hold, close the store.
+// Package node owns one running Kiln process: it opens the online store the
+// project names (Pebble in a data directory, or Redis), starts what the
+// process's role needs — the write path (package ingest), the read engine
+// (package query) with its row cache, the HTTP API (package serve) and the
+// gRPC API (package grpcapi) — and stops them in order: stop taking
+// requests, write what the partitions hold, close the store.
 //
-// Start returns once the listener is bound and the server answers; Close
-// shuts it down. Both the kiln command and end-to-end tests use it.
+// Start returns once the listeners are bound; Close shuts everything down.
+// Both the kiln command and end-to-end tests use it.
 package node
 
 import (
@@ -27,13 +29,36 @@ import (
 	"github.com/kiln-dev/kiln/serve"
 	"github.com/kiln-dev/kiln/store"
 	"github.com/kiln-dev/kiln/store/pebble"
+	"github.com/kiln-dev/kiln/store/redis"
 	"github.com/kiln-dev/kiln/tile"
 )
 
-// Config configures a node. Project and DataDir are required.
+// Roles a process can take.
+const (
+	// RoleAll ingests and serves: the embedded default.
+	RoleAll = "all"
+	// RoleIngest owns the partitions and writes rows; it takes pushes and
+	// serves no features.
+	RoleIngest = "ingest"
+	// RoleServe only reads rows and serves features; any number of serve
+	// processes can answer from one shared store.
+	RoleServe = "serve"
+)
+
+// DefaultMaxStaleness bounds how old a cached row a process serves when
+// other processes write the store (the project's online_store.max_staleness
+// overrides it).
+const DefaultMaxStaleness = time.Second
+
+// Config configures a node. Project is required; DataDir too with the
+// embedded store.
 type Config struct {
 	Project *definition.Project
+	// Role is RoleAll (default), RoleIngest or RoleServe. Ingest and serve
+	// need a shared online store (online_store type redis).
+	Role string
 	// DataDir is the embedded store's directory; it is created if missing.
+	// Unused with Redis.
 	DataDir string
 	// Addr is the HTTP listen address. Default 127.0.0.1:7070; use
 	// 127.0.0.1:0 for a free port (Node.Addr tells which).
@@ -42,11 +67,16 @@ type Config struct {
 	GRPCAddr string
 	// Ingest configures the write path (partitions, batching, clock).
 	Ingest ingest.Options
-	// CacheBytes is the store's block cache. Default: the store's default.
+	// Now is the read clock of a serve-only process (Unix ms); other roles
+	// read at the write path's clock. Default: the wall clock.
+	Now func() int64
+	// CacheBytes is the embedded store's block cache. Default: the store's
+	// default.
 	CacheBytes int64
-	// RowCacheBytes bounds the read path's cache of rows. The write path
-	// updates it on every commit, so in embedded mode it never serves a
-	// stale row. 0 means rowcache.DefaultMaxBytes; negative disables it.
+	// RowCacheBytes bounds the read path's cache of rows. 0 means
+	// rowcache.DefaultMaxBytes; negative disables it. The write path updates
+	// it on every commit, so an embedded node never serves a stale row; a
+	// node over Redis serves rows at most max_staleness old.
 	RowCacheBytes int64
 	// MaxInFlightRows is the read path's admission budget (query.Config).
 	// 0 means 2,048 rows per CPU; negative disables admission control.
@@ -64,10 +94,11 @@ type Node struct {
 	// (empty without one).
 	Addr     string
 	GRPCAddr string
+	Role     string
 	Plans    map[*definition.View]*tile.Plan
-	Store    *pebble.Store
-	Pipeline *ingest.Pipeline
-	Engine   *query.Engine
+	Store    store.Store
+	Pipeline *ingest.Pipeline // nil in a serve-only process
+	Engine   *query.Engine    // nil in an ingest-only process
 	Server   *serve.Server
 
 	cfg     Config
@@ -78,10 +109,14 @@ type Node struct {
 	grpcCh  chan error
 }
 
-// Start opens the store, starts the pipeline and serves HTTP on cfg.Addr.
-func Start(cfg Config) (*Node, error) {
-	if cfg.Project == nil || cfg.DataDir == "" {
-		return nil, errors.New("node: Config needs Project and DataDir")
+// Start opens the store, starts what the role needs and serves HTTP (and
+// gRPC when asked).
+func Start(cfg Config) (n *Node, err error) {
+	if cfg.Project == nil {
+		return nil, errors.New("node: Config needs a Project")
+	}
+	if cfg.Role == "" {
+		cfg.Role = RoleAll
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:7070"
@@ -95,99 +130,145 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Ingest.Logger == nil {
 		cfg.Ingest.Logger = cfg.Logger
 	}
+	online := cfg.Project.OnlineStore
+	switch {
+	case cfg.Role != RoleAll && cfg.Role != RoleIngest && cfg.Role != RoleServe:
+		return nil, fmt.Errorf("unknown role %q: use all, ingest or serve", cfg.Role)
+	case cfg.Role != RoleAll && online.Type != "redis":
+		return nil, fmt.Errorf("role %s needs an online store shared by several processes: set online_store: {type: redis, addrs: [...]} in %s (the embedded store belongs to one process)", cfg.Role, cfg.Project.File)
+	case online.Type != "redis" && cfg.DataDir == "":
+		return nil, errors.New("node: the embedded store needs a data directory (--data)")
+	}
 	plans, err := tile.CompileProject(cfg.Project)
 	if err != nil {
 		return nil, err
 	}
-	st, err := pebble.Open(cfg.DataDir, pebble.Options{CacheBytes: cfg.CacheBytes, Logger: cfg.Logger})
-	if err != nil {
+	n = &Node{Role: cfg.Role, Plans: plans, cfg: cfg}
+	// On an error below, undo what was started.
+	var cleanups []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				cleanups[i]()
+			}
+		}
+	}()
+
+	if n.Store, err = openStore(cfg); err != nil {
 		return nil, err
 	}
-	var rows query.RowSource = st
+	cleanups = append(cleanups, func() { n.Store.Close() })
+
 	var cache *rowcache.Cache
-	if cfg.RowCacheBytes >= 0 {
-		cache = rowcache.New(rowcache.Options{MaxBytes: cfg.RowCacheBytes})
-		rows = rowcache.Source{Cache: cache, Load: st.Get}
-		cfg.Ingest.AfterWrite = func(batch []store.KV, err error) {
-			for _, kv := range batch {
-				if err == nil {
-					cache.Set(kv.Key, kv.Value)
-				} else {
-					cache.Delete(kv.Key)
+	if cfg.Role != RoleIngest && cfg.RowCacheBytes >= 0 {
+		opts := rowcache.Options{MaxBytes: cfg.RowCacheBytes}
+		if online.Type == "redis" {
+			// Other processes write the store: bound the age of what is served.
+			opts.MaxAge = online.MaxStaleness
+			if opts.MaxAge == 0 {
+				opts.MaxAge = DefaultMaxStaleness
+			}
+		}
+		cache = rowcache.New(opts)
+	}
+	if cfg.Role != RoleServe {
+		if cache != nil {
+			cfg.Ingest.AfterWrite = func(batch []store.KV, err error) {
+				for _, kv := range batch {
+					if err == nil {
+						cache.Set(kv.Key, kv.Value)
+					} else {
+						cache.Delete(kv.Key)
+					}
 				}
 			}
 		}
+		if n.Pipeline, err = ingest.New(cfg.Project, plans, n.Store, cfg.Ingest); err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, func() { n.Pipeline.Close() })
 	}
-	pl, err := ingest.New(cfg.Project, plans, st, cfg.Ingest)
-	if err != nil {
-		st.Close()
-		return nil, err
+	if cfg.Role != RoleIngest {
+		var rows query.RowSource = n.Store
+		if cache != nil {
+			rows = rowcache.Source{Cache: cache, Load: n.Store.Get}
+		}
+		now := cfg.Now
+		if n.Pipeline != nil {
+			now = n.Pipeline.Now
+		}
+		maxRows := cfg.MaxInFlightRows
+		if maxRows == 0 {
+			maxRows = 2048 * int64(runtime.GOMAXPROCS(0))
+		}
+		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, Floor: n.Store, Now: now, MaxInFlightRows: maxRows})
+		if err != nil {
+			return nil, err
+		}
 	}
-	maxRows := cfg.MaxInFlightRows
-	if maxRows == 0 {
-		maxRows = 2048 * int64(runtime.GOMAXPROCS(0))
-	}
-	engine, err := query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, Floor: st, Now: pl.Now, MaxInFlightRows: maxRows})
-	if err != nil {
-		pl.Close()
-		st.Close()
-		return nil, err
-	}
-	srv, err := serve.New(serve.Config{Project: cfg.Project, Engine: engine, Pipeline: pl, Logger: cfg.Logger,
+	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Pipeline: n.Pipeline, Logger: cfg.Logger,
 		Stats: func() map[string]any {
-			out := map[string]any{"read": engine.Stats()}
+			out := map[string]any{"role": cfg.Role, "online_store": online.Type}
+			if n.Engine != nil {
+				out["read"] = n.Engine.Stats()
+			}
 			if cache != nil {
 				out["row_cache"] = cache.Stats()
 			}
 			return out
 		}})
 	if err != nil {
-		pl.Close()
-		st.Close()
 		return nil, err
 	}
+
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		pl.Close()
-		st.Close()
 		return nil, fmt.Errorf("listening on %s: %w (is another kiln running? pick another --addr)", cfg.Addr, err)
 	}
-	n := &Node{
-		Addr: ln.Addr().String(), Plans: plans, Store: st, Pipeline: pl, Engine: engine, Server: srv, cfg: cfg,
-		http: &http.Server{
-			Handler:           srv,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-		},
-		serveCh: make(chan error, 1),
-	}
-	if cfg.GRPCAddr != "" {
+	cleanups = append(cleanups, func() { ln.Close() })
+	n.Addr = ln.Addr().String()
+	if cfg.GRPCAddr != "" && n.Engine != nil {
 		gln, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
-			ln.Close()
-			pl.Close()
-			st.Close()
 			return nil, fmt.Errorf("listening on %s: %w (pick another --grpc-addr)", cfg.GRPCAddr, err)
 		}
 		n.GRPCAddr = gln.Addr().String()
 		n.grpc = grpc.NewServer()
-		n.grpcAPI = grpcapi.New(engine, grpcapi.Options{Logger: cfg.Logger})
+		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger})
 		n.grpcAPI.Register(n.grpc)
 		n.grpcCh = make(chan error, 1)
 		go func() { n.grpcCh <- n.grpc.Serve(gln) }()
 	}
+	n.http = &http.Server{
+		Handler:           n.Server,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	n.serveCh = make(chan error, 1)
 	go func() { n.serveCh <- n.http.Serve(ln) }()
-	cfg.Logger.Info("kiln serving", "addr", n.Addr, "project", cfg.Project.Name, "data", cfg.DataDir)
+	cfg.Logger.Info("kiln serving", "role", cfg.Role, "addr", n.Addr, "grpc", n.GRPCAddr,
+		"project", cfg.Project.Name, "online_store", online.Type)
 	return n, nil
+}
+
+// openStore opens the online store the project names.
+func openStore(cfg Config) (store.Store, error) {
+	online := cfg.Project.OnlineStore
+	if online.Type == "redis" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return redis.Open(ctx, redis.Options{Addrs: online.Addrs, Timeout: online.Timeout, Logger: cfg.Logger})
+	}
+	return pebble.Open(cfg.DataDir, pebble.Options{CacheBytes: cfg.CacheBytes, Logger: cfg.Logger})
 }
 
 // URL is the base URL of the HTTP API.
 func (n *Node) URL() string { return "http://" + n.Addr }
 
-// Close stops the node: /readyz turns unready, requests in flight finish
-// (up to the shutdown timeout), the pipeline writes what it holds, and the
-// store closes. It returns the first error met.
+// Close stops the node: /readyz and gRPC health turn unready, requests in
+// flight finish (up to the shutdown timeout), the pipeline writes what it
+// holds, and the store closes. It returns the first error met.
 func (n *Node) Close() error {
 	n.Server.SetReady(false)
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
@@ -207,6 +288,9 @@ func (n *Node) Close() error {
 	if err := <-n.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
 	}
-	errs = append(errs, n.Pipeline.Close(), n.Store.Close())
+	if n.Pipeline != nil {
+		errs = append(errs, n.Pipeline.Close())
+	}
+	errs = append(errs, n.Store.Close())
 	return errors.Join(errs...)
 }

@@ -66,7 +66,19 @@ func (s *Server) parseFeatures(w http.ResponseWriter, r *http.Request, st *readS
 	return true
 }
 
+// refuseReads answers a read in a process that only ingests.
+func (s *Server) refuseReads(w http.ResponseWriter) bool {
+	if s.engine != nil {
+		return false
+	}
+	writeError(w, http.StatusForbidden, "this process only ingests (--role=ingest): read features from a serve process", nil)
+	return true
+}
+
 func (s *Server) handleFeatures(w http.ResponseWriter, r *http.Request) {
+	if s.refuseReads(w) {
+		return
+	}
 	st := readStates.Get().(*readState)
 	defer readStates.Put(st)
 	if !s.parseFeatures(w, r, st) {
@@ -85,6 +97,9 @@ func (s *Server) handleFeatures(w http.ResponseWriter, r *http.Request) {
 // nothing else: no cache, no decoding, no windows. kiln bench measures it
 // beside /v1/features to show what the store itself costs.
 func (s *Server) handleFloor(w http.ResponseWriter, r *http.Request) {
+	if s.refuseReads(w) {
+		return
+	}
 	st := readStates.Get().(*readState)
 	defer readStates.Put(st)
 	if !s.parseFeatures(w, r, st) {

@@ -36,10 +36,12 @@ const (
 	MaxEntities = query.MaxEntities
 )
 
-// Config is what a Server needs. Project and Engine are required.
+// Config is what a Server needs: a Project, and an Engine, a Pipeline or
+// both.
 type Config struct {
 	Project *definition.Project
-	// Engine answers feature reads.
+	// Engine answers feature reads; nil refuses them (an ingest-only
+	// process).
 	Engine *query.Engine
 	// Pipeline takes pushed events; nil refuses pushes (a read-only server).
 	Pipeline *ingest.Pipeline
@@ -60,8 +62,8 @@ type Server struct {
 
 // New builds a server for the project.
 func New(cfg Config) (*Server, error) {
-	if cfg.Project == nil || cfg.Engine == nil {
-		return nil, errors.New("serve: Config needs Project and Engine")
+	if cfg.Project == nil || (cfg.Engine == nil && cfg.Pipeline == nil) {
+		return nil, errors.New("serve: Config needs a Project, and an Engine or a Pipeline")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -148,7 +150,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool
 
 func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Pipeline == nil {
-		writeError(w, http.StatusForbidden, "this server is read-only: push events to a server that ingests", nil)
+		writeError(w, http.StatusForbidden, "this process only serves (--role=serve): push events to the ingest process", nil)
 		return
 	}
 	body, ok := readBody(w, r, MaxPushBytes)

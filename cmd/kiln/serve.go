@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/kiln-dev/kiln/definition"
 	"github.com/kiln-dev/kiln/ingest"
@@ -16,7 +17,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("kiln serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("c", "kiln.yaml", "project file")
-	data := fs.String("data", "kiln-data", "data directory of the embedded store (created if missing)")
+	data := fs.String("data", "kiln-data", "data directory of the embedded store (created if missing; unused with Redis)")
+	role := fs.String("role", "all", "what this process does: all (ingest and serve), ingest (take events, write rows) or serve (read rows, answer features); ingest and serve need online_store type redis")
 	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7071", "gRPC listen address (empty: no gRPC)")
 	rowCache := fs.Int64("row-cache-bytes", 0, "memory for the cache of rows (0: 256 MiB; negative: off)")
@@ -37,14 +39,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	n, err := node.Start(node.Config{
-		Project: project, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
+		Project: project, Role: *role, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, MaxInFlightRows: *maxInFlight,
 		Ingest: ingest.Options{Partitions: *partitions},
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "kiln: serving project %s from %s on %s\n", project.Name, *data, n.URL())
+	where := *data
+	if project.OnlineStore.Type == "redis" {
+		where = "redis " + strings.Join(project.OnlineStore.Addrs, ",")
+	}
+	fmt.Fprintf(stdout, "kiln: %s: serving project %s from %s on %s\n", n.Role, project.Name, where, n.URL())
 	if n.GRPCAddr != "" {
 		fmt.Fprintf(stdout, "kiln: gRPC on %s\n", n.GRPCAddr)
 	}
