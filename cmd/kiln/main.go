@@ -3,6 +3,7 @@
 //	kiln demo                          the example project with a synthetic event stream
 //	kiln serve -c kiln.yaml --data DIR serve a project on the embedded store
 //	kiln validate -c kiln.yaml         check a project file and print its tile plan
+//	kiln bench                         run the RW1 benchmark
 //
 // Run "kiln <command> -h" for a command's flags.
 package main
@@ -24,6 +25,7 @@ usage:
   kiln demo [flags]                    run the example project with a synthetic event stream
   kiln serve -c kiln.yaml [flags]      serve a project (embedded store in --data)
   kiln validate -c kiln.yaml           check a project file and print its tile plan
+  kiln bench [flags]                   run the RW1 benchmark (latency, throughput, the floor)
 
 Run "kiln <command> -h" for a command's flags. Docs: docs/ in the repository.
 `
@@ -61,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

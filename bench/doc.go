@@ -1,0 +1,39 @@
+// Package bench owns Kiln's load generator and the RW1 benchmark (the
+// reference workload of WORKLOAD.md in the shared docs).
+//
+// # The load generator
+//
+// OpenLoop sends requests at a fixed arrival rate, as wrk2 does: request i
+// is due at start + i/rate whatever happened to the requests before it, and
+// its latency is measured from that due time to its completion. A server
+// that stalls therefore shows the stall in every request that was due during
+// it, not only in the one request that was in flight (the "coordinated
+// omission" a closed-loop client makes). At most MaxInFlight requests are in
+// flight; when that bound is reached the next request waits for a free slot,
+// and its latency still counts from its due time, so the bound never hides
+// a stall. Requests due in the warm-up are sent but not recorded.
+//
+// ClosedLoop runs a fixed number of workers back to back, to find the most
+// requests per second a server completes (saturation). Its latencies are
+// service times, not corrected: a closed loop has no schedule to be late
+// against.
+//
+// Latencies go into HDR histograms (github.com/HdrHistogram/hdrhistogram-go)
+// in microseconds, from 1 µs to 60 s with 3 significant digits.
+//
+// The caller gives a Call that performs request i. It must honour its
+// context (return soon after the context is cancelled): that is how a run
+// that has reached its end stops requests still in flight.
+//
+// # The RW1 benchmark
+//
+// Run starts a Kiln server as a child process (or uses one at Config.Target),
+// loads the RW1 history through POST /v1/push, keeps a live event stream
+// going, and measures, for each query type (Q1: one user, Q2: one user and
+// 500 posts) and offered rate, Kiln's read path and then the floor (POST
+// /debug/floor: the store's raw multi-get of the same rows) with the same
+// pre-generated request sequence. It charges server CPU from GET
+// /debug/stats, then writes a table, results.json and latency.svg. The
+// client does no per-request generation work: every request body is built
+// before the clock starts.
+package bench

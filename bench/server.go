@@ -1,0 +1,301 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Bounds on the child server's life.
+const (
+	serverStartTimeout = 60 * time.Second
+	serverStopTimeout  = 60 * time.Second
+	stderrTailBytes    = 4 << 10
+)
+
+// server is the Kiln server under test: a child process this package
+// started, or one running elsewhere (then stop does nothing).
+type server struct {
+	url      string // base URL of the HTTP API
+	grpcAddr string // host:port of the gRPC API; "" if not served
+	command  []string
+
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the child has exited
+	err    error         // the child's exit status; read after exited is closed
+	tail   *tailBuffer   // the end of the child's stderr, for errors
+}
+
+// startServer runs argv (a kiln binary and "serve") with the flags that
+// serve the project file on the data directory, on loopback ports the
+// kernel picks, and waits for the lines that say where it serves:
+//
+//	kiln: all: serving project feed from DIR on http://127.0.0.1:PORT
+//	kiln: gRPC on 127.0.0.1:PORT
+//
+// grpc asks for the gRPC API too (without it, the server serves none). The
+// child's log goes to logw.
+func startServer(ctx context.Context, argv []string, projectFile, dataDir string, grpc bool, logw io.Writer) (*server, error) {
+	grpcAddr := ""
+	if grpc {
+		grpcAddr = "127.0.0.1:0"
+	}
+	args := append(append([]string(nil), argv[1:]...),
+		"-c", projectFile, "--data", dataDir, "--addr", "127.0.0.1:0", "--grpc-addr="+grpcAddr, "--log-level", "warn")
+	s := &server{exited: make(chan struct{}), tail: &tailBuffer{max: stderrTailBytes}}
+	s.command = append([]string{argv[0]}, args...)
+	cmd := exec.Command(argv[0], args...)
+	setChildAttrs(cmd)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = io.MultiWriter(s.tail, &prefixWriter{w: logw, prefix: "server: "})
+	s.cmd = cmd
+
+	// The child is started on a goroutine locked to its thread, which
+	// lives as long as the child: the parent-death signal (setChildAttrs)
+	// fires when the thread that started the child ends, and the runtime
+	// ends a thread whenever a goroutine locked to it exits.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		s.err = cmd.Wait()
+		close(s.exited)
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting the server %s: %w", argv[0], err)
+	}
+
+	// Read stdout for the address lines, then keep draining it.
+	type addrs struct{ url, grpc string }
+	found := make(chan addrs, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		var a addrs
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			switch i := strings.Index(line, " on "); {
+			case sent || i < 0:
+			case strings.Contains(line, "serving project") && strings.HasPrefix(line[i+4:], "http://"):
+				a.url = strings.TrimSpace(line[i+4:])
+			case strings.HasPrefix(line, "kiln: gRPC on "):
+				a.grpc = strings.TrimSpace(line[i+4:])
+			}
+			if !sent && a.url != "" && (!grpc || a.grpc != "") {
+				found <- a
+				sent = true
+			}
+			fmt.Fprintf(logw, "server: %s\n", line)
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	timer := time.NewTimer(serverStartTimeout)
+	defer timer.Stop()
+	select {
+	case a := <-found:
+		s.url, s.grpcAddr = a.url, a.grpc
+	case <-s.exited:
+		return nil, fmt.Errorf("the server exited before serving (%v): %s", s.err, s.tail.String())
+	case <-timer.C:
+		s.stop()
+		what := "its HTTP address"
+		if grpc {
+			what = "its HTTP and gRPC addresses"
+		}
+		return nil, fmt.Errorf("the server did not print %s within %v: %s", what, serverStartTimeout, s.tail.String())
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+	return s, nil
+}
+
+// stop asks the child to shut down (SIGINT: it writes what it holds and
+// closes the store) and kills it if it has not exited in time.
+func (s *server) stop() error {
+	if s.cmd == nil {
+		return nil
+	}
+	select {
+	case <-s.exited:
+		return s.err
+	default:
+	}
+	s.cmd.Process.Signal(os.Interrupt)
+	timer := time.NewTimer(serverStopTimeout)
+	defer timer.Stop()
+	select {
+	case <-s.exited:
+		return s.err
+	case <-timer.C:
+		s.cmd.Process.Kill()
+		<-s.exited
+		return fmt.Errorf("the server did not stop within %v and was killed", serverStopTimeout)
+	}
+}
+
+// alive reports an error if the child has exited.
+func (s *server) alive() error {
+	if s.cmd == nil {
+		return nil
+	}
+	select {
+	case <-s.exited:
+		return fmt.Errorf("the server exited (%v): %s", s.err, s.tail.String())
+	default:
+		return nil
+	}
+}
+
+// serverStats is the part of GET /debug/stats the benchmark reads.
+type serverStats struct {
+	CPUSeconds float64         `json:"cpu_seconds"`
+	RSSBytes   int64           `json:"rss_bytes"`
+	HeapBytes  int64           `json:"heap_bytes"`
+	GCCycles   int64           `json:"gc_cycles"`
+	Goroutines int             `json:"goroutines"`
+	GOMAXPROCS int             `json:"gomaxprocs"`
+	Ingest     json.RawMessage `json:"ingest,omitempty"`
+}
+
+// getJSON GETs url into v.
+func getJSON(ctx context.Context, c *http.Client, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: HTTP %d: %s", url, resp.StatusCode, bytes.TrimSpace(body))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	return nil
+}
+
+// postJSON POSTs body to url and decodes a 200 answer into v (nil: discard).
+func postJSON(ctx context.Context, c *http.Client, url string, body []byte, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return &httpError{status: resp.StatusCode, msg: string(bytes.TrimSpace(msg))}
+	}
+	if v == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// httpError is a non-200 answer.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.msg) }
+
+// dirBytes sums the sizes of the regular files under dir.
+func dirBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex // guards buf
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := strings.TrimSpace(string(t.buf))
+	if s == "" {
+		return "(no output on stderr)"
+	}
+	return s
+}
+
+// prefixWriter writes each line with a prefix.
+type prefixWriter struct {
+	mu      sync.Mutex // guards partial
+	w       io.Writer
+	prefix  string
+	partial []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.partial = append(p.partial, b...)
+	for {
+		i := bytes.IndexByte(p.partial, '\n')
+		if i < 0 {
+			break
+		}
+		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.partial[:i])
+		p.partial = p.partial[i+1:]
+	}
+	if len(p.partial) > 64<<10 { // a very long line: flush it as is
+		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.partial)
+		p.partial = p.partial[:0]
+	}
+	return len(b), nil
+}

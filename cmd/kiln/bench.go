@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/kiln-dev/kiln/bench"
+)
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	def := bench.DefaultConfig()
+	fs := flag.NewFlagSet("kiln bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: kiln bench [flags]
+
+Runs the RW1 benchmark: starts "kiln serve" on the RW1 project (or uses
+--target), loads the history through POST /v1/push, then measures Q1 and Q2
+open loop at each rate, Kiln and then the floor (the store's raw multi-get)
+with the same requests, and a Q2 saturation step. Prints a table and writes
+results.json and latency.svg to --out.
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	target := fs.String("target", "", "base URL of a running kiln server with the RW1 project (default: start one)")
+	grpcTarget := fs.String("grpc-target", "", "host:port of --target's gRPC API (with --transport grpc)")
+	data := fs.String("data", "", "data directory of the started server (default: a temporary one, removed at the end)")
+	transport := fs.String("transport", def.Transport, "transport of Kiln's reads: http or grpc (the floor is read over HTTP)")
+	scale := fs.Float64("scale", def.Scale, "RW1 scale factor S (S×100,000 users, S×1,000,000 posts, S×20,000,000 history events)")
+	seed := fs.Uint64("seed", def.Seed, "seed of the history, the live stream and the query draws")
+	skipLoad := fs.Bool("skip-load", false, "do not load the history (for a --target already loaded)")
+	pushers := fs.Int("pushers", def.Pushers, "concurrent history pushes")
+	batch := fs.Int("batch", def.BatchEvents, "events per history push (at most 10000)")
+	settle := fs.Duration("settle", def.Settle, "longest wait after loading for the server to go quiet (0: none)")
+	live := fs.Float64("live", def.Live, "live events per second pushed during the measurements (0: none)")
+	baseline := fs.Duration("baseline", def.Baseline, "period before the first step that measures the server's CPU with only the live stream, and the load generator's own lateness (0: skip)")
+	q1Rates := fs.String("q1-rates", joinRates(def.Q1Rates), "Q1 offered rates, requests/s, comma-separated (empty: skip Q1)")
+	q2Rates := fs.String("q2-rates", joinRates(def.Q2Rates), "Q2 offered rates, requests/s, comma-separated (empty: skip Q2)")
+	duration := fs.Duration("duration", def.Duration, "measured period of each step")
+	warmup := fs.Duration("warmup", def.Warmup, "unrecorded warm-up before each step")
+	workers := fs.Int("saturation-workers", def.SaturationWorkers, "closed-loop workers of the Q2 saturation step (0: skip it)")
+	inFlight := fs.Int("max-in-flight", def.MaxInFlight, "most requests in flight in an open-loop step (a request due while the bound is reached waits, and its latency still counts from its due time)")
+	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each read request")
+	out := fs.String("out", "kiln-bench", "directory for results.json and latency.svg")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg := def
+	cfg.Target, cfg.GRPCTarget, cfg.DataDir, cfg.Transport = *target, *grpcTarget, *data, *transport
+	cfg.Scale, cfg.Seed, cfg.SkipLoad, cfg.Pushers, cfg.BatchEvents = *scale, *seed, *skipLoad, *pushers, *batch
+	cfg.Settle, cfg.Live, cfg.Baseline, cfg.Duration, cfg.Warmup = *settle, *live, *baseline, *duration, *warmup
+	cfg.SaturationWorkers, cfg.MaxInFlight, cfg.RequestTimeout, cfg.OutDir = *workers, *inFlight, *timeout, *out
+	cfg.Log = stderr
+	cfg.Command = strings.Join(append([]string{"kiln", "bench"}, args...), " ")
+	var err error
+	if cfg.Q1Rates, err = parseRates("q1-rates", *q1Rates); err != nil {
+		return err
+	}
+	if cfg.Q2Rates, err = parseRates("q2-rates", *q2Rates); err != nil {
+		return err
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if errors.Is(err, bench.ErrConfig) {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if rep != nil {
+		fmt.Fprintln(stdout)
+		rep.PrintSummary(stdout)
+		if *out != "" {
+			fmt.Fprintf(stdout, "\nresults.json and latency.svg are in %s\n", *out)
+		}
+	}
+	if err != nil && errors.Is(err, context.Canceled) {
+		return fmt.Errorf("interrupted: %w", err)
+	}
+	return err
+}
+
+// parseRates parses a comma-separated list of positive rates.
+func parseRates(name, s string) ([]float64, error) {
+	var rates []float64
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		r, err := strconv.ParseFloat(f, 64)
+		if err != nil || !(r > 0) {
+			return nil, fmt.Errorf("%w: --%s: %q is not a positive number of requests per second", errUsage, name, f)
+		}
+		rates = append(rates, r)
+	}
+	return rates, nil
+}
+
+func joinRates(rates []float64) string {
+	s := make([]string, len(rates))
+	for i, r := range rates {
+		s[i] = strconv.FormatFloat(r, 'f', -1, 64)
+	}
+	return strings.Join(s, ",")
+}
