@@ -93,6 +93,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, "internal error; the server log has the details", nil)
 		}
 	}()
+	if strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
+		servePprof(w, r)
+		return
+	}
 	methods, ok := s.routes[r.URL.Path]
 	if !ok {
 		paths := make([]string, 0, len(s.routes))
