@@ -148,3 +148,37 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 }
 
 func (rawCodec) Name() string { return "proto" }
+
+// grpcFloor sends the same pre-encoded requests to GetRows: the floor over
+// the same transport as Kiln's gRPC reads.
+type grpcFloor struct{ *grpcFeatures }
+
+func (c grpcFloor) call(ctx context.Context, i int) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var discard rawMessage
+	return c.g.cc.Invoke(ctx, kilnv1.FeatureService_GetRows_FullMethodName,
+		rawMessage(c.wire[i%len(c.wire)]), &discard, grpc.ForceCodec(rawCodec{}))
+}
+
+func (c grpcFloor) check(ctx context.Context, i int) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.g.fs.GetRows(ctx, c.msgs[i%len(c.msgs)])
+	if err != nil {
+		return fmt.Errorf("%s gRPC GetRows: %w", c.q.name, err)
+	}
+	if resp.RowsFound == 0 {
+		return fmt.Errorf("%s gRPC GetRows: no rows found: is the history loaded?", c.q.name)
+	}
+	return nil
+}
+
+// floor returns the floor caller of q over gRPC.
+func (g *grpcConn) floor(ctx context.Context, q *querySet, timeout time.Duration) (caller, error) {
+	c, err := g.features(ctx, q, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return grpcFloor{c.(*grpcFeatures)}, nil
+}

@@ -57,7 +57,8 @@ type Config struct {
 	// temporary one, removed at the end.
 	DataDir string
 	// Transport of the Kiln reads: TransportHTTP or TransportGRPC. The
-	// floor is always read over HTTP (POST /debug/floor).
+	// floor is read over the same transport as Kiln's reads: POST
+	// /debug/floor, or gRPC GetRows.
 	Transport string
 
 	// Scale is RW1's scale factor S (> 0); Seed seeds the history, the
@@ -488,6 +489,10 @@ func (b *rw1) baselinePeriod(ctx context.Context, rate float64) (cores float64, 
 // caller returns the caller of a query type against a target.
 func (b *rw1) caller(ctx context.Context, q *querySet, target string) (caller, string, error) {
 	if target == targetFloor {
+		if b.cfg.Transport == TransportGRPC {
+			c, err := b.grpc.floor(ctx, q, b.cfg.RequestTimeout)
+			return c, TransportGRPC, err
+		}
 		return &httpFloor{c: b.floor, url: b.srv.url + "/debug/floor", q: q}, TransportHTTP, nil
 	}
 	if b.cfg.Transport == TransportGRPC {

@@ -162,6 +162,29 @@ func (s *Server) GetFeatures(ctx context.Context, in *kilnv1.GetFeaturesRequest)
 	return buildResponse(prep, &st.res), nil
 }
 
+// GetRows serves kiln.v1.FeatureService/GetRows: the rows of a
+// GetFeatures request read from the store and nothing else (the floor).
+func (s *Server) GetRows(ctx context.Context, in *kilnv1.GetFeaturesRequest) (resp *kilnv1.GetRowsResponse, err error) {
+	defer s.recoverPanic("GetRows", &err)
+	if err := ctx.Err(); err != nil {
+		return nil, contextStatus(err)
+	}
+	prep, err := s.selection(in)
+	if err != nil {
+		return nil, err
+	}
+	st := readStates.Get().(*readState)
+	defer readStates.Put(st)
+	if _, err := s.parseKeys(prep, in.GetEntities(), &st.req); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	found, size, err := s.engine.Raw(ctx, &st.req, &st.res)
+	if err != nil {
+		return nil, s.readError(err)
+	}
+	return &kilnv1.GetRowsResponse{RowsFound: uint32(found), Bytes: uint64(size)}, nil
+}
+
 // Prepare serves kiln.v1.FeatureService/Prepare.
 func (s *Server) Prepare(ctx context.Context, in *kilnv1.PrepareRequest) (resp *kilnv1.PrepareResponse, err error) {
 	defer s.recoverPanic("Prepare", &err)

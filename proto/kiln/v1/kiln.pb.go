@@ -674,6 +674,61 @@ func (x *FeatureColumn) GetValid() []bool {
 	return nil
 }
 
+// GetRowsResponse says what a GetRows call read.
+type GetRowsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows that exist, of those the request names.
+	RowsFound uint32 `protobuf:"varint,1,opt,name=rows_found,json=rowsFound,proto3" json:"rows_found,omitempty"`
+	// Their total encoded size in bytes.
+	Bytes         uint64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRowsResponse) Reset() {
+	*x = GetRowsResponse{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRowsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRowsResponse) ProtoMessage() {}
+
+func (x *GetRowsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRowsResponse.ProtoReflect.Descriptor instead.
+func (*GetRowsResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetRowsResponse) GetRowsFound() uint32 {
+	if x != nil {
+		return x.RowsFound
+	}
+	return 0
+}
+
+func (x *GetRowsResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 // PrepareRequest names a feature list to resolve.
 type PrepareRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -690,7 +745,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[7]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +757,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[7]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +770,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{7}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PrepareRequest) GetSelection() isPrepareRequest_Selection {
@@ -777,7 +832,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +844,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +857,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PrepareResponse) GetPreparedId() uint64 {
@@ -836,7 +891,7 @@ type PreparedEntity struct {
 
 func (x *PreparedEntity) Reset() {
 	*x = PreparedEntity{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +903,7 @@ func (x *PreparedEntity) String() string {
 func (*PreparedEntity) ProtoMessage() {}
 
 func (x *PreparedEntity) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +916,7 @@ func (x *PreparedEntity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreparedEntity.ProtoReflect.Descriptor instead.
 func (*PreparedEntity) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PreparedEntity) GetEntity() string {
@@ -898,7 +953,7 @@ type KeyField struct {
 
 func (x *KeyField) Reset() {
 	*x = KeyField{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +965,7 @@ func (x *KeyField) String() string {
 func (*KeyField) ProtoMessage() {}
 
 func (x *KeyField) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +978,7 @@ func (x *KeyField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyField.ProtoReflect.Descriptor instead.
 func (*KeyField) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyField) GetName() string {
@@ -953,7 +1008,7 @@ type FeatureSpec struct {
 
 func (x *FeatureSpec) Reset() {
 	*x = FeatureSpec{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1020,7 @@ func (x *FeatureSpec) String() string {
 func (*FeatureSpec) ProtoMessage() {}
 
 func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1033,7 @@ func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureSpec.ProtoReflect.Descriptor instead.
 func (*FeatureSpec) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{11}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FeatureSpec) GetName() string {
@@ -1035,7 +1090,11 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\rstring_values\x18\x05 \x03(\tR\fstringValues\x12\x1f\n" +
 	"\vbool_values\x18\x06 \x03(\bR\n" +
 	"boolValues\x12\x14\n" +
-	"\x05valid\x18\a \x03(\bR\x05valid\"m\n" +
+	"\x05valid\x18\a \x03(\bR\x05valid\"F\n" +
+	"\x0fGetRowsResponse\x12\x1d\n" +
+	"\n" +
+	"rows_found\x18\x01 \x01(\rR\trowsFound\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\"m\n" +
 	"\x0ePrepareRequest\x12\x1a\n" +
 	"\aservice\x18\x01 \x01(\tH\x00R\aservice\x122\n" +
 	"\bfeatures\x18\x02 \x01(\v2\x14.kiln.v1.FeatureListH\x00R\bfeaturesB\v\n" +
@@ -1064,10 +1123,11 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x10VALUE_TYPE_INT64\x10\x01\x12\x15\n" +
 	"\x11VALUE_TYPE_DOUBLE\x10\x02\x12\x15\n" +
 	"\x11VALUE_TYPE_STRING\x10\x03\x12\x13\n" +
-	"\x0fVALUE_TYPE_BOOL\x10\x042\x98\x01\n" +
+	"\x0fVALUE_TYPE_BOOL\x10\x042\xda\x01\n" +
 	"\x0eFeatureService\x12H\n" +
 	"\vGetFeatures\x12\x1b.kiln.v1.GetFeaturesRequest\x1a\x1c.kiln.v1.GetFeaturesResponse\x12<\n" +
-	"\aPrepare\x12\x17.kiln.v1.PrepareRequest\x1a\x18.kiln.v1.PrepareResponseB/Z-github.com/kiln-dev/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"\aPrepare\x12\x17.kiln.v1.PrepareRequest\x1a\x18.kiln.v1.PrepareResponse\x12@\n" +
+	"\aGetRows\x12\x1b.kiln.v1.GetFeaturesRequest\x1a\x18.kiln.v1.GetRowsResponseB/Z-github.com/kiln-dev/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_kiln_proto_rawDescOnce sync.Once
@@ -1082,7 +1142,7 @@ func file_kiln_v1_kiln_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_kiln_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_kiln_v1_kiln_proto_goTypes = []any{
 	(Status)(0),                 // 0: kiln.v1.Status
 	(ValueType)(0),              // 1: kiln.v1.ValueType
@@ -1093,11 +1153,12 @@ var file_kiln_v1_kiln_proto_goTypes = []any{
 	(*GetFeaturesResponse)(nil), // 6: kiln.v1.GetFeaturesResponse
 	(*EntityFeatures)(nil),      // 7: kiln.v1.EntityFeatures
 	(*FeatureColumn)(nil),       // 8: kiln.v1.FeatureColumn
-	(*PrepareRequest)(nil),      // 9: kiln.v1.PrepareRequest
-	(*PrepareResponse)(nil),     // 10: kiln.v1.PrepareResponse
-	(*PreparedEntity)(nil),      // 11: kiln.v1.PreparedEntity
-	(*KeyField)(nil),            // 12: kiln.v1.KeyField
-	(*FeatureSpec)(nil),         // 13: kiln.v1.FeatureSpec
+	(*GetRowsResponse)(nil),     // 9: kiln.v1.GetRowsResponse
+	(*PrepareRequest)(nil),      // 10: kiln.v1.PrepareRequest
+	(*PrepareResponse)(nil),     // 11: kiln.v1.PrepareResponse
+	(*PreparedEntity)(nil),      // 12: kiln.v1.PreparedEntity
+	(*KeyField)(nil),            // 13: kiln.v1.KeyField
+	(*FeatureSpec)(nil),         // 14: kiln.v1.FeatureSpec
 }
 var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	3,  // 0: kiln.v1.GetFeaturesRequest.features:type_name -> kiln.v1.FeatureList
@@ -1108,17 +1169,19 @@ var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	8,  // 5: kiln.v1.EntityFeatures.features:type_name -> kiln.v1.FeatureColumn
 	1,  // 6: kiln.v1.FeatureColumn.type:type_name -> kiln.v1.ValueType
 	3,  // 7: kiln.v1.PrepareRequest.features:type_name -> kiln.v1.FeatureList
-	11, // 8: kiln.v1.PrepareResponse.entities:type_name -> kiln.v1.PreparedEntity
-	12, // 9: kiln.v1.PreparedEntity.key_fields:type_name -> kiln.v1.KeyField
-	13, // 10: kiln.v1.PreparedEntity.features:type_name -> kiln.v1.FeatureSpec
+	12, // 8: kiln.v1.PrepareResponse.entities:type_name -> kiln.v1.PreparedEntity
+	13, // 9: kiln.v1.PreparedEntity.key_fields:type_name -> kiln.v1.KeyField
+	14, // 10: kiln.v1.PreparedEntity.features:type_name -> kiln.v1.FeatureSpec
 	1,  // 11: kiln.v1.KeyField.type:type_name -> kiln.v1.ValueType
 	1,  // 12: kiln.v1.FeatureSpec.type:type_name -> kiln.v1.ValueType
 	2,  // 13: kiln.v1.FeatureService.GetFeatures:input_type -> kiln.v1.GetFeaturesRequest
-	9,  // 14: kiln.v1.FeatureService.Prepare:input_type -> kiln.v1.PrepareRequest
-	6,  // 15: kiln.v1.FeatureService.GetFeatures:output_type -> kiln.v1.GetFeaturesResponse
-	10, // 16: kiln.v1.FeatureService.Prepare:output_type -> kiln.v1.PrepareResponse
-	15, // [15:17] is the sub-list for method output_type
-	13, // [13:15] is the sub-list for method input_type
+	10, // 14: kiln.v1.FeatureService.Prepare:input_type -> kiln.v1.PrepareRequest
+	2,  // 15: kiln.v1.FeatureService.GetRows:input_type -> kiln.v1.GetFeaturesRequest
+	6,  // 16: kiln.v1.FeatureService.GetFeatures:output_type -> kiln.v1.GetFeaturesResponse
+	11, // 17: kiln.v1.FeatureService.Prepare:output_type -> kiln.v1.PrepareResponse
+	9,  // 18: kiln.v1.FeatureService.GetRows:output_type -> kiln.v1.GetRowsResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1134,7 +1197,7 @@ func file_kiln_v1_kiln_proto_init() {
 		(*GetFeaturesRequest_Features)(nil),
 		(*GetFeaturesRequest_PreparedId)(nil),
 	}
-	file_kiln_v1_kiln_proto_msgTypes[7].OneofWrappers = []any{
+	file_kiln_v1_kiln_proto_msgTypes[8].OneofWrappers = []any{
 		(*PrepareRequest_Service)(nil),
 		(*PrepareRequest_Features)(nil),
 	}
@@ -1144,7 +1207,7 @@ func file_kiln_v1_kiln_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_kiln_proto_rawDesc), len(file_kiln_v1_kiln_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	FeatureService_GetFeatures_FullMethodName = "/kiln.v1.FeatureService/GetFeatures"
 	FeatureService_Prepare_FullMethodName     = "/kiln.v1.FeatureService/Prepare"
+	FeatureService_GetRows_FullMethodName     = "/kiln.v1.FeatureService/GetRows"
 )
 
 // FeatureServiceClient is the client API for FeatureService service.
@@ -47,6 +48,11 @@ type FeatureServiceClient interface {
 	// GetFeatures accepts instead of the names, together with the column
 	// layout of the answers. The same list always gets the same id.
 	Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*PrepareResponse, error)
+	// GetRows is the floor Kiln's reads are measured against: it reads the
+	// rows a GetFeatures request would read, in the same single multi-get
+	// from the online store (bypassing the row cache), and does nothing else
+	// — no decoding, no windows. kiln bench calls it beside GetFeatures.
+	GetRows(ctx context.Context, in *GetFeaturesRequest, opts ...grpc.CallOption) (*GetRowsResponse, error)
 }
 
 type featureServiceClient struct {
@@ -77,6 +83,16 @@ func (c *featureServiceClient) Prepare(ctx context.Context, in *PrepareRequest, 
 	return out, nil
 }
 
+func (c *featureServiceClient) GetRows(ctx context.Context, in *GetFeaturesRequest, opts ...grpc.CallOption) (*GetRowsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRowsResponse)
+	err := c.cc.Invoke(ctx, FeatureService_GetRows_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FeatureServiceServer is the server API for FeatureService service.
 // All implementations must embed UnimplementedFeatureServiceServer
 // for forward compatibility.
@@ -95,6 +111,11 @@ type FeatureServiceServer interface {
 	// GetFeatures accepts instead of the names, together with the column
 	// layout of the answers. The same list always gets the same id.
 	Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error)
+	// GetRows is the floor Kiln's reads are measured against: it reads the
+	// rows a GetFeatures request would read, in the same single multi-get
+	// from the online store (bypassing the row cache), and does nothing else
+	// — no decoding, no windows. kiln bench calls it beside GetFeatures.
+	GetRows(context.Context, *GetFeaturesRequest) (*GetRowsResponse, error)
 	mustEmbedUnimplementedFeatureServiceServer()
 }
 
@@ -110,6 +131,9 @@ func (UnimplementedFeatureServiceServer) GetFeatures(context.Context, *GetFeatur
 }
 func (UnimplementedFeatureServiceServer) Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Prepare not implemented")
+}
+func (UnimplementedFeatureServiceServer) GetRows(context.Context, *GetFeaturesRequest) (*GetRowsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRows not implemented")
 }
 func (UnimplementedFeatureServiceServer) mustEmbedUnimplementedFeatureServiceServer() {}
 func (UnimplementedFeatureServiceServer) testEmbeddedByValue()                        {}
@@ -168,6 +192,24 @@ func _FeatureService_Prepare_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FeatureService_GetRows_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFeaturesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FeatureServiceServer).GetRows(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FeatureService_GetRows_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FeatureServiceServer).GetRows(ctx, req.(*GetFeaturesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FeatureService_ServiceDesc is the grpc.ServiceDesc for FeatureService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -182,6 +224,10 @@ var FeatureService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Prepare",
 			Handler:    _FeatureService_Prepare_Handler,
+		},
+		{
+			MethodName: "GetRows",
+			Handler:    _FeatureService_GetRows_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
