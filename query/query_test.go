@@ -236,14 +236,14 @@ func TestAdmissionRefusesInsteadOfQueueing(t *testing.T) {
 			t.Fatalf("a request over the budget: %v, want ErrOverloaded", err)
 		}
 	}
-	// A small one still fits.
-	go func() { slow.release <- struct{}{} }()
+	// Even a small one is refused while 7 of the 8 rows are taken.
 	small := rankingRequest(t, e, 2, 0)
 	small.Keys[1] = []event.Value{event.IntValue(1)} // 2 rows: 7+2 > 8, refused
 	if err := e.Read(context.Background(), small, new(Result)); !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("9 rows of 8: %v", err)
 	}
 	// The stalled request finishes; its rows return to the budget.
+	slow.release <- struct{}{}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
