@@ -128,21 +128,32 @@ type readState struct {
 
 var readStates = sync.Pool{New: func() any { return new(readState) }}
 
-// GetFeatures serves kiln.v1.FeatureService/GetFeatures.
-func (s *Server) GetFeatures(ctx context.Context, in *kilnv1.GetFeaturesRequest) (resp *kilnv1.GetFeaturesResponse, err error) {
-	defer s.recoverPanic("GetFeatures", &err)
+// request checks a GetFeatures-shaped call and resolves it into st.req,
+// returning the prepared features and the number of keys. Its errors are
+// statuses.
+func (s *Server) request(ctx context.Context, in *kilnv1.GetFeaturesRequest, st *readState) (*query.Prepared, int, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, contextStatus(err)
+		return nil, 0, contextStatus(err)
 	}
 	prep, err := s.selection(in)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	st := readStates.Get().(*readState)
-	defer readStates.Put(st)
 	keys, err := s.parseKeys(prep, in.GetEntities(), &st.req)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, 0, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return prep, keys, nil
+}
+
+// GetFeatures serves kiln.v1.FeatureService/GetFeatures.
+func (s *Server) GetFeatures(ctx context.Context, in *kilnv1.GetFeaturesRequest) (resp *kilnv1.GetFeaturesResponse, err error) {
+	defer s.recoverPanic("GetFeatures", &err)
+	st := readStates.Get().(*readState)
+	defer readStates.Put(st)
+	prep, keys, err := s.request(ctx, in, st)
+	if err != nil {
+		return nil, err
 	}
 	if s.opts.Admit != nil {
 		release, err := s.opts.Admit(ctx, keys)
@@ -166,17 +177,10 @@ func (s *Server) GetFeatures(ctx context.Context, in *kilnv1.GetFeaturesRequest)
 // GetFeatures request read from the store and nothing else (the floor).
 func (s *Server) GetRows(ctx context.Context, in *kilnv1.GetFeaturesRequest) (resp *kilnv1.GetRowsResponse, err error) {
 	defer s.recoverPanic("GetRows", &err)
-	if err := ctx.Err(); err != nil {
-		return nil, contextStatus(err)
-	}
-	prep, err := s.selection(in)
-	if err != nil {
-		return nil, err
-	}
 	st := readStates.Get().(*readState)
 	defer readStates.Put(st)
-	if _, err := s.parseKeys(prep, in.GetEntities(), &st.req); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+	if _, _, err := s.request(ctx, in, st); err != nil {
+		return nil, err
 	}
 	found, size, err := s.engine.Raw(ctx, &st.req, &st.res)
 	if err != nil {
