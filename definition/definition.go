@@ -71,7 +71,9 @@ type Entity struct {
 // Source is where events come from, with their schema.
 type Source struct {
 	Name string
-	// Type is the kind of source; "push" (the HTTP push API) for now.
+	// Type is the kind of source: "push" (the HTTP push API), "kafka" (a
+	// Kafka topic read by a consumer group) or "nats" (a NATS JetStream
+	// stream read by a durable consumer).
 	Type string
 	// EventTime names the event-time field. It is not one of Fields: its
 	// value is the event's Event.TS.
@@ -85,7 +87,55 @@ type Source struct {
 	// out, so zero means what the file says: max_future_skew: 0s refuses
 	// every event time ahead of the clock.
 	MaxFutureSkew time.Duration
+	// Stream says where a kafka or nats source reads from; nil for push.
+	Stream *Stream
 }
+
+// Stream configures a streaming source (type kafka or nats).
+type Stream struct {
+	// Kafka: seed brokers (host:port), the topic, and the consumer group
+	// whose committed offsets say where reading resumes.
+	Brokers []string
+	Topic   string
+	Group   string
+
+	// NATS: the server URL (nats://host:port), the JetStream stream, an
+	// optional filter subject, and the durable consumer's name.
+	URL     string
+	Name    string // the JetStream stream
+	Subject string
+	Durable string
+
+	// Format is the encoding of each message's value: "json" (one event
+	// object per message, the shape of one element of a push's events).
+	Format string
+	// Start is where a new consumer group (or durable) begins: "earliest"
+	// (the default: everything the topic or stream still holds) or
+	// "latest" (only what arrives after it starts).
+	Start string
+	// MaxMessageBytes is the largest message value decoded; larger ones go
+	// to the dead letters. Default 1 MiB.
+	MaxMessageBytes int
+	// DeadLetter is where messages that cannot be applied go.
+	DeadLetter DeadLetter
+}
+
+// DeadLetter is where a streaming source sends the messages it cannot apply
+// (undecodable, invalid, too far in the future, older than retention, too
+// large), each with the reason. At most one field is set; none means the
+// default: a file, dead-letter/<source>.jsonl under the server's data
+// directory.
+type DeadLetter struct {
+	Topic   string // a Kafka topic (kafka sources only)
+	Subject string // a NATS subject (nats sources only)
+	File    string // a local file of JSON lines
+}
+
+// SourceTypes lists the source types a project file may use.
+const SourceTypes = "push, kafka, nats"
+
+// DefaultMaxMessageBytes is the default Stream.MaxMessageBytes.
+const DefaultMaxMessageBytes = 1 << 20
 
 // Field is one typed field of a source schema.
 type Field struct {

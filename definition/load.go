@@ -783,8 +783,6 @@ func (l *loader) entities(p *Project, e entry) {
 }
 
 // SourceTypes lists the source types a project file may use.
-const SourceTypes = "push"
-
 func (l *loader) sources(p *Project, e entry) {
 	const example = "{engagements: {type: push, event_time: ts, fields: {user_id: int64}}}"
 	entries, ok := l.mapping(e.val, e.kpos, "sources", example)

@@ -1,0 +1,59 @@
+// Package brokertest starts real message brokers inside a test process:
+// franz-go's in-process Kafka cluster (kfake, which speaks the Kafka wire
+// protocol) and an embedded NATS server with JetStream. Both listen on free
+// loopback ports and are shut down when the test ends, so a test can point a
+// kiln subprocess at them like at any broker.
+package brokertest
+
+import (
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Kafka starts a one-broker Kafka cluster holding topics, each with the
+// given number of partitions, and returns its address (host:port).
+func Kafka(t testing.TB, partitions int32, topics ...string) (*kfake.Cluster, string) {
+	t.Helper()
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.SeedTopics(partitions, topics...),
+		kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(1),
+	)
+	if err != nil {
+		t.Fatalf("starting in-process Kafka (kfake): %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c, c.ListenAddrs()[0]
+}
+
+// NATS starts a NATS server with JetStream enabled, storing streams in a
+// temporary directory, and returns its client URL (nats://127.0.0.1:port).
+func NATS(t testing.TB) (*natsserver.Server, string) {
+	t.Helper()
+	opts := &natsserver.Options{
+		Host:      "127.0.0.1",
+		Port:      -1, // a free port
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	}
+	s, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatalf("starting embedded NATS: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		t.Fatal("embedded NATS did not accept connections within 10s")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s, s.ClientURL()
+}
