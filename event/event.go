@@ -170,6 +170,18 @@ type Event struct {
 	TS int64
 	// Fields holds one value per field of the source schema, in schema order.
 	Fields []Value
+	// Origin says where a streamed event sits in its source; the zero
+	// Origin for pushed events.
+	Origin Origin
+}
+
+// Origin locates a streamed event: Stream identifies one partition of one
+// source (a Kafka topic partition, a JetStream stream), Offset is the event's
+// position in it, increasing along the partition. A row records the last
+// Offset it applied per Stream, so a replay of the partition is not counted
+// twice. Stream 0 means the event has no origin (it was pushed).
+type Origin struct {
+	Stream, Offset uint64
 }
 
 func (e Event) String() string {

@@ -27,12 +27,16 @@ import (
 //	lasts              per "last" feature: 0, or 1 + zigzag ts + value
 //	pending            uvarint count; per event: zigzag ts + one value per
 //	                   source field
+//	positions          (version 2) uvarint count; per stream, ascending:
+//	                   8 bytes little-endian stream id + uvarint offset
 //	checksum           4 bytes little-endian: CRC-32C of all bytes before it
 //
 // A value is a kind byte (event.Type) and its payload: zigzag varint for
 // int64, 8-byte float64, uvarint length + bytes for strings, one byte for
 // bools, nothing for null.
-const RowVersion = 1
+//
+// Version 1 rows (no positions) are still read.
+const RowVersion = 2
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -110,6 +114,11 @@ func (p *Plan) AppendRow(dst []byte, r *Row) []byte {
 			dst = appendValue(dst, v)
 		}
 	}
+	dst = binary.AppendUvarint(dst, uint64(len(r.applied)))
+	for _, o := range r.applied {
+		dst = binary.LittleEndian.AppendUint64(dst, o.Stream)
+		dst = binary.AppendUvarint(dst, o.Offset)
+	}
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[begin:], castagnoli))
 }
 
@@ -153,8 +162,9 @@ func (p *Plan) DecodeRow(data []byte, r *Row) error {
 
 // decodeBody decodes a row whose checksum has been verified.
 func (p *Plan) decodeBody(body []byte, r *Row) error {
-	if body[0] != RowVersion {
-		return corrupt("unknown row version %d (this build reads version %d)", body[0], RowVersion)
+	version := body[0]
+	if version != 1 && version != RowVersion {
+		return corrupt("unknown row version %d (this build reads versions 1 to %d)", version, RowVersion)
 	}
 	if fp := binary.LittleEndian.Uint32(body[1:5]); fp != p.Fingerprint {
 		return fmt.Errorf("%w %s (row layout %08x, current %08x)", ErrLayout, p.View.Name, fp, p.Fingerprint)
@@ -252,6 +262,21 @@ func (p *Plan) decodeBody(body []byte, r *Row) error {
 			}
 		}
 		r.pending = append(r.pending, pendingEvent{ev: event.Event{TS: ts, Fields: fields}})
+	}
+	if version >= 2 {
+		n := d.count(8 + 1)
+		for i := 0; i < n && d.err == nil; i++ {
+			sb := d.bytes(8)
+			off := d.uvarint()
+			if d.err != nil {
+				break
+			}
+			stream := binary.LittleEndian.Uint64(sb)
+			if stream == 0 || (i > 0 && stream <= r.applied[i-1].Stream) {
+				return corrupt("positions out of order")
+			}
+			r.applied = append(r.applied, event.Origin{Stream: stream, Offset: off})
+		}
 	}
 	if d.err != nil {
 		return d.err

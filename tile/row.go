@@ -25,6 +25,7 @@ type Row struct {
 	levels  []levelTiles
 	lasts   []LastState
 	pending []pendingEvent
+	applied []event.Origin // per stream, the last offset folded; ascending by Stream
 }
 
 // levelTiles are the tiles of one level, ascending by start. The numeric
@@ -74,6 +75,56 @@ func (p *Plan) Reset(r *Row) {
 	clear(r.lasts)
 	clear(r.pending)
 	r.pending = r.pending[:0]
+	r.applied = r.applied[:0]
+}
+
+// Applied reports whether the row already reflects the event at o: o names
+// a stream of which the row has folded an offset at or after o.Offset.
+// Events of one stream are folded in offset order, so such an event was
+// folded before (or deliberately passed over). It is false for the zero
+// Origin: pushed events carry no position.
+func (r *Row) Applied(o event.Origin) bool {
+	if o.Stream == 0 {
+		return false
+	}
+	i, ok := r.findStream(o.Stream)
+	return ok && o.Offset <= r.applied[i].Offset
+}
+
+// MarkApplied records that the row reflects o.Stream up to o.Offset. It
+// does nothing for the zero Origin or an offset not past the recorded one.
+func (r *Row) MarkApplied(o event.Origin) {
+	if o.Stream == 0 {
+		return
+	}
+	i, ok := r.findStream(o.Stream)
+	switch {
+	case ok:
+		r.applied[i].Offset = max(r.applied[i].Offset, o.Offset)
+	default:
+		r.applied = append(r.applied, event.Origin{})
+		copy(r.applied[i+1:], r.applied[i:])
+		r.applied[i] = o
+	}
+}
+
+// Positions returns the last offset the row applied per stream, ascending
+// by stream. The slice belongs to the row.
+func (r *Row) Positions() []event.Origin { return r.applied }
+
+// findStream returns the index of stream in r.applied, or where it would
+// be inserted.
+func (r *Row) findStream(stream uint64) (int, bool) {
+	lo, hi := 0, len(r.applied)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if r.applied[m].Stream < stream {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(r.applied) && r.applied[lo].Stream == stream
 }
 
 // Empty reports whether the row holds no event.
