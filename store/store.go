@@ -48,6 +48,16 @@ type KV struct {
 	Key, Value []byte
 }
 
+// CondKV is one row of a conditional write: Value replaces Old, the value
+// the writer last read or wrote under Key (nil: the writer saw no row).
+type CondKV struct {
+	Key, Value, Old []byte
+}
+
+// ErrConflict is wrapped by errors reporting rows that another writer
+// changed since the caller read them.
+var ErrConflict = errors.New("store: row changed by another writer")
+
 // ErrClosed is returned by calls on a closed store.
 var ErrClosed = errors.New("store: closed")
 

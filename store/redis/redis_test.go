@@ -42,6 +42,10 @@ func TestConformanceStandalone(t *testing.T) {
 		}
 		return s
 	}, storetest.Options{BatchAtomic: true}) // one MSET per batch
+	storetest.RunConditional(t, func(t *testing.T) storetest.CondStore {
+		redistest.FlushAll(t, addr)
+		return openT(t, Options{Addrs: []string{addr}})
+	})
 }
 
 func TestConformanceCluster(t *testing.T) {
@@ -56,6 +60,10 @@ func TestConformanceCluster(t *testing.T) {
 		}
 		return s
 	}, storetest.Options{BatchAtomic: false}) // batches span slots and masters
+	storetest.RunConditional(t, func(t *testing.T) storetest.CondStore {
+		c.FlushAll()
+		return openT(t, Options{Addrs: c.Addrs()[:1]})
+	})
 
 	t.Run("OpenWithADeadAddress", func(t *testing.T) {
 		// A node named first that does not answer does not stop Open.
