@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,21 +19,32 @@ type owner struct {
 	in   chan *request
 	rows map[string]*entry // rows in memory, by row key; owned by run
 
+	// cond is the store when other processes may write it too: then rows
+	// are written only over the value this owner last saw.
+	cond condWriter
+
 	dirty   []*entry   // rows changed since the last write
 	waiting []*request // requests answered by the next write
 	batch   []store.KV
+	cbatch  []store.CondKV
 	buf     []byte
 	missing [][]byte
-	load    []int
+	load    []*feed
 
-	rowsWritten, writes, writeErrors, rowsReset atomic.Int64
+	rowsWritten, writes, writeErrors, rowsReset, conflicts atomic.Int64
+}
+
+// condWriter is a store that can write rows conditionally (store/redis).
+type condWriter interface {
+	WriteIf(ctx context.Context, batch []store.CondKV, conflict func(i int)) error
 }
 
 type entry struct {
-	key   string
-	plan  *tile.Plan
-	row   *tile.Row
-	dirty bool
+	key    string
+	plan   *tile.Plan
+	row    *tile.Row
+	stored []byte // the row's value in the store as this owner knows it (cond only); nil: none
+	dirty  bool
 }
 
 // run folds requests until the queue is closed. It drains whatever is
@@ -70,24 +82,35 @@ func (o *owner) apply(r *request) {
 		r.done <- err
 		return
 	}
-	for _, op := range r.ops {
-		e := o.rows[string(r.keys[op.from:op.to])]
-		if out := op.feed.plan.Fold(e.row, op.ev, r.now); out == tile.Late {
-			op.feed.late.Add(1)
-		}
-		if !e.dirty {
-			e.dirty = true
-			o.dirty = append(o.dirty, e)
-		}
+	for i := range r.ops {
+		op := &r.ops[i]
+		o.fold(o.rows[string(r.keys[op.from:op.to])], op, r.now)
 	}
 	o.waiting = append(o.waiting, r)
+}
+
+// fold applies one event to its row, unless the row has applied it before
+// (a streamed event at or below the offset the row records for its stream).
+func (o *owner) fold(e *entry, op *op, now int64) {
+	if e.row.Applied(op.ev.Origin) {
+		o.p.skipped.Add(1)
+		return
+	}
+	if out := op.feed.plan.Fold(e.row, op.ev, now); out == tile.Late {
+		op.feed.late.Add(1)
+	}
+	e.row.MarkApplied(op.ev.Origin)
+	if !e.dirty {
+		e.dirty = true
+		o.dirty = append(o.dirty, e)
+	}
 }
 
 // loadRows makes sure every row the request touches is in memory.
 func (o *owner) loadRows(r *request) error {
 	o.missing = o.missing[:0]
 	o.load = o.load[:0]
-	for i, op := range r.ops {
+	for _, op := range r.ops {
 		k := r.keys[op.from:op.to]
 		if _, ok := o.rows[string(k)]; ok {
 			continue
@@ -95,20 +118,29 @@ func (o *owner) loadRows(r *request) error {
 		// A key may repeat within a request; load it once.
 		o.rows[string(k)] = nil
 		o.missing = append(o.missing, k)
-		o.load = append(o.load, i)
+		o.load = append(o.load, op.feed)
 	}
+	return o.loadMissing()
+}
+
+// loadMissing reads the rows o.missing names (of the views o.load names)
+// from the store into memory.
+func (o *owner) loadMissing() error {
 	if len(o.missing) == 0 {
 		return nil
 	}
 	var decodeErr error
 	err := o.p.store.Get(context.Background(), o.missing, func(i int, value []byte, found bool) {
-		op := r.ops[o.load[i]]
-		e := &entry{key: string(o.missing[i]), plan: op.feed.plan, row: op.feed.plan.NewRow()}
+		f := o.load[i]
+		e := &entry{key: string(o.missing[i]), plan: f.plan, row: f.plan.NewRow()}
 		if found {
+			if o.cond != nil {
+				e.stored = bytes.Clone(value)
+			}
 			if err := e.plan.DecodeRow(value, e.row); err != nil {
 				if !errors.Is(err, tile.ErrLayout) {
 					if decodeErr == nil {
-						decodeErr = fmt.Errorf("row of view %s in the store: %w", op.feed.view.Name, err)
+						decodeErr = fmt.Errorf("row of view %s in the store: %w", f.view.Name, err)
 					}
 					return
 				}
@@ -116,7 +148,7 @@ func (o *owner) loadRows(r *request) error {
 				// else now, so the row starts again.
 				o.rowsReset.Add(1)
 				o.p.opts.Logger.Warn("row written for an older definition of the view; starting it afresh",
-					"view", op.feed.view.Name)
+					"view", f.view.Name)
 				e.plan.Reset(e.row)
 			}
 		}
@@ -136,56 +168,159 @@ func (o *owner) loadRows(r *request) error {
 	return nil
 }
 
+// maxConflictRounds bounds how often one flush folds rows again after
+// other writers changed them.
+const maxConflictRounds = 100
+
 // flush writes the dirty rows in one store write and answers the requests
 // folded into them. If the write fails, the rows are dropped from memory
 // (the store still has their previous state) and every request gets the
 // error: nothing it carried is acknowledged.
+//
+// On a store shared with other writers (o.cond), each row is written only
+// over the value this owner last saw; a row another process changed
+// meanwhile is read again and the requests' events for it folded again
+// (streamed events the other writer already applied are passed over by
+// their positions), until every row is written.
 func (o *owner) flush() {
 	if len(o.waiting) == 0 {
 		return
 	}
 	var err error
-	if len(o.dirty) > 0 {
-		o.batch = o.batch[:0]
-		o.buf = o.buf[:0]
-		now := o.waiting[len(o.waiting)-1].now
-		offs := make([]int, 0, len(o.dirty)+1)
-		for _, e := range o.dirty {
-			e.plan.Advance(e.row, now)
-			offs = append(offs, len(o.buf))
-			o.buf = e.plan.AppendRow(o.buf, e.row)
+	now := o.waiting[len(o.waiting)-1].now
+	for round := 0; len(o.dirty) > 0; round++ {
+		var conflicts []*entry
+		conflicts, err = o.write(now)
+		if err != nil || len(conflicts) == 0 {
+			break
 		}
-		offs = append(offs, len(o.buf))
-		for i, e := range o.dirty {
-			o.batch = append(o.batch, store.KV{Key: []byte(e.key), Value: o.buf[offs[i]:offs[i+1]]})
-		}
-		err = o.p.store.Write(context.Background(), o.batch)
-		o.writes.Add(1)
-		if o.p.opts.AfterWrite != nil {
-			o.p.opts.AfterWrite(o.batch, err)
-		}
-		if err != nil {
-			o.writeErrors.Add(1)
-			o.p.opts.Logger.Error("writing rows failed", "partition", o.id, "rows", len(o.dirty), "err", err)
-			err = fmt.Errorf("writing %d rows to the store: %w", len(o.dirty), err)
-			for _, e := range o.dirty {
+		o.conflicts.Add(int64(len(conflicts)))
+		if round == maxConflictRounds {
+			err = fmt.Errorf("%d rows kept changing under other writers: %w", len(conflicts), store.ErrConflict)
+			for _, e := range conflicts {
 				delete(o.rows, e.key)
 			}
-		} else {
-			o.rowsWritten.Add(int64(len(o.dirty)))
-			for _, e := range o.dirty {
-				e.dirty = false
-			}
+			break
 		}
-		clear(o.dirty)
-		o.dirty = o.dirty[:0]
+		err = o.refold(conflicts)
+		if err != nil {
+			break
+		}
 	}
+	clear(o.dirty)
+	o.dirty = o.dirty[:0]
 	for _, r := range o.waiting {
 		r.done <- err
 	}
 	clear(o.waiting)
 	o.waiting = o.waiting[:0]
 	o.evict()
+}
+
+// write encodes and writes the dirty rows. It returns the rows another
+// writer changed since this owner read them (only on a shared store); they
+// were not written. Every other row is written and clean, or, on error,
+// dropped from memory.
+func (o *owner) write(now int64) (conflicts []*entry, err error) {
+	o.batch = o.batch[:0]
+	o.buf = o.buf[:0]
+	offs := make([]int, 0, len(o.dirty)+1)
+	for _, e := range o.dirty {
+		e.plan.Advance(e.row, now)
+		offs = append(offs, len(o.buf))
+		o.buf = e.plan.AppendRow(o.buf, e.row)
+	}
+	offs = append(offs, len(o.buf))
+	for i, e := range o.dirty {
+		o.batch = append(o.batch, store.KV{Key: []byte(e.key), Value: o.buf[offs[i]:offs[i+1]]})
+	}
+	var conflicted []bool
+	if o.cond != nil {
+		o.cbatch = o.cbatch[:0]
+		for i, e := range o.dirty {
+			o.cbatch = append(o.cbatch, store.CondKV{Key: o.batch[i].Key, Value: o.batch[i].Value, Old: e.stored})
+		}
+		err = o.cond.WriteIf(context.Background(), o.cbatch, func(i int) {
+			if conflicted == nil {
+				conflicted = make([]bool, len(o.dirty))
+			}
+			conflicted[i] = true
+		})
+	} else {
+		err = o.p.store.Write(context.Background(), o.batch)
+	}
+	o.writes.Add(1)
+	written := o.batch
+	if conflicted != nil && err == nil {
+		written = written[:0:0]
+		for i, e := range o.dirty {
+			if conflicted[i] {
+				conflicts = append(conflicts, e)
+			} else {
+				written = append(written, o.batch[i])
+			}
+		}
+	}
+	if o.p.opts.AfterWrite != nil {
+		o.p.opts.AfterWrite(written, err)
+	}
+	if err != nil {
+		o.writeErrors.Add(1)
+		o.p.opts.Logger.Error("writing rows failed", "partition", o.id, "rows", len(o.dirty), "err", err)
+		for _, e := range o.dirty {
+			delete(o.rows, e.key)
+		}
+		return nil, fmt.Errorf("writing %d rows to the store: %w", len(o.dirty), err)
+	}
+	o.rowsWritten.Add(int64(len(written)))
+	for i, e := range o.dirty {
+		if conflicted != nil && conflicted[i] {
+			continue
+		}
+		e.dirty = false
+		if o.cond != nil {
+			e.stored = append(e.stored[:0], o.batch[i].Value...)
+		}
+	}
+	return conflicts, nil
+}
+
+// refold reads the conflicting rows again and folds into them, in order,
+// every event of the waiting requests that touches them. They become the
+// dirty rows.
+func (o *owner) refold(conflicts []*entry) error {
+	clear(o.dirty)
+	o.dirty = o.dirty[:0]
+	redo := make(map[string]bool, len(conflicts))
+	for _, e := range conflicts {
+		delete(o.rows, e.key)
+		redo[e.key] = true
+	}
+	o.missing = o.missing[:0]
+	o.load = o.load[:0]
+	for _, r := range o.waiting {
+		for _, op := range r.ops {
+			k := r.keys[op.from:op.to]
+			if _, loading := o.rows[string(k)]; loading || !redo[string(k)] {
+				continue
+			}
+			o.rows[string(k)] = nil
+			o.missing = append(o.missing, k)
+			o.load = append(o.load, op.feed)
+		}
+	}
+	if err := o.loadMissing(); err != nil {
+		return err
+	}
+	for _, r := range o.waiting {
+		for i := range r.ops {
+			op := &r.ops[i]
+			if k := r.keys[op.from:op.to]; redo[string(k)] {
+				o.fold(o.rows[string(k)], op, r.now)
+			}
+		}
+	}
+	return nil
 }
 
 // evict forgets clean rows beyond MaxCachedRows.

@@ -92,7 +92,13 @@ type Stats struct {
 	Accepted, DroppedLate  int64
 	RowsWritten, Writes    int64
 	WriteErrors, RowsReset int64
-	LateByView             map[string]int64
+	// Replayed counts row updates passed over because the row had already
+	// applied the streamed event (a replay after a restart or rebalance).
+	Replayed int64
+	// Conflicts counts rows another process changed between this one's
+	// read and write, which were then read and folded again (Redis only).
+	Conflicts  int64
+	LateByView map[string]int64
 }
 
 // Pipeline is the write path of one process. It is safe for concurrent use.
@@ -108,6 +114,7 @@ type Pipeline struct {
 	wg     sync.WaitGroup
 
 	accepted, droppedLate atomic.Int64
+	skipped               atomic.Int64
 	lastNow               atomic.Int64
 }
 
@@ -137,10 +144,11 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 		}
 		pl.feeds[v.Source] = append(pl.feeds[v.Source], f)
 	}
+	cond, _ := st.(condWriter)
 	for i := range opts.Partitions {
 		o := &owner{
 			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
-			rows: map[string]*entry{},
+			rows: map[string]*entry{}, cond: cond,
 		}
 		pl.owners = append(pl.owners, o)
 		pl.wg.Add(1)
@@ -265,7 +273,7 @@ func appendRowKey(dst []byte, f *feed, ev *event.Event) []byte {
 
 // Stats returns the pipeline's counters.
 func (p *Pipeline) Stats() Stats {
-	s := Stats{Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), LateByView: map[string]int64{}}
+	s := Stats{Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), Replayed: p.skipped.Load(), LateByView: map[string]int64{}}
 	for _, fs := range p.feeds {
 		for i := range fs {
 			s.LateByView[fs[i].view.Name] += fs[i].late.Load()
@@ -276,6 +284,7 @@ func (p *Pipeline) Stats() Stats {
 		s.Writes += o.writes.Load()
 		s.WriteErrors += o.writeErrors.Load()
 		s.RowsReset += o.rowsReset.Load()
+		s.Conflicts += o.conflicts.Load()
 	}
 	return s
 }

@@ -13,10 +13,15 @@ import (
 )
 
 // casScript sets KEYS[1] to ARGV[2] if it holds ARGV[1] (the empty string:
-// if it does not exist). It answers 1 when the key holds ARGV[2] afterwards:
-// also when it already did, so a resend after a lost answer is harmless.
+// if it does not exist) and answers 1, or answers 0 and changes nothing.
+//
+// It does not answer 1 when the key already holds ARGV[2]: two writers can
+// compute the same bytes from the same old value (the same events folded at
+// the same clock), and the second must learn that its update is not in.
+// So the command is not retryable: rueidis does not resend it after a
+// broken connection, and the caller sees an error instead (any subset of
+// the batch may then have been written, as for Write).
 const casScript = `local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[2] then return 1 end
 if (cur or '') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1`
@@ -56,23 +61,28 @@ func (s *Store) WriteIf(ctx context.Context, batch []store.CondKV, conflict func
 	req := newRequest(len(batch), size)
 	for i, kv := range batch {
 		req.cmds[i] = c.B().Evalsha().Sha1(casSHA).Numkeys(1).Key(req.str(kv.Key)).
-			Arg(req.str(kv.Old), req.str(kv.Value)).Build().ToRetryable()
+			Arg(req.str(kv.Old), req.str(kv.Value)).Build()
 	}
 	cctx, cancel := s.callContext(ctx)
 	defer cancel()
 	resps := c.DoMulti(cctx, req.cmds...)
-	if noScript(resps) {
-		// A node without the script (a new node, a restarted or failed-over
-		// one): load it everywhere and run the batch again. Rows already
-		// written answer 1 again, since they hold their new value.
+	if again := noScript(resps); len(again) > 0 {
+		// Nodes without the script (a new node, a restarted or failed-over
+		// one) ran none of those rows: load it everywhere and run just those
+		// rows again. (Running the others again would turn their success
+		// into a conflict.)
 		if err := s.loadScript(cctx, c); err != nil {
-			return s.callError(ctx, fmt.Sprintf("loading the write script for %d rows", len(batch)), err)
+			return s.callError(ctx, fmt.Sprintf("loading the write script for %d rows", len(again)), err)
 		}
-		for i, kv := range batch {
-			req.cmds[i] = c.B().Evalsha().Sha1(casSHA).Numkeys(1).Key(req.str(kv.Key)).
-				Arg(req.str(kv.Old), req.str(kv.Value)).Build().ToRetryable()
+		cmds := make([]rueidis.Completed, len(again))
+		for j, i := range again {
+			kv := batch[i]
+			cmds[j] = c.B().Evalsha().Sha1(casSHA).Numkeys(1).Key(req.str(kv.Key)).
+				Arg(req.str(kv.Old), req.str(kv.Value)).Build()
 		}
-		resps = c.DoMulti(cctx, req.cmds...)
+		for j, r := range c.DoMulti(cctx, cmds...) {
+			resps[again[j]] = r
+		}
 	}
 	failed, first, firstErr := 0, 0, error(nil)
 	for i, r := range resps {
@@ -95,13 +105,16 @@ func (s *Store) WriteIf(ctx context.Context, batch []store.CondKV, conflict func
 	return nil
 }
 
-func noScript(resps []rueidis.RedisResult) bool {
-	for _, r := range resps {
+// noScript returns the indices of the answers that say the node did not
+// know the script.
+func noScript(resps []rueidis.RedisResult) []int {
+	var idx []int
+	for i, r := range resps {
 		if err, ok := rueidis.IsRedisErr(r.Error()); ok && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			return true
+			idx = append(idx, i)
 		}
 	}
-	return false
+	return idx
 }
 
 // loadScript loads casScript on every node the client knows.
