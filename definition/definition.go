@@ -98,6 +98,10 @@ type Stream struct {
 	Brokers []string
 	Topic   string
 	Group   string
+	// SessionTimeout is how long the group waits for a member that stopped
+	// heartbeating (a killed process) before handing its partitions to the
+	// others; 0 means franz-go's default, 45s.
+	SessionTimeout time.Duration
 
 	// NATS: the server URL (nats://host:port), the JetStream stream, an
 	// optional filter subject, and the durable consumer's name.

@@ -4,11 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
@@ -617,9 +621,11 @@ func (l *loader) project(data []byte) *Project {
 	return p
 }
 
-// hostPort reads an address. In a flow list, YAML parses host:7000 as a
-// one-entry mapping; written without spaces it is taken as the address.
-func (l *loader) hostPort(n ast.Node, at pos) (string, pos, bool) {
+// hostPort reads an address (of online_store, or a Kafka broker). In a flow
+// list, YAML parses host:7000 as a one-entry mapping; written without spaces
+// it is taken as the address. what names the address in messages ("address
+// of online_store"), example shows one.
+func (l *loader) hostPort(n ast.Node, at pos, what, example string) (string, pos, bool) {
 	var mv *ast.MappingValueNode
 	switch m := n.(type) {
 	case *ast.MappingNode:
@@ -638,10 +644,10 @@ func (l *loader) hostPort(n ast.Node, at pos) (string, pos, bool) {
 				}
 			}
 		}
-		l.errorf(posOf(n), "address of online_store: write host:port with no spaces, like 127.0.0.1:6379")
+		l.errorf(posOf(n), "%s: write host:port with no spaces, like %s", what, example)
 		return "", posOf(n), false
 	}
-	return l.scalar(n, at, "address of online_store", "127.0.0.1:6379")
+	return l.scalar(n, at, what, example)
 }
 
 // onlineStore reads online_store: {type: redis, addrs: [host:port, ...]}.
@@ -667,7 +673,7 @@ func (l *loader) onlineStore(p *Project, e entry) {
 		items, ok := l.list(ae.val, "addrs of online_store", "[127.0.0.1:6379]")
 		if ok {
 			for _, it := range items {
-				a, ap, ok := l.hostPort(it, ae.kpos)
+				a, ap, ok := l.hostPort(it, ae.kpos, "address of online_store", "127.0.0.1:6379")
 				if !ok {
 					continue
 				}
@@ -782,7 +788,9 @@ func (l *loader) entities(p *Project, e entry) {
 	}
 }
 
-// SourceTypes lists the source types a project file may use.
+// sources reads the sources: mapping. Every source has a type, an event
+// time and fields; kafka and nats sources also say where they read from
+// (Source.Stream).
 func (l *loader) sources(p *Project, e entry) {
 	const example = "{engagements: {type: push, event_time: ts, fields: {user_id: int64}}}"
 	entries, ok := l.mapping(e.val, e.kpos, "sources", example)
@@ -793,6 +801,7 @@ func (l *loader) sources(p *Project, e entry) {
 		l.errorf(e.kpos, "sources is empty: declare at least one source, like sources: %s", example)
 		return
 	}
+	var streams []streamAt
 	for _, se := range entries {
 		l.name(se.key, se.kpos, "source name")
 		what := fmt.Sprintf("source %q", clip(se.key))
@@ -802,18 +811,13 @@ func (l *loader) sources(p *Project, e entry) {
 		if !ok {
 			continue
 		}
-		m := l.keys(kv, what, "type", "event_time", "max_future_skew", "fields")
-
-		if te, ok := m["type"]; ok {
-			if t, tp, ok := l.scalar(te.val, te.kpos, "type of "+what, "push"); ok {
-				if t != "push" {
-					l.errorf(tp, "unknown type %q of %s (%sallowed: %s)", clip(t), what, didYouMean(t, []string{"push"}), SourceTypes)
-				} else {
-					src.Type = t
-				}
-			}
-		} else {
-			l.errorf(se.kpos, "%s has no type: add type: push", what)
+		// The type says which keys the source takes, so it is read first.
+		src.Type = l.sourceType(kv, se.kpos, what)
+		m := l.sourceKeys(kv, src.Type, what)
+		if src.Type == "kafka" || src.Type == "nats" {
+			at := streamAt{src: src, at: se.kpos}
+			src.Stream = l.stream(p, src, m, &at, what)
+			streams = append(streams, at)
 		}
 
 		var etPos pos
@@ -872,6 +876,753 @@ func (l *loader) sources(p *Project, e entry) {
 				continue
 			}
 			src.Fields = append(src.Fields, Field{Name: f.key, Type: t})
+		}
+	}
+	l.checkStreams(streams)
+}
+
+// ---- source types and streaming sources ----
+
+// MaxMessageBytesMax bounds max_message_bytes.
+const MaxMessageBytesMax = 64 << 20
+
+const (
+	// kafkaTopicMaxLen is the longest Kafka topic name.
+	kafkaTopicMaxLen = 249
+	// natsNameMaxLen is the longest JetStream stream or consumer name, and
+	// the longest consumer group name Kiln accepts.
+	natsNameMaxLen = 255
+)
+
+// The keys of a source, by the types that take them.
+var (
+	pushSourceKeys   = []string{"type", "event_time", "max_future_skew", "fields"}
+	kafkaOnlyKeys    = []string{"brokers", "topic", "group", "session_timeout"}
+	natsOnlyKeys     = []string{"url", "stream", "subject", "durable"}
+	streamSourceKeys = []string{"format", "start", "max_message_bytes", "dead_letter"}
+
+	// kafkaEquivalent and natsEquivalent name the key of one streaming
+	// type that does the job of a key of the other.
+	kafkaEquivalent = map[string]string{"url": "brokers", "stream": "topic", "subject": "topic", "durable": "group"}
+	natsEquivalent  = map[string]string{"brokers": "url", "topic": "stream (or subject)", "group": "durable"}
+)
+
+var sourceTypeAliases = map[string]string{
+	"http": "push", "api": "push", "jetstream": "nats", "nats_jetstream": "nats", "redpanda": "kafka",
+}
+
+var startAliases = map[string]string{
+	"beginning": "earliest", "oldest": "earliest", "first": "earliest", "smallest": "earliest", "all": "earliest",
+	"end": "latest", "newest": "latest", "last": "latest", "largest": "latest", "now": "latest", "new": "latest",
+}
+
+// sourceType reads the type of a source: push, kafka or nats, or "" when
+// it is missing or not one of these (reported here).
+func (l *loader) sourceType(kv []entry, at pos, what string) string {
+	for _, e := range kv {
+		if e.key != "type" {
+			continue
+		}
+		t, tp, ok := l.scalar(e.val, e.kpos, "type of "+what, "push")
+		if !ok {
+			return ""
+		}
+		switch t {
+		case "push", "kafka", "nats":
+			return t
+		}
+		l.errorf(tp, "unknown type %q of %s (%sallowed: %s)", clip(t), what, didYouMean(t, strings.Split(SourceTypes, ", "), sourceTypeAliases), SourceTypes)
+		return ""
+	}
+	// Guess the type from the keys the source has.
+	kafka, nats, stream := false, false, false
+	for _, e := range kv {
+		kafka = kafka || contains(kafkaOnlyKeys, e.key)
+		nats = nats || contains(natsOnlyKeys, e.key)
+		stream = stream || contains(streamSourceKeys, e.key)
+	}
+	switch {
+	case kafka && !nats:
+		l.errorf(at, "%s has no type: add type: kafka", what)
+	case nats && !kafka:
+		l.errorf(at, "%s has no type: add type: nats", what)
+	case kafka || nats || stream:
+		l.errorf(at, "%s has no type: add type: kafka or type: nats", what)
+	default:
+		l.errorf(at, "%s has no type: add type: push", what)
+	}
+	return ""
+}
+
+// sourceKeys checks the keys of a source of type typ and returns them by
+// key. A key of another type says which type takes it; when typ is ""
+// (missing or unknown) the keys of every type are accepted.
+func (l *loader) sourceKeys(kv []entry, typ, what string) map[string]entry {
+	var allowed []string
+	switch typ {
+	case "push":
+		allowed = pushSourceKeys
+	case "kafka":
+		allowed = concat(pushSourceKeys, kafkaOnlyKeys, streamSourceKeys)
+	case "nats":
+		allowed = concat(pushSourceKeys, natsOnlyKeys, streamSourceKeys)
+	default:
+		return l.keys(kv, what, concat(pushSourceKeys, kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)...)
+	}
+	m := make(map[string]entry, len(kv))
+	for _, e := range kv {
+		k := e.key
+		switch {
+		case contains(allowed, k):
+			m[k] = e
+		case typ == "push" && contains(kafkaOnlyKeys, k):
+			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type push: remove it, or set type: kafka", k, what)
+		case typ == "push" && contains(natsOnlyKeys, k):
+			l.errorf(e.kpos, "key %q is for nats sources, but %s has type push: remove it, or set type: nats", k, what)
+		case typ == "push" && contains(streamSourceKeys, k):
+			l.errorf(e.kpos, "key %q is for kafka and nats sources, but %s has type push (its events arrive through the push API): remove it, or set type: kafka or type: nats", k, what)
+		case typ == "kafka" && contains(natsOnlyKeys, k):
+			l.errorf(e.kpos, "key %q is for nats sources, but %s has type kafka: use %s instead (or set type: nats)", k, what, kafkaEquivalent[k])
+		case typ == "nats" && contains(kafkaOnlyKeys, k):
+			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type nats: use %s instead (or set type: kafka)", k, what, natsEquivalent[k])
+		default:
+			// A typo of a key of another type says so.
+			if c := closest(k, concat(kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)); c != "" && c != closest(k, allowed) && !contains(allowed, c) {
+				sorted := append([]string(nil), allowed...)
+				sort.Strings(sorted)
+				l.errorf(e.kpos, "unknown key %q in %s (did you mean %q? it is a key of %s sources; allowed for type %s: %s)", clip(k), what, c, streamTypesOf(c), typ, strings.Join(sorted, ", "))
+				continue
+			}
+			l.keys([]entry{e}, what, allowed...)
+		}
+	}
+	return m
+}
+
+// streamTypesOf names the source types that take a streaming key.
+func streamTypesOf(key string) string {
+	switch {
+	case contains(kafkaOnlyKeys, key):
+		return "kafka"
+	case contains(natsOnlyKeys, key):
+		return "nats"
+	}
+	return "kafka and nats"
+}
+
+func concat(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// streamAt remembers where a streaming source is declared, for the checks
+// across sources.
+type streamAt struct {
+	src *Source
+	// at is the source's name; consumerAt its group or durable (at when
+	// defaulted); fileAt its dead_letter file (at when defaulted).
+	at, consumerAt, fileAt pos
+}
+
+// stream reads the keys of a kafka or nats source.
+func (l *loader) stream(p *Project, src *Source, m map[string]entry, at *streamAt, what string) *Stream {
+	st := &Stream{Format: "json", Start: "earliest", MaxMessageBytes: DefaultMaxMessageBytes}
+	at.consumerAt, at.fileAt = at.at, at.at
+	consumer := "kiln-" + p.Name + "-" + src.Name
+	if src.Type == "kafka" {
+		st.Group = consumer
+		l.kafkaSource(src, st, m, at, what)
+	} else {
+		st.Durable = consumer
+		l.natsSource(src, st, m, at, what)
+	}
+
+	if fe, ok := m["format"]; ok {
+		if f, fp, ok := l.scalar(fe.val, fe.kpos, "format of "+what, "json"); ok && f != "json" {
+			l.errorf(fp, "unknown format %q of %s (%sallowed: json, one event object per message): write format: json, or leave format out", clip(f), what, didYouMean(f, []string{"json"}))
+		}
+	}
+	if se, ok := m["start"]; ok {
+		if s, sp, ok := l.scalar(se.val, se.kpos, "start of "+what, "earliest"); ok {
+			switch s {
+			case "earliest", "latest":
+				st.Start = s
+			default:
+				holder := "topic"
+				if src.Type == "nats" {
+					holder = "stream"
+				}
+				l.errorf(sp, "unknown start %q of %s (%sallowed: earliest, to read all the %s still holds, or latest, to read only what arrives after Kiln starts)", clip(s), what, didYouMean(s, []string{"earliest", "latest"}, startAliases), holder)
+			}
+		}
+	}
+	if me, ok := m["max_message_bytes"]; ok {
+		if n, ok := l.maxMessageBytes(me, what); ok {
+			st.MaxMessageBytes = n
+		}
+	}
+	if de, ok := m["dead_letter"]; ok {
+		l.deadLetter(src, st, de, at, what)
+	}
+	return st
+}
+
+func (l *loader) kafkaSource(src *Source, st *Stream, m map[string]entry, at *streamAt, what string) {
+	if be, ok := m["brokers"]; ok {
+		l.brokers(st, be, what)
+	} else {
+		l.errorf(at.at, "%s of type kafka has no brokers: add brokers: with the host:port of some of the Kafka brokers, like brokers: [kafka-1:9092]", what)
+	}
+	if te, ok := m["topic"]; ok {
+		if t, tp, ok := l.scalar(te.val, te.kpos, "topic of "+what, topicLike(src.Name)); ok && l.kafkaTopic(t, tp, "topic", what) {
+			st.Topic = t
+		}
+	} else {
+		l.errorf(at.at, "%s of type kafka has no topic: add topic: with the Kafka topic to read, like topic: %s", what, topicLike(src.Name))
+	}
+	if ge, ok := m["group"]; ok {
+		if g, gp, ok := l.scalar(ge.val, ge.kpos, "group of "+what, st.Group); ok {
+			if problem := groupProblem(g); problem != "" {
+				fix := fmt.Sprintf("write it like %q", groupLike(g))
+				if len(g) > natsNameMaxLen {
+					fix = "shorten it"
+				}
+				l.errorf(gp, "group %q of %s: %s: %s, or leave group out for the default, %s", clip(g), what, problem, fix, st.Group)
+			} else {
+				st.Group, at.consumerAt = g, gp
+			}
+		}
+	}
+	if se, ok := m["session_timeout"]; ok {
+		if v, vp, ok := l.scalar(se.val, se.kpos, "session_timeout of "+what, "45s"); ok {
+			d, problem := parseDuration(v)
+			switch {
+			case problem != "":
+				l.errorf(vp, "session_timeout %q of %s: %s", clip(v), what, problem)
+			case d < time.Second || d > 30*time.Minute:
+				l.errorf(vp, "session_timeout %q of %s is out of range: give 1s to 30m (Kafka brokers usually allow 6s to 30m), or leave it out for 45s", clip(v), what)
+			default:
+				st.SessionTimeout = d
+			}
+		}
+	}
+}
+
+// brokers reads the seed brokers of a kafka source.
+func (l *loader) brokers(st *Stream, be entry, what string) {
+	const example = "[kafka-1:9092, kafka-2:9092]"
+	items, ok := l.list(be.val, "brokers of "+what, example)
+	if !ok {
+		return
+	}
+	if len(items) == 0 {
+		l.errorf(be.kpos, "brokers of %s is empty: list the host:port of at least one Kafka broker, like brokers: %s", what, example)
+		return
+	}
+	seen := map[string]pos{}
+	for _, it := range items {
+		a, ap, ok := l.hostPort(it, be.kpos, "broker of "+what, "kafka-1:9092")
+		if !ok {
+			continue
+		}
+		if !validHostPort(a) {
+			l.errorf(ap, "broker %q of %s: write host:port, like %s", clip(a), what, suggestHostPort(a, "9092"))
+			continue
+		}
+		if first, dup := seen[a]; dup {
+			l.errorf(ap, "broker %q is listed twice in %s (first at %v): remove one", a, what, first)
+			continue
+		}
+		seen[a] = ap
+		st.Brokers = append(st.Brokers, a)
+	}
+}
+
+// validHostPort reports whether a is host:port with a port from 1 to 65535.
+func validHostPort(a string) bool {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || host == "" || strings.ContainsAny(host, " \t/@") || !isIntText(port) || port[0] == '+' || port[0] == '-' {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// suggestHostPort guesses the host:port a bad address means.
+func suggestHostPort(a, defaultPort string) string {
+	host := a
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	host = strings.TrimRight(host, "/")
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[:i], ":") {
+		host = host[:i]
+	}
+	host = strings.Trim(host, "[]")
+	if host == "" || strings.ContainsAny(host, " \t/@") || len(host) > 80 {
+		host = "kafka-1"
+	}
+	return net.JoinHostPort(host, defaultPort)
+}
+
+func topicChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
+}
+
+// kafkaTopic checks a Kafka topic name; key is "topic" or "dead_letter
+// topic", for messages.
+func (l *loader) kafkaTopic(t string, p pos, key, what string) bool {
+	problem := ""
+	switch {
+	case t == "":
+		problem = "a Kafka topic name cannot be empty"
+	case len(t) > kafkaTopicMaxLen:
+		problem = fmt.Sprintf("a Kafka topic name has at most %d characters", kafkaTopicMaxLen)
+	case t == "." || t == "..":
+		problem = "a Kafka topic name cannot be . or .."
+	default:
+		for _, r := range t {
+			if !topicChar(r) {
+				problem = fmt.Sprintf("a Kafka topic name has only letters, digits, '.', '_' and '-', not %q", string(r))
+				break
+			}
+		}
+	}
+	if problem == "" {
+		return true
+	}
+	fix := fmt.Sprintf("write it like %q", topicLike(t))
+	if len(t) > kafkaTopicMaxLen {
+		fix = "shorten it"
+	}
+	l.errorf(p, "%s %q of %s: %s: %s", key, clip(t), what, problem, fix)
+	return false
+}
+
+// topicLike turns s into a valid Kafka topic name, for suggestions.
+func topicLike(s string) string {
+	out := replaceRunes(s, func(r rune) bool { return !topicChar(r) }, '_', kafkaTopicMaxLen)
+	if strings.Trim(out, "._") == "" {
+		return "events"
+	}
+	return out
+}
+
+// groupProblem says what is wrong with a Kafka consumer group name, or "".
+func groupProblem(g string) string {
+	if g == "" {
+		return "a consumer group name cannot be empty"
+	}
+	if len(g) > natsNameMaxLen {
+		return fmt.Sprintf("a consumer group name has at most %d characters", natsNameMaxLen)
+	}
+	for _, r := range g {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return "a consumer group name has no spaces or control characters"
+		}
+	}
+	return ""
+}
+
+func groupLike(g string) string {
+	out := replaceRunes(g, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }, '-', natsNameMaxLen)
+	if strings.Trim(out, "-") == "" {
+		return "kiln-consumers"
+	}
+	return out
+}
+
+// replaceRunes replaces the runes of s that bad reports with with, and cuts
+// the result to max bytes.
+func replaceRunes(s string, bad func(rune) bool, with rune, max int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= max {
+			break
+		}
+		if bad(r) {
+			r = with
+		}
+		b.WriteRune(r)
+	}
+	out := b.String()
+	if len(out) > max {
+		out = out[:max]
+	}
+	return out
+}
+
+func (l *loader) natsSource(src *Source, st *Stream, m map[string]entry, at *streamAt, what string) {
+	if ue, ok := m["url"]; ok {
+		if u, up, ok := l.scalar(ue.val, ue.kpos, "url of "+what, "nats://127.0.0.1:4222"); ok {
+			if shown, suggestion, ok := checkNATSURL(u); ok {
+				st.URL = u
+			} else {
+				l.errorf(up, "url %q of %s: write nats://host:port, like %s", clip(shown), what, suggestion)
+			}
+		}
+	} else {
+		l.errorf(at.at, "%s of type nats has no url: add url: with the NATS server, like url: nats://127.0.0.1:4222", what)
+	}
+	streamExample := strings.ToUpper(natsNameLike(src.Name))
+	if se, ok := m["stream"]; ok {
+		if s, sp, ok := l.scalar(se.val, se.kpos, "stream of "+what, streamExample); ok && l.natsName(s, sp, "stream", what) {
+			st.Name = s
+		}
+	} else {
+		l.errorf(at.at, "%s of type nats has no stream: add stream: with the name of the JetStream stream to read, like stream: %s", what, streamExample)
+	}
+	if se, ok := m["subject"]; ok {
+		if s, sp, ok := l.subjectValue(se.val, se.kpos, "subject of "+what); ok {
+			if problem := subjectProblem(s, true); problem != "" {
+				l.errorf(sp, "subject %q of %s: %s", clip(s), what, problem)
+			} else {
+				st.Subject = s
+			}
+		}
+	}
+	if de, ok := m["durable"]; ok {
+		if d, dp, ok := l.scalar(de.val, de.kpos, "durable of "+what, st.Durable); ok && l.natsName(d, dp, "durable", what) {
+			st.Durable, at.consumerAt = d, dp
+		}
+	}
+}
+
+// checkNATSURL checks a NATS server URL. When it is not valid it returns
+// the URL to show in a message (without a password) and one to write.
+func checkNATSURL(s string) (shown, suggestion string, ok bool) {
+	rest, hasScheme := strings.CutPrefix(s, "nats://")
+	if !hasScheme {
+		if i := strings.Index(s, "://"); i >= 0 {
+			rest = s[i+3:]
+		}
+	}
+	shown = s
+	u, err := url.Parse("nats://" + rest)
+	if err != nil {
+		return shown, "nats://127.0.0.1:4222", false
+	}
+	if u.User != nil {
+		if _, hasPassword := u.User.Password(); hasPassword {
+			shown = u.Redacted()
+		}
+	}
+	port := u.Port()
+	portOK := isIntText(port) && port[0] != '+' && port[0] != '-'
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		portOK = false
+	}
+	host := u.Hostname()
+	if hasScheme && host != "" && portOK && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == "" && !u.ForceQuery && !strings.ContainsAny(host, " \t") {
+		return "", "", true
+	}
+	if host == "" || strings.ContainsAny(host, " \t/") || len(host) > 80 {
+		host = "127.0.0.1"
+	}
+	if !portOK {
+		port = "4222"
+	}
+	return shown, "nats://" + net.JoinHostPort(host, port), false
+}
+
+func badNATSNameRune(r rune) bool {
+	return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune(".*>/\\", r)
+}
+
+// natsName checks the name of a JetStream stream or durable consumer; key
+// is "stream" or "durable", for messages.
+func (l *loader) natsName(s string, p pos, key, what string) bool {
+	problem := ""
+	switch {
+	case s == "":
+		problem = "a JetStream name cannot be empty"
+	case len(s) > natsNameMaxLen:
+		problem = fmt.Sprintf("a JetStream name has at most %d characters", natsNameMaxLen)
+	default:
+		for _, r := range s {
+			if badNATSNameRune(r) {
+				problem = fmt.Sprintf("a JetStream name has no spaces, '.', '*', '>', '/' or '\\', and %q is one", string(r))
+				break
+			}
+		}
+	}
+	if problem == "" {
+		return true
+	}
+	fix := fmt.Sprintf("write it like %q", natsNameLike(s))
+	if len(s) > natsNameMaxLen {
+		fix = "shorten it"
+	}
+	l.errorf(p, "%s %q of %s: %s: %s", key, clip(s), what, problem, fix)
+	return false
+}
+
+func natsNameLike(s string) string {
+	out := replaceRunes(s, badNATSNameRune, '_', natsNameMaxLen)
+	if strings.Trim(out, "_") == "" {
+		return "EVENTS"
+	}
+	return out
+}
+
+// subjectValue reads a NATS subject, explaining the quotes a subject that
+// starts with * or > needs in YAML.
+func (l *loader) subjectValue(n ast.Node, at pos, what string) (string, pos, bool) {
+	switch n.(type) {
+	case *ast.AliasNode:
+		l.errorf(posOf(n), "%s: YAML reads a value that starts with * as an alias: quote the subject, like \"*.engagements\"", what)
+		return "", posOf(n), false
+	case *ast.LiteralNode:
+		l.errorf(posOf(n), "%s: YAML reads a value that starts with > or | as a block of text: quote the subject, like \">\"", what)
+		return "", posOf(n), false
+	}
+	return l.scalar(n, at, what, "engagements.>")
+}
+
+// subjectProblem says what is wrong with a NATS subject, or "". A filter
+// subject may hold the wildcards * (one token) and > (the rest); a subject
+// to publish to may not.
+func subjectProblem(s string, wildcards bool) string {
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return "a subject has no spaces or control characters"
+		}
+	}
+	tokens := strings.Split(s, ".")
+	for i, t := range tokens {
+		switch {
+		case t == "":
+			return "a subject is tokens separated by single dots, like engagements.web: no empty token, leading, trailing or double dot"
+		case !strings.ContainsAny(t, "*>"):
+		case !wildcards:
+			return "dead letters are published to this subject, so it cannot hold the wildcards * or >: write a plain subject, like engagements.dead"
+		case t == "*":
+		case t == ">" && i == len(tokens)-1:
+		case t == ">":
+			return "> matches the rest of a subject and must be its last token, like engagements.>"
+		default:
+			return "a wildcard is a whole token: write engagements.* or engagements.>, not engagements*"
+		}
+	}
+	return ""
+}
+
+// subjectMatches reports whether subject (without wildcards) matches the
+// filter subject filter.
+func subjectMatches(filter, subject string) bool {
+	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, t := range ft {
+		if t == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) || t != "*" && t != st[i] {
+			return false
+		}
+	}
+	return len(ft) == len(st)
+}
+
+// maxMessageBytes reads max_message_bytes: a whole number of bytes, or a
+// whole number followed by KiB or MiB.
+func (l *loader) maxMessageBytes(me entry, what string) (int, bool) {
+	s, sp, ok := l.scalar(me.val, me.kpos, "max_message_bytes of "+what, "1MiB")
+	if !ok {
+		return 0, false
+	}
+	n, syntaxOK := parseByteSize(s)
+	switch {
+	case strings.HasPrefix(s, "-") || syntaxOK && n == 0:
+		l.errorf(sp, "max_message_bytes %q of %s must be positive: write the size of the largest message to accept, like 1MiB", clip(s), what)
+	case !syntaxOK:
+		l.errorf(sp, "max_message_bytes %q of %s: write a whole number of bytes, or a whole number followed by KiB or MiB, like %s", clip(s), what, suggestByteSize(s))
+	case n > MaxMessageBytesMax:
+		l.errorf(sp, "max_message_bytes %q of %s is more than the maximum, %s", clip(s), what, formatByteSize(MaxMessageBytesMax))
+	default:
+		return int(n), true
+	}
+	return 0, false
+}
+
+var byteUnits = map[string]int64{"": 1, "KiB": 1 << 10, "MiB": 1 << 20}
+
+// parseByteSize parses a whole number of bytes, optionally followed by KiB
+// or MiB. Sizes too large for an int64 return math.MaxInt64.
+func parseByteSize(s string) (int64, bool) {
+	digits := 0
+	for digits < len(s) && s[digits] >= '0' && s[digits] <= '9' {
+		digits++
+	}
+	unit, ok := byteUnits[s[digits:]]
+	if digits == 0 || !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s[:digits], 10, 64)
+	if err != nil || n > math.MaxInt64/unit {
+		return math.MaxInt64, true
+	}
+	return n * unit, true
+}
+
+// suggestByteSize guesses the size a badly written one means.
+func suggestByteSize(s string) string {
+	t := strings.ToLower(strings.ReplaceAll(strings.Join(strings.Fields(s), ""), "_", ""))
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	f, err := strconv.ParseFloat(t[:i], 64)
+	if err != nil || f <= 0 || f > 1<<40 {
+		return "1MiB"
+	}
+	unit := map[string]float64{
+		"": 1, "b": 1, "byte": 1, "bytes": 1,
+		"k": 1 << 10, "kb": 1 << 10, "ki": 1 << 10, "kib": 1 << 10,
+		"m": 1 << 20, "mb": 1 << 20, "mi": 1 << 20, "mib": 1 << 20,
+	}
+	u, ok := unit[t[i:]]
+	if !ok {
+		return "1MiB"
+	}
+	n := int64(f * u)
+	if n > MaxMessageBytesMax {
+		return formatByteSize(MaxMessageBytesMax)
+	}
+	if n < 1 {
+		return "1MiB"
+	}
+	return formatByteSize(n)
+}
+
+// formatByteSize writes a size in the largest of MiB, KiB and bytes that
+// divides it exactly.
+func formatByteSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// deadLetter reads dead_letter: exactly one of topic: (kafka), subject:
+// (nats) or file:.
+func (l *loader) deadLetter(src *Source, st *Stream, de entry, at *streamAt, what string) {
+	dwhat := "dead_letter of " + what
+	place, example := "topic", "{topic: "+topicLike(src.Name+"-dead")+"}"
+	if src.Type == "nats" {
+		place, example = "subject", "{subject: "+topicLike(src.Name+".dead")+"}"
+	}
+	entries, ok := l.mapping(de.val, de.kpos, dwhat, example)
+	if !ok {
+		return
+	}
+	if len(entries) == 0 {
+		l.errorf(de.kpos, "%s is empty: write one of %s: or file:, like dead_letter: %s, or remove dead_letter for the default file, dead-letter/%s.jsonl under the server's --data directory", dwhat, place, example, src.Name)
+		return
+	}
+	var first *entry
+	for i := range entries {
+		e := &entries[i]
+		switch {
+		case e.key == "file" || e.key == place:
+		case e.key == "subject":
+			l.errorf(e.kpos, "key \"subject\" of %s is for nats sources: a kafka source sends its dead letters to a topic: or a file:", dwhat)
+			continue
+		case e.key == "topic":
+			l.errorf(e.kpos, "key \"topic\" of %s is for kafka sources: a nats source sends its dead letters to a subject: or a file:", dwhat)
+			continue
+		default:
+			l.keys([]entry{*e}, dwhat, place, "file")
+			continue
+		}
+		if first != nil {
+			l.errorf(e.kpos, "%s has both %s and %s: keep one of them (dead letters go to one place)", dwhat, first.key, e.key)
+			continue
+		}
+		first = e
+	}
+	if first == nil {
+		return
+	}
+	e := *first
+	switch e.key {
+	case "topic":
+		t, tp, ok := l.scalar(e.val, e.kpos, "dead_letter topic of "+what, topicLike(src.Name+"-dead"))
+		if !ok || !l.kafkaTopic(t, tp, "dead_letter topic", what) {
+			return
+		}
+		if t == st.Topic {
+			l.errorf(tp, "dead_letter topic %q of %s is the topic it reads: its dead letters would be read again; use another topic, like %s", clip(t), what, topicLike(t+"-dead"))
+			return
+		}
+		st.DeadLetter.Topic = t
+	case "subject":
+		s, sp, ok := l.subjectValue(e.val, e.kpos, "dead_letter subject of "+what)
+		if !ok {
+			return
+		}
+		if problem := subjectProblem(s, false); problem != "" {
+			l.errorf(sp, "dead_letter subject %q of %s: %s", clip(s), what, problem)
+			return
+		}
+		if st.Subject != "" && subjectMatches(st.Subject, s) {
+			l.errorf(sp, "dead_letter subject %q of %s matches its filter subject %q: its dead letters would be read again; use a subject the stream does not hold, or a file:", clip(s), what, st.Subject)
+			return
+		}
+		st.DeadLetter.Subject = s
+	case "file":
+		f, fp, ok := l.scalar(e.val, e.kpos, "dead_letter file of "+what, "dead-letter/"+src.Name+".jsonl")
+		if !ok {
+			return
+		}
+		if strings.ContainsRune(f, 0) || strings.HasSuffix(f, "/") || filepath.Clean(f) == "." || filepath.Base(filepath.Clean(f)) == ".." {
+			l.errorf(fp, "dead_letter file %q of %s is not a file name: write the path of a file, like dead-letter/%s.jsonl", clip(f), what, src.Name)
+			return
+		}
+		st.DeadLetter.File, at.fileAt = f, fp
+	}
+}
+
+// checkStreams checks what streaming sources must not share: a Kafka
+// consumer group on one topic, a durable consumer on one stream, a
+// dead-letter file written out.
+func (l *loader) checkStreams(streams []streamAt) {
+	consumers := map[string]streamAt{}
+	files := map[string]streamAt{}
+	for _, s := range streams {
+		st := s.src.Stream
+		key := ""
+		switch {
+		case s.src.Type == "kafka" && st.Topic != "":
+			key = "kafka\x00" + st.Topic + "\x00" + st.Group
+		case s.src.Type == "nats" && st.Name != "":
+			key = "nats\x00" + st.Name + "\x00" + st.Durable
+		}
+		if first, dup := consumers[key]; key != "" && dup {
+			if s.src.Type == "kafka" {
+				l.errorf(s.consumerAt, "source %q reads topic %q in consumer group %q, as source %q does (%v): the two would share the topic's partitions and each see only part of its events; set another group: for one of them", s.src.Name, st.Topic, st.Group, first.src.Name, first.at)
+			} else {
+				l.errorf(s.consumerAt, "source %q reads stream %q with durable consumer %q, as source %q does (%v): the two would share its messages and each see only part of them; set another durable: for one of them", s.src.Name, st.Name, st.Durable, first.src.Name, first.at)
+			}
+		} else if key != "" {
+			consumers[key] = s
+		}
+		// A relative file is relative to the server's working directory, and
+		// the default files are under its data directory: only files written
+		// out are compared.
+		if f := st.DeadLetter.File; f != "" {
+			f = filepath.Clean(f)
+			if first, dup := files[f]; dup {
+				l.errorf(s.fileAt, "dead_letter file %q of source %q is also the dead_letter file of source %q (%v): give each source its own file", clip(st.DeadLetter.File), s.src.Name, first.src.Name, first.fileAt)
+			} else {
+				files[f] = s
+			}
 		}
 	}
 }
@@ -1510,13 +2261,21 @@ func orNone(list []string) string {
 // or "" when none is close. aliases map common other spellings to a
 // candidate.
 func didYouMean(s string, candidates []string, aliases ...map[string]string) string {
+	if c := closest(s, candidates, aliases...); c != "" {
+		return fmt.Sprintf("did you mean %q? ", c)
+	}
+	return ""
+}
+
+// closest returns the candidate closest to s, or "" when none is close.
+func closest(s string, candidates []string, aliases ...map[string]string) string {
 	if len(s) > 2*NameMaxLen {
 		return ""
 	}
 	lower := strings.ToLower(s)
 	for _, a := range aliases {
 		if c, ok := a[lower]; ok {
-			return fmt.Sprintf("did you mean %q? ", c)
+			return c
 		}
 	}
 	best, bestDist := "", 0
@@ -1536,10 +2295,7 @@ func didYouMean(s string, candidates []string, aliases ...map[string]string) str
 			best, bestDist = c, d
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf("did you mean %q? ", best)
+	return best
 }
 
 // editDistance is the Levenshtein distance between a and b, in bytes.

@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -242,8 +243,8 @@ views:
     features:
 `
 
-// Each want is "LINE phrase": some error must be at that line, with a
-// column, and contain the phrase.
+// Each want is "LINE phrase" or "LINE:COL phrase": some error must be at
+// that line (and column), with a column, and contain the phrase.
 func TestParseErrors(t *testing.T) {
 	f := func(yaml string, wants ...string) {
 		t.Helper()
@@ -261,16 +262,18 @@ func TestParseErrors(t *testing.T) {
 			t.Errorf("a project came back with the errors")
 		}
 		for _, want := range wants {
-			lineText, phrase, _ := strings.Cut(want, " ")
+			at, phrase, _ := strings.Cut(want, " ")
+			lineText, colText, hasCol := strings.Cut(at, ":")
 			line, _ := strconv.Atoi(lineText)
+			col, _ := strconv.Atoi(colText)
 			found := false
 			for _, e := range errs.List {
-				if e.Line == line && e.Column > 0 && e.File == "t.yaml" && strings.Contains(e.Msg, phrase) {
+				if e.Line == line && e.Column > 0 && (!hasCol || e.Column == col) && e.File == "t.yaml" && strings.Contains(e.Msg, phrase) {
 					found = true
 				}
 			}
 			if !found {
-				t.Errorf("no error at line %d containing %q; got:\n%v\nfor:\n%s", line, phrase, err, numbered(yaml))
+				t.Errorf("no error at %s containing %q; got:\n%v\nfor:\n%s", at, phrase, err, numbered(yaml))
 			}
 		}
 		if len(errs.List) != len(wants) {
@@ -312,7 +315,8 @@ func TestParseErrors(t *testing.T) {
 		`2 entities is empty`, `10 entity "user" is not defined (no entitys are defined)`)
 
 	// Sources.
-	f(strings.Replace(header, "type: push", "type: kafka", 1)+"      n: {agg: count}\n", `6 unknown type "kafka" of source "ev" (allowed: push)`)
+	f(strings.Replace(header, "type: push", "type: kafak", 1)+"      n: {agg: count}\n", `6:11 unknown type "kafak" of source "ev" (did you mean "kafka"? allowed: push, kafka, nats)`)
+	f(strings.Replace(header, "type: push", "type: pull", 1)+"      n: {agg: count}\n", `6:11 unknown type "pull" of source "ev" (did you mean "push"? allowed: push, kafka, nats)`)
 	f(strings.Replace(header, "    type: push\n", "", 1)+"      n: {agg: count}\n", `5 source "ev" has no type: add type: push`)
 	f(strings.Replace(header, "    event_time: ts\n", "", 1)+"      n: {agg: count}\n", `5 source "ev" has no event_time`)
 	f(strings.Replace(header, "{user_id: int64,", "{ts: int64, user_id: int64,", 1)+"      n: {agg: count}\n", `8 field "ts" is the event_time of source "ev" (line 7) and must not also be in fields`)
@@ -324,6 +328,114 @@ func TestParseErrors(t *testing.T) {
 	f(strings.Replace(header, "event_time: ts", "event_time: ts\n    max_future_skew: 1 minute", 1)+"      n: {agg: count}\n", `8 max_future_skew "1 minute": write a whole number followed by s, m, h or d, like 1m`)
 	f(strings.Replace(header, "sources:", "sourcs:", 1)+"      n: {agg: count}\n",
 		`4 unknown key "sourcs" in the project file (did you mean "sources"?`, `1 missing key "sources"`, `12 source "ev" is not defined (no sources are defined)`)
+
+	// Source types and the keys each takes.
+	f(sourceProject("type: jetstream", "event_time: ts", "fields: {user_id: int64}", "url: nats://a:4222", "stream: S"),
+		`6:11 unknown type "jetstream" of source "ev" (did you mean "nats"?`)
+	f(sourceProject("event_time: ts", "fields: {user_id: int64}", "brokers: [a:9092]", "topic: t"), `5:3 source "ev" has no type: add type: kafka`)
+	f(sourceProject("event_time: ts", "fields: {user_id: int64}", "url: nats://a:4222", "stream: S"), `5:3 source "ev" has no type: add type: nats`)
+	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "topic: engagements"),
+		`9:5 key "topic" is for kafka sources, but source "ev" has type push: remove it, or set type: kafka`)
+	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "url: nats://a:4222", "durable: d"),
+		`9:5 key "url" is for nats sources, but source "ev" has type push: remove it, or set type: nats`,
+		`10:5 key "durable" is for nats sources`)
+	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "dead_letter: {file: x.jsonl}", "start: latest"),
+		`9:5 key "dead_letter" is for kafka and nats sources, but source "ev" has type push (its events arrive through the push API): remove it, or set type: kafka or type: nats`,
+		`10:5 key "start" is for kafka and nats sources`)
+	f(kafkaProject("durable: d", "subject: s"),
+		`11:5 key "durable" is for nats sources, but source "ev" has type kafka: use group instead (or set type: nats)`,
+		`12:5 key "subject" is for nats sources, but source "ev" has type kafka: use topic instead`)
+	f(natsProject("brokers: [a:9092]", "group: g"),
+		`11:5 key "brokers" is for kafka sources, but source "ev" has type nats: use url instead (or set type: kafka)`,
+		`12:5 key "group" is for kafka sources, but source "ev" has type nats: use durable instead`)
+	f(kafkaProject("topik: t"), `11:5 unknown key "topik" in source "ev" (did you mean "topic"? allowed: brokers, dead_letter, event_time, fields, format, group, max_future_skew, max_message_bytes, session_timeout, start, topic, type)`)
+	f(natsProject("subjet: a"), `11:5 unknown key "subjet" in source "ev" (did you mean "subject"? allowed: dead_letter, durable, event_time, fields, format, max_future_skew, max_message_bytes, start, stream, subject, type, url)`)
+	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "topc: t"), `9:5 unknown key "topc" in source "ev" (did you mean "topic"? it is a key of kafka sources; allowed for type push: event_time, fields, max_future_skew, type)`)
+	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "fieldz: {}"), `9:5 unknown key "fieldz" in source "ev" (did you mean "fields"? allowed: event_time, fields, max_future_skew, type)`)
+
+	// Kafka sources.
+	f(sourceProject("type: kafka", "event_time: ts", "fields: {user_id: int64}", "topic: t"),
+		`5:3 source "ev" of type kafka has no brokers: add brokers: with the host:port of some of the Kafka brokers, like brokers: [kafka-1:9092]`)
+	f(sourceProject("type: kafka", "event_time: ts", "fields: {user_id: int64}", "brokers: [a:9092]"),
+		`5:3 source "ev" of type kafka has no topic: add topic: with the Kafka topic to read, like topic: ev`)
+	f(strings.Replace(kafkaProject(), "brokers: [kafka-1:9092]", "brokers: []", 1), `9:5 brokers of source "ev" is empty: list the host:port of at least one Kafka broker`)
+	f(strings.Replace(kafkaProject(), "brokers: [kafka-1:9092]", "brokers: kafka-1:9092", 1), `9:14 brokers of source "ev" must be a list, like [kafka-1:9092, kafka-2:9092]; found a string`)
+	f(strings.Replace(kafkaProject(), "brokers: [kafka-1:9092]", "brokers: [kafka-1, kafka-2:0, kafka-3:99999]", 1),
+		`9:15 broker "kafka-1" of source "ev": write host:port, like kafka-1:9092`,
+		`9:24 broker "kafka-2:0" of source "ev": write host:port`,
+		`9:35 broker "kafka-3:99999" of source "ev": write host:port`)
+	f(strings.Replace(kafkaProject(), "brokers: [kafka-1:9092]", "brokers: [kafka-1: 9092]", 1), `9:15 broker of source "ev": write host:port with no spaces, like kafka-1:9092`)
+	f(strings.Replace(kafkaProject(), "brokers: [kafka-1:9092]", "brokers: [kafka-1:9092, kafka-1:9092]", 1), `9:29 broker "kafka-1:9092" is listed twice in source "ev" (first at line 9): remove one`)
+	f(strings.Replace(kafkaProject(), "topic: engagements", "topic: web clicks", 1), `10:12 topic "web clicks" of source "ev": a Kafka topic name has only letters, digits, '.', '_' and '-', not " ": write it like "web_clicks"`)
+	f(strings.Replace(kafkaProject(), "topic: engagements", "topic: ..", 1), `10:12 topic ".." of source "ev": a Kafka topic name cannot be . or ..`)
+	f(strings.Replace(kafkaProject(), "topic: engagements", `topic: ""`, 1), `10:12 topic "" of source "ev": a Kafka topic name cannot be empty`)
+	f(strings.Replace(kafkaProject(), "topic: engagements", "topic: "+strings.Repeat("t", 250), 1), `10:12 a Kafka topic name has at most 249 characters: shorten it`)
+	f(strings.Replace(natsProject(), "stream: ENGAGEMENTS", "stream: "+strings.Repeat("S", 256), 1), `10:13 a JetStream name has at most 255 characters: shorten it`)
+	f(strings.Replace(kafkaProject(), "topic: engagements", "topic:", 1), `10:5 topic of source "ev" is empty: write a value, like ev`)
+	f(kafkaProject("group: ranking clicks"), `11:12 group "ranking clicks" of source "ev": a consumer group name has no spaces or control characters: write it like "ranking-clicks", or leave group out for the default, kiln-p-ev`)
+
+	// Keys of kafka and nats sources.
+	f(kafkaProject("format: avro"), `11:13 unknown format "avro" of source "ev" (allowed: json, one event object per message): write format: json, or leave format out`)
+	f(natsProject("format: JSON"), `11:13 unknown format "JSON" of source "ev" (did you mean "json"?`)
+	f(kafkaProject("start: beginning"), `11:12 unknown start "beginning" of source "ev" (did you mean "earliest"? allowed: earliest, to read all the topic still holds, or latest`)
+	f(natsProject("start: lates"), `11:12 unknown start "lates" of source "ev" (did you mean "latest"? allowed: earliest, to read all the stream still holds`)
+	f(natsProject("start: [latest]"), `11:12 start of source "ev" must be a single value`)
+	f(kafkaProject("max_message_bytes: 0"), `11:24 max_message_bytes "0" of source "ev" must be positive`)
+	f(kafkaProject("max_message_bytes: -1KiB"), `11:24 max_message_bytes "-1KiB" of source "ev" must be positive`)
+	f(kafkaProject("max_message_bytes: 1MB"), `11:24 max_message_bytes "1MB" of source "ev": write a whole number of bytes, or a whole number followed by KiB or MiB, like 1MiB`)
+	f(natsProject("max_message_bytes: 1.5MiB"), `11:24 like 1536KiB`)
+	f(natsProject("max_message_bytes: 10 kb"), `11:24 like 10KiB`)
+	f(kafkaProject("max_message_bytes: 65MiB"), `11:24 max_message_bytes "65MiB" of source "ev" is more than the maximum, 64MiB`)
+	f(kafkaProject("max_message_bytes: 99999999999999999999"), `11:24 is more than the maximum, 64MiB`)
+
+	// Dead letters.
+	f(kafkaProject("dead_letter: {}"), `11:5 dead_letter of source "ev" is empty: write one of topic: or file:, like dead_letter: {topic: ev-dead}, or remove dead_letter for the default file, dead-letter/ev.jsonl under the server's --data directory`)
+	f(natsProject("dead_letter:"), `11:5 dead_letter of source "ev" is empty: write one of subject: or file:, like dead_letter: {subject: ev.dead}`)
+	f(kafkaProject("dead_letter: dead.jsonl"), `11:18 dead_letter of source "ev" must be a mapping of key: value, like {topic: ev-dead}; found a string`)
+	f(kafkaProject("dead_letter: {topic: dead, file: dead.jsonl}"), `11:32 dead_letter of source "ev" has both topic and file: keep one of them`)
+	f(kafkaProject("dead_letter: {subject: dead}"), `11:19 key "subject" of dead_letter of source "ev" is for nats sources: a kafka source sends its dead letters to a topic: or a file:`)
+	f(natsProject("dead_letter: {topic: dead}"), `11:19 key "topic" of dead_letter of source "ev" is for kafka sources: a nats source sends its dead letters to a subject: or a file:`)
+	f(natsProject("dead_letter: {fil: dead.jsonl}"), `11:19 unknown key "fil" in dead_letter of source "ev" (did you mean "file"? allowed: file, subject)`)
+	f(kafkaProject("dead_letter: {topic: engagements}"), `11:26 dead_letter topic "engagements" of source "ev" is the topic it reads: its dead letters would be read again; use another topic, like engagements-dead`)
+	f(kafkaProject("dead_letter: {topic: dead letters}"), `11:26 dead_letter topic "dead letters" of source "ev": a Kafka topic name has only letters`)
+	f(natsProject("dead_letter: {subject: dead.>}"), `11:28 dead_letter subject "dead.>" of source "ev": dead letters are published to this subject, so it cannot hold the wildcards * or >`)
+	f(natsProject("subject: engagements.*", "dead_letter: {subject: engagements.dead}"), `12:28 dead_letter subject "engagements.dead" of source "ev" matches its filter subject "engagements.*": its dead letters would be read again`)
+	f(natsProject("dead_letter: {file: dead/}"), `11:25 dead_letter file "dead/" of source "ev" is not a file name: write the path of a file, like dead-letter/ev.jsonl`)
+
+	// NATS sources.
+	f(sourceProject("type: nats", "event_time: ts", "fields: {user_id: int64}", "stream: S"),
+		`5:3 source "ev" of type nats has no url: add url: with the NATS server, like url: nats://127.0.0.1:4222`)
+	f(sourceProject("type: nats", "event_time: ts", "fields: {user_id: int64}", "url: nats://a:4222"),
+		`5:3 source "ev" of type nats has no stream: add stream: with the name of the JetStream stream to read, like stream: EV`)
+	f(strings.Replace(natsProject(), "url: nats://127.0.0.1:4222", "url: localhost:4222", 1), `9:10 url "localhost:4222" of source "ev": write nats://host:port, like nats://localhost:4222`)
+	f(strings.Replace(natsProject(), "url: nats://127.0.0.1:4222", "url: nats://localhost", 1), `9:10 url "nats://localhost" of source "ev": write nats://host:port, like nats://localhost:4222`)
+	f(strings.Replace(natsProject(), "url: nats://127.0.0.1:4222", "url: tls://nats-1:4443", 1), `9:10 like nats://nats-1:4443`)
+	f(strings.Replace(natsProject(), "url: nats://127.0.0.1:4222", "url: nats://kiln:secret@nats-1:4222/x", 1), `9:10 url "nats://kiln:xxxxx@nats-1:4222/x" of source "ev": write nats://host:port, like nats://nats-1:4222`)
+	f(strings.Replace(natsProject(), "stream: ENGAGEMENTS", "stream: engagements.v1", 1), `10:13 stream "engagements.v1" of source "ev": a JetStream name has no spaces, '.', '*', '>', '/' or '\', and "." is one: write it like "engagements_v1"`)
+	f(strings.Replace(natsProject(), "stream: ENGAGEMENTS", "stream: a/b", 1), `10:13 and "/" is one: write it like "a_b"`)
+	f(natsProject("durable: kiln consumer"), `11:14 durable "kiln consumer" of source "ev": a JetStream name has no spaces`)
+	f(natsProject("subject: engagements..web"), `11:14 subject "engagements..web" of source "ev": a subject is tokens separated by single dots`)
+	f(natsProject("subject: engagements.>.web"), `11:14 subject "engagements.>.web" of source "ev": > matches the rest of a subject and must be its last token`)
+	f(natsProject("subject: engagements*"), `11:14 a wildcard is a whole token: write engagements.* or engagements.>, not engagements*`)
+	f(natsProject("subject: *.engagements"), `11:14 subject of source "ev": YAML reads a value that starts with * as an alias: quote the subject, like "*.engagements"`)
+	f(natsProject("subject: >"), `11:14 subject of source "ev": YAML reads a value that starts with > or | as a block of text: quote the subject`)
+
+	// What streaming sources must not share. The keys of the second
+	// source, ev2, start at line 7 + the number of keys of ev.
+	two := func(a, b []string) string {
+		return strings.Replace(sourceProject(a...), "views:", "  ev2:\n    "+strings.Join(b, "\n    ")+"\nviews:", 1)
+	}
+	kafkaKeys := []string{"type: kafka", "event_time: ts", "fields: {user_id: int64}", "brokers: [kafka-1:9092]", "topic: engagements"}
+	natsKeys := []string{"type: nats", "event_time: ts", "fields: {user_id: int64}", "url: nats://127.0.0.1:4222", "stream: ENGAGEMENTS"}
+	plus := func(keys []string, extra ...string) []string { return append(append([]string(nil), keys...), extra...) }
+	f(two(plus(kafkaKeys, "group: g"), plus(kafkaKeys, "group: g")),
+		`18:12 source "ev2" reads topic "engagements" in consumer group "g", as source "ev" does (line 5): the two would share the topic's partitions and each see only part of its events; set another group: for one of them`)
+	f(two(plus(natsKeys, "durable: d"), plus(natsKeys, "durable: d")),
+		`18:14 source "ev2" reads stream "ENGAGEMENTS" with durable consumer "d", as source "ev" does (line 5): the two would share its messages and each see only part of them; set another durable: for one of them`)
+	f(two(plus(kafkaKeys, "dead_letter: {file: dead.jsonl}"), plus(natsKeys, "dead_letter: {file: ./dead.jsonl}")),
+		`18:25 dead_letter file "./dead.jsonl" of source "ev2" is also the dead_letter file of source "ev" (line 11): give each source its own file`)
+	// A type in error does not bring errors about the keys of the types.
+	f(sourceProject("type: kafak", "event_time: ts", "fields: {user_id: int64}", "brokers: [a:9092]", "topic: t", "url: x"), `6:11 unknown type "kafak"`)
 
 	// Views.
 	f(strings.Replace(header, "entity: user", "entity: usr", 1)+"      n: {agg: count}\n", `11 entity "usr" is not defined (did you mean "user"? defined: user)`)
@@ -449,11 +561,12 @@ func TestParseDuration(t *testing.T) {
 // half-resolved project on many small edits of valid files; FuzzParse
 // explores further.
 func TestParseMutations(t *testing.T) {
-	seeds := []string{validFile, string(examples.FeedProject)}
+	seeds := []string{validFile, string(examples.FeedProject), streamFile}
 	vocab := []string{"", " ", ":", "-", "[", "]", "{", "}", ",", "&a", "*a", "!!str", "<<", "?", "null", "~",
 		"true", "1", "-1", "1.5", ".inf", "0x10", "99999999999999999999", "user", "post_id", "ts", "kind", "view",
 		"count", "sum", "last", "windows", "where", "field", "1h", "0s", "401d", "views", "features", "entity",
-		"source", "int64", "bool", "\"x\"", "|\n  z", "\n", "\n  ", "\t", "#", "\n---\n", "user_engagement:views_1h"}
+		"source", "int64", "bool", "\"x\"", "|\n  z", "\n", "\n  ", "\t", "#", "\n---\n", "user_engagement:views_1h",
+		"push", "kafka", "nats", "topic", "subject", "dead_letter", "file", "a:9092", "nats://a:4222", "*", ">", "a.>", "1MiB", "65MiB"}
 	r := rand.New(rand.NewSource(1))
 	n := 3000
 	if testing.Short() {
@@ -518,6 +631,52 @@ func checkParse(t *testing.T, data []byte) {
 			t.Fatalf("service %q is empty for:\n%s", s.Name, data)
 		}
 	}
+	for _, src := range p.Sources {
+		if problem := checkStream(src); problem != "" {
+			t.Fatalf("source %q: %s; stream %+v for:\n%s", src.Name, problem, src.Stream, data)
+		}
+	}
+}
+
+// checkStream says what is wrong with the parsed stream of a source, or "".
+func checkStream(src *definition.Source) string {
+	st := src.Stream
+	if src.Type == "push" {
+		if st != nil {
+			return "a push source has a stream"
+		}
+		return ""
+	}
+	if st == nil {
+		return "no stream"
+	}
+	kafka := src.Type == "kafka"
+	dl := st.DeadLetter
+	set := 0
+	for _, f := range []string{dl.Topic, dl.Subject, dl.File} {
+		if f != "" {
+			set++
+		}
+	}
+	switch {
+	case src.Type != "kafka" && src.Type != "nats":
+		return "unknown type " + src.Type
+	case kafka && (len(st.Brokers) == 0 || st.Topic == "" || st.Group == ""):
+		return "kafka source without brokers, topic or group"
+	case kafka && (st.URL != "" || st.Name != "" || st.Subject != "" || st.Durable != "" || dl.Subject != ""):
+		return "kafka source with nats settings"
+	case !kafka && (st.URL == "" || st.Name == "" || st.Durable == ""):
+		return "nats source without url, stream or durable"
+	case !kafka && (st.Brokers != nil || st.Topic != "" || st.Group != "" || dl.Topic != ""):
+		return "nats source with kafka settings"
+	case st.Format != "json" || st.Start != "earliest" && st.Start != "latest":
+		return "bad format or start"
+	case st.MaxMessageBytes < 1 || st.MaxMessageBytes > definition.MaxMessageBytesMax:
+		return "max_message_bytes out of range"
+	case set > 1:
+		return "more than one dead-letter destination"
+	}
+	return ""
 }
 
 func FuzzParse(f *testing.F) {
@@ -526,6 +685,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(header + "      n: {agg: count, where: {kind: [a, b]}, windows: [1h, 1d]}\n"))
 	f.Add([]byte("project: p\nservices: {s: {features: [a:b, c]}}\n"))
 	f.Add([]byte("a: &x [1, 2]\nb: *x\n<<: {c: 1}\n? d\n: e\n"))
+	f.Add([]byte(streamFile))
+	f.Add([]byte(kafkaProject("group: g", "start: latest", "max_message_bytes: 1MiB", "dead_letter: {topic: dead}")))
+	f.Add([]byte(natsProject("subject: a.*.>", "durable: d", "dead_letter: {subject: dead.a}")))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 64<<10 {
 			return
@@ -596,4 +758,208 @@ func TestOnlineStore(t *testing.T) {
 	f("online_store: {type: redis, addrs: [localhost]}", `address "localhost" of online_store: write host:port`)
 	f("online_store: {type: redis, addrs: [a:1], timeout: forever}", `timeout "forever"`)
 	f("online_store: {type: redis, adrs: [a:1]}", `unknown key "adrs"`)
+}
+
+// streamFile has a source of each type, with every key of kafka and nats
+// sources set in clicks and orders and left to defaults in the others.
+const streamFile = `project: feed
+entities:
+  user: {keys: [user_id]}
+sources:
+  clicks:
+    type: kafka
+    event_time: ts
+    max_future_skew: 5m
+    fields: {user_id: int64, url: string}
+    brokers: [kafka-1:9092, "kafka-2:9093", "[::1]:9094"]
+    topic: web.clicks
+    group: ranking-clicks
+    format: json
+    start: latest
+    max_message_bytes: 512KiB
+    dead_letter: {topic: web.clicks-dead}
+  orders:
+    type: nats
+    event_time: ts
+    fields: {user_id: int64, amount: float64}
+    url: nats://nats-1:4222
+    stream: ORDERS
+    subject: orders.*.created
+    durable: ranking-orders
+    format: json
+    start: earliest
+    max_message_bytes: 2097152
+    dead_letter: {subject: dead.orders}
+  kafka_defaults:
+    type: kafka
+    event_time: ts
+    fields: {user_id: int64}
+    brokers:
+      - 127.0.0.1:9092
+    topic: defaults
+  nats_defaults:
+    type: nats
+    event_time: ts
+    fields: {user_id: int64}
+    url: nats://127.0.0.1:4222
+    stream: DEFAULTS
+  to_files:
+    type: nats
+    event_time: ts
+    fields: {user_id: int64}
+    url: nats://127.0.0.1:4222
+    stream: DEFAULTS
+    durable: to_files
+    subject: ">"
+    max_message_bytes: 64MiB
+    dead_letter:
+      file: /var/lib/kiln/dead/to_files.jsonl
+  pushed:
+    type: push
+    event_time: ts
+    fields: {user_id: int64}
+views:
+  user_clicks:
+    entity: user
+    source: clicks
+    features:
+      clicks: {agg: count, windows: [1h]}
+  user_orders:
+    entity: user
+    source: orders
+    features:
+      spend: {agg: sum, field: amount, windows: [1d]}
+`
+
+func TestStreamSources(t *testing.T) {
+	p, err := definition.Parse("kiln.yaml", []byte(streamFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		source, typ string
+		skew        time.Duration
+		stream      *definition.Stream
+	}{
+		{"clicks", "kafka", 5 * time.Minute, &definition.Stream{
+			Brokers: []string{"kafka-1:9092", "kafka-2:9093", "[::1]:9094"}, Topic: "web.clicks", Group: "ranking-clicks",
+			Format: "json", Start: "latest", MaxMessageBytes: 512 << 10,
+			DeadLetter: definition.DeadLetter{Topic: "web.clicks-dead"},
+		}},
+		{"orders", "nats", time.Minute, &definition.Stream{
+			URL: "nats://nats-1:4222", Name: "ORDERS", Subject: "orders.*.created", Durable: "ranking-orders",
+			Format: "json", Start: "earliest", MaxMessageBytes: 2 << 20,
+			DeadLetter: definition.DeadLetter{Subject: "dead.orders"},
+		}},
+		{"kafka_defaults", "kafka", time.Minute, &definition.Stream{
+			Brokers: []string{"127.0.0.1:9092"}, Topic: "defaults", Group: "kiln-feed-kafka_defaults",
+			Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes,
+		}},
+		{"nats_defaults", "nats", time.Minute, &definition.Stream{
+			URL: "nats://127.0.0.1:4222", Name: "DEFAULTS", Durable: "kiln-feed-nats_defaults",
+			Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes,
+		}},
+		{"to_files", "nats", time.Minute, &definition.Stream{
+			URL: "nats://127.0.0.1:4222", Name: "DEFAULTS", Subject: ">", Durable: "to_files",
+			Format: "json", Start: "earliest", MaxMessageBytes: definition.MaxMessageBytesMax,
+			DeadLetter: definition.DeadLetter{File: "/var/lib/kiln/dead/to_files.jsonl"},
+		}},
+		{"pushed", "push", time.Minute, nil},
+	} {
+		src := p.Source(tc.source)
+		if src == nil {
+			t.Fatalf("no source %q", tc.source)
+		}
+		if src.Type != tc.typ || src.EventTime != "ts" || src.MaxFutureSkew != tc.skew {
+			t.Errorf("source %s: type %q event_time %q max_future_skew %v; want %s, ts, %v", tc.source, src.Type, src.EventTime, src.MaxFutureSkew, tc.typ, tc.skew)
+		}
+		if !reflect.DeepEqual(src.Stream, tc.stream) {
+			t.Errorf("source %s: stream\n %+v\nwant\n %+v", tc.source, src.Stream, tc.stream)
+		}
+	}
+	if got := fmt.Sprint(p.Source("orders").Fields); got != fmt.Sprint([]definition.Field{{"user_id", event.Int64}, {"amount", event.Float64}}) {
+		t.Errorf("orders fields %s", got)
+	}
+	if p.View("user_orders").Source != p.Source("orders") {
+		t.Errorf("view user_orders does not read source orders")
+	}
+	if p, err := definition.Parse("kiln.yaml", []byte(validFile)); err != nil || p.Source("engagements").Stream != nil {
+		t.Errorf("a push source has a stream (err %v)", err)
+	}
+}
+
+// sourceProject is a project whose only source, ev, has the given keys, one
+// per line from line 6.
+func sourceProject(keys ...string) string {
+	var b strings.Builder
+	b.WriteString("project: p\nentities:\n  user: {keys: [user_id]}\nsources:\n  ev:\n")
+	for _, k := range keys {
+		b.WriteString("    " + k + "\n")
+	}
+	b.WriteString("views:\n  v:\n    entity: user\n    source: ev\n    features:\n      n: {agg: count}\n")
+	return b.String()
+}
+
+// kafkaProject and natsProject are projects with a valid kafka or nats
+// source ev (lines 6 to 10) followed by the extra keys (from line 11).
+func kafkaProject(extra ...string) string {
+	return sourceProject(append([]string{"type: kafka", "event_time: ts", "fields: {user_id: int64}", "brokers: [kafka-1:9092]", "topic: engagements"}, extra...)...)
+}
+
+func natsProject(extra ...string) string {
+	return sourceProject(append([]string{"type: nats", "event_time: ts", "fields: {user_id: int64}", "url: nats://127.0.0.1:4222", "stream: ENGAGEMENTS"}, extra...)...)
+}
+
+func TestMaxMessageBytes(t *testing.T) {
+	for text, want := range map[string]int{
+		"1": 1, "1000": 1000, "1048576": 1 << 20, "1KiB": 1 << 10, "512KiB": 512 << 10, "1MiB": 1 << 20, "64MiB": 64 << 20, "67108864": 64 << 20,
+	} {
+		for _, project := range []string{kafkaProject("max_message_bytes: " + text), natsProject("max_message_bytes: " + text)} {
+			p, err := definition.Parse("t.yaml", []byte(project))
+			if err != nil {
+				t.Errorf("%s: %v", text, err)
+				continue
+			}
+			if got := p.Source("ev").Stream.MaxMessageBytes; got != want {
+				t.Errorf("%s: MaxMessageBytes %d, want %d", text, got, want)
+			}
+		}
+	}
+}
+
+func TestStreamDefaults(t *testing.T) {
+	for _, project := range []string{kafkaProject(), natsProject()} {
+		p, err := definition.Parse("t.yaml", []byte(project))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := p.Source("ev").Stream
+		want := &definition.Stream{Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes}
+		if p.Source("ev").Type == "kafka" {
+			want.Brokers, want.Topic, want.Group = []string{"kafka-1:9092"}, "engagements", "kiln-p-ev"
+		} else {
+			want.URL, want.Name, want.Durable = "nats://127.0.0.1:4222", "ENGAGEMENTS", "kiln-p-ev"
+		}
+		if !reflect.DeepEqual(st, want) {
+			t.Errorf("stream\n %+v\nwant\n %+v", st, want)
+		}
+	}
+}
+
+func TestSessionTimeout(t *testing.T) {
+	p, err := definition.Parse("t.yaml", []byte(kafkaProject("session_timeout: 6s")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Source("ev").Stream.SessionTimeout; got != 6*time.Second {
+		t.Fatalf("session_timeout 6s parsed as %v", got)
+	}
+	for _, bad := range []string{"0s", "500ms", "1h", "soon"} {
+		if _, err := definition.Parse("t.yaml", []byte(kafkaProject("session_timeout: "+bad))); err == nil || !strings.Contains(err.Error(), "session_timeout") {
+			t.Errorf("session_timeout: %s: err %v, want an error about session_timeout", bad, err)
+		}
+	}
+	if _, err := definition.Parse("t.yaml", []byte(natsProject("session_timeout: 6s"))); err == nil {
+		t.Error("a nats source took session_timeout")
+	}
 }
