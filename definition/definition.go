@@ -98,10 +98,6 @@ type Stream struct {
 	Brokers []string
 	Topic   string
 	Group   string
-	// SessionTimeout is how long the group waits for a member that stopped
-	// heartbeating (a killed process) before handing its partitions to the
-	// others; 0 means franz-go's default, 45s.
-	SessionTimeout time.Duration
 
 	// NATS: the server URL (nats://host:port), the JetStream stream, an
 	// optional filter subject, and the durable consumer's name.
@@ -122,6 +118,11 @@ type Stream struct {
 	MaxMessageBytes int
 	// DeadLetter is where messages that cannot be applied go.
 	DeadLetter DeadLetter
+	// SessionTimeout is how long a process that stopped without leaving (a
+	// killed one) keeps what it reads before another process takes it
+	// over: the Kafka group session timeout (0: franz-go's default, 45s), or
+	// how long a NATS consumer stays pinned to it (0: 10s).
+	SessionTimeout time.Duration
 }
 
 // DeadLetter is where a streaming source sends the messages it cannot apply

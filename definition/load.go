@@ -897,9 +897,9 @@ const (
 // The keys of a source, by the types that take them.
 var (
 	pushSourceKeys   = []string{"type", "event_time", "max_future_skew", "fields"}
-	kafkaOnlyKeys    = []string{"brokers", "topic", "group", "session_timeout"}
+	kafkaOnlyKeys    = []string{"brokers", "topic", "group"}
 	natsOnlyKeys     = []string{"url", "stream", "subject", "durable"}
-	streamSourceKeys = []string{"format", "start", "max_message_bytes", "dead_letter"}
+	streamSourceKeys = []string{"format", "start", "max_message_bytes", "dead_letter", "session_timeout"}
 
 	// kafkaEquivalent and natsEquivalent name the key of one streaming
 	// type that does the job of a key of the other.
@@ -1045,6 +1045,19 @@ func (l *loader) stream(p *Project, src *Source, m map[string]entry, at *streamA
 			l.errorf(fp, "unknown format %q of %s (%sallowed: json, one event object per message): write format: json, or leave format out", clip(f), what, didYouMean(f, []string{"json"}))
 		}
 	}
+	if se, ok := m["session_timeout"]; ok {
+		if v, vp, ok := l.scalar(se.val, se.kpos, "session_timeout of "+what, "10s"); ok {
+			d, problem := parseDuration(v)
+			switch {
+			case problem != "":
+				l.errorf(vp, "session_timeout %q of %s: %s", clip(v), what, problem)
+			case d < time.Second || d > 30*time.Minute:
+				l.errorf(vp, "session_timeout %q of %s is out of range: give 1s to 30m (Kafka brokers usually allow 6s to 30m), or leave it out for the default (45s for kafka, 10s for nats)", clip(v), what)
+			default:
+				st.SessionTimeout = d
+			}
+		}
+	}
 	if se, ok := m["start"]; ok {
 		if s, sp, ok := l.scalar(se.val, se.kpos, "start of "+what, "earliest"); ok {
 			switch s {
@@ -1093,19 +1106,6 @@ func (l *loader) kafkaSource(src *Source, st *Stream, m map[string]entry, at *st
 				l.errorf(gp, "group %q of %s: %s: %s, or leave group out for the default, %s", clip(g), what, problem, fix, st.Group)
 			} else {
 				st.Group, at.consumerAt = g, gp
-			}
-		}
-	}
-	if se, ok := m["session_timeout"]; ok {
-		if v, vp, ok := l.scalar(se.val, se.kpos, "session_timeout of "+what, "45s"); ok {
-			d, problem := parseDuration(v)
-			switch {
-			case problem != "":
-				l.errorf(vp, "session_timeout %q of %s: %s", clip(v), what, problem)
-			case d < time.Second || d > 30*time.Minute:
-				l.errorf(vp, "session_timeout %q of %s is out of range: give 1s to 30m (Kafka brokers usually allow 6s to 30m), or leave it out for 45s", clip(v), what)
-			default:
-				st.SessionTimeout = d
 			}
 		}
 	}

@@ -349,7 +349,7 @@ func TestParseErrors(t *testing.T) {
 		`11:5 key "brokers" is for kafka sources, but source "ev" has type nats: use url instead (or set type: kafka)`,
 		`12:5 key "group" is for kafka sources, but source "ev" has type nats: use durable instead`)
 	f(kafkaProject("topik: t"), `11:5 unknown key "topik" in source "ev" (did you mean "topic"? allowed: brokers, dead_letter, event_time, fields, format, group, max_future_skew, max_message_bytes, session_timeout, start, topic, type)`)
-	f(natsProject("subjet: a"), `11:5 unknown key "subjet" in source "ev" (did you mean "subject"? allowed: dead_letter, durable, event_time, fields, format, max_future_skew, max_message_bytes, start, stream, subject, type, url)`)
+	f(natsProject("subjet: a"), `11:5 unknown key "subjet" in source "ev" (did you mean "subject"? allowed: dead_letter, durable, event_time, fields, format, max_future_skew, max_message_bytes, session_timeout, start, stream, subject, type, url)`)
 	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "topc: t"), `9:5 unknown key "topc" in source "ev" (did you mean "topic"? it is a key of kafka sources; allowed for type push: event_time, fields, max_future_skew, type)`)
 	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "fieldz: {}"), `9:5 unknown key "fieldz" in source "ev" (did you mean "fields"? allowed: event_time, fields, max_future_skew, type)`)
 
@@ -959,7 +959,11 @@ func TestSessionTimeout(t *testing.T) {
 			t.Errorf("session_timeout: %s: err %v, want an error about session_timeout", bad, err)
 		}
 	}
-	if _, err := definition.Parse("t.yaml", []byte(natsProject("session_timeout: 6s"))); err == nil {
-		t.Error("a nats source took session_timeout")
+	p, err = definition.Parse("t.yaml", []byte(natsProject("session_timeout: 3s")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Source("ev").Stream.SessionTimeout; got != 3*time.Second {
+		t.Fatalf("nats session_timeout 3s parsed as %v", got)
 	}
 }
