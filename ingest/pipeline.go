@@ -262,6 +262,20 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 	return res, nil
 }
 
+// TooOld reports whether an event of src stamped ts (Unix ms) is older than
+// the retention of every view src feeds, so that no window can cover it any
+// more and Push would drop it. It is false for a source that feeds no view.
+func (p *Pipeline) TooOld(src *definition.Source, ts int64) bool {
+	now := p.Now()
+	feeds := p.feeds[src]
+	for _, f := range feeds {
+		if !f.plan.Late(ts, now) {
+			return false
+		}
+	}
+	return len(feeds) > 0
+}
+
 func appendRowKey(dst []byte, f *feed, ev *event.Event) []byte {
 	var buf [4]event.Value
 	key := buf[:0]

@@ -16,7 +16,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -30,6 +32,9 @@ import (
 	"github.com/kiln-dev/kiln/store"
 	"github.com/kiln-dev/kiln/store/pebble"
 	"github.com/kiln-dev/kiln/store/redis"
+	"github.com/kiln-dev/kiln/stream"
+	"github.com/kiln-dev/kiln/stream/kafka"
+	"github.com/kiln-dev/kiln/stream/nats"
 	"github.com/kiln-dev/kiln/tile"
 )
 
@@ -107,11 +112,16 @@ type Node struct {
 	grpc    *grpc.Server
 	grpcAPI *grpcapi.Server
 	grpcCh  chan error
+
+	sources     []*stream.Applier
+	stopSources context.CancelFunc
+	sourcesDone chan struct{}
+	deadLetters []stream.DeadLetters
 }
 
 // Start opens the store, starts what the role needs and serves HTTP (and
 // gRPC when asked).
-func Start(cfg Config) (n *Node, err error) {
+func Start(cfg Config) (_ *Node, err error) {
 	if cfg.Project == nil {
 		return nil, errors.New("node: Config needs a Project")
 	}
@@ -143,7 +153,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n = &Node{Role: cfg.Role, Plans: plans, cfg: cfg}
+	n := &Node{Role: cfg.Role, Plans: plans, cfg: cfg}
 	// On an error below, undo what was started.
 	var cleanups []func()
 	defer func() {
@@ -187,6 +197,10 @@ func Start(cfg Config) (n *Node, err error) {
 			return nil, err
 		}
 		cleanups = append(cleanups, func() { n.Pipeline.Close() })
+		if err := n.startSources(cfg); err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, n.stopStreams)
 	}
 	if cfg.Role != RoleIngest {
 		var rows query.RowSource = n.Store
@@ -214,6 +228,13 @@ func Start(cfg Config) (n *Node, err error) {
 			}
 			if cache != nil {
 				out["row_cache"] = cache.Stats()
+			}
+			if len(n.sources) > 0 {
+				ss := make([]stream.Stats, len(n.sources))
+				for i, a := range n.sources {
+					ss[i] = a.Stats()
+				}
+				out["sources"] = ss
 			}
 			return out
 		}})
@@ -263,6 +284,98 @@ func openStore(cfg Config) (store.Store, error) {
 	return pebble.Open(cfg.DataDir, pebble.Options{CacheBytes: cfg.CacheBytes, Logger: cfg.Logger})
 }
 
+// startSources starts a consumer per streaming source of the project.
+func (n *Node) startSources(cfg Config) error {
+	dec := ingest.NewDecoder(cfg.Project)
+	fail := func(err error) error {
+		for _, d := range n.deadLetters {
+			d.Close()
+		}
+		n.deadLetters, n.sources = nil, nil
+		return err
+	}
+	type runner interface{ Run(context.Context) error }
+	var runners []runner
+	for _, src := range cfg.Project.Sources {
+		st := src.Stream
+		if st == nil {
+			continue
+		}
+		var dead stream.DeadLetters
+		var err error
+		switch {
+		case st.DeadLetter.Topic != "":
+			dead, err = kafka.OpenDeadLetters(st.Brokers, st.DeadLetter.Topic)
+		case st.DeadLetter.Subject != "":
+			dead, err = nats.OpenDeadLetters(st.URL, st.DeadLetter.Subject)
+		default:
+			path := st.DeadLetter.File
+			if path == "" {
+				if cfg.DataDir == "" {
+					err = fmt.Errorf("source %s: say where its dead letters go: dead_letter: {topic: ...}, {subject: ...} or {file: ...} (without --data there is no default file)", src.Name)
+					break
+				}
+				path = filepath.Join(cfg.DataDir, "dead-letter", src.Name+".jsonl")
+			}
+			dead, err = stream.OpenFile(path)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("source %s: dead letters: %w", src.Name, err))
+		}
+		n.deadLetters = append(n.deadLetters, dead)
+		format, ok := stream.Formats[st.Format]
+		if !ok {
+			return fail(fmt.Errorf("source %s: unknown format %q", src.Name, st.Format))
+		}
+		a := stream.NewApplier(src, format(dec), n.Pipeline, dead, nil)
+		n.sources = append(n.sources, a)
+		log := cfg.Logger.With("source", src.Name)
+		var r runner
+		switch src.Type {
+		case "kafka":
+			r, err = kafka.New(kafka.Options{Source: src, Applier: a, Logger: log, SessionTimeout: st.SessionTimeout})
+		case "nats":
+			r, err = nats.New(nats.Options{Source: src, Applier: a, Logger: log, PinnedTTL: st.SessionTimeout})
+		default:
+			err = fmt.Errorf("unknown source type %q", src.Type)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("source %s: %w", src.Name, err))
+		}
+		runners = append(runners, r)
+	}
+	if len(runners) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopSources = cancel
+	n.sourcesDone = make(chan struct{})
+	var wg sync.WaitGroup
+	for _, r := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = r.Run(ctx)
+		}()
+	}
+	go func() { wg.Wait(); close(n.sourcesDone) }()
+	return nil
+}
+
+// stopStreams stops the streaming sources: each finishes (or abandons) the
+// batch it is applying; what is not committed is read again on restart.
+func (n *Node) stopStreams() {
+	if n.stopSources == nil {
+		return
+	}
+	n.stopSources()
+	<-n.sourcesDone
+	for _, d := range n.deadLetters {
+		d.Close()
+	}
+	n.stopSources, n.deadLetters = nil, nil
+}
+
 // URL is the base URL of the HTTP API.
 func (n *Node) URL() string { return "http://" + n.Addr }
 
@@ -288,6 +401,7 @@ func (n *Node) Close() error {
 	if err := <-n.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
 	}
+	n.stopStreams()
 	if n.Pipeline != nil {
 		errs = append(errs, n.Pipeline.Close())
 	}

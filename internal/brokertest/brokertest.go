@@ -14,7 +14,9 @@ import (
 )
 
 // Kafka starts a one-broker Kafka cluster holding topics, each with the
-// given number of partitions, and returns its address (host:port).
+// given number of partitions, and returns its address (host:port). Groups
+// may use session timeouts down to one second, so tests that kill a member
+// do not wait long for the group to notice.
 func Kafka(t testing.TB, partitions int32, topics ...string) (*kfake.Cluster, string) {
 	t.Helper()
 	c, err := kfake.NewCluster(
@@ -22,6 +24,7 @@ func Kafka(t testing.TB, partitions int32, topics ...string) (*kfake.Cluster, st
 		kfake.SeedTopics(partitions, topics...),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(1),
+		kfake.GroupMinSessionTimeout(time.Second),
 	)
 	if err != nil {
 		t.Fatalf("starting in-process Kafka (kfake): %v", err)

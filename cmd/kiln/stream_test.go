@@ -1,0 +1,480 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kiln-dev/kiln/internal/brokertest"
+	"github.com/kiln-dev/kiln/internal/redistest"
+)
+
+// The streaming tests of issue 5: kiln serve runs as a subprocess consuming
+// a topic (or a JetStream stream) while the test produces to it; it is
+// killed with SIGKILL at random moments and restarted, and at the end every
+// feature of every entity must equal a reference computed from the whole
+// event set. Windows are long (24h, 7d) and every event is from the last
+// ten minutes, so the reference does not depend on when it is read; dwell
+// times are multiples of 1/4, so sums are exact in any order.
+
+const streamViews = `event_time: ts
+    fields: {user_id: int64, post_id: int64, kind: string, dwell_ms: float64}
+views:
+  by_user:
+    entity: user
+    source: events
+    features:
+      n:     {agg: count, windows: [24h]}
+      views: {agg: count, where: {kind: view}, windows: [24h, 7d]}
+      dwell: {agg: sum, field: dwell_ms, windows: [24h]}
+      dmax:  {agg: max, field: dwell_ms, windows: [24h]}
+  by_post:
+    entity: post
+    source: events
+    features:
+      n:     {agg: count, windows: [24h]}
+      likes: {agg: count, where: {kind: like}, windows: [24h]}
+      dwell: {agg: sum, field: dwell_ms, windows: [24h]}
+services:
+  all: {views: [by_user, by_post]}
+`
+
+const (
+	streamUsers = 150
+	streamPosts = 60
+)
+
+// streamMsg is one message of the test stream: a good event or poison.
+type streamMsg struct {
+	user, post int64
+	kind       string
+	dwell      float64
+	ts         int64
+	raw        []byte // the message; poison when good is false
+	good       bool
+}
+
+// streamEvents returns n messages, every 997th poison of one kind or
+// another, the rest RW1-like events of the last ten minutes before now.
+func streamEvents(n int, seed uint64, now time.Time) []streamMsg {
+	rng := rand.New(rand.NewPCG(seed, 5))
+	kinds := []string{"view", "view", "view", "like", "share", "comment"}
+	poison := []func(m streamMsg) string{
+		func(streamMsg) string { return `{"user_id": 1, "post_id": ` }, // invalid JSON
+		func(m streamMsg) string {
+			return fmt.Sprintf(`{"post_id": %d, "kind": "view", "ts": %d}`, m.post, m.ts)
+		},
+		func(m streamMsg) string {
+			return fmt.Sprintf(`{"user_id": "x%d", "post_id": %d, "kind": "view", "ts": %d}`, m.user, m.post, m.ts)
+		},
+		func(m streamMsg) string {
+			return fmt.Sprintf(`{"user_id": %d, "post_id": %d, "dwell_ms": "NaN", "ts": %d}`, m.user, m.post, m.ts)
+		},
+		func(m streamMsg) string {
+			return fmt.Sprintf(`{"user_id": %d, "post_id": %d, "ts": %d}`, m.user, m.post, now.Add(24*time.Hour).UnixMilli())
+		},
+		func(m streamMsg) string {
+			return fmt.Sprintf(`{"user_id": %d, "post_id": %d, "ts": %d}`, m.user, m.post, now.Add(-30*24*time.Hour).UnixMilli())
+		},
+		func(m streamMsg) string {
+			return `{"user_id": 1, "post_id": 2, "kind": "` + strings.Repeat("x", 5000) + `"}`
+		},
+	}
+	out := make([]streamMsg, n)
+	for i := range out {
+		m := streamMsg{
+			user: rng.Int64N(streamUsers), post: rng.Int64N(streamPosts),
+			kind: kinds[rng.IntN(len(kinds))], dwell: float64(rng.IntN(40000)) / 4,
+			ts: now.Add(-time.Duration(rng.Int64N(int64(10 * time.Minute)))).UnixMilli(),
+		}
+		if i%997 == 500 {
+			m.raw = []byte(poison[(i/997)%len(poison)](m))
+		} else {
+			m.good = true
+			m.raw = fmt.Appendf(nil, `{"user_id": %d, "post_id": %d, "kind": %q, "dwell_ms": %v, "ts": %d}`,
+				m.user, m.post, m.kind, m.dwell, m.ts)
+		}
+		out[i] = m
+	}
+	return out
+}
+
+// streamReference computes every served value from the good events, in the
+// shape /v1/features answers: entity type → key → feature → value.
+func streamReference(msgs []streamMsg) map[string]map[int64]map[string]any {
+	type user struct {
+		n, views, viewsW int64
+		dwell, dmax      float64
+	}
+	type post struct {
+		n, likes int64
+		dwell    float64
+	}
+	users, posts := map[int64]*user{}, map[int64]*post{}
+	for _, m := range msgs {
+		if !m.good {
+			continue
+		}
+		u := users[m.user]
+		if u == nil {
+			u = &user{dmax: -1}
+			users[m.user] = u
+		}
+		u.n++
+		if m.kind == "view" {
+			u.views++
+		}
+		u.dwell += m.dwell
+		u.dmax = max(u.dmax, m.dwell)
+		p := posts[m.post]
+		if p == nil {
+			p = &post{}
+			posts[m.post] = p
+		}
+		p.n++
+		if m.kind == "like" {
+			p.likes++
+		}
+		p.dwell += m.dwell
+	}
+	ref := map[string]map[int64]map[string]any{"user": {}, "post": {}}
+	for k, u := range users {
+		ref["user"][k] = map[string]any{
+			"by_user:n_24h": float64(u.n), "by_user:views_24h": float64(u.views), "by_user:views_7d": float64(u.views),
+			"by_user:dwell_24h": u.dwell, "by_user:dmax_24h": u.dmax,
+		}
+	}
+	for k, p := range posts {
+		ref["post"][k] = map[string]any{"by_post:n_24h": float64(p.n), "by_post:likes_24h": float64(p.likes), "by_post:dwell_24h": p.dwell}
+	}
+	return ref
+}
+
+// readAll reads every user's and post's features from a kiln process.
+func readAll(url string) (map[string]map[int64]map[string]any, error) {
+	var us, ps []string
+	for u := range streamUsers {
+		us = append(us, fmt.Sprintf(`{"user_id": %d}`, u))
+	}
+	for p := range streamPosts {
+		ps = append(ps, fmt.Sprintf(`{"post_id": %d}`, p))
+	}
+	body := fmt.Sprintf(`{"service": "all", "entities": {"user": [%s], "post": [%s]}}`, strings.Join(us, ","), strings.Join(ps, ","))
+	resp, err := http.Post(url+"/v1/features", "application/json", strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("features: status %d", resp.StatusCode)
+	}
+	var ans struct {
+		Entities map[string][]struct {
+			Key      map[string]int64 `json:"key"`
+			Status   string           `json:"status"`
+			Features map[string]any   `json:"features"`
+		} `json:"entities"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil {
+		return nil, err
+	}
+	got := map[string]map[int64]map[string]any{"user": {}, "post": {}}
+	for typ, list := range ans.Entities {
+		for _, e := range list {
+			if e.Status == "present" {
+				got[typ][e.Key[typ+"_id"]] = e.Features
+			}
+		}
+	}
+	return got, nil
+}
+
+// waitForReference polls url until it serves exactly ref, failing with the
+// first differences after the deadline.
+func waitForReference(t *testing.T, url string, ref map[string]map[int64]map[string]any, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var got map[string]map[int64]map[string]any
+	var err error
+	for time.Now().Before(deadline) {
+		if got, err = readAll(url); err == nil && reflect.DeepEqual(got, ref) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval, not synchronisation
+	}
+	if err != nil {
+		t.Fatalf("reading features: %v", err)
+	}
+	n := 0
+	for typ, keys := range ref {
+		for k, want := range keys {
+			if !reflect.DeepEqual(got[typ][k], want) && n < 5 {
+				t.Errorf("%s %d: got %v, want %v", typ, k, got[typ][k], want)
+				n++
+			}
+		}
+		for k := range got[typ] {
+			if _, ok := keys[k]; !ok && n < 5 {
+				t.Errorf("%s %d is served but had no event", typ, k)
+				n++
+			}
+		}
+	}
+	t.Fatalf("features did not equal the reference within %v", within)
+}
+
+// sourceStats is the part of /debug/stats the tests read.
+type sourceStats struct {
+	Sources []struct {
+		Messages    int64 `json:"messages"`
+		DeadLetters int64 `json:"dead_letters"`
+		Lag         int64 `json:"lag"`
+	} `json:"sources"`
+	Ingest struct {
+		Replayed  int64
+		Conflicts int64
+	} `json:"ingest"`
+}
+
+func statsOf(url string) (sourceStats, error) {
+	var s sourceStats
+	resp, err := http.Get(url + "/debug/stats")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&s)
+	return s, err
+}
+
+// waitMessages polls a kiln process until its source has applied at least
+// n messages, or the process dies, or the deadline passes (then it fails).
+func waitMessages(t *testing.T, p *process, url string, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if s, err := statsOf(url); err == nil && len(s.Sources) > 0 && s.Sources[0].Messages >= n {
+			return
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	t.Fatalf("kiln did not apply %d messages within 60s", n)
+}
+
+// killAndRestart runs kiln serve, SIGKILLs it after a random amount of
+// progress, kills times, and returns the last (running) process's URL.
+func killAndRestart(t *testing.T, bin string, args []string, kills int, rng *rand.Rand) (*process, string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		p := start(t, bin, args...)
+		url := p.expect(t, `serving project st from .* on (http://\S+)`)[1]
+		if i == kills {
+			return p, url
+		}
+		waitMessages(t, p, url, 200+rng.Int64N(3000))
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd.Wait()
+	}
+}
+
+func writeProject(t *testing.T, dir, source string) string {
+	t.Helper()
+	path := filepath.Join(dir, "kiln.yaml")
+	cfg := "project: st\nentities: {user: {keys: [user_id]}, post: {keys: [post_id]}}\nsources:\n  events:\n" +
+		source + "max_message_bytes: 4096\n    " + streamViews
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// produceKafka produces msgs to topic, keyed by user, in batches.
+func produceKafka(t *testing.T, addr, topic string, msgs []streamMsg) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := 0; i < len(msgs); i += 500 {
+		var recs []*kgo.Record
+		for _, m := range msgs[i:min(i+500, len(msgs))] {
+			recs = append(recs, &kgo.Record{Key: strconv.AppendInt(nil, m.user, 10), Value: m.raw})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+func countDead(msgs []streamMsg) int {
+	n := 0
+	for _, m := range msgs {
+		if !m.good {
+			n++
+		}
+	}
+	return n
+}
+
+// deadLetterLines counts the lines of a dead-letter file: at least one per
+// poison message (a crash may send some twice).
+func deadLetterLines(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
+}
+
+func TestKafkaSurvivesKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs kiln subprocesses against in-process Kafka")
+	}
+	_, addr := brokertest.Kafka(t, 4, "events")
+	bin := buildKiln(t)
+	dir := t.TempDir()
+	project := writeProject(t, dir, fmt.Sprintf("    type: kafka\n    brokers: [%s]\n    topic: events\n    group: kiln-st\n    session_timeout: 2s\n    ", addr))
+	msgs := streamEvents(40_000, 1, time.Now())
+	done := make(chan struct{})
+	go func() { defer close(done); produceKafka(t, addr, "events", msgs) }()
+	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}
+	_, url := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(7, 7)))
+	<-done
+	waitForReference(t, url, streamReference(msgs), 60*time.Second)
+	if got, want := deadLetterLines(t, filepath.Join(dir, "data", "dead-letter", "events.jsonl")), countDead(msgs); got < want {
+		t.Errorf("%d dead letters, want at least %d", got, want)
+	}
+}
+
+func TestNATSSurvivesKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs kiln subprocesses against an embedded NATS server")
+	}
+	_, url := brokertest.NATS(t)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"events.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildKiln(t)
+	dir := t.TempDir()
+	project := writeProject(t, dir, fmt.Sprintf("    type: nats\n    url: %s\n    stream: EVENTS\n    durable: kiln-st\n    session_timeout: 2s\n    ", url))
+	msgs := streamEvents(30_000, 2, time.Now())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i, m := range msgs {
+			if _, err := js.PublishAsync("events."+strconv.FormatInt(m.user, 10), m.raw); err != nil {
+				t.Errorf("publish %d: %v", i, err)
+				return
+			}
+			if i%1000 == 999 {
+				select {
+				case <-js.PublishAsyncComplete():
+				case <-ctx.Done():
+					t.Error("publishing timed out")
+					return
+				}
+			}
+		}
+		<-js.PublishAsyncComplete()
+	}()
+	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}
+	_, kurl := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(8, 8)))
+	<-done
+	waitForReference(t, kurl, streamReference(msgs), 60*time.Second)
+	if got, want := deadLetterLines(t, filepath.Join(dir, "data", "dead-letter", "events.jsonl")), countDead(msgs); got < want {
+		t.Errorf("%d dead letters, want at least %d", got, want)
+	}
+}
+
+// TestKafkaRebalance runs two kiln processes in one consumer group over one
+// Redis server: the second joins while the first consumes (a rebalance
+// splits the partitions; both write the post rows every partition feeds),
+// the second is killed and restarted (its partitions move to the first
+// after the session timeout, and back), then the first stops cleanly (it
+// leaves the group, the second takes everything).
+func TestKafkaRebalance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs kiln subprocesses against in-process Kafka and Redis")
+	}
+	_, addr := brokertest.Kafka(t, 6, "events")
+	redisAddr := redistest.Standalone(t)
+	bin := buildKiln(t)
+	dir := t.TempDir()
+	project := filepath.Join(dir, "kiln.yaml")
+	writeProject(t, dir, fmt.Sprintf("    type: kafka\n    brokers: [%s]\n    topic: events\n    group: kiln-st\n    session_timeout: 2s\n    dead_letter: {file: %s}\n    ",
+		addr, filepath.Join(dir, "dead.jsonl")))
+	b, _ := os.ReadFile(project)
+	os.WriteFile(project, append([]byte(fmt.Sprintf("online_store: {type: redis, addrs: [%s]}\n", redisAddr)), b...), 0o644)
+
+	// Produced in three parts, so that both processes consume at once.
+	msgs := streamEvents(40_000, 3, time.Now())
+	produce := func(from, to int) chan struct{} {
+		done := make(chan struct{})
+		go func() { defer close(done); produceKafka(t, addr, "events", msgs[from:to]) }()
+		return done
+	}
+	args := []string{"serve", "-c", project, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}
+	run := func() (*process, string) {
+		p := start(t, bin, args...)
+		return p, p.expect(t, `serving project st from .* on (http://\S+)`)[1]
+	}
+	logStats := func(who, url string) {
+		if s, err := statsOf(url); err == nil {
+			t.Logf("%s: %d messages, replayed %d row updates, %d write conflicts", who, s.Sources[0].Messages, s.Ingest.Replayed, s.Ingest.Conflicts)
+		}
+	}
+	<-produce(0, 15_000)
+	a, urlA := run()
+	waitMessages(t, a, urlA, 2000)
+	bp, urlB := run()
+	part2 := produce(15_000, 30_000)
+	waitMessages(t, bp, urlB, 1000) // B has partitions: the group rebalanced
+	logStats("B before SIGKILL", urlB)
+	bp.cmd.Process.Signal(syscall.SIGKILL)
+	bp.cmd.Wait()
+	<-part2
+	bp, urlB = run()
+	part3 := produce(30_000, 40_000)
+	waitMessages(t, bp, urlB, 500)
+	logStats("A before it leaves", urlA)
+	a.stop(t) // leaves the group: B takes every partition
+	<-part3
+	waitForReference(t, urlB, streamReference(msgs), 90*time.Second)
+	s, err := statsOf(urlB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("last process: replayed %d row updates, %d write conflicts", s.Ingest.Replayed, s.Ingest.Conflicts)
+}
