@@ -17,8 +17,10 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -155,7 +157,7 @@ func (a *Applier) Apply(ctx context.Context, msgs []Message) error {
 		ev := &a.events[len(a.events)-1]
 		if err := a.dec.DecodeEvent(a.src, m.Value, now, ev); err != nil {
 			a.events = a.events[:len(a.events)-1]
-			a.reject(m, err.Error())
+			a.reject(m, reason(err))
 			continue
 		}
 		if a.pl.TooOld(a.src, ev.TS) {
@@ -180,6 +182,23 @@ func (a *Applier) Apply(ctx context.Context, msgs []Message) error {
 	}
 	a.record(msgs)
 	return nil
+}
+
+// reason words a decoding error for a dead letter: the problems of the
+// message, without the push API's "event 0" (a message is one event).
+func reason(err error) string {
+	var re *ingest.RequestError
+	if !errors.As(err, &re) || len(re.Details) == 0 {
+		return err.Error()
+	}
+	parts := make([]string, len(re.Details))
+	for i, d := range re.Details {
+		parts[i] = d.Message
+		if d.Field != "" {
+			parts[i] = fmt.Sprintf("field %q: %s", d.Field, d.Message)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // reject adds m to the batch's dead letters.

@@ -645,8 +645,8 @@ type poison struct {
 func poisons() []poison {
 	ts := now.Add(-time.Minute).UnixMilli()
 	return []poison{
-		{`{"user_id": 1, "kind": "view"`, "not valid JSON"},
-		{``, "not valid JSON"},
+		{`{"user_id": 1, "kind": "view"`, "malformed JSON"},
+		{``, "malformed JSON"},
 		{fmt.Sprintf(`{"kind": "view", "x": 1, "ts": %d}`, ts), `missing: it is a key field`},
 		{fmt.Sprintf(`{"user_id": "seven", "kind": "view", "x": 1, "ts": %d}`, ts), `"seven" is not an int64`},
 		{fmt.Sprintf(`{"user_id": 1, "kind": "view", "x": "NaN", "ts": %d}`, ts), `"NaN" is not a float64`},
