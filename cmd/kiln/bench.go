@@ -13,11 +13,15 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "ingest" {
+		return runBenchIngest(ctx, args[1:], stdout, stderr)
+	}
 	def := bench.DefaultConfig()
 	fs := flag.NewFlagSet("kiln bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: kiln bench [flags]
+       kiln bench ingest [flags]   (ingestion throughput and freshness; see kiln bench ingest -h)
 
 Runs the RW1 benchmark: starts "kiln serve" on the RW1 project (or uses
 --target), loads the history through POST /v1/push, then measures Q1 and Q2

@@ -4,6 +4,7 @@
 //	kiln serve -c kiln.yaml --data DIR serve a project on the embedded store
 //	kiln validate -c kiln.yaml         check a project file and print its tile plan
 //	kiln bench                         run the RW1 benchmark
+//	kiln bench ingest                  measure ingestion: push, Kafka, freshness
 //
 // Run "kiln <command> -h" for a command's flags.
 package main
@@ -26,6 +27,7 @@ usage:
   kiln serve -c kiln.yaml [flags]      serve a project (embedded store in --data)
   kiln validate -c kiln.yaml           check a project file and print its tile plan
   kiln bench [flags]                   run the RW1 benchmark (latency, throughput, the floor)
+  kiln bench ingest [flags]            measure ingestion (push API, Kafka) and freshness
 
 Run "kiln <command> -h" for a command's flags. Docs: docs/ in the repository.
 `
