@@ -264,7 +264,9 @@ type PartitionStats struct {
 	// unknown.
 	End int64 `json:"end_offset"`
 	// Lag is how many messages are in the partition past Applied: End −
-	// Applied − 1, or -1 when either is unknown.
+	// Applied − 1, or -1 when either is unknown (as until this process has
+	// applied a message of the partition: where its group had committed is
+	// not known to it).
 	Lag int64 `json:"lag"`
 	// LastEventTime is the newest event time (Unix ms) applied.
 	LastEventTime int64     `json:"last_event_time_ms"`
@@ -303,7 +305,7 @@ func (a *Applier) Stats() Stats {
 	for _, ps := range a.parts {
 		p := *ps
 		p.Lag = -1
-		if p.End >= 0 {
+		if p.End >= 0 && p.Applied >= 0 {
 			p.Lag = max(p.End-p.Applied-1, 0)
 			s.Lag += p.Lag
 		}

@@ -113,6 +113,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		// New stores get the newest stable on-disk format; existing stores
 		// are upgraded to it when opened.
 		FormatMajorVersion: pebbledb.FormatNewest,
+		// Rows are rewritten whole at every group commit, so most of what
+		// is written soon replaces itself. A large memtable lets those
+		// versions die in memory instead of being flushed and compacted
+		// (Pebble's default is 4 MiB).
+		MemTableSize: 64 << 20,
 	}
 	// Reads are point lookups: bloom filters let them skip the sstables
 	// that cannot hold the key, which matters most for missing keys.
