@@ -261,31 +261,56 @@ func statsOf(url string) (sourceStats, error) {
 	return s, err
 }
 
-// waitMessages polls a kiln process until its source has applied at least
-// n messages, or the process dies, or the deadline passes (then it fails).
-func waitMessages(t *testing.T, p *process, url string, n int64) {
+// feeder produces a fixed message set a little at a time, so that a test
+// can wait for a process to apply some of it without the process finding
+// the whole set applied before it started: each process that holds
+// partitions has something left to read.
+type feeder struct {
+	msgs    []streamMsg
+	next    int
+	produce func(t *testing.T, batch []streamMsg)
+}
+
+// feed produces the next n messages (fewer at the end).
+func (f *feeder) feed(t *testing.T, n int) {
+	end := min(f.next+n, len(f.msgs))
+	f.produce(t, f.msgs[f.next:end])
+	f.next = end
+}
+
+// until produces 200 messages at a time until the kiln process at url has
+// applied at least want messages (keeping the last 5,000 for the end), and
+// fails after a minute.
+func (f *feeder) until(t *testing.T, url string, want int64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if s, err := statsOf(url); err == nil && len(s.Sources) > 0 && s.Sources[0].Messages >= n {
+		if s, err := statsOf(url); err == nil && len(s.Sources) > 0 && s.Sources[0].Messages >= want {
 			return
 		}
-		time.Sleep(5 * time.Millisecond) // polling interval
+		if f.next < len(f.msgs)-5_000 {
+			f.feed(t, 200)
+		} else {
+			time.Sleep(10 * time.Millisecond) // polling interval
+		}
 	}
-	t.Fatalf("kiln did not apply %d messages within 60s", n)
+	t.Fatalf("kiln did not apply %d messages within 60s", want)
 }
 
 // killAndRestart runs kiln serve, SIGKILLs it after a random amount of
-// progress, kills times, and returns the last (running) process's URL.
-func killAndRestart(t *testing.T, bin string, args []string, kills int, rng *rand.Rand) (*process, string) {
+// progress, kills times, then produces the rest of the messages and returns
+// the last (running) process's URL.
+func killAndRestart(t *testing.T, bin string, args []string, kills int, rng *rand.Rand, f *feeder) string {
 	t.Helper()
+	f.feed(t, 5_000)
 	for i := 0; ; i++ {
 		p := start(t, bin, args...)
 		url := p.expect(t, `serving project st from .* on (http://\S+)`)[1]
 		if i == kills {
-			return p, url
+			f.feed(t, len(f.msgs))
+			return url
 		}
-		waitMessages(t, p, url, 200+rng.Int64N(3000))
+		f.until(t, url, 200+rng.Int64N(3000))
 		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -356,11 +381,9 @@ func TestKafkaSurvivesKills(t *testing.T) {
 	dir := t.TempDir()
 	project := writeProject(t, dir, fmt.Sprintf("    type: kafka\n    brokers: [%s]\n    topic: events\n    group: kiln-st\n    session_timeout: 2s\n    ", addr))
 	msgs := streamEvents(40_000, 1, time.Now())
-	done := make(chan struct{})
-	go func() { defer close(done); produceKafka(t, addr, "events", msgs) }()
+	f := &feeder{msgs: msgs, produce: func(t *testing.T, b []streamMsg) { produceKafka(t, addr, "events", b) }}
 	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}
-	_, url := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(7, 7)))
-	<-done
+	url := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(7, 7)), f)
 	waitForReference(t, url, streamReference(msgs), 60*time.Second)
 	if got, want := deadLetterLines(t, filepath.Join(dir, "data", "dead-letter", "events.jsonl")), countDead(msgs); got < want {
 		t.Errorf("%d dead letters, want at least %d", got, want)
@@ -390,28 +413,20 @@ func TestNATSSurvivesKills(t *testing.T) {
 	dir := t.TempDir()
 	project := writeProject(t, dir, fmt.Sprintf("    type: nats\n    url: %s\n    stream: EVENTS\n    durable: kiln-st\n    session_timeout: 2s\n    ", url))
 	msgs := streamEvents(30_000, 2, time.Now())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i, m := range msgs {
+	f := &feeder{msgs: msgs, produce: func(t *testing.T, b []streamMsg) {
+		for _, m := range b {
 			if _, err := js.PublishAsync("events."+strconv.FormatInt(m.user, 10), m.raw); err != nil {
-				t.Errorf("publish %d: %v", i, err)
-				return
-			}
-			if i%1000 == 999 {
-				select {
-				case <-js.PublishAsyncComplete():
-				case <-ctx.Done():
-					t.Error("publishing timed out")
-					return
-				}
+				t.Fatalf("publish: %v", err)
 			}
 		}
-		<-js.PublishAsyncComplete()
-	}()
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			t.Fatal("publishing timed out")
+		}
+	}}
 	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}
-	_, kurl := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(8, 8)))
-	<-done
+	kurl := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(8, 8)), f)
 	waitForReference(t, kurl, streamReference(msgs), 60*time.Second)
 	if got, want := deadLetterLines(t, filepath.Join(dir, "data", "dead-letter", "events.jsonl")), countDead(msgs); got < want {
 		t.Errorf("%d dead letters, want at least %d", got, want)
@@ -438,13 +453,10 @@ func TestKafkaRebalance(t *testing.T) {
 	b, _ := os.ReadFile(project)
 	os.WriteFile(project, append([]byte(fmt.Sprintf("online_store: {type: redis, addrs: [%s]}\n", redisAddr)), b...), 0o644)
 
-	// Produced in three parts, so that both processes consume at once.
+	// Messages are produced a little at a time (feeder), so that both
+	// processes consume at once.
 	msgs := streamEvents(40_000, 3, time.Now())
-	produce := func(from, to int) chan struct{} {
-		done := make(chan struct{})
-		go func() { defer close(done); produceKafka(t, addr, "events", msgs[from:to]) }()
-		return done
-	}
+	f := &feeder{msgs: msgs, produce: func(t *testing.T, b []streamMsg) { produceKafka(t, addr, "events", b) }}
 	args := []string{"serve", "-c", project, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}
 	run := func() (*process, string) {
 		p := start(t, bin, args...)
@@ -455,22 +467,19 @@ func TestKafkaRebalance(t *testing.T) {
 			t.Logf("%s: %d messages, replayed %d row updates, %d write conflicts", who, s.Sources[0].Messages, s.Ingest.Replayed, s.Ingest.Conflicts)
 		}
 	}
-	<-produce(0, 15_000)
+	f.feed(t, 10_000)
 	a, urlA := run()
-	waitMessages(t, a, urlA, 2000)
+	f.until(t, urlA, 2000)
 	bp, urlB := run()
-	part2 := produce(15_000, 30_000)
-	waitMessages(t, bp, urlB, 1000) // B has partitions: the group rebalanced
+	f.until(t, urlB, 1000) // B holds partitions: the group rebalanced
 	logStats("B before SIGKILL", urlB)
 	bp.cmd.Process.Signal(syscall.SIGKILL)
 	bp.cmd.Wait()
-	<-part2
 	bp, urlB = run()
-	part3 := produce(30_000, 40_000)
-	waitMessages(t, bp, urlB, 500)
+	f.until(t, urlB, 500)
 	logStats("A before it leaves", urlA)
 	a.stop(t) // leaves the group: B takes every partition
-	<-part3
+	f.feed(t, len(msgs))
 	waitForReference(t, urlB, streamReference(msgs), 90*time.Second)
 	s, err := statsOf(urlB)
 	if err != nil {
