@@ -28,7 +28,9 @@ type Result struct {
 	keyBuf []byte
 	offs   []int
 	keys   [][]byte
-	err    error
+	bases  []int // per entity type: the index of its first row in keys
+	err    error // of the first corrupt row
+	errRow int   // that row's index in keys
 }
 
 // EntityResult holds the values of one entity type, one slot per key.
@@ -175,6 +177,15 @@ func (res *Result) rowKeys(req *Request) {
 	}
 }
 
+// UnorderedRowSource is a RowSource that can also hand rows out in any
+// order, each exactly once and never concurrently (rowcache.Source can:
+// cached rows are then evaluated while the store reads the others). Read
+// uses GetUnordered when its Rows have it.
+type UnorderedRowSource interface {
+	RowSource
+	GetUnordered(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error
+}
+
 // Read evaluates a request at the engine's clock into res: one batch read
 // of every row the request needs, then the windows of each row. Errors of
 // the request are *Error; the rest come from the store (retryable) or from
@@ -219,25 +230,33 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 	}
 	res.rowKeys(req)
 
-	// The callback sees keys in order, so it walks the layout with a cursor
-	// instead of dividing.
-	ent, key, view := 0, 0, 0
-	err := e.cfg.Rows.Get(ctx, res.keys, func(i int, value []byte, found bool) {
+	// Rows may arrive in any order (hits first, say): row i belongs to the
+	// entity type whose part of the layout holds it.
+	res.bases = res.bases[:0]
+	base := 0
+	for i, pe := range req.Prepared.Entities {
+		res.bases = append(res.bases, base)
+		base += res.Entities[i].N * len(pe.views)
+	}
+	fn := func(i int, value []byte, found bool) {
+		if !found {
+			return
+		}
+		ent := 0
+		for ent+1 < len(res.bases) && i >= res.bases[ent+1] {
+			ent++
+		}
 		pe := req.Prepared.Entities[ent]
-		er := &res.Entities[ent]
-		if found {
-			res.fold(pe, er, key, view, value)
-		}
-		view++
-		if view == len(pe.views) {
-			view = 0
-			key++
-			if key == er.N {
-				key = 0
-				ent++
-			}
-		}
-	})
+		nv := len(pe.views)
+		r := i - res.bases[ent]
+		res.fold(pe, &res.Entities[ent], r/nv, r%nv, value, i)
+	}
+	var err error
+	if u, ok := e.cfg.Rows.(UnorderedRowSource); ok {
+		err = u.GetUnordered(ctx, res.keys, fn)
+	} else {
+		err = e.cfg.Rows.Get(ctx, res.keys, fn)
+	}
 	if err == nil {
 		err = res.err
 	}
@@ -277,15 +296,17 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 	return nil
 }
 
-// fold decodes one row and writes its values into the columns.
-func (res *Result) fold(pe *PreparedEntity, er *EntityResult, key, view int, value []byte) {
+// fold decodes row i of the request, one view's row of one key, and writes
+// its values into the columns.
+func (res *Result) fold(pe *PreparedEntity, er *EntityResult, key, view int, value []byte, i int) {
 	sc := &er.scratch[view]
 	if err := sc.plan.DecodeRow(value, sc.row); err != nil {
 		if errors.Is(err, tile.ErrLayout) {
 			return // written under an older definition of the view: as good as absent
 		}
-		if res.err == nil {
-			res.err = fmt.Errorf("row of view %s: %w", pe.views[view].view.Name, err)
+		if res.err == nil || i < res.errRow {
+			// The first bad row in key order, whatever order rows came in.
+			res.err, res.errRow = fmt.Errorf("row of view %s: %w", pe.views[view].view.Name, err), i
 		}
 		return
 	}

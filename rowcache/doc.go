@@ -16,7 +16,9 @@
 // shape) — and caches what it returns. Concurrent loads of the same key are
 // coalesced: a key being loaded by one goroutine is waited for, not loaded
 // again. Source wraps a cache and a store into something with the store's Get
-// contract, for the query engine.
+// contract, for the query engine; its GetUnordered (LoadUnordered) drops the
+// order, so the cached rows can be handed out while the store is read for the
+// others.
 //
 // The write path calls Set right after a row's store write commits, with the
 // row's new bytes, and Delete when it cannot tell what the store holds (a
@@ -27,6 +29,10 @@
 //
 // A value served from memory is never older than what the cache was told:
 //
+//   - A Load that waited for another's load of a key reads the key's entry
+//     once that load has filled the cache, with the freshness checks of a
+//     hit; if the entry is gone (the fill lost to a write, was too old, or
+//     was evicted), it loads the key itself.
 //   - A fill (the result of a load) loses to any Set or Delete of its key that
 //     happened after the load began: the Set's value stays, the fill is
 //     dropped (Stats.FillsDropped). Each key being loaded is registered

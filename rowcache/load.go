@@ -1,6 +1,7 @@
 package rowcache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,104 +28,102 @@ func (s Source) Get(ctx context.Context, keys [][]byte, fn func(i int, value []b
 	return s.Cache.Load(ctx, keys, s.Load, fn)
 }
 
+// GetUnordered calls s.Cache.LoadUnordered(ctx, keys, s.Load, fn): fn is
+// called once per key, in any order.
+func (s Source) GetUnordered(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+	return s.Cache.LoadUnordered(ctx, keys, s.Load, fn)
+}
+
 // errLoadPanicked is what waiters see when the load they wait for panicked.
 var errLoadPanicked = errors.New("rowcache: load function panicked")
 
-// maxForeignRetries bounds how often Load loads keys again for itself when
-// the load it waited for failed only because that loader's context ended.
-const maxForeignRetries = 2
+// maxWaitRounds bounds the rounds in which Load waits for other goroutines'
+// loads of its missed keys. A key still unanswered after them (the load it
+// waited for failed only because that loader's context ended, or its fill
+// was dropped or evicted before Load could copy it) is loaded by Load
+// itself.
+const maxWaitRounds = 2
 
 // maxPooledBufBytes is the largest scratch buffer Load keeps for reuse.
 const maxPooledBufBytes = 1 << 20
 
 // flight is one call of a load function: the keys one Load found neither in
-// memory nor being loaded, which others may wait for.
+// memory nor being loaded, which others may wait for. Waiters do not read
+// the loaded values from the flight: once done is closed, the values are in
+// the cache (unless a write, an eviction or the staleness bound removed
+// them since, and then the waiter loads the key again itself).
 type flight struct {
-	done  chan struct{} // closed when res and err are final and the cache is filled
+	done  chan struct{} // closed when err is final and the cache is filled
 	start int64         // stamp taken before the flight was visible to anyone
-	// stale[j] is set by a Set or Delete of key j after the flight began;
-	// each element is guarded by the mutex of its key's shard. The slice
-	// itself never changes after newFlight.
+	// stale[j] is set by a Set or Delete of key j after the flight began
+	// (or at registration, for a key loaded unregistered); each element is
+	// guarded by the mutex of its key's shard. The slice itself never
+	// changes after newFlight.
 	stale []bool
-	// Written by the loading goroutine only; read by others after done.
-	keys [][]byte // the loaded keys, during the load only
-	res  []result
-	bad  bool // load answered an index out of range, or twice
-	err  error
+	err   error // written by the loading goroutine before done is closed
 }
 
-// result is the answer for one key of a flight.
-type result struct {
-	buf   []byte // key, then value: the cache entry's buffer, never written again
-	klen  int
-	found bool
-	got   bool
-}
-
-func (f *flight) value(j int32) ([]byte, bool) {
-	r := &f.res[j]
-	if !r.found {
-		return nil, false
-	}
-	return r.buf[r.klen:], true
-}
-
-// answer is the fn given to the load function. It copies the answer into
-// the buffer the cache entry will own, so a fill costs one copy.
-func (f *flight) answer(j int, value []byte, found bool) {
-	if j < 0 || j >= len(f.res) || f.res[j].got {
-		f.bad = true
-		return
-	}
-	if !found {
-		value = nil
-	}
-	k := f.keys[j]
-	buf := make([]byte, len(k)+len(value))
-	copy(buf, k)
-	copy(buf[len(k):], value)
-	f.res[j] = result{buf: buf, klen: len(k), found: found, got: true}
-}
-
-// check reports a load that did not answer every key exactly once.
-func (f *flight) check() error {
-	if f.bad {
-		return errors.New("rowcache: load answered a key index out of range or twice")
-	}
-	for j := range f.res {
-		if !f.res[j].got {
-			return fmt.Errorf("rowcache: load did not answer key %d of %d", j, len(f.res))
-		}
-	}
-	return nil
-}
-
-// flightKey names key j of flight f in a shard's inflight map.
+// flightKey names key j of flight f in a shard's inflight map. key is the
+// loading caller's key, valid while it is registered: the loader
+// unregisters its keys before its Load returns.
 type flightKey struct {
-	f *flight
-	j int32
+	f   *flight
+	j   int32
+	key []byte
 }
 
-// slot is where Load finds the answer for one key after its first miss:
-// in flight f at j, or, when f is nil, at buf[off:end] of its scratch.
+// slot kinds: where Load finds the answer for one key after its first miss.
+const (
+	slotNone   uint8 = iota
+	slotCopied       // in the scratch buffer at [off, end)
+	slotLoaded       // in the arena at [off, end), loaded by this Load
+	slotOwn          // key j of this Load's flight, not loaded yet
+	slotWait         // key j of another goroutine's flight f
+)
+
+// slot is where Load finds the answer for one key after its first miss.
 type slot struct {
 	f        *flight
 	j        int32
+	kind     uint8
 	found    bool
 	off, end int
 }
 
-// loadState is Load's scratch after its first miss, pooled.
-type loadState struct {
-	slots     []slot // for keys[first:]
-	buf       []byte // copied hits
-	pending   []int  // key indices to resolve this round
-	retry     []int  // key indices to resolve next round
-	ownKeys   [][]byte
-	ownHashes []uint64
+// loaded is the answer of the load function for one key of Load's own
+// flight: its value is at arena[off:end].
+type loaded struct {
+	off, end   int
+	found, got bool
 }
 
-var loadStates = sync.Pool{New: func() any { return new(loadState) }}
+// loadState is Load's scratch after its first miss, pooled.
+type loadState struct {
+	slots   []slot // for keys[first:]
+	buf     []byte // copied hits
+	arena   []byte // values of this Load's own loads
+	pending []int  // key indices to resolve this round
+	retry   []int  // key indices to resolve next round
+	copied  []int  // key indices copied to buf this round
+
+	// This round's own flight.
+	ownKeys   [][]byte
+	ownHashes []uint64
+	ownSpare  [][]byte // buffers of expired entries, for the refill
+	res       []loaded
+	bad       bool
+	answerFn  func(int, []byte, bool) // st.answer, made once
+
+	// The goroutine handing out copied hits while the load runs.
+	handout   sync.WaitGroup
+	handPanic any
+}
+
+var loadStates = sync.Pool{New: func() any {
+	st := new(loadState)
+	st.answerFn = st.answer
+	return st
+}}
 
 func (st *loadState) begin(n int) {
 	if cap(st.slots) < n {
@@ -134,14 +133,60 @@ func (st *loadState) begin(n int) {
 }
 
 func (st *loadState) release() {
-	clear(st.slots) // drop flights
+	st.handout.Wait() // on a panic, the hand-out goroutine may still read st
+	clear(st.slots)   // drop flights
 	clear(st.ownKeys)
+	clear(st.ownSpare)
 	if cap(st.buf) > maxPooledBufBytes {
 		st.buf = nil
 	}
-	st.slots, st.buf, st.pending, st.retry = st.slots[:0], st.buf[:0], st.pending[:0], st.retry[:0]
-	st.ownKeys, st.ownHashes = st.ownKeys[:0], st.ownHashes[:0]
+	if cap(st.arena) > maxPooledBufBytes {
+		st.arena = nil
+	}
+	st.slots, st.buf, st.arena = st.slots[:0], st.buf[:0], st.arena[:0]
+	st.pending, st.retry, st.copied = st.pending[:0], st.retry[:0], st.copied[:0]
+	st.ownKeys, st.ownHashes, st.ownSpare, st.res = st.ownKeys[:0], st.ownHashes[:0], st.ownSpare[:0], st.res[:0]
+	st.handPanic = nil
 	loadStates.Put(st)
+}
+
+// answer is the fn given to the load function: it keeps the value in the
+// arena, for the caller and for the fill.
+func (st *loadState) answer(j int, value []byte, found bool) {
+	if j < 0 || j >= len(st.res) || st.res[j].got {
+		st.bad = true
+		return
+	}
+	if !found {
+		value = nil
+	}
+	off := len(st.arena)
+	st.arena = append(st.arena, value...)
+	st.res[j] = loaded{off: off, end: len(st.arena), found: found, got: true}
+}
+
+// check reports a load that did not answer every key exactly once.
+func (st *loadState) check() error {
+	if st.bad {
+		return errors.New("rowcache: load answered a key index out of range or twice")
+	}
+	for j := range st.res {
+		if !st.res[j].got {
+			return fmt.Errorf("rowcache: load did not answer key %d of %d", j, len(st.res))
+		}
+	}
+	return nil
+}
+
+// value is the answer in slot sl, which is copied or loaded.
+func (st *loadState) value(sl *slot) []byte {
+	if !sl.found {
+		return nil
+	}
+	if sl.kind == slotLoaded {
+		return st.arena[sl.off:sl.end]
+	}
+	return st.buf[sl.off:sl.end]
 }
 
 // Load answers keys through the cache, calling fn(i, value, found) exactly
@@ -149,7 +194,7 @@ func (st *loadState) release() {
 // Hits come from memory. Each missed key that another goroutine is already
 // loading is waited for; the rest go to one call of load, whose results
 // fill the cache (unless a Set or Delete of the key raced them) and are
-// handed to whoever waits for them.
+// handed to this caller.
 //
 // An error from load is returned, with nothing cached, to this caller and to
 // every caller waiting for those keys — except that a waiter whose own ctx
@@ -160,6 +205,20 @@ func (st *loadState) release() {
 // value is valid only during fn, which must not call the cache: fn may run
 // with the key's shard locked (hits before the first miss do).
 func (c *Cache) Load(ctx context.Context, keys [][]byte, load LoadFunc, fn func(i int, value []byte, found bool)) error {
+	return c.load(ctx, keys, load, fn, true)
+}
+
+// LoadUnordered is Load without the order: fn is called exactly once for
+// every key, in any order, never concurrently, and not necessarily from the
+// calling goroutine (but always before LoadUnordered returns). Freed from
+// the order, it hands out the hits that follow the first miss while the
+// store is being read, instead of after. On an error fn may have been
+// called for any subset of keys.
+func (c *Cache) LoadUnordered(ctx context.Context, keys [][]byte, load LoadFunc, fn func(i int, value []byte, found bool)) error {
+	return c.load(ctx, keys, load, fn, false)
+}
+
+func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, fn func(i int, value []byte, found bool), ordered bool) error {
 	now := c.stamp()
 	// Until the first miss, hand hits out straight from memory.
 	first := 0
@@ -177,89 +236,120 @@ func (c *Cache) Load(ctx context.Context, keys [][]byte, load LoadFunc, fn func(
 		return err // before anyone could wait for a load bound to fail
 	}
 
-	// After it, copy hits aside so that fn still sees keys in order.
+	// After it, resolve the rest: hits are copied aside, misses loaded or
+	// waited for.
 	st := loadStates.Get().(*loadState)
 	defer st.release()
 	st.begin(len(keys) - first)
 	for i := first; i < len(keys); i++ {
-		k := keys[i]
-		h := xxhash.Sum64(k)
-		if i == first || !c.shardFor(h).copyHit(h, k, now, c.maxAge, &st.slots[i-first], &st.buf) {
-			st.pending = append(st.pending, i)
-		}
+		st.pending = append(st.pending, i)
 	}
 	for round := 0; len(st.pending) > 0; round++ {
-		if err := c.resolve(ctx, keys, first, load, st, round < maxForeignRetries); err != nil {
+		if err := c.resolve(ctx, keys, first, load, fn, st, round, ordered); err != nil {
 			return err
 		}
 		st.pending, st.retry = st.retry, st.pending[:0]
 	}
-
-	for i := first; i < len(keys); i++ {
-		sl := &st.slots[i-first]
-		if sl.f == nil {
-			var v []byte
-			if sl.found {
-				v = st.buf[sl.off:sl.end]
-			}
-			fn(i, v, sl.found)
-			continue
+	if ordered {
+		for i := first; i < len(keys); i++ {
+			sl := &st.slots[i-first]
+			fn(i, st.value(sl), sl.found)
 		}
-		v, found := sl.f.value(sl.j)
-		fn(i, v, found)
 	}
 	return nil
 }
 
 // resolve finds an answer for every key of st.pending: from memory, from
-// another goroutine's load, or from one call of load. Keys whose waited-for
-// load failed only because its loader's context ended go to st.retry when
-// canRetry.
-func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load LoadFunc, st *loadState, canRetry bool) error {
+// one call of load, or from another goroutine's load. Keys it cannot answer
+// this round go to st.retry. Unless ordered, it hands the answers to fn as
+// it finds them.
+func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load LoadFunc, fn func(int, []byte, bool), st *loadState, round int, ordered bool) error {
 	var own *flight
 	now := c.stamp()
+	wait := round < maxWaitRounds
+	st.copied = st.copied[:0]
 	for p, i := range st.pending {
 		k := keys[i]
 		h := xxhash.Sum64(k)
 		s := c.shardFor(h)
 		sl := &st.slots[i-first]
 		s.mu.Lock()
-		switch fk, ok := s.inflight[string(k)]; {
-		case s.copyHitLocked(h, k, now, c.maxAge, sl, &st.buf):
-		case ok:
-			s.counters.misses++
-			if fk.f != own {
-				s.counters.coalesced++
-			}
-			*sl = slot{f: fk.f, j: fk.j}
+		e, spare := s.lookup(h, k, now, c.maxAge)
+		if e != nil {
+			s.copyHitLocked(e, sl, &st.buf)
+			st.copied = append(st.copied, i)
+			s.mu.Unlock()
+			continue
+		}
+		s.counters.misses++
+		fk, registered := s.inflight[h]
+		same := registered && bytes.Equal(fk.key, k)
+		switch {
+		case same && fk.f == own: // the same key twice in keys
+			*sl = slot{kind: slotOwn, j: fk.j}
+		case same && wait:
+			s.counters.coalesced++
+			*sl = slot{kind: slotWait, f: fk.f, j: fk.j}
 		default:
-			s.counters.misses++
 			if own == nil {
 				own = c.newFlight(len(st.pending) - p)
 			}
 			j := int32(len(st.ownKeys))
-			s.inflight[string(k)] = flightKey{own, j}
+			if registered {
+				// Another key under this hash, or the same key after the
+				// last round of waiting: load it, but do not fill.
+				own.stale[j] = true
+			} else {
+				s.inflight[h] = flightKey{f: own, j: j, key: k}
+			}
 			st.ownKeys = append(st.ownKeys, k)
 			st.ownHashes = append(st.ownHashes, h)
-			*sl = slot{f: own, j: j}
+			st.ownSpare = append(st.ownSpare, spare)
+			*sl = slot{kind: slotOwn, j: j}
 		}
 		s.mu.Unlock()
 	}
 
 	if own != nil {
-		err := c.loadFlight(ctx, own, st.ownKeys, st.ownHashes, load)
+		if !ordered && len(st.copied) > 0 {
+			// Hand out the copied hits on another goroutine while this one
+			// waits for the store.
+			st.handout.Add(1)
+			go st.handOut(first, fn)
+		}
+		err := c.loadFlight(ctx, own, st, load)
+		st.handout.Wait()
+		if p := st.handPanic; p != nil {
+			st.handPanic = nil
+			panic(p)
+		}
+		if err == nil {
+			for _, i := range st.pending {
+				if sl := &st.slots[i-first]; sl.kind == slotOwn {
+					r := &st.res[sl.j]
+					*sl = slot{kind: slotLoaded, off: r.off, end: r.end, found: r.found}
+					if !ordered {
+						fn(i, st.value(sl), sl.found)
+					}
+				}
+			}
+		}
 		clear(st.ownKeys)
-		st.ownKeys, st.ownHashes = st.ownKeys[:0], st.ownHashes[:0]
+		clear(st.ownSpare)
+		st.ownKeys, st.ownHashes, st.ownSpare = st.ownKeys[:0], st.ownHashes[:0], st.ownSpare[:0]
 		if err != nil {
 			return err
 		}
+	} else if !ordered {
+		st.handOutCopied(first, fn)
 	}
 
 	for _, i := range st.pending {
-		f := st.slots[i-first].f
-		if f == nil || f == own {
+		sl := &st.slots[i-first]
+		if sl.kind != slotWait {
 			continue
 		}
+		f := sl.f
 		select {
 		case <-f.done:
 		default:
@@ -269,17 +359,50 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 				return ctx.Err()
 			}
 		}
-		if f.err == nil {
-			continue
+		if f.err != nil {
+			if ctx.Err() == nil && (errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) {
+				st.retry = append(st.retry, i)
+				continue
+			}
+			return f.err
 		}
-		if canRetry && ctx.Err() == nil &&
-			(errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) {
-			st.retry = append(st.retry, i)
-			continue
+		// The loader filled the cache before it closed done.
+		k := keys[i]
+		h := xxhash.Sum64(k)
+		s := c.shardFor(h)
+		s.mu.Lock()
+		e := s.peek(h, k, now, c.maxAge)
+		switch {
+		case e == nil:
+			st.retry = append(st.retry, i) // dropped or gone since: load it again
+		case ordered:
+			s.copyHitLocked(e, sl, &st.buf)
+		default:
+			*sl = slot{kind: slotCopied} // answered
+			fn(i, e.value(), e.found)
 		}
-		return f.err
+		s.mu.Unlock()
 	}
 	return nil
+}
+
+// handOut calls fn for the keys copied this round; it runs on its own
+// goroutine, and a panic of fn is carried back to Load's.
+func (st *loadState) handOut(first int, fn func(int, []byte, bool)) {
+	defer st.handout.Done()
+	defer func() {
+		if p := recover(); p != nil {
+			st.handPanic = p
+		}
+	}()
+	st.handOutCopied(first, fn)
+}
+
+func (st *loadState) handOutCopied(first int, fn func(int, []byte, bool)) {
+	for _, i := range st.copied {
+		sl := &st.slots[i-first]
+		fn(i, st.value(sl), sl.found)
+	}
 }
 
 // newFlight returns a flight for up to n keys, stamped now: before any key
@@ -289,46 +412,50 @@ func (c *Cache) newFlight(n int) *flight {
 		done:  make(chan struct{}),
 		start: c.stamp(),
 		stale: make([]bool, n),
-		res:   make([]result, n),
 	}
 }
 
-// loadFlight calls load for f's keys, then fills the cache and releases the
-// waiters, even if load panics.
-func (c *Cache) loadFlight(ctx context.Context, f *flight, keys [][]byte, hashes []uint64, load LoadFunc) (err error) {
-	f.res = f.res[:len(keys)]
-	f.keys = keys
+// loadFlight calls load for the keys of this round's own flight f, then
+// fills the cache and releases the waiters, even if load panics.
+func (c *Cache) loadFlight(ctx context.Context, f *flight, st *loadState, load LoadFunc) (err error) {
+	n := len(st.ownKeys)
+	if cap(st.res) < n {
+		st.res = make([]loaded, n)
+	}
+	st.res = st.res[:n]
+	clear(st.res)
+	st.bad = false
 	c.loads.Add(1)
 	err = errLoadPanicked
-	defer func() { c.finish(f, keys, hashes, err) }()
-	err = load(ctx, keys, f.answer)
+	defer func() { c.finish(f, st, err) }()
+	err = load(ctx, st.ownKeys, st.answerFn)
 	if err == nil {
-		err = f.check()
+		err = st.check()
 	}
 	return err
 }
 
 // finish unregisters f's keys, fills the cache with its results unless err
 // or a racing write says otherwise, and releases f's waiters.
-func (c *Cache) finish(f *flight, keys [][]byte, hashes []uint64, err error) {
+func (c *Cache) finish(f *flight, st *loadState, err error) {
 	expired := c.maxAge > 0 && c.stamp()-f.start > c.maxAge
-	for j, k := range keys {
-		s := c.shardFor(hashes[j])
+	for j, k := range st.ownKeys {
+		h := st.ownHashes[j]
+		s := c.shardFor(h)
 		s.mu.Lock()
-		if fk, ok := s.inflight[string(k)]; ok && fk.f == f {
-			delete(s.inflight, string(k))
+		if fk, ok := s.inflight[h]; ok && fk.f == f && int(fk.j) == j {
+			delete(s.inflight, h)
 		}
 		switch {
 		case err != nil:
 		case f.stale[j] || expired:
 			s.counters.fillsDropped++
 		default:
-			r := &f.res[j]
-			s.fill(hashes[j], r.buf, r.klen, r.found, f.start, c.shardBytes, c.maxEntryBytes)
+			r := &st.res[j]
+			s.putReusing(h, k, st.arena[r.off:r.end], r.found, f.start, c.shardBytes, c.maxEntryBytes, st.ownSpare[j])
 		}
 		s.mu.Unlock()
 	}
-	f.keys = nil // the caller's memory
 	f.err = err
 	close(f.done)
 }

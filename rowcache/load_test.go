@@ -471,3 +471,167 @@ func TestLoadedValueOutlivesSet(t *testing.T) {
 	}
 	wantHit(t, c, "k", "new")
 }
+
+// LoadUnordered answers exactly what Load answers, each key once, whatever
+// mix of hits, misses, absences and repeated keys a call has.
+func TestLoadUnorderedAnswersAsLoad(t *testing.T) {
+	rows := map[string]string{}
+	for i := range 40 {
+		if i%5 != 0 {
+			rows[fmt.Sprint("k", i)] = fmt.Sprint("value-", i)
+		}
+	}
+	for round := range 3 {
+		c := New(Options{})
+		st := &memStore{rows: rows}
+		for i := range 40 {
+			if i%3 == round%3 { // a third of the keys cached beforehand
+				if v, ok := rows[fmt.Sprint("k", i)]; ok {
+					c.Set([]byte(fmt.Sprint("k", i)), []byte(v))
+				}
+			}
+		}
+		var keys [][]byte
+		for i := range 40 {
+			keys = append(keys, []byte(fmt.Sprint("k", (i*7)%40)))
+		}
+		keys = append(keys, keys[3], keys[11]) // repeated keys
+		got := make([]string, len(keys))
+		calls := 0
+		err := c.LoadUnordered(context.Background(), keys, st.Get, func(i int, v []byte, found bool) {
+			calls++
+			if got[i] != "" {
+				t.Errorf("key %d answered twice", i)
+			}
+			got[i] = fmt.Sprintf("%q %v", v, found)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if calls != len(keys) {
+			t.Errorf("%d answers for %d keys", calls, len(keys))
+		}
+		for i, k := range keys {
+			v, ok := rows[string(k)]
+			if want := fmt.Sprintf("%q %v", v, ok); got[i] != want {
+				t.Errorf("round %d: key %d (%s) = %s, want %s", round, i, k, got[i], want)
+			}
+		}
+		if len(st.calls) != 1 {
+			t.Errorf("store called %d times, want 1", len(st.calls))
+		}
+		checkInvariants(t, c)
+	}
+}
+
+// A panic of fn while LoadUnordered hands out hits on its own goroutine
+// reaches LoadUnordered's caller, and the keys being loaded are released.
+func TestLoadUnorderedFnPanic(t *testing.T) {
+	c := New(Options{})
+	c.Set([]byte("hit"), []byte("v"))
+	st := &memStore{rows: map[string]string{"miss": "w"}}
+	keys := [][]byte{[]byte("miss"), []byte("hit")}
+	func() {
+		defer func() {
+			if p := recover(); p != "fn bug" {
+				t.Errorf("recovered %v, want the panic of fn", p)
+			}
+		}()
+		c.LoadUnordered(context.Background(), keys, st.Get, func(i int, _ []byte, _ bool) {
+			if i == 1 {
+				panic("fn bug")
+			}
+		})
+	}()
+	for si := range c.shards {
+		if n := len(c.shards[si].inflight); n != 0 {
+			t.Errorf("shard %d: %d loads still registered", si, n)
+		}
+	}
+	wantHit(t, c, "miss", "w")
+}
+
+// A waiter whose loader's fill lost to a Set gets the Set's (newer) value;
+// one whose loader's fill was dropped as too old loads the key itself.
+func TestWaiterAfterDroppedFill(t *testing.T) {
+	c := New(Options{})
+	g := newGate("old")
+	r1 := goLoadOne(context.Background(), c, "k", g.load)
+	<-g.started
+	r2 := goLoadOne(context.Background(), c, "k", never)
+	waitFor(t, "a coalesced load", func() bool { return c.Stats().Coalesced == 1 })
+	c.Set([]byte("k"), []byte("new"))
+	close(g.release)
+	if got, want := <-r1, `"old" true <nil>`; got != want {
+		t.Errorf("loader: Load = %s, want %s", got, want)
+	}
+	if got, want := <-r2, `"new" true <nil>`; got != want {
+		t.Errorf("waiter: Load = %s, want %s", got, want)
+	}
+
+	clk := newClock()
+	c = New(Options{MaxAge: time.Second, Now: clk.Now})
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := func(_ context.Context, keys [][]byte, fn func(int, []byte, bool)) error {
+		close(started)
+		<-release
+		clk.Advance(2 * time.Second) // the load outlived MaxAge: no fill
+		fn(0, []byte("late"), true)
+		return nil
+	}
+	r1 = goLoadOne(context.Background(), c, "k", slow)
+	<-started
+	st := &memStore{rows: map[string]string{"k": "again"}}
+	r2 = goLoadOne(context.Background(), c, "k", st.Get)
+	waitFor(t, "a coalesced load", func() bool { return c.Stats().Coalesced == 1 })
+	close(release)
+	if got, want := <-r1, `"late" true <nil>`; got != want {
+		t.Errorf("slow loader: Load = %s, want %s", got, want)
+	}
+	if got, want := <-r2, `"again" true <nil>`; got != want {
+		t.Errorf("waiter: Load = %s, want %s", got, want)
+	}
+	if s := c.Stats(); s.Loads != 2 || s.FillsDropped != 1 {
+		t.Errorf("Stats = %+v, want 2 loads, 1 fill dropped", s)
+	}
+}
+
+// The refill of an expired row reuses the expired entry's buffer: a
+// refresh allocates per call, not per key.
+func TestRefillReusesExpiredBuffer(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under the race detector")
+	}
+	clk := newClock()
+	c := New(Options{MaxAge: time.Second, Now: clk.Now})
+	rows := map[string][]byte{}
+	var keys [][]byte
+	for i := range 50 {
+		k := fmt.Sprint("key-", i)
+		rows[k] = []byte(fmt.Sprint("value-", i))
+		keys = append(keys, []byte(k))
+	}
+	load := func(_ context.Context, keys [][]byte, fn func(int, []byte, bool)) error {
+		for i, k := range keys {
+			fn(i, rows[string(k)], true)
+		}
+		return nil
+	}
+	fn := func(int, []byte, bool) {}
+	allocs := func(keys [][]byte) float64 {
+		if err := c.Load(context.Background(), keys, load, fn); err != nil {
+			t.Fatal(err)
+		}
+		return testing.AllocsPerRun(20, func() {
+			clk.Advance(2 * time.Second)
+			if err := c.LoadUnordered(context.Background(), keys, load, fn); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if small, large := allocs(keys[:2]), allocs(keys); large > small {
+		t.Errorf("allocations per refill: %v for 2 keys, %v for 50", small, large)
+	}
+	wantHit(t, c, "key-7", "value-7")
+	checkInvariants(t, c)
+}

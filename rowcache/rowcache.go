@@ -163,7 +163,7 @@ func (c *Cache) Set(key, value []byte) {
 	s := c.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.invalidate(key)
+	s.invalidate(h, key)
 	s.put(h, key, value, true, now, c.shardBytes, c.maxEntryBytes)
 }
 
@@ -175,7 +175,7 @@ func (c *Cache) Delete(key []byte) {
 	s := c.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.invalidate(key)
+	s.invalidate(h, key)
 	if i, ok := s.find(h, key); ok {
 		s.remove(i)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // benchValue is a typical small row.
@@ -132,5 +133,35 @@ func BenchmarkSet(b *testing.B) {
 	for b.Loop() {
 		c.Set(keys[i%len(keys)], benchValue)
 		i++
+	}
+}
+
+// BenchmarkLoadExpired501 is one ranking request (1 user, 500 posts) whose
+// rows are all cached but older than MaxAge: the scale-out case, where every
+// hot row is read again from the store once per max_staleness. The load
+// answers from memory, so this is the cache's own cost of a refresh.
+func BenchmarkLoadExpired501(b *testing.B) {
+	now := time.Unix(1_700_000_000, 0)
+	c := New(Options{MaxAge: time.Second, Now: func() time.Time { return now }})
+	keys := append(benchKeys("user", 1), benchKeys("post", 500)...)
+	load := func(_ context.Context, keys [][]byte, fn func(int, []byte, bool)) error {
+		for i := range keys {
+			fn(i, benchValue, true)
+		}
+		return nil
+	}
+	var n int
+	fn := func(_ int, v []byte, _ bool) { n += len(v) }
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(keys) * len(benchValue)))
+	for b.Loop() {
+		now = now.Add(2 * time.Second) // every entry is now too old
+		if err := c.Load(ctx, keys, load, fn); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if s := c.Stats(); s.Hits != 0 || n == 0 {
+		b.Fatalf("stats %+v: want only misses", s)
 	}
 }

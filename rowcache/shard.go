@@ -19,10 +19,7 @@ type entry struct {
 	klen  int32
 	live  bool
 	found bool // false: the store has no row for the key
-	// shared: buf came from a load and may be read by its waiters after
-	// the entry is gone, so it is never reused.
-	shared bool
-	ref    bool // CLOCK reference bit: set by a hit, cleared by the hand
+	ref   bool // CLOCK reference bit: set by a hit, cleared by the hand
 }
 
 func (e *entry) key() []byte { return e.buf[:e.klen] }
@@ -46,19 +43,22 @@ type shard struct {
 	mu sync.Mutex
 	// index maps a key's hash to its slot in entries. Two keys with the same
 	// 64-bit hash cannot both be cached: the later one replaces the earlier.
-	index    map[uint64]int32     // guarded by mu
-	entries  []entry              // guarded by mu
-	free     []int32              // free slots of entries; guarded by mu
-	hand     int                  // CLOCK hand: next slot to look at; guarded by mu
-	bytes    int64                // accounted memory of live entries; guarded by mu
-	inflight map[string]flightKey // keys being loaded, by key; guarded by mu
+	index   map[uint64]int32 // guarded by mu
+	entries []entry          // guarded by mu
+	free    []int32          // free slots of entries; guarded by mu
+	hand    int              // CLOCK hand: next slot to look at; guarded by mu
+	bytes   int64            // accounted memory of live entries; guarded by mu
+	// inflight registers the keys being loaded, by hash. Two keys being
+	// loaded under one hash cannot both be registered: the later one is
+	// loaded unregistered and does not fill the cache.
+	inflight map[uint64]flightKey // guarded by mu
 	counters counters             // guarded by mu
 	_        [64]byte             // keep neighbouring shards' locks off this line
 }
 
 func (s *shard) init() {
 	s.index = make(map[uint64]int32)
-	s.inflight = make(map[string]flightKey)
+	s.inflight = make(map[uint64]flightKey)
 }
 
 // get answers key from memory: if it is cached and fresh, it calls
@@ -78,40 +78,54 @@ func (s *shard) get(h uint64, i int, key []byte, now, maxAge int64, countMiss bo
 	return true
 }
 
-// copyHit is get for Load after its first miss: a fresh hit is appended to
-// *buf and described by *sl, to be handed out in key order later.
-func (s *shard) copyHit(h uint64, key []byte, now, maxAge int64, sl *slot, buf *[]byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.copyHitLocked(h, key, now, maxAge, sl, buf)
-}
-
-func (s *shard) copyHitLocked(h uint64, key []byte, now, maxAge int64, sl *slot, buf *[]byte) bool {
-	e := s.fresh(h, key, now, maxAge)
-	if e == nil {
-		return false
-	}
+// copyHitLocked is get for Load after its first miss: a fresh hit is
+// appended to *buf and described by *sl, to be handed out later. s.mu is
+// held.
+func (s *shard) copyHitLocked(e *entry, sl *slot, buf *[]byte) {
 	off := len(*buf)
 	*buf = append(*buf, e.value()...)
-	*sl = slot{off: off, end: len(*buf), found: e.found}
-	return true
+	*sl = slot{kind: slotCopied, off: off, end: len(*buf), found: e.found}
 }
 
 // fresh returns key's entry if it is cached and no older than maxAge, and
 // counts the hit. An expired entry is removed. s.mu is held.
 func (s *shard) fresh(h uint64, key []byte, now, maxAge int64) *entry {
+	e, _ := s.lookup(h, key, now, maxAge)
+	return e
+}
+
+// lookup is fresh that also hands back the buffer of an expired entry it
+// removed, which nothing else refers to any more: the refill of the key
+// may reuse it. s.mu is held.
+func (s *shard) lookup(h uint64, key []byte, now, maxAge int64) (*entry, []byte) {
+	i, ok := s.find(h, key)
+	if !ok {
+		return nil, nil
+	}
+	e := &s.entries[i]
+	if maxAge > 0 && now-e.stamp > maxAge {
+		s.counters.expired++
+		buf := s.remove(i)
+		return nil, buf
+	}
+	e.ref = true
+	s.counters.hits++
+	return e, nil
+}
+
+// peek returns key's entry if it is cached and no older than maxAge, and
+// counts nothing: for a Load that waited for another one's fill. s.mu is
+// held.
+func (s *shard) peek(h uint64, key []byte, now, maxAge int64) *entry {
 	i, ok := s.find(h, key)
 	if !ok {
 		return nil
 	}
 	e := &s.entries[i]
 	if maxAge > 0 && now-e.stamp > maxAge {
-		s.counters.expired++
-		s.remove(i)
 		return nil
 	}
 	e.ref = true
-	s.counters.hits++
 	return e
 }
 
@@ -126,13 +140,13 @@ func (s *shard) find(h uint64, key []byte) (int32, bool) {
 
 // invalidate makes a load of key in flight lose: its result will not fill
 // the cache, and later readers will not wait for it. s.mu is held.
-func (s *shard) invalidate(key []byte) {
+func (s *shard) invalidate(h uint64, key []byte) {
 	if len(s.inflight) == 0 {
 		return
 	}
-	if fk, ok := s.inflight[string(key)]; ok {
+	if fk, ok := s.inflight[h]; ok && bytes.Equal(fk.key, key) {
 		fk.f.stale[fk.j] = true
-		delete(s.inflight, string(key))
+		delete(s.inflight, h)
 	}
 }
 
@@ -141,16 +155,24 @@ func (s *shard) invalidate(key []byte) {
 // big for maxEntry is not cached, and the old one is still removed.
 // s.mu is held.
 func (s *shard) put(h uint64, key, value []byte, found bool, stamp, budget, maxEntry int64) {
+	s.putReusing(h, key, value, found, stamp, budget, maxEntry, nil)
+}
+
+// putReusing is put that may copy into spare, a buffer no one else refers
+// to (an expired entry's), instead of allocating. s.mu is held.
+func (s *shard) putReusing(h uint64, key, value []byte, found bool, stamp, budget, maxEntry int64, spare []byte) {
 	if !found {
 		value = nil
 	}
 	n := len(key) + len(value)
 	var buf []byte
 	if i, ok := s.index[h]; ok {
-		old, shared := s.remove(i)
-		if !shared && cap(old) >= n && cap(old) <= 2*n {
+		if old := s.remove(i); fits(old, n) {
 			buf = old[:n] // reuse: an updated row is usually about as long
 		}
+	}
+	if buf == nil && fits(spare, n) {
+		buf = spare[:n]
 	}
 	if buf == nil {
 		if int64(n)+EntryOverheadBytes > maxEntry {
@@ -164,15 +186,9 @@ func (s *shard) put(h uint64, key, value []byte, found bool, stamp, budget, maxE
 	s.insert(entry{buf: buf, hash: h, stamp: stamp, klen: int32(len(key)), found: found}, budget, maxEntry)
 }
 
-// fill caches buf — key then value, made by a load and possibly still read
-// by its waiters, so never written again — in place of whatever the cache
-// held under its hash. s.mu is held.
-func (s *shard) fill(h uint64, buf []byte, klen int, found bool, stamp, budget, maxEntry int64) {
-	if i, ok := s.index[h]; ok {
-		s.remove(i)
-	}
-	s.insert(entry{buf: buf, hash: h, stamp: stamp, klen: int32(klen), found: found, shared: true}, budget, maxEntry)
-}
+// fits reports whether buf can hold n bytes without wasting more than half
+// of its capacity (which the memory bound accounts).
+func fits(buf []byte, n int) bool { return cap(buf) >= n && cap(buf) <= 2*n }
 
 // insert adds e, evicting as needed to stay within budget, unless it costs
 // more than maxEntry. Nothing is cached under e.hash. s.mu is held.
@@ -227,14 +243,14 @@ func (s *shard) evict() bool {
 	return false
 }
 
-// remove frees slot i and returns its buffer, which may be reused unless
-// shared. s.mu is held.
-func (s *shard) remove(i int32) (buf []byte, shared bool) {
+// remove frees slot i and returns its buffer, which no one else refers to:
+// entry buffers are read only with the shard locked. s.mu is held.
+func (s *shard) remove(i int32) []byte {
 	e := &s.entries[i]
-	buf, shared = e.buf, e.shared
+	buf := e.buf
 	delete(s.index, e.hash)
 	s.bytes -= e.cost()
 	*e = entry{}
 	s.free = append(s.free, i)
-	return buf, shared
+	return buf
 }

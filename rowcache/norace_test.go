@@ -1,0 +1,5 @@
+//go:build !race
+
+package rowcache
+
+const raceEnabled = false
