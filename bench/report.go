@@ -75,10 +75,13 @@ type ConfigReport struct {
 	Duration          string    `json:"duration"`
 	Warmup            string    `json:"warmup"`
 	SaturationWorkers int       `json:"saturation_workers"`
-	MaxInFlight       int       `json:"max_in_flight"`
-	RequestTimeout    string    `json:"request_timeout"`
-	Q1Requests        int       `json:"q1_pregenerated_requests"`
-	Q2Requests        int       `json:"q2_pregenerated_requests"`
+	// Interleave is the slices each open-loop rate was measured in, Kiln
+	// and the floor in turn (1: one step each, Kiln first).
+	Interleave     int    `json:"interleave"`
+	MaxInFlight    int    `json:"max_in_flight"`
+	RequestTimeout string `json:"request_timeout"`
+	Q1Requests     int    `json:"q1_pregenerated_requests"`
+	Q2Requests     int    `json:"q2_pregenerated_requests"`
 }
 
 // ServerReport says which server was measured.

@@ -38,6 +38,8 @@ const (
 	rowSamplePosts     = 50000 // uniform post ids
 	rowSampleBatch     = 500   // keys per floor request of the uniform samples
 	statsTimeout       = 10 * time.Second
+	minSliceRequests   = 50          // fewest requests a slice of an interleaved step measures
+	sliceWarmup        = time.Second // shortest warm-up of a slice, unless Warmup is shorter
 )
 
 // Config configures an RW1 run. DefaultConfig returns the documented
@@ -88,6 +90,17 @@ type Config struct {
 	// Duration and Warmup are the measured and unrecorded periods of every
 	// step.
 	Duration, Warmup time.Duration
+	// Interleave splits the measured period of each open-loop rate into
+	// this many slices and measures Kiln and the floor in turn, slice by
+	// slice (Kiln, floor, floor, Kiln, Kiln, floor, …), each slice after a
+	// warm-up of its own (Warmup / Interleave, at least 1 s unless Warmup
+	// is shorter); each target's slices add up to one step. On a shared
+	// machine the background (other processes, Redis persistence, the
+	// live stream's bursts) then falls on both alike, instead of on
+	// whichever ran during it. 1: Kiln's whole step, then the floor's.
+	// There are fewer slices when one would measure fewer than 50
+	// requests.
+	Interleave int
 	// SaturationWorkers is the closed-loop workers of the Q2 saturation
 	// step; 0 skips it.
 	SaturationWorkers int
@@ -113,7 +126,7 @@ func DefaultConfig() Config {
 		Transport: TransportHTTP, Scale: 1, Seed: 1,
 		Pushers: 4, BatchEvents: maxPushEvents, Settle: time.Minute, Live: 1000, Baseline: 3 * time.Second,
 		Q1Rates: []float64{1000, 5000}, Q2Rates: []float64{50, 100},
-		Duration: 20 * time.Second, Warmup: 3 * time.Second,
+		Duration: 20 * time.Second, Warmup: 3 * time.Second, Interleave: 10,
 		SaturationWorkers: 4, MaxInFlight: DefaultMaxInFlight, RequestTimeout: 10 * time.Second,
 	}
 }
@@ -149,6 +162,9 @@ func (c *Config) check() error {
 	}
 	if c.Duration <= 0 || c.Warmup < 0 || c.Settle < 0 || c.Baseline < 0 {
 		bad("duration %v, warm-up %v, settle %v, baseline %v: want duration > 0, the others ≥ 0", c.Duration, c.Warmup, c.Settle, c.Baseline)
+	}
+	if c.Interleave < 1 || c.Interleave > 100 {
+		bad("interleave %d: want 1..100 slices", c.Interleave)
 	}
 	if c.SaturationWorkers < 0 || c.SaturationWorkers > 1024 {
 		bad("saturation workers %d: want 0..1024", c.SaturationWorkers)
@@ -206,6 +222,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		Target: cfg.Target, Transport: cfg.Transport, Scale: cfg.Scale, Seed: cfg.Seed, LiveRate: cfg.Live,
 		Q1Rates: cfg.Q1Rates, Q2Rates: cfg.Q2Rates, Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(),
 		SaturationWorkers: cfg.SaturationWorkers, MaxInFlight: cfg.MaxInFlight, RequestTimeout: cfg.RequestTimeout.String(),
+		Interleave: cfg.Interleave,
 	}
 	b.ctl = &http.Client{Transport: &http.Transport{
 		MaxIdleConns: cfg.Pushers + 8, MaxIdleConnsPerHost: cfg.Pushers + 8, IdleConnTimeout: time.Minute, DisableCompression: true,
@@ -319,15 +336,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			rates = cfg.Q2Rates
 		}
 		for _, rate := range rates {
-			kiln, err := b.openStep(ctx, q, targetKiln, rate)
-			if err != nil {
+			if err := b.openPair(ctx, q, rate); err != nil {
 				return nil, err
 			}
-			floor, err := b.openStep(ctx, q, targetFloor, rate)
-			if err != nil {
-				return nil, err
-			}
-			kiln.P99VsFloor = ratio(kiln.Latency.P99, floor.Latency.P99)
 		}
 	}
 	if cfg.SaturationWorkers > 0 {
@@ -508,6 +519,35 @@ func (b *rw1) phase(ctx context.Context, s *Step, q *querySet, run func(onMeasur
 	if err := c.check(ctx, 0); err != nil {
 		return errors.Join(err, b.srv.alive())
 	}
+	m, err := b.measure(ctx, run)
+	if err != nil {
+		return err
+	}
+	s.fill(m.res)
+	s.ServerCPUSeconds, s.ServerGCCycles, s.ClientCPUSeconds, s.ServerTimeline = m.serverCPU, m.gcCycles, m.clientCPU, m.samples
+	return b.done(s)
+}
+
+// done adds a measured step to the report and logs it.
+func (b *rw1) done(s *Step) error {
+	b.rep.Steps = append(b.rep.Steps, s)
+	fmt.Fprintf(b.log, "kiln bench: %s %-5s %-22s achieved %8.1f/s  p50 %7.3f  p99 %7.3f  p99.9 %7.3f  max %8.3f ms  errors %d\n",
+		s.Query, s.Target, rateName(s), s.Achieved, s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Latency.Max, s.Errors)
+	return b.srv.alive()
+}
+
+// measured is what one run of a loop measured, with what the server and
+// the client used during its measured period.
+type measured struct {
+	res                  *Result
+	serverCPU, clientCPU float64
+	gcCycles             int64
+	samples              []ServerSecond
+}
+
+// measure runs a loop, reading the server's stats when its measured period
+// begins, every second, and when it ends.
+func (b *rw1) measure(ctx context.Context, run func(onMeasure func()) (*Result, error)) (measured, error) {
 	type mark struct {
 		stats serverStats
 		cli   float64
@@ -533,25 +573,54 @@ func (b *rw1) phase(ctx context.Context, s *Step, q *querySet, run func(onMeasur
 	close(stopSampler)
 	<-samplerDone
 	if err != nil {
-		return err
+		return measured{}, err
 	}
 	m0 := <-begin
 	if m0.err != nil {
-		return m0.err
+		return measured{}, m0.err
 	}
 	st1, err := b.stats(ctx)
 	if err != nil {
-		return err
+		return measured{}, err
 	}
-	s.fill(res)
-	s.ServerCPUSeconds = st1.CPUSeconds - m0.stats.CPUSeconds
-	s.ServerGCCycles = st1.GCCycles - m0.stats.GCCycles
-	s.ClientCPUSeconds = clientCPUSeconds() - m0.cli
-	s.ServerTimeline = samples
-	b.rep.Steps = append(b.rep.Steps, s)
-	fmt.Fprintf(b.log, "kiln bench: %s %-5s %-22s achieved %8.1f/s  p50 %7.3f  p99 %7.3f  p99.9 %7.3f  max %8.3f ms  errors %d\n",
-		s.Query, s.Target, rateName(s), s.Achieved, s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Latency.Max, s.Errors)
-	return b.srv.alive()
+	return measured{
+		res: res, serverCPU: st1.CPUSeconds - m0.stats.CPUSeconds, clientCPU: clientCPUSeconds() - m0.cli,
+		gcCycles: st1.GCCycles - m0.stats.GCCycles, samples: samples,
+	}, nil
+}
+
+// add sums up a later slice of the same step: counts, histograms, time and
+// resources; its timelines continue this one's.
+func (m *measured) add(o measured) {
+	if m.res == nil {
+		*m = o
+		return
+	}
+	r, x := m.res, o.res
+	secs := len(r.Timeline)
+	r.Requests += x.Requests
+	r.Errors += x.Errors
+	if r.FirstError == "" {
+		r.FirstError = x.FirstError
+	}
+	r.Elapsed += x.Elapsed
+	r.Latency.Merge(x.Latency)
+	r.Service.Merge(x.Service)
+	for _, sec := range x.Timeline {
+		sec.Second += secs
+		r.Timeline = append(r.Timeline, sec)
+	}
+	if r.Elapsed > 0 {
+		r.Achieved = float64(r.Requests) / r.Elapsed.Seconds()
+	}
+	samples := len(m.samples)
+	for _, sec := range o.samples {
+		sec.Second += samples
+		m.samples = append(m.samples, sec)
+	}
+	m.serverCPU += o.serverCPU
+	m.clientCPU += o.clientCPU
+	m.gcCycles += o.gcCycles
 }
 
 // sampleServer reads the server's stats every second, from prev on, until
@@ -604,6 +673,80 @@ func (b *rw1) openStep(ctx context.Context, q *querySet, target string, rate flo
 		}.Run(ctx, c.call)
 	}, c)
 	return s, err
+}
+
+// openPair measures q against Kiln and the floor at rate, open loop: one
+// step each, or Interleave slices of each, taken in turn.
+func (b *rw1) openPair(ctx context.Context, q *querySet, rate float64) error {
+	// Each slice measures at least minSliceRequests requests: fewer slices
+	// at low rates and short durations.
+	n := min(b.cfg.Interleave, int(b.cfg.Duration.Seconds()*rate/minSliceRequests))
+	if n <= 1 {
+		kiln, err := b.openStep(ctx, q, targetKiln, rate)
+		if err != nil {
+			return err
+		}
+		floor, err := b.openStep(ctx, q, targetFloor, rate)
+		if err != nil {
+			return err
+		}
+		kiln.P99VsFloor = ratio(kiln.Latency.P99, floor.Latency.P99)
+		return nil
+	}
+	var steps [2]*Step
+	var callers [2]caller
+	for t, target := range []string{targetKiln, targetFloor} {
+		c, transport, err := b.caller(ctx, q, target)
+		if err != nil {
+			return err
+		}
+		if err := c.check(ctx, 0); err != nil {
+			return errors.Join(err, b.srv.alive())
+		}
+		callers[t] = c
+		steps[t] = b.newStep(q, target, transport)
+		steps[t].Mode, steps[t].Offered = "open", rate
+	}
+	// Each slice has its own warm-up, at least sliceWarmup: while the other
+	// target ran, every row Kiln cached grew older than max_staleness (1 s
+	// by default), and a slice must not start from a cache colder than a
+	// long step's.
+	slice, warm := b.cfg.Duration/time.Duration(n), max(b.cfg.Warmup/time.Duration(n), min(b.cfg.Warmup, sliceWarmup))
+	fmt.Fprintf(b.log, "kiln bench: %s kiln and floor at %g/s in turn, %d slices of %v (+%v warm-up) each\n", q.name, rate, n, slice, warm)
+	var sums [2]measured
+	offset := 0 // every slice goes on with the request sequence, the same for both targets
+	for k := range n {
+		// Kiln first in even rounds, the floor first in odd ones: neither
+		// always follows the other.
+		for u := range steps {
+			t := u
+			if k%2 == 1 {
+				t = 1 - u
+			}
+			c, off := callers[t], offset
+			m, err := b.measure(ctx, func(onMeasure func()) (*Result, error) {
+				return OpenLoop{
+					Rate: rate, Duration: slice, Warmup: warm, MaxInFlight: b.cfg.MaxInFlight,
+					DrainTimeout: b.cfg.RequestTimeout + 5*time.Second, OnMeasure: onMeasure,
+				}.Run(ctx, func(ctx context.Context, i int) error { return c.call(ctx, off+i) })
+			})
+			if err != nil {
+				return err
+			}
+			sums[t].add(m)
+		}
+		offset += int(math.Ceil((warm + slice).Seconds() * rate))
+	}
+	for t, s := range steps {
+		m := sums[t]
+		s.fill(m.res)
+		s.ServerCPUSeconds, s.ServerGCCycles, s.ClientCPUSeconds, s.ServerTimeline = m.serverCPU, m.gcCycles, m.clientCPU, m.samples
+		if err := b.done(s); err != nil {
+			return err
+		}
+	}
+	steps[0].P99VsFloor = ratio(steps[0].Latency.P99, steps[1].Latency.P99)
+	return nil
 }
 
 // saturation measures Kiln's Q2 closed loop.

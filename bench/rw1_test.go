@@ -59,7 +59,9 @@ func TestRunRW1(t *testing.T) {
 		cfg.SkipLoad = i > 0 // loaded by the first run
 		cfg.Settle, cfg.Baseline = 0, 200*time.Millisecond
 		cfg.Live = 200
-		cfg.Q1Rates, cfg.Q2Rates = []float64{200}, []float64{20}
+		// Q1 is measured in slices, Kiln and the floor in turn (300
+		// requests: 6 slices); Q2 is too slow for slices of 50 requests.
+		cfg.Q1Rates, cfg.Q2Rates = []float64{1000}, []float64{20}
 		cfg.Duration, cfg.Warmup = 300*time.Millisecond, 100*time.Millisecond
 		cfg.SaturationWorkers = 2
 		cfg.OutDir = t.TempDir()
@@ -82,6 +84,13 @@ func TestRunRW1(t *testing.T) {
 			// The floor is read over the same transport as Kiln's reads.
 			if s.Transport != transport {
 				t.Errorf("%s: step %s %s over %s", transport, s.Query, s.Target, s.Transport)
+			}
+		}
+		for _, s := range rep.Steps[:2] {
+			// The slices add up to the whole measured period.
+			if s.Requests+s.Errors < 280 || s.Requests+s.Errors > 300 || len(s.Timeline) < 6 {
+				t.Errorf("%s: step Q1 %s: %d requests and %d errors in %d seconds of timeline, want 300 in 6 slices",
+					transport, s.Target, s.Requests, s.Errors, len(s.Timeline))
 			}
 		}
 		if q1 := rep.Steps[0]; q1.ValuesPerRequest != 12 || q1.P99VsFloor <= 0 {
@@ -130,7 +139,7 @@ func checkOutputs(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	checkXML(t, svg)
-	for _, want := range []string{"Q1", "Q2", "kiln at 200/s", "floor at 20/s", "99%", "percentile"} {
+	for _, want := range []string{"Q1", "Q2", "kiln at 1000/s", "floor at 20/s", "99%", "percentile"} {
 		if !bytes.Contains(svg, []byte(want)) {
 			t.Errorf("latency.svg lacks %q", want)
 		}
