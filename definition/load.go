@@ -1099,11 +1099,8 @@ func (l *loader) kafkaSource(src *Source, st *Stream, m map[string]entry, at *st
 	if ge, ok := m["group"]; ok {
 		if g, gp, ok := l.scalar(ge.val, ge.kpos, "group of "+what, st.Group); ok {
 			if problem := groupProblem(g); problem != "" {
-				fix := fmt.Sprintf("write it like %q", groupLike(g))
-				if len(g) > natsNameMaxLen {
-					fix = "shorten it"
-				}
-				l.errorf(gp, "group %q of %s: %s: %s, or leave group out for the default, %s", clip(g), what, problem, fix, st.Group)
+				l.errorf(gp, "group %q of %s: %s: %s, or leave group out for the default, %s", clip(g), what, problem,
+					nameFix(g, groupLike(g), natsNameMaxLen), st.Group)
 			} else {
 				st.Group, at.consumerAt = g, gp
 			}
@@ -1177,6 +1174,24 @@ func topicChar(r rune) bool {
 // kafkaTopic checks a Kafka topic name; key is "topic" or "dead_letter
 // topic", for messages.
 func (l *loader) kafkaTopic(t string, p pos, key, what string) bool {
+	if problem := topicProblem(t); problem != "" {
+		l.errorf(p, "%s %q of %s: %s: %s", key, clip(t), what, problem, nameFix(t, topicLike(t), kafkaTopicMaxLen))
+		return false
+	}
+	return true
+}
+
+// nameFix is the advice for a bad name s: a valid name like it, or to
+// shorten it when it is longer than maxLen.
+func nameFix(s, like string, maxLen int) string {
+	if len(s) > maxLen {
+		return "shorten it"
+	}
+	return fmt.Sprintf("write it like %q", like)
+}
+
+// topicProblem says what is wrong with a Kafka topic name, or "".
+func topicProblem(t string) string {
 	problem := ""
 	switch {
 	case t == "":
@@ -1193,15 +1208,7 @@ func (l *loader) kafkaTopic(t string, p pos, key, what string) bool {
 			}
 		}
 	}
-	if problem == "" {
-		return true
-	}
-	fix := fmt.Sprintf("write it like %q", topicLike(t))
-	if len(t) > kafkaTopicMaxLen {
-		fix = "shorten it"
-	}
-	l.errorf(p, "%s %q of %s: %s: %s", key, clip(t), what, problem, fix)
-	return false
+	return problem
 }
 
 // topicLike turns s into a valid Kafka topic name, for suggestions.
@@ -1337,6 +1344,16 @@ func badNATSNameRune(r rune) bool {
 // natsName checks the name of a JetStream stream or durable consumer; key
 // is "stream" or "durable", for messages.
 func (l *loader) natsName(s string, p pos, key, what string) bool {
+	if problem := natsNameProblem(s); problem != "" {
+		l.errorf(p, "%s %q of %s: %s: %s", key, clip(s), what, problem, nameFix(s, natsNameLike(s), natsNameMaxLen))
+		return false
+	}
+	return true
+}
+
+// natsNameProblem says what is wrong with a JetStream stream or consumer
+// name, or "".
+func natsNameProblem(s string) string {
 	problem := ""
 	switch {
 	case s == "":
@@ -1351,15 +1368,7 @@ func (l *loader) natsName(s string, p pos, key, what string) bool {
 			}
 		}
 	}
-	if problem == "" {
-		return true
-	}
-	fix := fmt.Sprintf("write it like %q", natsNameLike(s))
-	if len(s) > natsNameMaxLen {
-		fix = "shorten it"
-	}
-	l.errorf(p, "%s %q of %s: %s: %s", key, clip(s), what, problem, fix)
-	return false
+	return problem
 }
 
 func natsNameLike(s string) string {
