@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/kiln-dev/kiln/store"
@@ -222,6 +224,9 @@ func (o *owner) flush() {
 // were not written. Every other row is written and clean, or, on error,
 // dropped from memory.
 func (o *owner) write(now int64) (conflicts []*entry, err error) {
+	// In key order: the store's memtable inserts a sorted batch close to
+	// where the previous key went, instead of searching from the top.
+	slices.SortFunc(o.dirty, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
 	o.batch = o.batch[:0]
 	o.buf = o.buf[:0]
 	offs := make([]int, 0, len(o.dirty)+1)
