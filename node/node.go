@@ -186,7 +186,7 @@ func Start(cfg Config) (_ *Node, err error) {
 			cfg.Ingest.AfterWrite = func(batch []store.KV, err error) {
 				for _, kv := range batch {
 					if err == nil {
-						cache.Set(kv.Key, kv.Value)
+						cache.Update(kv.Key, kv.Value)
 					} else {
 						cache.Delete(kv.Key)
 					}

@@ -20,10 +20,13 @@
 // order, so the cached rows can be handed out while the store is read for the
 // others.
 //
-// The write path calls Set right after a row's store write commits, with the
-// row's new bytes, and Delete when it cannot tell what the store holds (a
-// failed write). For one key, Set and Delete must be called in the order the
-// store committed the writes — Kiln's single writer per partition does that.
+// The write path calls Update (or Set) right after a row's store write
+// commits, with the row's new bytes, and Delete when it cannot tell what the
+// store holds (a failed write). Update refreshes a row the cache holds and
+// otherwise only stops loads in flight from filling an old value, so writes
+// do not crowd the rows readers use out of the cache. For one key, these
+// must be called in the order the store committed the writes — Kiln's
+// single writer per partition does that.
 //
 // # Freshness
 //
@@ -38,8 +41,9 @@
 //     dropped (Stats.FillsDropped). Each key being loaded is registered
 //     before the load function is called; Set and Delete mark the
 //     registration stale and detach it, so later readers start a new load
-//     instead of waiting for the old one. Hence: once Set(k, v) has returned,
-//     every Get or Load that starts afterwards sees v or a newer value.
+//     instead of waiting for the old one (Update does the same). Hence: once
+//     Set(k, v) or Update(k, v) has returned, every Get or Load that starts
+//     afterwards sees v or a newer value (after Update, by loading it).
 //   - With Options.MaxAge > 0 an entry is served only while
 //     now − stamp ≤ MaxAge, where the stamp of a fill is the time its load
 //     began (before the store was read — conservative) and the stamp of a Set

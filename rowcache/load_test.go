@@ -635,3 +635,27 @@ func TestRefillReusesExpiredBuffer(t *testing.T) {
 	wantHit(t, c, "key-7", "value-7")
 	checkInvariants(t, c)
 }
+
+// TestUpdate: Update replaces a row the cache holds, leaves out one it does
+// not, and like Set keeps a load that began before it from filling the cache
+// with the old value.
+func TestUpdate(t *testing.T) {
+	c := New(Options{})
+	c.Update([]byte("absent"), []byte("v"))
+	wantMiss(t, c, "absent")
+	c.Set([]byte("k"), []byte("1"))
+	c.Update([]byte("k"), []byte("22"))
+	wantHit(t, c, "k", "22")
+
+	g := newGate("old")
+	res := goLoadOne(context.Background(), c, "j", g.load)
+	<-g.started
+	c.Update([]byte("j"), []byte("new"))
+	close(g.release)
+	<-res
+	wantMiss(t, c, "j")
+	if s := c.Stats(); s.FillsDropped != 1 {
+		t.Errorf("Stats = %+v, want 1 fill dropped", s)
+	}
+	checkInvariants(t, c)
+}

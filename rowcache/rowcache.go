@@ -167,6 +167,24 @@ func (c *Cache) Set(key, value []byte) {
 	s.put(h, key, value, true, now, c.shardBytes, c.maxEntryBytes)
 }
 
+// Update is Set for a key the cache holds, and for one it does not, only
+// what Delete does to loads in flight: those that began before it will not
+// fill the cache, and the next read loads the row from the store. A writer
+// that rewrites many rows the cache has never held (most rows of a large
+// table) calls Update rather than Set, so it does not copy every row it
+// writes and push the rows readers use out of the cache.
+func (c *Cache) Update(key, value []byte) {
+	h := xxhash.Sum64(key)
+	now := c.stamp()
+	s := c.shardFor(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.invalidate(h, key)
+	if _, ok := s.find(h, key); ok {
+		s.put(h, key, value, true, now, c.shardBytes, c.maxEntryBytes)
+	}
+}
+
 // Delete forgets key, and any load of key that began before it will not fill
 // the cache. The write path calls it when it cannot tell what the store
 // holds, e.g. after a failed write.
