@@ -106,10 +106,6 @@ type Applier struct {
 // sending what it cannot apply to dead. now is the clock freshness is
 // measured with (time.Now when nil).
 func NewApplier(src *definition.Source, dec Decoder, pl *ingest.Pipeline, dead DeadLetters, now func() time.Time) *Applier {
-	return newApplier(src, dec, pl, dead, now)
-}
-
-func newApplier(src *definition.Source, dec Decoder, pl pipeline, dead DeadLetters, now func() time.Time) *Applier {
 	if now == nil {
 		now = time.Now
 	}
