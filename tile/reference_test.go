@@ -225,3 +225,57 @@ func TestReferenceModel(t *testing.T) {
 		}
 	})
 }
+
+// TestStable checks Plan.Stable against Eval: anywhere in the span it
+// returns, Eval gives the values it gives at t, and so does the reference
+// model; the span holds t.
+func TestStable(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		p, err := Compile(drawView(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := rapid.Int64Range(1_600_000_000_000, 1_900_000_000_000).Draw(t, "start")
+		row := p.NewRow()
+		var offered []event.Event
+		for range rapid.IntRange(0, 40).Draw(t, "events") {
+			ts := now - rapid.Int64Range(-120_000, 3*3600_000).Draw(t, "age") // some in the future
+			ev := event.Event{TS: ts, Fields: []event.Value{
+				event.IntValue(1),
+				event.StringValue(rapid.SampledFrom(kinds).Draw(t, "kind")),
+				event.FloatValue(float64(rapid.IntRange(-5, 50).Draw(t, "x"))),
+				event.IntValue(rapid.Int64Range(-100, 100).Draw(t, "n")),
+			}}
+			if p.Fold(row, &ev, now) != Late {
+				offered = append(offered, ev)
+			}
+			now += rapid.Int64Range(0, 30_000).Draw(t, "step")
+		}
+		at := now + rapid.Int64Range(-600_000, 600_000).Draw(t, "at")
+		from, until := p.Stable(row, at)
+		if eff := max(at, row.Clock); from > eff || until <= eff {
+			t.Fatalf("span [%d, %d) does not hold the evaluation time %d", from, until, eff)
+		}
+		want := make([]event.Value, len(p.Outputs))
+		p.Eval(row, at, want)
+		got := make([]event.Value, len(p.Outputs))
+		// Probe the edges of the span and points inside it (an unbounded
+		// side is probed a day away).
+		lo, hi := max(from, at-86400_000), min(until-1, at+86400_000)
+		probes := []int64{lo, hi, at}
+		for range 8 {
+			probes = append(probes, rapid.Int64Range(lo, hi).Draw(t, "u"))
+		}
+		for _, u := range probes {
+			p.Eval(row, u, got)
+			for i := range got {
+				if !got[i].Equal(want[i]) {
+					t.Fatalf("%s at %d = %v, at %d = %v, but Stable(%d) = [%d, %d)", p.Outputs[i].Name, u, got[i], at, want[i], at, from, until)
+				}
+				if ref, mag := refValue(p, &p.Outputs[i], offered, max(u, row.Clock)); !sameValue(got[i], ref, mag) {
+					t.Fatalf("%s at %d = %v, reference %v", p.Outputs[i].Name, u, got[i], ref)
+				}
+			}
+		}
+	})
+}

@@ -358,6 +358,44 @@ func (p *Plan) Eval(r *Row, t int64, dst []event.Value) {
 	}
 }
 
+// Stable returns the span of evaluation times around t over which Eval
+// gives the row's values at t: Eval(r, u) equals Eval(r, t) for every u
+// with from ≤ u < until, as long as the row does not change. A reader may
+// keep the values it evaluated and serve them again within the span.
+//
+// The values move only when a window's tail passes a hop boundary (Start
+// changes), when a pending event's time is reached, or, for times before
+// the row's clock, not at all (Eval takes them as the clock).
+func (p *Plan) Stable(r *Row, t int64) (from, until int64) {
+	from, until = minTime, maxTime
+	if r == nil {
+		return from, until // no row: counts and sums 0, the rest null, always
+	}
+	t = max(t, r.Clock)
+	for li := range p.Levels {
+		w := p.Levels[li].Window
+		if w.IsAllTime() {
+			continue
+		}
+		// Start(u) = Start(t) exactly for u in [Start(t)+W, Start(t)+W+hop).
+		lo := w.Start(t) + w.Length
+		from = max(from, lo)
+		until = min(until, lo+w.Hop)
+	}
+	for i := range r.pending {
+		ts := r.pending[i].ev.TS
+		if ts > t {
+			until = min(until, ts)
+		} else {
+			from = max(from, ts)
+		}
+	}
+	if from <= r.Clock {
+		from = minTime
+	}
+	return from, until
+}
+
 // evalPending adds to an output's state the pending events it covers at t.
 func (p *Plan) evalPending(r *Row, o *Output, t int64, a, b float64) (float64, float64) {
 	f := &p.features[o.feature]
