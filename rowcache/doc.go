@@ -66,6 +66,19 @@
 // first entry whose bit is already clear. Recently read rows survive a scan
 // of cold ones.
 //
+// # Memos
+//
+// A reader that derives the same thing from a row on every read — the query
+// engine evaluates the row's windows — can keep the result with the row:
+// LoadMemo (Source.GetMemo) hands each row out with its memo and keeps the
+// memo the reader returns (see MemoFunc). A memo lives at the end of the
+// entry's buffer and is accounted with it. It is dropped whenever the row's
+// bytes change, and only then: a Set, Update or refill with exactly the bytes
+// the cache holds moves the entry's stamp and keeps its memo, so a hot row
+// refreshed every MaxAge keeps its memo for as long as it does not change. An
+// expired entry therefore stays in place (a miss) until its refill replaces
+// it or eviction takes it.
+//
 // # Concurrency
 //
 // All methods are safe for concurrent use. Each shard has its own mutex;

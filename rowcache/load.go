@@ -34,6 +34,51 @@ func (s Source) GetUnordered(ctx context.Context, keys [][]byte, fn func(i int, 
 	return s.Cache.LoadUnordered(ctx, keys, s.Load, fn)
 }
 
+// GetMemo calls s.Cache.LoadMemo(ctx, keys, s.Load, fn).
+func (s Source) GetMemo(ctx context.Context, keys [][]byte, fn MemoFunc) error {
+	return s.Cache.LoadMemo(ctx, keys, s.Load, fn)
+}
+
+// MemoFunc is the callback of LoadMemo: Load's fn, which also sees the memo
+// kept with the row — bytes a reader derived from the row, such as its
+// evaluated features — and may keep a new one.
+//
+// memo is what the last reader kept with exactly these row bytes, or nil
+// (none yet, or the row changed since, or it came from the store just
+// now). The function returns the memo to keep with the row from now on
+// (copied; the cache drops it when the row's bytes change), or nil to
+// leave the memo as it is. value and memo are valid only during the call.
+type MemoFunc func(i int, value []byte, found bool, memo []byte) (keep []byte)
+
+// reader is the callback of one Load: fn, or mfn when it uses memos.
+type reader struct {
+	fn  func(i int, value []byte, found bool)
+	mfn MemoFunc
+}
+
+// give hands a row that is not in the cache's memory to rd (a copied hit
+// with its copied memo, or a loaded row), and keeps the memo rd returns if
+// the cache still holds the same row.
+func (c *Cache) give(rd reader, i int, key, value, memo []byte, found bool) {
+	if rd.mfn == nil {
+		rd.fn(i, value, found)
+		return
+	}
+	m := rd.mfn(i, value, found, memo)
+	if m == nil {
+		return
+	}
+	h := xxhash.Sum64(key)
+	s := c.shardFor(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j, ok := s.find(h, key); ok {
+		if e := &s.entries[j]; e.found == found && bytes.Equal(e.value(), value) {
+			s.setMemo(j, m, c.shardBytes, c.maxEntryBytes)
+		}
+	}
+}
+
 // errLoadPanicked is what waiters see when the load they wait for panicked.
 var errLoadPanicked = errors.New("rowcache: load function panicked")
 
@@ -83,11 +128,11 @@ const (
 
 // slot is where Load finds the answer for one key after its first miss.
 type slot struct {
-	f        *flight
-	j        int32
-	kind     uint8
-	found    bool
-	off, end int
+	f              *flight
+	j              int32
+	kind           uint8
+	found          bool
+	off, end, mend int // copied: value at [off, end), memo at [end, mend)
 }
 
 // loaded is the answer of the load function for one key of Load's own
@@ -109,10 +154,12 @@ type loadState struct {
 	// This round's own flight.
 	ownKeys   [][]byte
 	ownHashes []uint64
-	ownSpare  [][]byte // buffers of expired entries, for the refill
 	res       []loaded
 	bad       bool
-	answerFn  func(int, []byte, bool) // st.answer, made once
+
+	cache    *Cache // the cache and keys of the Load using this state
+	keys     [][]byte
+	answerFn func(int, []byte, bool) // st.answer, made once
 
 	// The goroutine handing out copied hits while the load runs.
 	handout   sync.WaitGroup
@@ -136,7 +183,7 @@ func (st *loadState) release() {
 	st.handout.Wait() // on a panic, the hand-out goroutine may still read st
 	clear(st.slots)   // drop flights
 	clear(st.ownKeys)
-	clear(st.ownSpare)
+	st.cache, st.keys = nil, nil
 	if cap(st.buf) > maxPooledBufBytes {
 		st.buf = nil
 	}
@@ -145,7 +192,7 @@ func (st *loadState) release() {
 	}
 	st.slots, st.buf, st.arena = st.slots[:0], st.buf[:0], st.arena[:0]
 	st.pending, st.retry, st.copied = st.pending[:0], st.retry[:0], st.copied[:0]
-	st.ownKeys, st.ownHashes, st.ownSpare, st.res = st.ownKeys[:0], st.ownHashes[:0], st.ownSpare[:0], st.res[:0]
+	st.ownKeys, st.ownHashes, st.res = st.ownKeys[:0], st.ownHashes[:0], st.res[:0]
 	st.handPanic = nil
 	loadStates.Put(st)
 }
@@ -178,6 +225,14 @@ func (st *loadState) check() error {
 	return nil
 }
 
+// memo is the memo copied with the hit in slot sl, or nil.
+func (st *loadState) memo(sl *slot) []byte {
+	if sl.kind != slotCopied || sl.mend == sl.end {
+		return nil
+	}
+	return st.buf[sl.end:sl.mend]
+}
+
 // value is the answer in slot sl, which is copied or loaded.
 func (st *loadState) value(sl *slot) []byte {
 	if !sl.found {
@@ -205,7 +260,7 @@ func (st *loadState) value(sl *slot) []byte {
 // value is valid only during fn, which must not call the cache: fn may run
 // with the key's shard locked (hits before the first miss do).
 func (c *Cache) Load(ctx context.Context, keys [][]byte, load LoadFunc, fn func(i int, value []byte, found bool)) error {
-	return c.load(ctx, keys, load, fn, true)
+	return c.load(ctx, keys, load, reader{fn: fn}, true)
 }
 
 // LoadUnordered is Load without the order: fn is called exactly once for
@@ -215,17 +270,27 @@ func (c *Cache) Load(ctx context.Context, keys [][]byte, load LoadFunc, fn func(
 // store is being read, instead of after. On an error fn may have been
 // called for any subset of keys.
 func (c *Cache) LoadUnordered(ctx context.Context, keys [][]byte, load LoadFunc, fn func(i int, value []byte, found bool)) error {
-	return c.load(ctx, keys, load, fn, false)
+	return c.load(ctx, keys, load, reader{fn: fn}, false)
 }
 
-func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, fn func(i int, value []byte, found bool), ordered bool) error {
+// LoadMemo is LoadUnordered with memos: fn also sees what was kept with each
+// row, and may keep something new (see MemoFunc). A reader that derives the
+// same thing from a row again and again — Kiln's query engine evaluates a
+// row's windows — keeps the result with the row and skips the work while
+// the row's bytes do not change. A memo is accounted like the row's own
+// bytes (Options.MaxBytes).
+func (c *Cache) LoadMemo(ctx context.Context, keys [][]byte, load LoadFunc, fn MemoFunc) error {
+	return c.load(ctx, keys, load, reader{mfn: fn}, false)
+}
+
+func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, rd reader, ordered bool) error {
 	now := c.stamp()
 	// Until the first miss, hand hits out straight from memory.
 	first := 0
 	for ; first < len(keys); first++ {
 		k := keys[first]
 		h := xxhash.Sum64(k)
-		if !c.shardFor(h).get(h, first, k, now, c.maxAge, false, fn) {
+		if !c.shardFor(h).get(c, h, first, k, now, false, rd) {
 			break
 		}
 	}
@@ -241,11 +306,12 @@ func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, fn func(
 	st := loadStates.Get().(*loadState)
 	defer st.release()
 	st.begin(len(keys) - first)
+	st.cache, st.keys = c, keys
 	for i := first; i < len(keys); i++ {
 		st.pending = append(st.pending, i)
 	}
 	for round := 0; len(st.pending) > 0; round++ {
-		if err := c.resolve(ctx, keys, first, load, fn, st, round, ordered); err != nil {
+		if err := c.resolve(ctx, keys, first, load, rd, st, round, ordered); err != nil {
 			return err
 		}
 		st.pending, st.retry = st.retry, st.pending[:0]
@@ -253,7 +319,7 @@ func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, fn func(
 	if ordered {
 		for i := first; i < len(keys); i++ {
 			sl := &st.slots[i-first]
-			fn(i, st.value(sl), sl.found)
+			rd.fn(i, st.value(sl), sl.found) // ordered loads have no memos
 		}
 	}
 	return nil
@@ -263,7 +329,7 @@ func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, fn func(
 // one call of load, or from another goroutine's load. Keys it cannot answer
 // this round go to st.retry. Unless ordered, it hands the answers to fn as
 // it finds them.
-func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load LoadFunc, fn func(int, []byte, bool), st *loadState, round int, ordered bool) error {
+func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load LoadFunc, rd reader, st *loadState, round int, ordered bool) error {
 	var own *flight
 	now := c.stamp()
 	wait := round < maxWaitRounds
@@ -274,9 +340,8 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 		s := c.shardFor(h)
 		sl := &st.slots[i-first]
 		s.mu.Lock()
-		e, spare := s.lookup(h, k, now, c.maxAge)
-		if e != nil {
-			s.copyHitLocked(e, sl, &st.buf)
+		if j, ok := s.lookup(h, k, now, c.maxAge); ok {
+			s.copyHitLocked(j, sl, &st.buf, rd.mfn != nil)
 			st.copied = append(st.copied, i)
 			s.mu.Unlock()
 			continue
@@ -304,7 +369,6 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 			}
 			st.ownKeys = append(st.ownKeys, k)
 			st.ownHashes = append(st.ownHashes, h)
-			st.ownSpare = append(st.ownSpare, spare)
 			*sl = slot{kind: slotOwn, j: j}
 		}
 		s.mu.Unlock()
@@ -315,7 +379,7 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 			// Hand out the copied hits on another goroutine while this one
 			// waits for the store.
 			st.handout.Add(1)
-			go st.handOut(first, fn)
+			go st.handOut(first, rd)
 		}
 		err := c.loadFlight(ctx, own, st, load)
 		st.handout.Wait()
@@ -329,19 +393,18 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 					r := &st.res[sl.j]
 					*sl = slot{kind: slotLoaded, off: r.off, end: r.end, found: r.found}
 					if !ordered {
-						fn(i, st.value(sl), sl.found)
+						c.give(rd, i, keys[i], st.value(sl), nil, sl.found)
 					}
 				}
 			}
 		}
 		clear(st.ownKeys)
-		clear(st.ownSpare)
-		st.ownKeys, st.ownHashes, st.ownSpare = st.ownKeys[:0], st.ownHashes[:0], st.ownSpare[:0]
+		st.ownKeys, st.ownHashes = st.ownKeys[:0], st.ownHashes[:0]
 		if err != nil {
 			return err
 		}
 	} else if !ordered {
-		st.handOutCopied(first, fn)
+		st.handOutCopied(first, rd)
 	}
 
 	for _, i := range st.pending {
@@ -371,15 +434,15 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 		h := xxhash.Sum64(k)
 		s := c.shardFor(h)
 		s.mu.Lock()
-		e := s.peek(h, k, now, c.maxAge)
+		j, ok := s.peek(h, k, now, c.maxAge)
 		switch {
-		case e == nil:
+		case !ok:
 			st.retry = append(st.retry, i) // dropped or gone since: load it again
 		case ordered:
-			s.copyHitLocked(e, sl, &st.buf)
+			s.copyHitLocked(j, sl, &st.buf, false)
 		default:
 			*sl = slot{kind: slotCopied} // answered
-			fn(i, e.value(), e.found)
+			s.give(c, j, i, rd)
 		}
 		s.mu.Unlock()
 	}
@@ -388,20 +451,20 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 
 // handOut calls fn for the keys copied this round; it runs on its own
 // goroutine, and a panic of fn is carried back to Load's.
-func (st *loadState) handOut(first int, fn func(int, []byte, bool)) {
+func (st *loadState) handOut(first int, rd reader) {
 	defer st.handout.Done()
 	defer func() {
 		if p := recover(); p != nil {
 			st.handPanic = p
 		}
 	}()
-	st.handOutCopied(first, fn)
+	st.handOutCopied(first, rd)
 }
 
-func (st *loadState) handOutCopied(first int, fn func(int, []byte, bool)) {
+func (st *loadState) handOutCopied(first int, rd reader) {
 	for _, i := range st.copied {
 		sl := &st.slots[i-first]
-		fn(i, st.value(sl), sl.found)
+		st.cache.give(rd, i, st.keys[i], st.value(sl), st.memo(sl), sl.found)
 	}
 }
 
@@ -452,7 +515,7 @@ func (c *Cache) finish(f *flight, st *loadState, err error) {
 			s.counters.fillsDropped++
 		default:
 			r := &st.res[j]
-			s.putReusing(h, k, st.arena[r.off:r.end], r.found, f.start, c.shardBytes, c.maxEntryBytes, st.ownSpare[j])
+			s.put(h, k, st.arena[r.off:r.end], r.found, f.start, c.shardBytes, c.maxEntryBytes)
 		}
 		s.mu.Unlock()
 	}

@@ -146,7 +146,7 @@ func (c *Cache) Get(keys [][]byte, miss []int, fn func(i int, value []byte, foun
 	now := c.stamp()
 	for i, k := range keys {
 		h := xxhash.Sum64(k)
-		if !c.shardFor(h).get(h, i, k, now, c.maxAge, true, fn) {
+		if !c.shardFor(h).get(c, h, i, k, now, true, reader{fn: fn}) {
 			miss = append(miss, i)
 		}
 	}

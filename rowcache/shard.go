@@ -13,10 +13,11 @@ const EntryOverheadBytes = 96
 // entry is one cached row or cached absence. A slot of shard.entries is free
 // when live is false.
 type entry struct {
-	buf   []byte // key, then value; cache-owned
+	buf   []byte // key, then value, then memo; cache-owned
 	hash  uint64
 	stamp int64 // see Cache.stamp; when the value was known to be current
 	klen  int32
+	mlen  int32 // length of the memo at the end of buf
 	live  bool
 	found bool // false: the store has no row for the key
 	ref   bool // CLOCK reference bit: set by a hit, cleared by the hand
@@ -29,7 +30,15 @@ func (e *entry) value() []byte {
 	if !e.found {
 		return nil
 	}
-	return e.buf[e.klen:]
+	return e.buf[e.klen : len(e.buf)-int(e.mlen)]
+}
+
+// memo is what a reader kept with the row (see MemoFunc), or nil.
+func (e *entry) memo() []byte {
+	if e.mlen == 0 {
+		return nil
+	}
+	return e.buf[len(e.buf)-int(e.mlen):]
 }
 
 func (e *entry) cost() int64 { return int64(cap(e.buf)) + EntryOverheadBytes }
@@ -61,72 +70,80 @@ func (s *shard) init() {
 	s.inflight = make(map[uint64]flightKey)
 }
 
-// get answers key from memory: if it is cached and fresh, it calls
-// fn(i, value, found) with s locked and reports true. With countMiss, a
-// miss is counted here.
-func (s *shard) get(h uint64, i int, key []byte, now, maxAge int64, countMiss bool, fn func(i int, value []byte, found bool)) bool {
+// get answers key from memory: if it is cached and fresh, it hands it to
+// rd with s locked and reports true. With countMiss, a miss is counted here.
+func (s *shard) get(c *Cache, h uint64, i int, key []byte, now int64, countMiss bool, rd reader) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock() // fn may panic; the shard must not stay locked
-	e := s.fresh(h, key, now, maxAge)
-	if e == nil {
+	j, ok := s.lookup(h, key, now, c.maxAge)
+	if !ok {
 		if countMiss {
 			s.counters.misses++
 		}
 		return false
 	}
-	fn(i, e.value(), e.found)
+	s.give(c, j, i, rd)
 	return true
 }
 
-// copyHitLocked is get for Load after its first miss: a fresh hit is
-// appended to *buf and described by *sl, to be handed out later. s.mu is
-// held.
-func (s *shard) copyHitLocked(e *entry, sl *slot, buf *[]byte) {
+// give hands entry j, a fresh hit, to rd as key i, and keeps the memo rd
+// returns. s.mu is held.
+func (s *shard) give(c *Cache, j int32, i int, rd reader) {
+	e := &s.entries[j]
+	if rd.mfn == nil {
+		rd.fn(i, e.value(), e.found)
+		return
+	}
+	if m := rd.mfn(i, e.value(), e.found, e.memo()); m != nil {
+		s.setMemo(j, m, c.shardBytes, c.maxEntryBytes)
+	}
+}
+
+// copyHitLocked is get for Load after its first miss: a fresh hit (and its
+// memo, withMemo) is appended to *buf and described by *sl, to be handed out
+// later. s.mu is held.
+func (s *shard) copyHitLocked(j int32, sl *slot, buf *[]byte, withMemo bool) {
+	e := &s.entries[j]
 	off := len(*buf)
 	*buf = append(*buf, e.value()...)
-	*sl = slot{kind: slotCopied, off: off, end: len(*buf), found: e.found}
+	end := len(*buf)
+	if withMemo {
+		*buf = append(*buf, e.memo()...)
+	}
+	*sl = slot{kind: slotCopied, off: off, end: end, mend: len(*buf), found: e.found}
 }
 
-// fresh returns key's entry if it is cached and no older than maxAge, and
-// counts the hit. An expired entry is removed. s.mu is held.
-func (s *shard) fresh(h uint64, key []byte, now, maxAge int64) *entry {
-	e, _ := s.lookup(h, key, now, maxAge)
-	return e
-}
-
-// lookup is fresh that also hands back the buffer of an expired entry it
-// removed, which nothing else refers to any more: the refill of the key
-// may reuse it. s.mu is held.
-func (s *shard) lookup(h uint64, key []byte, now, maxAge int64) (*entry, []byte) {
+// lookup returns key's slot if it is cached and no older than maxAge, and
+// counts the hit. An expired entry stays until its refill replaces it (and
+// keeps its memo if the row has not changed). s.mu is held.
+func (s *shard) lookup(h uint64, key []byte, now, maxAge int64) (int32, bool) {
 	i, ok := s.find(h, key)
 	if !ok {
-		return nil, nil
+		return 0, false
 	}
 	e := &s.entries[i]
 	if maxAge > 0 && now-e.stamp > maxAge {
 		s.counters.expired++
-		buf := s.remove(i)
-		return nil, buf
+		return 0, false
 	}
 	e.ref = true
 	s.counters.hits++
-	return e, nil
+	return i, true
 }
 
-// peek returns key's entry if it is cached and no older than maxAge, and
-// counts nothing: for a Load that waited for another one's fill. s.mu is
-// held.
-func (s *shard) peek(h uint64, key []byte, now, maxAge int64) *entry {
+// peek is lookup that counts nothing: for a Load that waited for another
+// one's fill. s.mu is held.
+func (s *shard) peek(h uint64, key []byte, now, maxAge int64) (int32, bool) {
 	i, ok := s.find(h, key)
 	if !ok {
-		return nil
+		return 0, false
 	}
 	e := &s.entries[i]
 	if maxAge > 0 && now-e.stamp > maxAge {
-		return nil
+		return 0, false
 	}
 	e.ref = true
-	return e
+	return i, true
 }
 
 // find returns key's slot. s.mu is held.
@@ -151,28 +168,24 @@ func (s *shard) invalidate(h uint64, key []byte) {
 }
 
 // put caches a copy of key → value (or a cached absence when !found),
-// stamped, in place of whatever the cache held under key's hash. A value too
-// big for maxEntry is not cached, and the old one is still removed.
-// s.mu is held.
+// stamped, in place of whatever the cache held under key's hash. If the
+// cache already holds exactly that, only the stamp moves on, and the memo
+// stays. A value too big for maxEntry is not cached, and the old one is
+// still removed. s.mu is held.
 func (s *shard) put(h uint64, key, value []byte, found bool, stamp, budget, maxEntry int64) {
-	s.putReusing(h, key, value, found, stamp, budget, maxEntry, nil)
-}
-
-// putReusing is put that may copy into spare, a buffer no one else refers
-// to (an expired entry's), instead of allocating. s.mu is held.
-func (s *shard) putReusing(h uint64, key, value []byte, found bool, stamp, budget, maxEntry int64, spare []byte) {
 	if !found {
 		value = nil
 	}
 	n := len(key) + len(value)
 	var buf []byte
 	if i, ok := s.index[h]; ok {
+		if e := &s.entries[i]; e.found == found && bytes.Equal(e.key(), key) && bytes.Equal(e.value(), value) {
+			e.stamp = max(e.stamp, stamp)
+			return
+		}
 		if old := s.remove(i); fits(old, n) {
 			buf = old[:n] // reuse: an updated row is usually about as long
 		}
-	}
-	if buf == nil && fits(spare, n) {
-		buf = spare[:n]
 	}
 	if buf == nil {
 		if int64(n)+EntryOverheadBytes > maxEntry {
@@ -199,7 +212,7 @@ func (s *shard) insert(e entry, budget, maxEntry int64) {
 		return
 	}
 	for s.bytes+cost > budget {
-		if !s.evict() {
+		if !s.evict(-1) {
 			panic("rowcache: shard over budget with nothing to evict")
 		}
 	}
@@ -217,9 +230,34 @@ func (s *shard) insert(e entry, budget, maxEntry int64) {
 	s.bytes += cost
 }
 
-// evict removes one entry by CLOCK and reports whether there was one.
+// setMemo keeps memo (copied) at the end of entry j, in place of its old
+// memo, growing the entry's buffer if need be and evicting other entries to
+// stay within budget. A memo that would make the entry too big is dropped.
 // s.mu is held.
-func (s *shard) evict() bool {
+func (s *shard) setMemo(j int32, memo []byte, budget, maxEntry int64) {
+	e := &s.entries[j]
+	base := len(e.buf) - int(e.mlen)
+	n := base + len(memo)
+	if n > cap(e.buf) {
+		if int64(n)+EntryOverheadBytes > maxEntry {
+			e.buf, e.mlen = e.buf[:base], 0
+			return
+		}
+		buf := make([]byte, n)
+		copy(buf, e.buf[:base])
+		s.bytes += int64(cap(buf) - cap(e.buf))
+		e.buf = buf
+		for s.bytes > budget && s.evict(j) {
+		}
+	}
+	e.buf = e.buf[:n]
+	copy(e.buf[base:], memo)
+	e.mlen = int32(len(memo))
+}
+
+// evict removes one entry other than slot keep (-1: none) by CLOCK and
+// reports whether there was one. s.mu is held.
+func (s *shard) evict(keep int32) bool {
 	n := len(s.entries)
 	// A full turn clears every reference bit, so a victim turns up within
 	// two turns if any entry is live.
@@ -231,7 +269,7 @@ func (s *shard) evict() bool {
 		s.hand++
 		e := &s.entries[i]
 		switch {
-		case !e.live:
+		case !e.live || int32(i) == keep:
 		case e.ref:
 			e.ref = false
 		default:

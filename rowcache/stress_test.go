@@ -151,6 +151,32 @@ func TestStress(t *testing.T) {
 					}
 					continue
 				}
+				if it%4 == 2 {
+					// Memos: each is the row it was made from, prefixed; a
+					// memo handed out must belong to the row handed with it.
+					var mbuf []byte
+					err := c.LoadMemo(context.Background(), keys, st.get, func(i int, value []byte, found bool, memo []byte) []byte {
+						check(i, value, found)
+						if !found {
+							return nil
+						}
+						if memo != nil {
+							if string(memo) != "memo:"+string(value) {
+								t.Errorf("reader %d: key %d: memo %q handed with row %q", r, nums[i], memo, value)
+							}
+							return nil
+						}
+						mbuf = append(append(mbuf[:0], "memo:"...), value...)
+						return mbuf
+					})
+					if err != nil {
+						t.Errorf("reader %d: LoadMemo: %v", r, err)
+					}
+					if answered != len(keys) {
+						t.Errorf("LoadMemo answered %d of %d keys", answered, len(keys))
+					}
+					continue
+				}
 				load := c.Load
 				if it%4 == 1 {
 					load = c.LoadUnordered // answers in any order, hits handed out on another goroutine
