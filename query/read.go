@@ -31,6 +31,13 @@ type Result struct {
 	bases  []int // per entity type: the index of its first row in keys
 	err    error // of the first corrupt row
 	errRow int   // that row's index in keys
+
+	// During Read: the request, whether the source keeps memos, and the
+	// callbacks given to it (made once per Result).
+	req   *Request
+	memos bool
+	mfn   func(i int, value []byte, found bool, memo []byte) []byte
+	fn    func(i int, value []byte, found bool)
 }
 
 // EntityResult holds the values of one entity type, one slot per key.
@@ -54,6 +61,7 @@ type viewScratch struct {
 	plan     *tile.Plan
 	row      *tile.Row
 	vals     []event.Value
+	memo     []byte        // the memo being handed to a MemoRowSource
 	defaults []event.Value // the values of a row with no events
 	haveDef  bool
 }
@@ -186,6 +194,16 @@ type UnorderedRowSource interface {
 	GetUnordered(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error
 }
 
+// MemoRowSource is an UnorderedRowSource that keeps a memo with each row it
+// holds in memory (rowcache.Source can). Read uses GetMemo when its Rows
+// have it: it keeps a row's evaluated values as the memo (see appendMemo),
+// and serves them again instead of decoding and evaluating the row while
+// the row's bytes are unchanged and the values still hold.
+type MemoRowSource interface {
+	UnorderedRowSource
+	GetMemo(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool, memo []byte) []byte) error
+}
+
 // Read evaluates a request at the engine's clock into res: one batch read
 // of every row the request needs, then the windows of each row. Errors of
 // the request are *Error; the rest come from the store (retryable) or from
@@ -238,25 +256,23 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 		res.bases = append(res.bases, base)
 		base += res.Entities[i].N * len(pe.views)
 	}
-	fn := func(i int, value []byte, found bool) {
-		if !found {
-			return
-		}
-		ent := 0
-		for ent+1 < len(res.bases) && i >= res.bases[ent+1] {
-			ent++
-		}
-		pe := req.Prepared.Entities[ent]
-		nv := len(pe.views)
-		r := i - res.bases[ent]
-		res.fold(pe, &res.Entities[ent], r/nv, r%nv, value, i)
+	res.req = req
+	_, res.memos = e.cfg.Rows.(MemoRowSource)
+	if res.mfn == nil {
+		// Made once per Result, so a reused Result reads without allocating.
+		res.mfn = res.foldRow
+		res.fn = func(i int, value []byte, found bool) { res.foldRow(i, value, found, nil) }
 	}
 	var err error
-	if u, ok := e.cfg.Rows.(UnorderedRowSource); ok {
-		err = u.GetUnordered(ctx, res.keys, fn)
-	} else {
-		err = e.cfg.Rows.Get(ctx, res.keys, fn)
+	switch rows := e.cfg.Rows.(type) {
+	case MemoRowSource:
+		err = rows.GetMemo(ctx, res.keys, res.mfn)
+	case UnorderedRowSource:
+		err = rows.GetUnordered(ctx, res.keys, res.fn)
+	default:
+		err = rows.Get(ctx, res.keys, res.fn)
 	}
+	res.req = nil
 	if err == nil {
 		err = res.err
 	}
@@ -296,30 +312,61 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 	return nil
 }
 
-// fold decodes row i of the request, one view's row of one key, and writes
-// its values into the columns.
-func (res *Result) fold(pe *PreparedEntity, er *EntityResult, key, view int, value []byte, i int) {
-	sc := &er.scratch[view]
-	if err := sc.plan.DecodeRow(value, sc.row); err != nil {
-		if errors.Is(err, tile.ErrLayout) {
-			return // written under an older definition of the view: as good as absent
-		}
-		if res.err == nil || i < res.errRow {
-			// The first bad row in key order, whatever order rows came in.
-			res.err, res.errRow = fmt.Errorf("row of view %s: %w", pe.views[view].view.Name, err), i
-		}
-		return
+// foldRow is the callback of the row source: it folds row i of the request
+// res.req. Rows may arrive in any order (hits first, say): row i belongs to
+// the entity type whose part of the layout holds it.
+func (res *Result) foldRow(i int, value []byte, found bool, memo []byte) []byte {
+	if !found {
+		return nil
 	}
-	if sc.row.Empty() {
-		return
+	ent := 0
+	for ent+1 < len(res.bases) && i >= res.bases[ent+1] {
+		ent++
+	}
+	pe := res.req.Prepared.Entities[ent]
+	nv := len(pe.views)
+	r := i - res.bases[ent]
+	return res.fold(pe, &res.Entities[ent], r/nv, r%nv, value, memo, i)
+}
+
+// fold writes the values of row i of the request, one view's row of one
+// key, into the columns: from memo if it holds at res.At, else by decoding
+// and evaluating the row. With memos (the source keeps them), it returns a
+// new memo for the row when it evaluated it, or nil.
+func (res *Result) fold(pe *PreparedEntity, er *EntityResult, key, view int, value, memo []byte, i int) []byte {
+	sc := &er.scratch[view]
+	newest, ok := readMemo(memo, sc.plan, res.At, sc.vals)
+	var keep []byte
+	if !ok {
+		if err := sc.plan.DecodeRow(value, sc.row); err != nil {
+			if errors.Is(err, tile.ErrLayout) {
+				return nil // written under an older definition of the view: as good as absent
+			}
+			if res.err == nil || i < res.errRow {
+				// The first bad row in key order, whatever order rows came in.
+				res.err, res.errRow = fmt.Errorf("row of view %s: %w", pe.views[view].view.Name, err), i
+			}
+			return nil
+		}
+		newest = sc.row.Newest
+		sc.plan.Eval(sc.row, res.At, sc.vals)
+		if res.memos {
+			from, until := sc.plan.Stable(sc.row, res.At)
+			if sc.memo, ok = appendMemo(sc.memo[:0], sc.plan, newest, from, until, sc.vals); ok {
+				keep = sc.memo
+			}
+		}
+	}
+	if newest == tile.NoTime {
+		return keep // an empty row
 	}
 	nv := len(pe.views)
-	if !anyFound(er.found[key*nv:key*nv+nv]) || sc.row.Newest > er.EventTime[key] {
-		er.EventTime[key] = sc.row.Newest // the newest event over the key's rows
+	if !anyFound(er.found[key*nv:key*nv+nv]) || newest > er.EventTime[key] {
+		er.EventTime[key] = newest // the newest event over the key's rows
 	}
 	er.found[key*nv+view] = true
-	sc.plan.Eval(sc.row, res.At, sc.vals)
 	scatter(pe, er, key, view, sc.vals)
+	return keep
 }
 
 func anyFound(f []bool) bool {

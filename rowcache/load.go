@@ -35,7 +35,7 @@ func (s Source) GetUnordered(ctx context.Context, keys [][]byte, fn func(i int, 
 }
 
 // GetMemo calls s.Cache.LoadMemo(ctx, keys, s.Load, fn).
-func (s Source) GetMemo(ctx context.Context, keys [][]byte, fn MemoFunc) error {
+func (s Source) GetMemo(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool, memo []byte) []byte) error {
 	return s.Cache.LoadMemo(ctx, keys, s.Load, fn)
 }
 
