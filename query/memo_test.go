@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kiln-dev/kiln/event"
 	"github.com/kiln-dev/kiln/rowcache"
@@ -31,6 +32,13 @@ func (m *memoCounter) GetMemo(ctx context.Context, keys [][]byte, fn func(int, [
 // reads that decode and evaluate every row, while time moves across the
 // windows' hops and rows change under the cache.
 func TestMemoizedReadsEqualEvaluated(t *testing.T) {
+	t.Run("set", func(t *testing.T) { testMemoizedReads(t, 0) })
+	// Rows expire and are refilled: a refill of an unchanged row hands out
+	// the memo kept with it.
+	t.Run("expiring", func(t *testing.T) { testMemoizedReads(t, 10*time.Second) })
+}
+
+func testMemoizedReads(t *testing.T, maxAge time.Duration) {
 	w := newWorld(t, 20, 300)
 	var clock atomic.Int64
 	clock.Store(now)
@@ -42,7 +50,11 @@ func TestMemoizedReadsEqualEvaluated(t *testing.T) {
 		return e
 	}
 	plain := engine(w.store)
-	cache := rowcache.New(rowcache.Options{MaxBytes: 256 << 10}) // small: evictions happen
+	cache := rowcache.New(rowcache.Options{
+		MaxBytes: 256 << 10, // small: evictions happen
+		MaxAge:   maxAge,
+		Now:      func() time.Time { return time.UnixMilli(clock.Load()) },
+	})
 	src := &memoCounter{Source: rowcache.Source{Cache: cache, Load: w.store.Get}}
 	memoized := engine(src)
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -107,6 +119,9 @@ func TestMemoizedReadsEqualEvaluated(t *testing.T) {
 	}
 	if n := src.memos.Load(); n == 0 {
 		t.Fatal("no memo was handed out: the test did not exercise them")
+	}
+	if st := cache.Stats(); maxAge > 0 && st.Expired == 0 {
+		t.Fatalf("Stats %+v: no row expired", st)
 	}
 }
 

@@ -128,17 +128,20 @@ const (
 
 // slot is where Load finds the answer for one key after its first miss.
 type slot struct {
-	f              *flight
-	j              int32
-	kind           uint8
-	found          bool
-	off, end, mend int // copied: value at [off, end), memo at [end, mend)
+	f        *flight
+	j        int32
+	kind     uint8
+	found    bool
+	off, end int // the value
+	// The memo: copied, at buf[moff:mend]; loaded, at arena[moff:mend].
+	moff, mend int
 }
 
 // loaded is the answer of the load function for one key of Load's own
 // flight: its value is at arena[off:end].
 type loaded struct {
 	off, end   int
+	moff, mend int // the memo the refilled entry kept (same row as before)
 	found, got bool
 }
 
@@ -159,6 +162,7 @@ type loadState struct {
 
 	cache    *Cache // the cache and keys of the Load using this state
 	keys     [][]byte
+	memos    bool                    // the Load hands out memos
 	answerFn func(int, []byte, bool) // st.answer, made once
 
 	// The goroutine handing out copied hits while the load runs.
@@ -225,12 +229,18 @@ func (st *loadState) check() error {
 	return nil
 }
 
-// memo is the memo copied with the hit in slot sl, or nil.
+// memo is the memo copied with the hit, or kept by the refill, in slot sl,
+// or nil.
 func (st *loadState) memo(sl *slot) []byte {
-	if sl.kind != slotCopied || sl.mend == sl.end {
+	switch {
+	case sl.mend == sl.moff:
 		return nil
+	case sl.kind == slotCopied:
+		return st.buf[sl.moff:sl.mend]
+	case sl.kind == slotLoaded:
+		return st.arena[sl.moff:sl.mend]
 	}
-	return st.buf[sl.end:sl.mend]
+	return nil
 }
 
 // value is the answer in slot sl, which is copied or loaded.
@@ -306,7 +316,7 @@ func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, rd reade
 	st := loadStates.Get().(*loadState)
 	defer st.release()
 	st.begin(len(keys) - first)
-	st.cache, st.keys = c, keys
+	st.cache, st.keys, st.memos = c, keys, rd.mfn != nil
 	for i := first; i < len(keys); i++ {
 		st.pending = append(st.pending, i)
 	}
@@ -391,9 +401,9 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 			for _, i := range st.pending {
 				if sl := &st.slots[i-first]; sl.kind == slotOwn {
 					r := &st.res[sl.j]
-					*sl = slot{kind: slotLoaded, off: r.off, end: r.end, found: r.found}
+					*sl = slot{kind: slotLoaded, off: r.off, end: r.end, moff: r.moff, mend: r.mend, found: r.found}
 					if !ordered {
-						c.give(rd, i, keys[i], st.value(sl), nil, sl.found)
+						c.give(rd, i, keys[i], st.value(sl), st.memo(sl), sl.found)
 					}
 				}
 			}
@@ -516,6 +526,17 @@ func (c *Cache) finish(f *flight, st *loadState, err error) {
 		default:
 			r := &st.res[j]
 			s.put(h, k, st.arena[r.off:r.end], r.found, f.start, c.shardBytes, c.maxEntryBytes)
+			if st.memos {
+				// A refill of the same row kept the entry's memo: hand it
+				// out with the row.
+				if i, ok := s.find(h, k); ok {
+					if m := s.entries[i].memo(); m != nil {
+						r.moff = len(st.arena)
+						st.arena = append(st.arena, m...)
+						r.mend = len(st.arena)
+					}
+				}
+			}
 		}
 		s.mu.Unlock()
 	}

@@ -60,18 +60,24 @@ func TestMemoKeptWhileTheRowIsTheSame(t *testing.T) {
 	// Plain reads still see the rows alone.
 	wantHit(t, c, "a", "1")
 
-	// A refill after MaxAge with the same bytes keeps the memo.
+	// A refill after MaxAge with the same bytes keeps the memo, and hands it
+	// out with the loaded row.
 	clk.Advance(2 * time.Second)
-	if seen := memoRead(t, c, store, keepNone, "a"); seen["a"] != "" {
-		t.Fatalf("a refill handed out memo %q with the loaded row", seen["a"])
+	if seen := memoRead(t, c, store, keepNone, "a"); seen["a"] != "memo(1)" {
+		t.Fatalf("a refill with the same row handed out memo %q, want memo(1)", seen["a"])
 	}
 	if seen := memoRead(t, c, store, keepNone, "a"); seen["a"] != "memo(1)" {
 		t.Fatalf("after a refill with the same row: memo %q, want memo(1)", seen["a"])
 	}
+	if st := c.Stats(); st.Expired == 0 || st.Loads < 3 {
+		t.Fatalf("Stats %+v: the row was not refilled", st)
+	}
 	// A refill with other bytes drops it.
 	clk.Advance(2 * time.Second)
 	store["a"] = "1b"
-	memoRead(t, c, store, keepNone, "a")
+	if seen := memoRead(t, c, store, keepNone, "a"); seen["a"] != "" {
+		t.Fatalf("a refill with a new row handed out memo %q", seen["a"])
+	}
 	if seen := memoRead(t, c, store, keepNone, "a"); seen["a"] != "" {
 		t.Fatalf("after the row changed in the store: memo %q, want none", seen["a"])
 	}

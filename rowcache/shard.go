@@ -110,7 +110,7 @@ func (s *shard) copyHitLocked(j int32, sl *slot, buf *[]byte, withMemo bool) {
 	if withMemo {
 		*buf = append(*buf, e.memo()...)
 	}
-	*sl = slot{kind: slotCopied, off: off, end: end, mend: len(*buf), found: e.found}
+	*sl = slot{kind: slotCopied, off: off, end: end, moff: end, mend: len(*buf), found: e.found}
 }
 
 // lookup returns key's slot if it is cached and no older than maxAge, and
