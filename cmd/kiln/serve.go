@@ -22,11 +22,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7071", "gRPC listen address (empty: no gRPC)")
 	rowCache := fs.Int64("row-cache-bytes", 0, "memory for the cache of rows (0: 256 MiB; negative: off)")
+	blockCache := fs.Int64("block-cache-bytes", 0, "memory for the embedded store's block cache (0: 512 MiB; unused with Redis)")
 	maxInFlight := fs.Int64("max-inflight-rows", 0, "admission control: rows being read at once before requests are refused with 429 / RESOURCE_EXHAUSTED (0: 2048 per CPU; negative: off)")
 	partitions := fs.Int("partitions", 4, "single-writer partitions of the write path")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *blockCache < 0 {
+		return fmt.Errorf("--block-cache-bytes is %d: give 0 for the default (512 MiB) or a size in bytes", *blockCache)
 	}
 	logger, err := newLogger(stderr, *logLevel)
 	if err != nil {
@@ -40,7 +44,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	n, err := node.Start(node.Config{
 		Project: project, Role: *role, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
-		RowCacheBytes: *rowCache, MaxInFlightRows: *maxInFlight,
+		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
 		Ingest: ingest.Options{Partitions: *partitions},
 	})
 	if err != nil {

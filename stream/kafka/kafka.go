@@ -35,7 +35,13 @@ type Options struct {
 	Source  *definition.Source
 	Applier *stream.Applier
 	Logger  *slog.Logger
-	// MaxPollRecords bounds a batch. Default 10,000.
+	// MaxPollRecords bounds a batch: the records one poll hands to the
+	// Applier, applied and made durable together. A batch writes each row
+	// it touches once, so while the consumer is behind (a backlog, a
+	// restart) large batches write a hot row once for thousands of its
+	// events; when it keeps up, polls return what has arrived and batches
+	// stay small. Default 200,000 (about 0.6 s of work at 300,000 events/s,
+	// and a few tens of MB of decoded events).
 	MaxPollRecords int
 	// Retry is the pause before rejoining after a failed batch or a lost
 	// connection; it doubles up to a minute. Default 500ms.
@@ -62,7 +68,7 @@ func New(opts Options) (*Consumer, error) {
 		return nil, errors.New("kafka: Options need a kafka Source and an Applier")
 	}
 	if opts.MaxPollRecords <= 0 {
-		opts.MaxPollRecords = 10_000
+		opts.MaxPollRecords = 200_000
 	}
 	if opts.Retry <= 0 {
 		opts.Retry = 500 * time.Millisecond
