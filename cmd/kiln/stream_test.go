@@ -279,22 +279,32 @@ func (f *feeder) feed(t *testing.T, n int) {
 }
 
 // until produces 200 messages at a time until the kiln process at url has
-// applied at least want messages (keeping the last 5,000 for the end), and
-// fails after a minute.
+// applied at least want messages, and fails after a minute. Beyond the
+// first want messages it produces quickly only while the process has
+// applied some and caught up; otherwise (it may still be joining the group,
+// or hold none of the partitions yet) 200 every 250 ms. It keeps the last
+// 5,000 for the end. So the set is not used up before the last process
+// starts, whatever the size of the process's batches.
 func (f *feeder) until(t *testing.T, url string, want int64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
+	start := f.next
+	var last time.Time
 	for time.Now().Before(deadline) {
-		if s, err := statsOf(url); err == nil && len(s.Sources) > 0 && s.Sources[0].Messages >= want {
+		s, err := statsOf(url)
+		if err == nil && len(s.Sources) > 0 && s.Sources[0].Messages >= want {
 			return
 		}
-		if f.next < len(f.msgs)-5_000 {
+		caughtUp := err == nil && len(s.Sources) > 0 && s.Sources[0].Messages > 0 && s.Sources[0].Lag == 0
+		if (f.next-start < int(want) || caughtUp || time.Since(last) >= 250*time.Millisecond) && f.next < len(f.msgs)-5_000 {
 			f.feed(t, 200)
+			last = time.Now()
 		} else {
 			time.Sleep(10 * time.Millisecond) // polling interval
 		}
 	}
-	t.Fatalf("kiln did not apply %d messages within 60s", want)
+	s, err := statsOf(url)
+	t.Fatalf("kiln did not apply %d messages within 60s (stats %+v, %v)", want, s, err)
 }
 
 // killAndRestart runs kiln serve, SIGKILLs it after a random amount of
