@@ -125,7 +125,7 @@ func DefaultIngestConfig() IngestConfig {
 		Scale:  1, Seed: 1,
 		PushConns: 8, PushBatch: 1000, PushPool: 1_000_000,
 		PushDuration: 20 * time.Second, PushWarmup: 3 * time.Second,
-		KafkaEvents: 4_000_000, KafkaPartitions: 8, KafkaTimeout: 3 * time.Minute,
+		KafkaEvents: 2_000_000, KafkaPartitions: 8, KafkaTimeout: 3 * time.Minute,
 		FreshRate: 5000, Q2Rate: 50, FreshDuration: 30 * time.Second, FreshWarmup: 3 * time.Second,
 		MaxInFlight: DefaultMaxInFlight, RequestTimeout: 10 * time.Second,
 	}
