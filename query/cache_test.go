@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -27,28 +28,35 @@ func TestCachedReadsEqualUncached(t *testing.T) {
 		for range 1 + rng.IntN(40) {
 			req.Keys[1] = append(req.Keys[1], event.IntValue(1+rng.Int64N(320)))
 		}
-		if err := plain.Read(context.Background(), req, &a); err != nil {
-			t.Fatal(err)
-		}
-		if err := cached.Read(context.Background(), req, &b); err != nil {
-			t.Fatal(err)
-		}
-		for i := range a.Entities {
-			ea, eb := &a.Entities[i], &b.Entities[i]
-			for j := range ea.N {
-				if ea.Present[j] != eb.Present[j] || (ea.Present[j] && ea.EventTime[j] != eb.EventTime[j]) {
-					t.Fatalf("round %d entity %d key %d: presence or event time differ", round, i, j)
-				}
-				for c := range ea.Columns {
-					if va, vb := ea.Columns[c].Value(j), eb.Columns[c].Value(j); !va.Equal(vb) {
-						t.Fatalf("round %d: %s of key %d: cached %v, store %v", round, req.Prepared.Entities[i].Features[c].Name, j, vb, va)
-					}
-				}
-			}
-		}
+		sameReads(t, fmt.Sprintf("round %d", round), plain, cached, req, &a, &b)
 	}
 	if st := cache.Stats(); st.Hits == 0 || st.Misses == 0 {
 		t.Fatalf("cache stats %+v: the test did not exercise both hits and misses", st)
+	}
+}
+
+// sameReads reads req with want's engine and got's and fails unless both
+// give the same presence, event times and values.
+func sameReads(t *testing.T, what string, want, got *Engine, req *Request, a, b *Result) {
+	t.Helper()
+	if err := want.Read(context.Background(), req, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := got.Read(context.Background(), req, b); err != nil {
+		t.Fatal(err)
+	}
+	for i := range a.Entities {
+		ea, eb := &a.Entities[i], &b.Entities[i]
+		for j := range ea.N {
+			if ea.Present[j] != eb.Present[j] || (ea.Present[j] && ea.EventTime[j] != eb.EventTime[j]) {
+				t.Fatalf("%s: entity %d key %d: presence or event time differ", what, i, j)
+			}
+			for c := range ea.Columns {
+				if va, vb := ea.Columns[c].Value(j), eb.Columns[c].Value(j); !va.Equal(vb) {
+					t.Fatalf("%s: %s of key %d: %v, want %v", what, req.Prepared.Entities[i].Features[c].Name, j, vb, va)
+				}
+			}
+		}
 	}
 }
 

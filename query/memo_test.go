@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -97,25 +98,7 @@ func testMemoizedReads(t *testing.T, maxAge time.Duration) {
 		for range 1 + rng.IntN(60) {
 			req.Keys[1] = append(req.Keys[1], event.IntValue(1+rng.Int64N(320)))
 		}
-		if err := plain.Read(context.Background(), req, &a); err != nil {
-			t.Fatal(err)
-		}
-		if err := memoized.Read(context.Background(), req, &b); err != nil {
-			t.Fatal(err)
-		}
-		for i := range a.Entities {
-			ea, eb := &a.Entities[i], &b.Entities[i]
-			for j := range ea.N {
-				if ea.Present[j] != eb.Present[j] || (ea.Present[j] && ea.EventTime[j] != eb.EventTime[j]) {
-					t.Fatalf("round %d entity %d key %d: presence or event time differ", round, i, j)
-				}
-				for c := range ea.Columns {
-					if va, vb := ea.Columns[c].Value(j), eb.Columns[c].Value(j); !va.Equal(vb) {
-						t.Fatalf("round %d at %d: %s of key %d: memoized %v, evaluated %v", round, clock.Load(), req.Prepared.Entities[i].Features[c].Name, j, vb, va)
-					}
-				}
-			}
-		}
+		sameReads(t, fmt.Sprintf("round %d at %d", round, clock.Load()), plain, memoized, req, &a, &b)
 	}
 	if n := src.memos.Load(); n == 0 {
 		t.Fatal("no memo was handed out: the test did not exercise them")
