@@ -51,6 +51,13 @@
 //     writes reach the store without passing through this process's Set (the
 //     scale-out mode, where ingest runs elsewhere); leave it 0 when every
 //     write goes through Set (the embedded mode).
+//   - With MaxAge > 0, a Load's hit on an entry older than half of MaxAge
+//     has the row read again in the background (Stats.Refreshed), once per
+//     entry until it is put anew, at most a few such reads at a time. A row
+//     read often then stays in memory instead of expiring under its readers,
+//     each of whom would wait for the store. The refill is an ordinary
+//     flight: stamped when its read began, losing to any Set or Delete that
+//     races it, and waited for by readers that miss the row meanwhile.
 //
 // # Memory
 //

@@ -151,6 +151,7 @@ type loadState struct {
 	buf     []byte // copied hits
 	arena   []byte // values of this Load's own loads
 	pending []int  // key indices to resolve this round
+	aging   []int  // key indices of hits to read again ahead of expiry
 	retry   []int  // key indices to resolve next round
 	copied  []int  // key indices copied to buf this round
 
@@ -195,7 +196,7 @@ func (st *loadState) release() {
 		st.arena = nil
 	}
 	st.slots, st.buf, st.arena = st.slots[:0], st.buf[:0], st.arena[:0]
-	st.pending, st.retry, st.copied = st.pending[:0], st.retry[:0], st.copied[:0]
+	st.pending, st.retry, st.copied, st.aging = st.pending[:0], st.retry[:0], st.copied[:0], st.aging[:0]
 	st.ownKeys, st.ownHashes, st.res = st.ownKeys[:0], st.ownHashes[:0], st.res[:0]
 	st.handPanic = nil
 	loadStates.Put(st)
@@ -296,15 +297,22 @@ func (c *Cache) LoadMemo(ctx context.Context, keys [][]byte, load LoadFunc, fn M
 func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, rd reader, ordered bool) error {
 	now := c.stamp()
 	// Until the first miss, hand hits out straight from memory.
+	var agingBuf [16]int
+	aging := agingBuf[:0] // hits to read again ahead of their expiry
 	first := 0
 	for ; first < len(keys); first++ {
 		k := keys[first]
 		h := xxhash.Sum64(k)
-		if !c.shardFor(h).get(c, h, first, k, now, false, rd) {
+		hit, refresh := c.shardFor(h).get(c, h, first, k, now, false, true, rd)
+		if !hit {
 			break
+		}
+		if refresh {
+			aging = append(aging, first)
 		}
 	}
 	if first == len(keys) {
+		c.refreshAhead(keys, aging, nil, load)
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -315,6 +323,7 @@ func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, rd reade
 	// waited for.
 	st := loadStates.Get().(*loadState)
 	defer st.release()
+	defer func() { c.refreshAhead(keys, aging, st.aging, load) }()
 	st.begin(len(keys) - first)
 	st.cache, st.keys, st.memos = c, keys, rd.mfn != nil
 	for i := first; i < len(keys); i++ {
@@ -350,7 +359,10 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 		s := c.shardFor(h)
 		sl := &st.slots[i-first]
 		s.mu.Lock()
-		if j, ok := s.lookup(h, k, now, c.maxAge); ok {
+		if j, ok, refresh := s.lookup(h, k, now, c.maxAge, true); ok {
+			if refresh {
+				st.aging = append(st.aging, i)
+			}
 			s.copyHitLocked(j, sl, &st.buf, rd.mfn != nil)
 			st.copied = append(st.copied, i)
 			s.mu.Unlock()

@@ -3,6 +3,7 @@ package rowcache
 import (
 	"fmt"
 	"math/bits"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,10 @@ type Stats struct {
 	Coalesced uint64
 	// Loads counts calls of a load function.
 	Loads uint64
+	// Refreshed counts keys read again ahead of their expiry: a hit on an
+	// entry older than half of MaxAge has the row read again in the
+	// background, so that rows read often do not expire under their readers.
+	Refreshed uint64
 	// Evictions counts entries removed to make room.
 	Evictions uint64
 	// FillsDropped counts loaded keys not cached because a Set or Delete of
@@ -76,9 +81,12 @@ type Cache struct {
 	now           func() time.Time
 	epoch         time.Time // stamps are nanoseconds since epoch
 
-	_     [64]byte // keep the counter below off the read-mostly fields' line
-	loads atomic.Uint64
-	_     [56]byte
+	_         [64]byte // keep the counters below off the read-mostly fields' line
+	loads     atomic.Uint64
+	refreshed atomic.Uint64 // keys read again ahead of their expiry
+	inRefresh atomic.Int32  // refreshes running
+	refreshWG sync.WaitGroup
+	_         [32]byte
 }
 
 // New returns an empty cache. It panics if o is invalid (negative sizes, a
@@ -146,7 +154,7 @@ func (c *Cache) Get(keys [][]byte, miss []int, fn func(i int, value []byte, foun
 	now := c.stamp()
 	for i, k := range keys {
 		h := xxhash.Sum64(k)
-		if !c.shardFor(h).get(c, h, i, k, now, true, reader{fn: fn}) {
+		if hit, _ := c.shardFor(h).get(c, h, i, k, now, true, false, reader{fn: fn}); !hit {
 			miss = append(miss, i)
 		}
 	}
@@ -202,7 +210,7 @@ func (c *Cache) Delete(key []byte) {
 // Stats returns the counters and the current size. It locks each shard in
 // turn, so the sums are not a snapshot of one instant.
 func (c *Cache) Stats() Stats {
-	st := Stats{Loads: c.loads.Load()}
+	st := Stats{Loads: c.loads.Load(), Refreshed: c.refreshed.Load()}
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()

@@ -21,6 +21,9 @@ type entry struct {
 	live  bool
 	found bool // false: the store has no row for the key
 	ref   bool // CLOCK reference bit: set by a hit, cleared by the hand
+	// refreshing: a hit past half of MaxAge has asked for the row to be
+	// read again ahead of its expiry; cleared when the entry is put again.
+	refreshing bool
 }
 
 func (e *entry) key() []byte { return e.buf[:e.klen] }
@@ -71,19 +74,21 @@ func (s *shard) init() {
 }
 
 // get answers key from memory: if it is cached and fresh, it hands it to
-// rd with s locked and reports true. With countMiss, a miss is counted here.
-func (s *shard) get(c *Cache, h uint64, i int, key []byte, now int64, countMiss bool, rd reader) bool {
+// rd with s locked and reports true, and, with ahead, whether the row is to
+// be read again ahead of its expiry (see lookup). With countMiss, a miss is
+// counted here.
+func (s *shard) get(c *Cache, h uint64, i int, key []byte, now int64, countMiss, ahead bool, rd reader) (hit, refresh bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock() // fn may panic; the shard must not stay locked
-	j, ok := s.lookup(h, key, now, c.maxAge)
+	j, ok, refresh := s.lookup(h, key, now, c.maxAge, ahead)
 	if !ok {
 		if countMiss {
 			s.counters.misses++
 		}
-		return false
+		return false, false
 	}
 	s.give(c, j, i, rd)
-	return true
+	return true, refresh
 }
 
 // give hands entry j, a fresh hit, to rd as key i, and keeps the memo rd
@@ -115,20 +120,28 @@ func (s *shard) copyHitLocked(j int32, sl *slot, buf *[]byte, withMemo bool) {
 
 // lookup returns key's slot if it is cached and no older than maxAge, and
 // counts the hit. An expired entry stays until its refill replaces it (and
-// keeps its memo if the row has not changed). s.mu is held.
-func (s *shard) lookup(h uint64, key []byte, now, maxAge int64) (int32, bool) {
+// keeps its memo if the row has not changed). With ahead (the caller can
+// read the store), refresh reports a hit on an entry older than half of
+// maxAge that nobody has asked to refresh yet: the caller is to have the row
+// read again (Cache.refresh) so that it does not expire under its readers.
+// s.mu is held.
+func (s *shard) lookup(h uint64, key []byte, now, maxAge int64, ahead bool) (slot int32, ok, refresh bool) {
 	i, ok := s.find(h, key)
 	if !ok {
-		return 0, false
+		return 0, false, false
 	}
 	e := &s.entries[i]
 	if maxAge > 0 && now-e.stamp > maxAge {
 		s.counters.expired++
-		return 0, false
+		return 0, false, false
 	}
 	e.ref = true
 	s.counters.hits++
-	return i, true
+	if ahead && maxAge > 0 && now-e.stamp > maxAge/2 && !e.refreshing {
+		e.refreshing = true
+		return i, true, true
+	}
+	return i, true, false
 }
 
 // peek is lookup that counts nothing: for a Load that waited for another
@@ -181,6 +194,7 @@ func (s *shard) put(h uint64, key, value []byte, found bool, stamp, budget, maxE
 	if i, ok := s.index[h]; ok {
 		if e := &s.entries[i]; e.found == found && bytes.Equal(e.key(), key) && bytes.Equal(e.value(), value) {
 			e.stamp = max(e.stamp, stamp)
+			e.refreshing = false
 			return
 		}
 		if old := s.remove(i); fits(old, n) {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // versionedStore is the store of the stress test: each key's value encodes
@@ -92,7 +93,12 @@ func TestStress(t *testing.T) {
 		batchLen = 5
 	)
 	st := &versionedStore{versions: make([]uint64, written+absent)}
-	c := New(Options{MaxBytes: 8 << 10, Shards: 4})
+	// Every reading of the clock moves it on by a millisecond, so entries
+	// age past half of MaxAge (read again ahead of expiry, in the
+	// background) and past MaxAge (refilled by readers) all the time.
+	var ticks atomic.Int64
+	clock := func() time.Time { return time.Unix(0, ticks.Add(1)*int64(time.Millisecond)) }
+	c := New(Options{MaxBytes: 8 << 10, Shards: 4, MaxAge: 40 * time.Millisecond, Now: clock})
 	var published [written + absent]atomic.Uint64 // version whose Set (or Delete) has returned
 
 	var wg sync.WaitGroup
@@ -191,10 +197,11 @@ func TestStress(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	c.refreshWG.Wait()
 	checkInvariants(t, c)
 	s := c.Stats()
 	t.Logf("%+v", s)
-	if s.Evictions == 0 || s.Hits == 0 || s.Loads == 0 {
+	if s.Evictions == 0 || s.Hits == 0 || s.Loads == 0 || s.Expired == 0 || s.Refreshed == 0 {
 		t.Errorf("Stats = %+v: the test did not exercise evictions, hits and loads", s)
 	}
 	for si := range c.shards {
