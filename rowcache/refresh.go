@@ -21,16 +21,16 @@ func (c *Cache) refreshAhead(keys [][]byte, a, b []int, load LoadFunc) {
 	if n == 0 {
 		return
 	}
-	if c.inRefresh.Add(1) > maxRefreshes {
-		c.inRefresh.Add(-1)
-		c.unmarkRefreshing(keys, a, b)
-		return
-	}
 	own := make([][]byte, 0, n)
 	for _, ix := range [2][]int{a, b} {
 		for _, i := range ix {
 			own = append(own, append([]byte(nil), keys[i]...))
 		}
+	}
+	if c.inRefresh.Add(1) > maxRefreshes {
+		c.inRefresh.Add(-1)
+		c.unmarkRefreshing(own)
+		return
 	}
 	c.refreshWG.Add(1)
 	go func() {
@@ -40,19 +40,17 @@ func (c *Cache) refreshAhead(keys [][]byte, a, b []int, load LoadFunc) {
 	}()
 }
 
-// unmarkRefreshing clears the refreshing mark of the entries of keys named
-// by a and b, so that a later hit can ask again.
-func (c *Cache) unmarkRefreshing(keys [][]byte, a, b []int) {
-	for _, ix := range [2][]int{a, b} {
-		for _, i := range ix {
-			h := xxhash.Sum64(keys[i])
-			s := c.shardFor(h)
-			s.mu.Lock()
-			if j, ok := s.find(h, keys[i]); ok {
-				s.entries[j].refreshing = false
-			}
-			s.mu.Unlock()
+// unmarkRefreshing clears the refreshing mark of the entries of keys, so
+// that a later hit can ask again.
+func (c *Cache) unmarkRefreshing(keys [][]byte) {
+	for _, k := range keys {
+		h := xxhash.Sum64(k)
+		s := c.shardFor(h)
+		s.mu.Lock()
+		if j, ok := s.find(h, k); ok {
+			s.entries[j].refreshing = false
 		}
+		s.mu.Unlock()
 	}
 }
 
@@ -84,7 +82,7 @@ func (c *Cache) refresh(keys [][]byte, load LoadFunc) {
 	} else {
 		// The rows keep their stamps and expire as they would have; a
 		// later hit may ask again once they are put anew.
-		c.unmarkRefreshing(keys, seq(len(keys)), nil)
+		c.unmarkRefreshing(keys)
 	}
 }
 
@@ -92,12 +90,4 @@ func (c *Cache) refresh(keys [][]byte, load LoadFunc) {
 // nothing anyway.
 func (c *Cache) refreshTimeout() time.Duration {
 	return time.Duration(max(c.maxAge, int64(time.Second)))
-}
-
-func seq(n int) []int {
-	s := make([]int, n)
-	for i := range s {
-		s[i] = i
-	}
-	return s
 }
