@@ -937,23 +937,12 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 		}
 	}
 	f.Probes = probes
-	deadline := time.Now().Add(probeTimeout)
-	var s0 ingestStats
-	for {
-		if s0, err = r.stats(ctx); err != nil {
-			return nil, err
-		}
-		// Not the lag: after a restart, a partition this process has not
-		// yet read a message from reports its whole length as lag.
-		if len(s0.Sources) > 0 && s0.Sources[0].Messages >= probes {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the server did not apply the probe message within %v (its sources: %+v)", probeTimeout, s0.Sources)
-		}
-		if !sleepCtx(ctx, 20*time.Millisecond) {
-			return nil, ctx.Err()
-		}
+	s0, ok, err := r.waitApplied(ctx, probes, probeTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("the server did not apply the probe message within %v (its sources: %+v)", probeTimeout, s0.Sources)
 	}
 	f.BeforeStream = s0.Sources[0].Freshness
 	if s0.Sources[0].Messages > probes {
@@ -1050,22 +1039,12 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 	}
 	// Wait for the stream's last events to be applied.
 	want := s0.Sources[0].Messages + f.Produced
-	deadline = time.Now().Add(drainTimeout)
-	var s1 ingestStats
-	for {
-		if s1, err = r.stats(ctx); err != nil {
-			return nil, err
-		}
-		if len(s1.Sources) > 0 && s1.Sources[0].Messages >= want {
-			break
-		}
-		if time.Now().After(deadline) {
-			fmt.Fprintf(r.log, "kiln bench ingest: freshness: the server had applied %d of %d messages %v after the stream\n", s1.Sources[0].Messages, want, drainTimeout)
-			break
-		}
-		if !sleepCtx(ctx, 20*time.Millisecond) {
-			return nil, ctx.Err()
-		}
+	s1, ok, err := r.waitApplied(ctx, want, drainTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		fmt.Fprintf(r.log, "kiln bench ingest: freshness: the server had applied %d of %d messages %v after the stream\n", s1.Sources[0].Messages, want, drainTimeout)
 	}
 	f.BrokerDelivery, f.BrokerDelivered = floor.stop()
 	src := s1.Sources[0]
@@ -1217,6 +1196,28 @@ func (r *ingestRun) sampleFreshness(ctx context.Context, prev ingestStats, stop 
 		prev, prevT = cur, now
 	}
 	return out
+}
+
+// waitApplied polls the server's stats until its first source has applied
+// at least want messages (ok) or within has passed, and returns the last
+// stats. It counts messages, not the lag: after a restart, a partition this
+// process has not yet read a message from reports its whole length as lag.
+func (r *ingestRun) waitApplied(ctx context.Context, want int64, within time.Duration) (s ingestStats, ok bool, err error) {
+	deadline := time.Now().Add(within)
+	for {
+		if s, err = r.stats(ctx); err != nil {
+			return s, false, err
+		}
+		if len(s.Sources) > 0 && s.Sources[0].Messages >= want {
+			return s, true, nil
+		}
+		if time.Now().After(deadline) {
+			return s, false, nil
+		}
+		if !sleepCtx(ctx, 20*time.Millisecond) {
+			return s, false, ctx.Err()
+		}
+	}
 }
 
 // sleepCtx sleeps for d, or until ctx ends (then it returns false).
