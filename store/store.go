@@ -48,6 +48,15 @@ type KV struct {
 	Key, Value []byte
 }
 
+// Range is the keys from Start (included) to End (excluded). The zero
+// Range is empty.
+type Range struct {
+	Start, End []byte
+}
+
+// Empty reports whether r holds no key.
+func (r Range) Empty() bool { return string(r.Start) >= string(r.End) }
+
 // CondKV is one row of a conditional write: Value replaces Old, the value
 // the writer last read or wrote under Key (nil: the writer saw no row).
 type CondKV struct {

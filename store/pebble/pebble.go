@@ -217,20 +217,36 @@ const batchRecordOverhead = 1 + 2*5
 // it commits; once the commit has started it runs to the end. Write does not
 // keep batch or any of its slices.
 func (s *Store) Write(ctx context.Context, batch []store.KV) error {
+	return s.Apply(ctx, batch, store.Range{}, true)
+}
+
+// Apply stores the batch and deletes every key in del, as one atomic
+// commit: after a crash either all of it is in the store or none of it is.
+// An empty del deletes nothing. The batch's keys are written after the
+// deletion, so a key both in del and in the batch ends up with its new
+// value. With sync, Apply returns once the write-ahead log is synced; without
+// it, the commit is durable only once a later synced commit returns (the log
+// is written in order) or the store is closed. Apply checks ctx before it
+// commits. It does not keep batch, del or their slices.
+//
+// The write path keeps its event log beside the rows this way: it appends
+// the log with synced commits and, when it writes rows back, deletes the log
+// those rows now hold in the same commit.
+func (s *Store) Apply(ctx context.Context, batch []store.KV, del store.Range, sync bool) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	db := s.db
 	if db == nil {
 		return store.ErrClosed
 	}
-	if len(batch) == 0 {
+	if len(batch) == 0 && del.Empty() {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("store/pebble: write: %w", err)
 	}
 
-	size := 12 // the batch header
+	size := 12 + len(del.Start) + len(del.End) + batchRecordOverhead // the batch header and the deletion
 	for _, kv := range batch {
 		size += len(kv.Key) + len(kv.Value) + batchRecordOverhead
 	}
@@ -238,6 +254,11 @@ func (s *Store) Write(ctx context.Context, batch []store.KV) error {
 	// also right after Commit.
 	b := db.NewBatchWithSize(size)
 	defer b.Close()
+	if !del.Empty() {
+		if err := b.DeleteRange(del.Start, del.End, nil); err != nil {
+			return fmt.Errorf("store/pebble: write: %w", err)
+		}
+	}
 	for _, kv := range batch {
 		if err := b.Set(kv.Key, kv.Value, nil); err != nil {
 			return fmt.Errorf("store/pebble: write: %w", err)
@@ -246,8 +267,46 @@ func (s *Store) Write(ctx context.Context, batch []store.KV) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("store/pebble: write: %w", err)
 	}
-	if err := b.Commit(pebbledb.Sync); err != nil {
+	opt := pebbledb.NoSync
+	if sync {
+		opt = pebbledb.Sync
+	}
+	if err := b.Commit(opt); err != nil {
 		return fmt.Errorf("store/pebble: write: %w", err)
+	}
+	return nil
+}
+
+// Scan calls fn with every key in r and its value, in key order, until fn
+// returns an error, which Scan returns. The key and value are valid only
+// during the call. fn must not call methods of this store.
+func (s *Store) Scan(ctx context.Context, r store.Range, fn func(key, value []byte) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	db := s.db
+	if db == nil {
+		return store.ErrClosed
+	}
+	it, err := db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: r.Start, UpperBound: r.End})
+	if err != nil {
+		return fmt.Errorf("store/pebble: scan: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err := ctx.Err(); err != nil {
+			it.Close()
+			return fmt.Errorf("store/pebble: scan: %w", err)
+		}
+		v, err := it.ValueAndErr()
+		if err == nil {
+			err = fn(it.Key(), v)
+		}
+		if err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("store/pebble: scan: %w", err)
 	}
 	return nil
 }
