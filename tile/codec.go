@@ -108,11 +108,8 @@ func (p *Plan) AppendRow(dst []byte, r *Row) []byte {
 		dst = appendValue(dst, st.Value)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(r.pending)))
-	for _, pe := range r.pending {
-		dst = binary.AppendVarint(dst, pe.ev.TS)
-		for _, v := range pe.ev.Fields {
-			dst = appendValue(dst, v)
-		}
+	for i := range r.pending {
+		dst = appendTimeAndFields(dst, &r.pending[i].ev)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(r.applied)))
 	for _, o := range r.applied {
@@ -120,6 +117,46 @@ func (p *Plan) AppendRow(dst []byte, r *Row) []byte {
 		dst = binary.AppendUvarint(dst, o.Offset)
 	}
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[begin:], castagnoli))
+}
+
+// appendTimeAndFields appends an event's zigzag time and one value per
+// field.
+func appendTimeAndFields(dst []byte, ev *event.Event) []byte {
+	dst = binary.AppendVarint(dst, ev.TS)
+	for _, v := range ev.Fields {
+		dst = appendValue(dst, v)
+	}
+	return dst
+}
+
+// AppendEvent appends the encoding of an event of the plan's source: its
+// time and fields as in a row's pending events, then its origin (uvarint
+// stream, and uvarint offset when the stream is not 0). DecodeEvent reads
+// it back. The write path's log holds events this way.
+func (p *Plan) AppendEvent(dst []byte, ev *event.Event) []byte {
+	dst = appendTimeAndFields(dst, ev)
+	dst = binary.AppendUvarint(dst, ev.Origin.Stream)
+	if ev.Origin.Stream != 0 {
+		dst = binary.AppendUvarint(dst, ev.Origin.Offset)
+	}
+	return dst
+}
+
+// DecodeEvent decodes the event AppendEvent wrote at the front of data into
+// ev, with a new Fields slice, and returns the bytes after it. Input that is
+// not such an event of the plan's source is refused with an error wrapping
+// ErrCorrupt; DecodeEvent never panics.
+func (p *Plan) DecodeEvent(data []byte, ev *event.Event) ([]byte, error) {
+	d := decoder{b: data}
+	*ev = d.event(p)
+	ev.Origin.Stream = d.uvarint()
+	if ev.Origin.Stream != 0 {
+		ev.Origin.Offset = d.uvarint()
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return d.b, nil
 }
 
 func appendValue(dst []byte, v event.Value) []byte {
@@ -253,15 +290,7 @@ func (p *Plan) decodeBody(body []byte, r *Row) error {
 		return corrupt("%d pending events", n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
-		ts := d.varint()
-		fields := make([]event.Value, p.nFields)
-		for j := range fields {
-			fields[j] = d.value()
-			if k := fields[j].Kind; d.err == nil && k != event.Null && k != p.fieldType[j] {
-				return corrupt("pending event field %d has type %v, want %v", j, k, p.fieldType[j])
-			}
-		}
-		r.pending = append(r.pending, pendingEvent{ev: event.Event{TS: ts, Fields: fields}})
+		r.pending = append(r.pending, pendingEvent{ev: d.event(p)})
 	}
 	if version >= 2 {
 		n := d.count(8 + 1)
@@ -364,6 +393,20 @@ func (d *decoder) float() float64 {
 		return 0
 	}
 	return math.Float64frombits(binary.LittleEndian.Uint64(s))
+}
+
+// event reads an event's time and one value per field of p's source,
+// each null or of the field's type.
+func (d *decoder) event(p *Plan) event.Event {
+	ev := event.Event{TS: d.varint(), Fields: make([]event.Value, p.nFields)}
+	for j := range ev.Fields {
+		ev.Fields[j] = d.value()
+		if k := ev.Fields[j].Kind; d.err == nil && k != event.Null && k != p.fieldType[j] {
+			d.err = corrupt("event field %d has type %v, want %v", j, k, p.fieldType[j])
+			d.b = nil
+		}
+	}
+	return ev
 }
 
 func (d *decoder) value() event.Value {
