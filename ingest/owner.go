@@ -33,7 +33,16 @@ type owner struct {
 	missing [][]byte
 	load    []*feed
 
-	rowsWritten, writes, writeErrors, rowsReset, conflicts atomic.Int64
+	// Write-behind (Pipeline.log set; see log.go).
+	overlay        overlay
+	unsaved        []*entry // rows committed since the last checkpoint
+	seq            uint64   // the last log record appended
+	logBytes       int      // log appended since the last checkpoint
+	lastCheckpoint int64    // Unix ms; 0: none yet
+	broken         error    // the log could not be read back: refuse requests
+	rec, key       []byte
+
+	rowsWritten, writes, writeErrors, rowsReset, conflicts, checkpoints atomic.Int64
 }
 
 // condWriter is a store that can write rows conditionally (store/redis).
@@ -47,6 +56,9 @@ type entry struct {
 	row    *tile.Row
 	stored []byte // the row's value in the store as this owner knows it (cond only); nil: none
 	dirty  bool
+	// unsaved: committed to the log but not yet written back (write-behind);
+	// such a row stays in memory until the next checkpoint.
+	unsaved bool
 }
 
 // run folds requests until the queue is closed. It drains whatever is
@@ -57,7 +69,16 @@ func (o *owner) run() {
 	for {
 		r, ok := <-o.in
 		if !ok {
+			if o.p.log != nil && o.broken == nil {
+				_ = o.checkpoint(o.lastNow(), true)
+			}
 			return
+		}
+		if o.broken != nil {
+			if o.rebuild(); o.broken != nil {
+				r.done <- fmt.Errorf("partition %d cannot read its event log back: %w", o.id, o.broken)
+				continue
+			}
 		}
 		o.apply(r)
 	drain:
@@ -74,6 +95,12 @@ func (o *owner) run() {
 		}
 		o.flush()
 	}
+}
+
+// lastNow is the latest clock the partition committed at, or the
+// pipeline's clock.
+func (o *owner) lastNow() int64 {
+	return max(o.lastCheckpoint, o.p.Now())
 }
 
 // apply folds one request's events into rows, loading rows it lacks from
@@ -188,6 +215,10 @@ func (o *owner) flush() {
 	if len(o.waiting) == 0 {
 		return
 	}
+	if o.p.log != nil {
+		o.commitLogged()
+		return
+	}
 	var err error
 	now := o.waiting[len(o.waiting)-1].now
 	for round := 0; len(o.dirty) > 0; round++ {
@@ -211,11 +242,7 @@ func (o *owner) flush() {
 	}
 	clear(o.dirty)
 	o.dirty = o.dirty[:0]
-	for _, r := range o.waiting {
-		r.done <- err
-	}
-	clear(o.waiting)
-	o.waiting = o.waiting[:0]
+	o.answer(err)
 	o.evict()
 }
 
@@ -227,18 +254,7 @@ func (o *owner) write(now int64) (conflicts []*entry, err error) {
 	// In key order: the store's memtable inserts a sorted batch close to
 	// where the previous key went, instead of searching from the top.
 	slices.SortFunc(o.dirty, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
-	o.batch = o.batch[:0]
-	o.buf = o.buf[:0]
-	offs := make([]int, 0, len(o.dirty)+1)
-	for _, e := range o.dirty {
-		e.plan.Advance(e.row, now)
-		offs = append(offs, len(o.buf))
-		o.buf = e.plan.AppendRow(o.buf, e.row)
-	}
-	offs = append(offs, len(o.buf))
-	for i, e := range o.dirty {
-		o.batch = append(o.batch, store.KV{Key: []byte(e.key), Value: o.buf[offs[i]:offs[i+1]]})
-	}
+	o.encodeDirty(now)
 	var conflicted []bool
 	if o.cond != nil {
 		o.cbatch = o.cbatch[:0]
@@ -290,6 +306,26 @@ func (o *owner) write(now int64) (conflicts []*entry, err error) {
 	return conflicts, nil
 }
 
+// encodeDirty brings the dirty rows' clocks to now and encodes them into
+// o.batch, in o.dirty's order.
+func (o *owner) encodeDirty(now int64) {
+	o.batch = o.batch[:0]
+	o.buf = o.buf[:0]
+	for _, e := range o.dirty {
+		e.plan.Advance(e.row, now)
+		from := len(o.buf)
+		o.buf = e.plan.AppendRow(o.buf, e.row)
+		// Slices of o.buf: a later append may move it, so fix them below.
+		o.batch = append(o.batch, store.KV{Key: []byte(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
+	}
+	at := 0
+	for i := range o.batch {
+		n := len(o.batch[i].Value)
+		o.batch[i].Value = o.buf[at : at+n : at+n]
+		at += n
+	}
+}
+
 // refold reads the conflicting rows again and folds into them, in order,
 // every event of the waiting requests that touches them. They become the
 // dirty rows.
@@ -338,7 +374,7 @@ func (o *owner) evict() {
 		if over == 0 {
 			break
 		}
-		if !e.dirty {
+		if !e.dirty && !e.unsaved {
 			delete(o.rows, k)
 			over--
 		}

@@ -46,11 +46,26 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives the pipeline's log. Default: discard.
 	Logger *slog.Logger
-	// AfterWrite, if set, is called by a partition after each store write
-	// with the rows it wrote and the write's error, before any push in it
-	// is answered; a read cache sets the rows (or forgets them on error)
-	// here. Calls for one row come in commit order. It must not keep batch.
+	// AfterWrite, if set, is called by a partition after each commit with
+	// the rows it changed and the commit's error, before any push in it is
+	// answered; a read cache sets the rows (or forgets them on error) here.
+	// Calls for one row come in commit order. It must not keep batch.
 	AfterWrite func(batch []store.KV, err error)
+
+	// WriteThrough writes every commit's rows to the store even when the
+	// store can keep the write path's log (the embedded store), where by
+	// default a commit appends its events to the log and rows are written
+	// back at checkpoints (see docs/ingestion.md).
+	WriteThrough bool
+	// A partition writing behind checkpoints (writes its rows back and
+	// deletes its log) once it holds CheckpointRows rows not written back
+	// (default 65536), once its log since the last checkpoint reaches
+	// CheckpointLogBytes (default 32 MiB: the most a restart replays per
+	// partition), or at its first commit CheckpointInterval (default 1m)
+	// after the last, whichever comes first, and when the pipeline closes.
+	CheckpointRows     int
+	CheckpointLogBytes int
+	CheckpointInterval time.Duration
 }
 
 func (o *Options) fill() {
@@ -71,6 +86,15 @@ func (o *Options) fill() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.CheckpointRows <= 0 {
+		o.CheckpointRows = 65536
+	}
+	if o.CheckpointLogBytes <= 0 {
+		o.CheckpointLogBytes = 32 << 20
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = time.Minute
 	}
 }
 
@@ -97,17 +121,23 @@ type Stats struct {
 	Replayed int64
 	// Conflicts counts rows another process changed between this one's
 	// read and write, which were then read and folded again (Redis only).
-	Conflicts  int64
-	LateByView map[string]int64
+	Conflicts int64
+	// Checkpoints counts rows written back with the log deleted
+	// (write-behind); Recovered counts log records replayed at start or
+	// after a failed append.
+	Checkpoints, Recovered int64
+	LateByView             map[string]int64
 }
 
 // Pipeline is the write path of one process. It is safe for concurrent use.
 type Pipeline struct {
-	opts   Options
-	store  store.Store
-	plans  map[*definition.View]*tile.Plan
-	feeds  map[*definition.Source][]*feed
-	owners []*owner
+	opts     Options
+	store    store.Store
+	plans    map[*definition.View]*tile.Plan
+	feeds    map[*definition.Source][]*feed
+	feedList []*feed // every view's feed, by index
+	owners   []*owner
+	log      logStore // nil: write through
 
 	mu     sync.RWMutex // guards closed and sends on the owners' queues
 	closed bool
@@ -116,22 +146,33 @@ type Pipeline struct {
 	accepted, droppedLate atomic.Int64
 	skipped               atomic.Int64
 	lastNow               atomic.Int64
+	recovered             atomic.Int64
 }
 
 // feed is one view a source feeds, with where its entity key lives.
 type feed struct {
-	view *definition.View
-	plan *tile.Plan
-	keys []int // field indices of the entity key
-	late atomic.Int64
+	view  *definition.View
+	plan  *tile.Plan
+	keys  []int // field indices of the entity key
+	index int   // in Pipeline.feedList, and in the log
+	late  atomic.Int64
 }
 
-// New starts a pipeline writing the project's views to st.
+// maxPartitions bounds Options.Partitions (the log numbers partitions in
+// two bytes).
+const maxPartitions = 4096
+
+// New starts a pipeline writing the project's views to st. On a store that
+// keeps the write path's log (the embedded store) it first replays what the
+// log holds from the last run.
 func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.Store, opts Options) (*Pipeline, error) {
 	opts.fill()
+	if opts.Partitions > maxPartitions {
+		return nil, fmt.Errorf("ingest: %d partitions; at most %d", opts.Partitions, maxPartitions)
+	}
 	pl := &Pipeline{opts: opts, store: st, plans: plans, feeds: map[*definition.Source][]*feed{}}
-	for _, v := range p.Views {
-		f := &feed{view: v, plan: plans[v]}
+	for i, v := range p.Views {
+		f := &feed{view: v, plan: plans[v], index: i}
 		if f.plan == nil {
 			return nil, fmt.Errorf("ingest: no plan for view %s", v.Name)
 		}
@@ -143,18 +184,35 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 			f.keys = append(f.keys, i)
 		}
 		pl.feeds[v.Source] = append(pl.feeds[v.Source], f)
+		pl.feedList = append(pl.feedList, f)
 	}
 	cond, _ := st.(condWriter)
+	if ls, ok := st.(logStore); ok && !opts.WriteThrough {
+		pl.log = ls
+	}
 	for i := range opts.Partitions {
 		o := &owner{
 			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
 			rows: map[string]*entry{}, cond: cond,
+			overlay: overlay{rows: map[string][]byte{}},
 		}
 		pl.owners = append(pl.owners, o)
+	}
+	if pl.log != nil {
+		if err := pl.recoverLog(); err != nil {
+			return nil, fmt.Errorf("ingest: replaying the event log of the last run: %w", err)
+		}
+	}
+	for _, o := range pl.owners {
 		pl.wg.Add(1)
 		go o.run()
 	}
 	return pl, nil
+}
+
+// partition returns the partition that owns a row key.
+func (p *Pipeline) partition(key []byte) int {
+	return int(xxhash.Sum64(key) % uint64(len(p.owners)))
 }
 
 // Now returns the pipeline's clock in Unix milliseconds. It never goes
@@ -178,6 +236,14 @@ type request struct {
 	keys []byte // the ops' row keys, back to back
 	now  int64
 	done chan error
+	next []*request // more requests of the partition read from one log record
+}
+
+// add appends an op folding ev into the row of f under key.
+func (r *request) add(f *feed, key []byte, ev *event.Event) {
+	from := len(r.keys)
+	r.keys = append(r.keys, key...)
+	r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), ev: ev})
 }
 
 type op struct {
@@ -208,15 +274,13 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 			}
 			reached = true
 			key = appendRowKey(key[:0], f, ev)
-			part := int(xxhash.Sum64(key) % uint64(len(p.owners)))
+			part := p.partition(key)
 			r := reqs[part]
 			if r == nil {
 				r = &request{now: now, done: make(chan error, 1)}
 				reqs[part] = r
 			}
-			from := len(r.keys)
-			r.keys = append(r.keys, key...)
-			r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), ev: ev})
+			r.add(f, key, ev)
 		}
 		if reached {
 			res.Accepted++
@@ -299,7 +363,9 @@ func (p *Pipeline) Stats() Stats {
 		s.WriteErrors += o.writeErrors.Load()
 		s.RowsReset += o.rowsReset.Load()
 		s.Conflicts += o.conflicts.Load()
+		s.Checkpoints += o.checkpoints.Load()
 	}
+	s.Recovered = p.recovered.Load()
 	return s
 }
 

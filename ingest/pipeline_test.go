@@ -57,7 +57,7 @@ type fixture struct {
 	clock   *clock
 }
 
-func newFixture(t *testing.T, st store.Store, opts Options) *fixture {
+func newFixture(t testing.TB, st store.Store, opts Options) *fixture {
 	t.Helper()
 	p, err := definition.Parse("test.yaml", []byte(testProject))
 	if err != nil {
@@ -92,7 +92,9 @@ func (f *fixture) ev(age time.Duration, user, post int64, kind string, x float64
 	}}
 }
 
-// read evaluates the stored row of a view for one key at the clock.
+// read evaluates the row of a view for one key at the clock, as the
+// pipeline has committed it (Pipeline.Get: from its log's overlay or the
+// store).
 func (f *fixture) read(t *testing.T, view string, key int64) map[string]event.Value {
 	t.Helper()
 	v := f.project.View(view)
@@ -100,7 +102,7 @@ func (f *fixture) read(t *testing.T, view string, key int64) map[string]event.Va
 	k := tile.AppendKey(nil, view, []event.Value{event.IntValue(key)})
 	row := plan.NewRow()
 	found := false
-	err := f.store.Get(context.Background(), [][]byte{k}, func(_ int, value []byte, ok bool) {
+	err := f.pl.Get(context.Background(), [][]byte{k}, func(_ int, value []byte, ok bool) {
 		found = ok
 		if ok {
 			if err := plan.DecodeRow(value, row); err != nil {

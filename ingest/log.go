@@ -1,0 +1,400 @@
+package ingest
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/kiln-dev/kiln/event"
+	"github.com/kiln-dev/kiln/store"
+)
+
+// Write-behind. On a store that can keep a log beside the rows (logStore:
+// the embedded store), a partition does not write its rows at every group
+// commit. It appends the commit's events to its log in the store, synced,
+// and answers the requests; their rows are published to readers from
+// memory (the overlay) and written to the store only at the next
+// checkpoint, in the same atomic commit that deletes the log they now hold.
+// So at any moment the store holds rows R and the log L of the events not
+// in R, and R folded with L is the state every acknowledged push reached:
+// after a crash, New replays L into R, writes the rows and deletes L in one
+// commit, and starts from there. A hot row takes thousands of events
+// between two checkpoints and is written once, and a commit costs one
+// store key instead of one per row.
+
+// logStore is a store that keeps the write path's log beside the rows
+// (store/pebble).
+type logStore interface {
+	Apply(ctx context.Context, batch []store.KV, del store.Range, sync bool) error
+	Scan(ctx context.Context, r store.Range, fn func(key, value []byte) error) error
+}
+
+// The log's keys: logPrefix, the partition as 2 big-endian bytes and the
+// record's sequence number as 8. Row keys begin with a view name, never
+// with a 0 byte, so the log cannot meet a row.
+var (
+	logPrefix = []byte("\x00kiln-log\x00")
+	logEnd    = []byte("\x00kiln-log\x01")
+)
+
+// logVersion is the first byte of every log record.
+//
+// Layout (integers are varints): per request folded in the commit, its
+// clock (zigzag Unix ms), its number of ops, and per op the index of the
+// view in the project and the event (tile.Plan.AppendEvent).
+const logVersion = 1
+
+func logKey(dst []byte, part int, seq uint64) []byte {
+	dst = append(dst, logPrefix...)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(part))
+	return binary.BigEndian.AppendUint64(dst, seq)
+}
+
+// partitionLog is the part of the log one partition writes.
+func partitionLog(part int) store.Range {
+	return store.Range{Start: logKey(nil, part, 0), End: logKey(nil, part+1, 0)[:len(logPrefix)+2]}
+}
+
+// errLogRecord is wrapped by the errors of decodeRecord.
+var errLogRecord = errors.New("corrupt event log record")
+
+// appendRecord appends the log record of the requests.
+func (p *Pipeline) appendRecord(dst []byte, reqs []*request) []byte {
+	dst = append(dst, logVersion)
+	for _, r := range reqs {
+		dst = binary.AppendVarint(dst, r.now)
+		dst = binary.AppendUvarint(dst, uint64(len(r.ops)))
+		for i := range r.ops {
+			op := &r.ops[i]
+			dst = binary.AppendUvarint(dst, uint64(op.feed.index))
+			dst = op.feed.plan.AppendEvent(dst, op.ev)
+		}
+	}
+	return dst
+}
+
+// decodeRecord decodes a log record into one request per partition its
+// ops route to (nil for the others), as Push would have made them. It
+// refuses anything appendRecord did not write with an error wrapping
+// errLogRecord, and never panics.
+func (p *Pipeline) decodeRecord(data []byte) ([]*request, error) {
+	if len(data) == 0 || data[0] != logVersion {
+		return nil, fmt.Errorf("%w: unknown version", errLogRecord)
+	}
+	data = data[1:]
+	reqs := make([]*request, len(p.owners))
+	var key []byte
+	for len(data) > 0 {
+		now, n := binary.Varint(data)
+		if n <= 0 {
+			return nil, fmt.Errorf("%w: bad clock", errLogRecord)
+		}
+		data = data[n:]
+		nops, n := binary.Uvarint(data)
+		if n <= 0 || nops > uint64(len(data)) {
+			return nil, fmt.Errorf("%w: bad op count", errLogRecord)
+		}
+		data = data[n:]
+		evs := make([]event.Event, nops)
+		group := make([]*request, len(p.owners))
+		for i := range evs {
+			vi, n := binary.Uvarint(data)
+			if n <= 0 || vi >= uint64(len(p.feedList)) {
+				return nil, fmt.Errorf("%w: bad view index", errLogRecord)
+			}
+			f := p.feedList[vi]
+			rest, err := f.plan.DecodeEvent(data[n:], &evs[i])
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", errLogRecord, err)
+			}
+			data = rest
+			key = appendRowKey(key[:0], f, &evs[i])
+			part := p.partition(key)
+			if group[part] == nil {
+				group[part] = &request{now: now}
+			}
+			group[part].add(f, key, &evs[i])
+		}
+		for i, g := range group {
+			if g == nil {
+				continue
+			}
+			if reqs[i] == nil {
+				reqs[i] = g
+				continue
+			}
+			// A record holds several requests of one partition, each with
+			// its own clock: keep them apart.
+			reqs[i].next = append(reqs[i].next, g)
+		}
+	}
+	return reqs, nil
+}
+
+// overlay holds the rows a partition has committed since its last
+// checkpoint, as readers are to see them: encoded, by row key. The owner
+// writes it; readers read it under the read lock.
+type overlay struct {
+	mu   sync.RWMutex
+	rows map[string][]byte
+}
+
+// publish makes the dirty rows' encodings (values[i] for dirty[i]) the
+// overlay's.
+func (ov *overlay) publish(dirty []*entry, values []store.KV) {
+	ov.mu.Lock()
+	for i, e := range dirty {
+		ov.rows[e.key] = append(ov.rows[e.key][:0], values[i].Value...)
+	}
+	ov.mu.Unlock()
+}
+
+// get calls fn with the row's value and reports whether the overlay has it.
+func (ov *overlay) get(key []byte, i int, fn func(int, []byte, bool)) bool {
+	ov.mu.RLock()
+	defer ov.mu.RUnlock()
+	v, ok := ov.rows[string(key)]
+	if ok {
+		fn(i, v, true)
+	}
+	return ok
+}
+
+// Get reads rows as the write path has committed them: every row an
+// acknowledged push changed, whether or not it is in the store yet. It has
+// the store's contract (store.Store.Get) except that fn is not called in
+// key order. The read path reads rows this way.
+func (p *Pipeline) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+	if p.log == nil {
+		return p.store.Get(ctx, keys, fn)
+	}
+	var missIdx []int
+	var missKeys [][]byte
+	for i, k := range keys {
+		if !p.owners[p.partition(k)].overlay.get(k, i, fn) {
+			missIdx = append(missIdx, i)
+			missKeys = append(missKeys, k)
+		}
+	}
+	if len(missKeys) == 0 {
+		return nil
+	}
+	return p.store.Get(ctx, missKeys, func(j int, value []byte, found bool) { fn(missIdx[j], value, found) })
+}
+
+// commitLogged is flush with write-behind: it appends the waiting
+// requests' events to the log, publishes the dirty rows and answers the
+// requests; it checkpoints when one is due.
+func (o *owner) commitLogged() {
+	now := o.waiting[len(o.waiting)-1].now
+	o.rec = o.p.appendRecord(o.rec[:0], o.waiting)
+	o.seq++ // even if the append fails: it may have been written
+	o.key = logKey(o.key[:0], o.id, o.seq)
+	err := o.p.log.Apply(context.Background(), []store.KV{{Key: o.key, Value: o.rec}}, store.Range{}, true)
+	o.writes.Add(1)
+	if err != nil {
+		o.writeErrors.Add(1)
+		o.p.opts.Logger.Error("appending to the event log failed", "partition", o.id, "err", err)
+		err = fmt.Errorf("appending %d bytes to the event log: %w", len(o.rec), err)
+		o.answer(err)
+		// Memory holds events the log may not: start again from what the
+		// store holds.
+		o.rebuild()
+		return
+	}
+	o.logBytes += len(o.rec)
+	o.encodeDirty(now)
+	o.overlay.publish(o.dirty, o.batch)
+	if o.p.opts.AfterWrite != nil {
+		o.p.opts.AfterWrite(o.batch, nil)
+	}
+	for _, e := range o.dirty {
+		e.dirty = false
+		if !e.unsaved {
+			e.unsaved = true
+			o.unsaved = append(o.unsaved, e)
+		}
+	}
+	clear(o.dirty)
+	o.dirty = o.dirty[:0]
+	o.answer(nil)
+	if o.lastCheckpoint == 0 {
+		o.lastCheckpoint = now
+	}
+	opts := &o.p.opts
+	if len(o.unsaved) >= opts.CheckpointRows || o.logBytes >= opts.CheckpointLogBytes ||
+		now-o.lastCheckpoint >= opts.CheckpointInterval.Milliseconds() {
+		o.checkpoint(now, false)
+	}
+	o.evict()
+}
+
+// answer answers every waiting request with err.
+func (o *owner) answer(err error) {
+	for _, r := range o.waiting {
+		r.done <- err
+	}
+	clear(o.waiting)
+	o.waiting = o.waiting[:0]
+}
+
+// checkpoint writes the rows committed since the last checkpoint and
+// deletes the partition's log, in one commit. A failure leaves both as
+// they were, to be tried again at the next checkpoint.
+func (o *owner) checkpoint(now int64, sync bool) error {
+	if len(o.unsaved) == 0 && o.logBytes == 0 {
+		return nil
+	}
+	// In key order, as in write.
+	slices.SortFunc(o.unsaved, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
+	o.batch = o.batch[:0]
+	for _, e := range o.unsaved {
+		// The overlay holds each row as last published; the row has not
+		// changed since (it is not dirty), so there is nothing to encode.
+		o.batch = append(o.batch, store.KV{Key: []byte(e.key), Value: o.overlay.rows[e.key]})
+	}
+	err := o.p.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
+	o.writes.Add(1)
+	if err != nil {
+		o.writeErrors.Add(1)
+		o.p.opts.Logger.Error("writing rows back to the store failed; the event log keeps them", "partition", o.id, "rows", len(o.unsaved), "err", err)
+		return fmt.Errorf("writing %d rows back to the store: %w", len(o.unsaved), err)
+	}
+	o.rowsWritten.Add(int64(len(o.batch)))
+	o.checkpoints.Add(1)
+	o.overlay.mu.Lock()
+	clear(o.overlay.rows)
+	o.overlay.mu.Unlock()
+	for _, e := range o.unsaved {
+		e.unsaved = false
+	}
+	clear(o.unsaved)
+	o.unsaved = o.unsaved[:0]
+	o.logBytes = 0
+	o.lastCheckpoint = now
+	return nil
+}
+
+// rebuild makes the partition's memory what the store holds: its rows
+// folded with its log. It runs after an append to the log failed, when
+// memory may hold events the log does not. Until it succeeds, the
+// partition refuses requests.
+func (o *owner) rebuild() {
+	clear(o.dirty)
+	o.dirty = o.dirty[:0]
+	clear(o.unsaved)
+	o.unsaved = o.unsaved[:0]
+	clear(o.rows)
+	o.logBytes = 0
+	o.broken = o.p.replay(partitionLog(o.id), func(part int, r *request) error {
+		if part != o.id {
+			return fmt.Errorf("the event log of partition %d holds a row of partition %d", o.id, part)
+		}
+		return o.applyLogged(r)
+	})
+	if o.broken != nil {
+		o.p.opts.Logger.Error("reading the event log back failed; the partition refuses events until it succeeds", "partition", o.id, "err", o.broken)
+		clear(o.rows)
+		return
+	}
+	// Publish the rows again: a record whose append reported an error may
+	// still have been written, and then its rows were never published.
+	o.encodeDirty(o.lastNow())
+	o.overlay.publish(o.dirty, o.batch)
+	if o.p.opts.AfterWrite != nil {
+		o.p.opts.AfterWrite(o.batch, nil)
+	}
+	for _, e := range o.dirty {
+		e.dirty = false
+		e.unsaved = true
+		o.unsaved = append(o.unsaved, e)
+	}
+	clear(o.dirty)
+	o.dirty = o.dirty[:0]
+}
+
+// applyLogged folds a request read back from the log, and the requests
+// chained to it, without answering them.
+func (o *owner) applyLogged(r *request) error {
+	for _, r := range append([]*request{r}, r.next...) {
+		if err := o.loadRows(r); err != nil {
+			return err
+		}
+		for i := range r.ops {
+			op := &r.ops[i]
+			o.fold(o.rows[string(r.keys[op.from:op.to])], op, r.now)
+		}
+	}
+	return nil
+}
+
+// replay reads the log records in rg, in order, and hands each request in
+// them to apply with its partition.
+func (p *Pipeline) replay(rg store.Range, apply func(part int, r *request) error) error {
+	// Read the records first: apply reads rows from the store, which Scan's
+	// callback must not.
+	var recs [][]byte
+	err := p.log.Scan(context.Background(), rg, func(key, value []byte) error {
+		recs = append(recs, append([]byte(nil), value...))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading the event log: %w", err)
+	}
+	for i, rec := range recs {
+		reqs, err := p.decodeRecord(rec)
+		if err != nil {
+			return fmt.Errorf("event log record %d of %d: %w (the data directory is damaged: restore it from a backup)", i+1, len(recs), err)
+		}
+		for part, r := range reqs {
+			if r == nil {
+				continue
+			}
+			if err := apply(part, r); err != nil {
+				return err
+			}
+		}
+		p.recovered.Add(1)
+	}
+	return nil
+}
+
+// recoverLog folds the whole log into the rows, then writes them and
+// deletes the log in one commit, before any partition starts. The log may
+// have been written with another number of partitions: its ops are routed
+// again.
+func (p *Pipeline) recoverLog() error {
+	var last int64
+	err := p.replay(store.Range{Start: logPrefix, End: logEnd}, func(part int, r *request) error {
+		last = max(last, r.now)
+		return p.owners[part].applyLogged(r)
+	})
+	if err != nil {
+		return err
+	}
+	if p.recovered.Load() == 0 {
+		return nil
+	}
+	var batch []store.KV
+	for _, o := range p.owners {
+		o.encodeDirty(last)
+		batch = append(batch, o.batch...)
+	}
+	if err := p.log.Apply(context.Background(), batch, store.Range{Start: logPrefix, End: logEnd}, true); err != nil {
+		return fmt.Errorf("writing the rows of the event log: %w", err)
+	}
+	for _, o := range p.owners {
+		o.rowsWritten.Add(int64(len(o.dirty)))
+		for _, e := range o.dirty {
+			e.dirty = false
+		}
+		clear(o.dirty)
+		o.dirty = o.dirty[:0]
+	}
+	p.opts.Logger.Info("replayed the event log", "records", p.recovered.Load(), "rows", len(batch))
+	return nil
+}

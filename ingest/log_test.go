@@ -1,0 +1,365 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/kiln-dev/kiln/event"
+	"github.com/kiln-dev/kiln/store"
+	"github.com/kiln-dev/kiln/store/pebble"
+	"github.com/kiln-dev/kiln/tile"
+)
+
+// features reads every feature of users 0..9 and posts 0..9.
+func (f *fixture) features(t *testing.T) map[string]map[string]event.Value {
+	t.Helper()
+	out := map[string]map[string]event.Value{}
+	for _, view := range []string{"by_user", "by_post"} {
+		for k := range int64(10) {
+			if vals := f.read(t, view, k); vals != nil {
+				out[view+"/"+string(rune('0'+k))] = vals
+			}
+		}
+	}
+	return out
+}
+
+// on starts a pipeline of f's project over st with f's clock.
+func (f *fixture) on(t *testing.T, st store.Store, opts Options) *fixture {
+	t.Helper()
+	opts.Now = f.clock.now
+	pl, err := New(f.project, f.plans, st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pl.Close() })
+	return &fixture{project: f.project, plans: f.plans, store: st, pl: pl, clock: f.clock}
+}
+
+func openMem(t *testing.T, fs vfs.FS) *pebble.Store {
+	t.Helper()
+	st, err := pebble.Open("db", pebble.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// logRecords counts the records of the event log in st.
+func logRecords(t *testing.T, st *pebble.Store) int {
+	t.Helper()
+	n := 0
+	if err := st.Scan(context.Background(), store.Range{Start: logPrefix, End: logEnd}, func(_, _ []byte) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestWriteBehindSurvivesCrashes pushes the same events into a pipeline
+// writing behind and into one writing through, and at random moments takes
+// what the first one's disk would hold after a power cut (a crash clone of
+// its file system, with a random part of the unsynced data): a pipeline
+// started on it must replay its log into exactly the features of every
+// acknowledged push, under any number of partitions, and must still know
+// which streamed events its rows hold.
+func TestWriteBehindSurvivesCrashes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 8))
+	fs := vfs.NewCrashableMem()
+	ref := newFixture(t, nil, Options{WriteThrough: true, Partitions: 2})
+	wb := ref.on(t, openMem(t, fs), Options{Partitions: 3, MaxBatchRows: 5, CheckpointRows: 7})
+	src := ref.project.Source("clicks")
+	kinds := []string{"a", "b", "c"}
+	offset := 0
+	crashes := 0
+	for round := range 60 {
+		var evs []event.Event
+		if round%3 == 0 { // a streamed batch
+			evs = ref.streamEvents(7, offset, 1+rng.IntN(30))
+			offset += len(evs)
+		} else {
+			for range 1 + rng.IntN(40) {
+				evs = append(evs, ref.ev(time.Duration(rng.IntN(7200))*time.Second, rng.Int64N(10), rng.Int64N(10),
+					kinds[rng.IntN(3)], float64(rng.IntN(1000))/8))
+			}
+		}
+		for _, f := range []*fixture{ref, wb} {
+			if _, err := f.pl.Push(context.Background(), src, evs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ref.clock.add(time.Duration(rng.IntN(90)) * time.Second)
+		if rng.IntN(6) != 0 {
+			continue
+		}
+		crashes++
+		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng})
+		st := openMem(t, clone)
+		records := logRecords(t, st)
+		after := ref.on(t, st, Options{Partitions: 1 + rng.IntN(4)})
+		if got, want := after.features(t), ref.features(t); !reflect.DeepEqual(got, want) {
+			t.Fatalf("round %d: after a crash with %d log records, features\n%v\nwant\n%v", round, records, got, want)
+		}
+		if s := after.pl.Stats(); s.Recovered != int64(records) {
+			t.Fatalf("round %d: replayed %d log records, the log held %d", round, s.Recovered, records)
+		}
+		if n := logRecords(t, st); n != 0 {
+			t.Fatalf("round %d: %d log records left after the replay", round, n)
+		}
+		// The replayed rows know their streams' positions: a replay of the
+		// stream changes nothing.
+		if _, err := after.pl.Push(context.Background(), src, ref.streamEvents(7, 0, offset)); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := after.features(t), ref.features(t); !reflect.DeepEqual(got, want) {
+			t.Fatalf("round %d: a replayed stream counted again", round)
+		}
+		after.pl.Close()
+		st.Close()
+	}
+	if crashes < 5 {
+		t.Fatalf("only %d crashes", crashes)
+	}
+	s := wb.pl.Stats()
+	if s.Checkpoints == 0 || s.RowsWritten == 0 {
+		t.Fatalf("stats %+v: the pipeline never checkpointed", s)
+	}
+	t.Logf("%d crashes; %d checkpoints, %d rows written back, %d store writes", crashes, s.Checkpoints, s.RowsWritten, s.Writes)
+}
+
+// TestCheckpointWritesRowsAndDeletesLog checks what the store holds: after
+// commits, the log and no rows; after a checkpoint (forced by the interval
+// on the injected clock) the rows and no log; after Close, everything.
+func TestCheckpointWritesRowsAndDeletesLog(t *testing.T) {
+	st := openMem(t, vfs.NewMem())
+	f := newFixture(t, st, Options{Partitions: 1, CheckpointInterval: time.Hour})
+	src := f.project.Source("clicks")
+	push := func() {
+		t.Helper()
+		if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 2, "a", 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inStore := func() bool {
+		found := false
+		k := tile.AppendKey(nil, "by_user", []event.Value{event.IntValue(1)})
+		if err := st.Get(context.Background(), [][]byte{k}, func(_ int, _ []byte, ok bool) { found = ok }); err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	push()
+	push()
+	if n := logRecords(t, st); n != 2 || inStore() {
+		t.Fatalf("after two commits: %d log records (want 2), row in the store %v (want false)", n, inStore())
+	}
+	if n := f.read(t, "by_user", 1)["by_user:n_1h"].Int; n != 2 {
+		t.Fatalf("a read sees count %d, want 2", n)
+	}
+	f.clock.add(2 * time.Hour)
+	push() // more than CheckpointInterval after the first commit
+	if n := logRecords(t, st); n != 0 || !inStore() {
+		t.Fatalf("after the interval: %d log records (want 0), row in the store %v (want true)", n, inStore())
+	}
+	if n := f.read(t, "by_user", 1)["by_user:n_1h"].Int; n != 1 {
+		t.Fatalf("a read sees count %d two hours on, want 1", n)
+	}
+	push()
+	if err := f.pl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := logRecords(t, st); n != 0 {
+		t.Fatalf("after Close: %d log records", n)
+	}
+	g := f.on(t, st, Options{WriteThrough: true})
+	if n := g.read(t, "by_user", 1)["by_user:n_1h"].Int; n != 2 {
+		t.Fatalf("the store holds count %d after Close, want 2", n)
+	}
+}
+
+// flakyLogStore is the embedded store whose log appends (Apply with sync)
+// and scans fail on demand.
+type flakyLogStore struct {
+	*pebble.Store
+	failAppend, failScan atomic.Bool
+}
+
+func (s *flakyLogStore) Apply(ctx context.Context, batch []store.KV, del store.Range, sync bool) error {
+	if sync && s.failAppend.Load() {
+		return errors.New("disk full")
+	}
+	return s.Store.Apply(ctx, batch, del, sync)
+}
+
+func (s *flakyLogStore) Scan(ctx context.Context, r store.Range, fn func(key, value []byte) error) error {
+	if s.failScan.Load() {
+		return errors.New("read error")
+	}
+	return s.Store.Scan(ctx, r, fn)
+}
+
+// A push whose log append fails is refused and leaves no trace: the
+// partition starts again from its rows and log, and if it cannot read them
+// it refuses pushes until it can.
+func TestFailedLogAppendAcknowledgesNothing(t *testing.T) {
+	st := &flakyLogStore{Store: openMem(t, vfs.NewMem())}
+	f := newFixture(t, st, Options{Partitions: 1})
+	src := f.project.Source("clicks")
+	push := func() error {
+		_, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)})
+		return err
+	}
+	count := func() int64 { return f.read(t, "by_user", 1)["by_user:n_1h"].Int }
+	if err := push(); err != nil {
+		t.Fatal(err)
+	}
+	st.failAppend.Store(true)
+	if err := push(); err == nil {
+		t.Fatal("a push succeeded while the log could not be written")
+	}
+	st.failAppend.Store(false)
+	if err := push(); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("count %d, want 2 (the failed push must not count)", n)
+	}
+	st.failAppend.Store(true)
+	st.failScan.Store(true)
+	if err := push(); err == nil {
+		t.Fatal("a push succeeded while the log could not be written")
+	}
+	st.failAppend.Store(false)
+	if err := push(); err == nil {
+		t.Fatal("a push succeeded while the partition could not read its log back")
+	}
+	st.failScan.Store(false)
+	if err := push(); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("count %d, want 3", n)
+	}
+	if s := f.pl.Stats(); s.WriteErrors != 2 {
+		t.Fatalf("stats %+v: want 2 write errors", s)
+	}
+}
+
+// A log record decodes into the requests it was made of, each op routed to
+// the partition Push routes it to.
+func TestLogRecordRoundTrip(t *testing.T) {
+	f := newFixture(t, nil, Options{Partitions: 3})
+	evs := append(f.streamEvents(4, 100, 20), f.ev(time.Minute, 3, 4, "b", 2.5), f.ev(0, -7, 1<<40, "", -1))
+	evs[len(evs)-1].Fields[2] = event.Value{} // a null field
+	var reqs []*request
+	for i, now := range []int64{1000, 2000} {
+		r := &request{now: now}
+		for j := range evs[i*11 : i*11+11] {
+			ev := &evs[i*11+j]
+			for _, fd := range f.pl.feedList {
+				r.add(fd, appendRowKey(nil, fd, ev), ev)
+			}
+		}
+		reqs = append(reqs, r)
+	}
+	rec := f.pl.appendRecord(nil, reqs)
+	got, err := f.pl.decodeRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Flatten both sides to (partition, now, view, key, event).
+	type opAt struct {
+		part int
+		now  int64
+		view int
+		key  string
+		ev   event.Event
+	}
+	var want, have []opAt
+	for _, r := range reqs {
+		for part := range f.pl.owners {
+			for _, op := range r.ops {
+				key := r.keys[op.from:op.to]
+				if f.pl.partition(key) == part {
+					want = append(want, opAt{part, r.now, op.feed.index, string(key), *op.ev})
+				}
+			}
+		}
+	}
+	// decodeRecord groups by request, then by partition; order want alike.
+	for part, r := range got {
+		for _, r := range append([]*request{r}, nextOf(r)...) {
+			if r == nil {
+				continue
+			}
+			for _, op := range r.ops {
+				have = append(have, opAt{part, r.now, op.feed.index, string(r.keys[op.from:op.to]), *op.ev})
+			}
+		}
+	}
+	byNowPart := func(ops []opAt) map[[2]int64][]opAt {
+		m := map[[2]int64][]opAt{}
+		for _, o := range ops {
+			k := [2]int64{o.now, int64(o.part)}
+			m[k] = append(m[k], o)
+		}
+		return m
+	}
+	if !reflect.DeepEqual(byNowPart(have), byNowPart(want)) {
+		t.Fatalf("decoded\n%v\nwant\n%v", have, want)
+	}
+}
+
+func nextOf(r *request) []*request {
+	if r == nil {
+		return nil
+	}
+	return r.next
+}
+
+// FuzzDecodeRecord feeds arbitrary bytes to the log record decoder: it must
+// refuse them with errLogRecord or decode them, never panic.
+func FuzzDecodeRecord(f *testing.F) {
+	fx := newFixture(f, nil, Options{Partitions: 2})
+	evs := append(fx.streamEvents(4, 100, 3), fx.ev(time.Minute, 3, 4, "b", 2.5))
+	r := &request{now: 1_790_000_000_000}
+	for i := range evs {
+		for _, fd := range fx.pl.feedList {
+			r.add(fd, appendRowKey(nil, fd, &evs[i]), &evs[i])
+		}
+	}
+	f.Add(fx.pl.appendRecord(nil, []*request{r}))
+	f.Add(fx.pl.appendRecord(nil, []*request{r, r}))
+	f.Add([]byte{logVersion})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 1<<16 {
+			return
+		}
+		reqs, err := fx.pl.decodeRecord(data)
+		if err != nil {
+			if !errors.Is(err, errLogRecord) {
+				t.Fatalf("error %v does not wrap errLogRecord", err)
+			}
+			return
+		}
+		for part, r := range reqs {
+			for _, r := range append([]*request{r}, nextOf(r)...) {
+				if r == nil {
+					continue
+				}
+				for _, op := range r.ops {
+					if got := fx.pl.partition(r.keys[op.from:op.to]); got != part {
+						t.Fatalf("op routed to partition %d, its key belongs to %d", part, got)
+					}
+				}
+			}
+		}
+	})
+}
