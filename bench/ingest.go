@@ -237,7 +237,9 @@ type Throughput struct {
 	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 	ServerGCCycles   int64   `json:"server_gc_cycles"`
 	// RowsWritten and Writes are the write path's row writes and store
-	// writes (group commits) in the window.
+	// writes in the window: with the embedded store's write-behind, a
+	// group commit is one write (its log record) and rows are written
+	// only at checkpoints, which are writes too.
 	RowsWritten int64 `json:"rows_written"`
 	Writes      int64 `json:"writes"`
 	// ServerRSSBytes is the server's RSS at the end of the window.

@@ -203,9 +203,15 @@ func Start(cfg Config) (_ *Node, err error) {
 		cleanups = append(cleanups, n.stopStreams)
 	}
 	if cfg.Role != RoleIngest {
+		// Rows as the write path committed them: with the embedded store,
+		// rows written behind are in the pipeline's memory, not yet in the
+		// store.
 		var rows query.RowSource = n.Store
+		if n.Pipeline != nil {
+			rows = n.Pipeline
+		}
 		if cache != nil {
-			rows = rowcache.Source{Cache: cache, Load: n.Store.Get}
+			rows = rowcache.Source{Cache: cache, Load: rows.Get}
 		}
 		now := cfg.Now
 		if n.Pipeline != nil {

@@ -47,13 +47,13 @@ func TestBenchIngest(t *testing.T) {
 	if p == nil || k == nil || f == nil {
 		t.Fatalf("results.json lacks a phase: push %v, kafka %v, freshness %v", p != nil, k != nil, f != nil)
 	}
-	if p.Events <= 0 || p.Events%1000 != 0 || p.Errors != 0 || !(p.ServerCPUSeconds > 0) || !(p.EventsPerCoreS > 0) || p.RowsWritten <= 0 {
-		t.Errorf("push: %d events (whole batches of 1000), %d errors, %v CPU-s, %v events/s per core, %d rows written",
-			p.Events, p.Errors, p.ServerCPUSeconds, p.EventsPerCoreS, p.RowsWritten)
+	if p.Events <= 0 || p.Events%1000 != 0 || p.Errors != 0 || !(p.ServerCPUSeconds > 0) || !(p.EventsPerCoreS > 0) || p.Writes <= 0 {
+		t.Errorf("push: %d events (whole batches of 1000), %d errors, %v CPU-s, %v events/s per core, %d store writes",
+			p.Events, p.Errors, p.ServerCPUSeconds, p.EventsPerCoreS, p.Writes)
 	}
-	if k.Produced != kafkaEvents || k.Applied != kafkaEvents || k.DeadLetters != 0 || !(k.EventsPerCoreS > 0) || k.RowsWritten <= 0 {
-		t.Errorf("kafka: produced %d, applied %d, %d dead letters, %v events/s per core, %d rows written; want %d applied",
-			k.Produced, k.Applied, k.DeadLetters, k.EventsPerCoreS, k.RowsWritten, kafkaEvents)
+	if k.Produced != kafkaEvents || k.Applied != kafkaEvents || k.DeadLetters != 0 || !(k.EventsPerCoreS > 0) || k.Writes <= 0 {
+		t.Errorf("kafka: produced %d, applied %d, %d dead letters, %v events/s per core, %d store writes; want %d applied",
+			k.Produced, k.Applied, k.DeadLetters, k.EventsPerCoreS, k.Writes, kafkaEvents)
 	}
 	// 500/s for 2.5 s, every one applied on top of the probes, and each
 	// counted once in the server's freshness histogram.

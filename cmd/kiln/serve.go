@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/kiln-dev/kiln/definition"
 	"github.com/kiln-dev/kiln/ingest"
@@ -25,9 +26,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	blockCache := fs.Int64("block-cache-bytes", 0, "memory for the embedded store's block cache (0: 512 MiB; unused with Redis)")
 	maxInFlight := fs.Int64("max-inflight-rows", 0, "admission control: rows being read at once before requests are refused with 429 / RESOURCE_EXHAUSTED (0: 2048 per CPU; negative: off)")
 	partitions := fs.Int("partitions", 4, "single-writer partitions of the write path")
+	writeThrough := fs.Bool("write-through", false, "embedded store: write every commit's rows to the store instead of logging the commit's events and writing rows back at checkpoints")
+	checkpointEvery := fs.Duration("checkpoint-interval", time.Minute, "embedded store: longest time between checkpoints of a busy partition (rows written back, event log deleted)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *checkpointEvery <= 0 {
+		return fmt.Errorf("--checkpoint-interval is %v: give a positive duration, like 1m", *checkpointEvery)
 	}
 	if *blockCache < 0 {
 		return fmt.Errorf("--block-cache-bytes is %d: give 0 for the default (512 MiB) or a size in bytes", *blockCache)
@@ -45,7 +51,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n, err := node.Start(node.Config{
 		Project: project, Role: *role, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
-		Ingest: ingest.Options{Partitions: *partitions},
+		Ingest: ingest.Options{Partitions: *partitions, WriteThrough: *writeThrough, CheckpointInterval: *checkpointEvery},
 	})
 	if err != nil {
 		return err
