@@ -137,31 +137,57 @@ func (p *Pipeline) decodeRecord(data []byte) ([]*request, error) {
 
 // overlay holds the rows a partition has committed since its last
 // checkpoint, as readers are to see them: encoded, by row key. The owner
-// writes it; readers read it under the read lock.
+// changes it under the lock; readers read it under the read lock.
 type overlay struct {
 	mu   sync.RWMutex
-	rows map[string][]byte
+	rows map[string]*published
 }
 
-// publish makes the dirty rows' encodings (values[i] for dirty[i]) the
-// overlay's.
-func (ov *overlay) publish(dirty []*entry, values []store.KV) {
-	ov.mu.Lock()
-	for i, e := range dirty {
-		ov.rows[e.key] = append(ov.rows[e.key][:0], values[i].Value...)
-	}
-	ov.mu.Unlock()
+// published is one row of the overlay (entry.pub).
+type published struct {
+	value  []byte // the encoding readers see; changed only under overlay.mu
+	spare  []byte // the owner's: the next encoding is made here, then swapped in
+	listed bool   // in overlay.rows
 }
 
 // get calls fn with the row's value and reports whether the overlay has it.
 func (ov *overlay) get(key []byte, i int, fn func(int, []byte, bool)) bool {
 	ov.mu.RLock()
 	defer ov.mu.RUnlock()
-	v, ok := ov.rows[string(key)]
+	pub, ok := ov.rows[string(key)]
 	if ok {
-		fn(i, v, true)
+		fn(i, pub.value, true)
 	}
 	return ok
+}
+
+// publish brings the dirty rows' clocks to now, encodes them and makes the
+// encodings the overlay's, and fills o.batch with them. Each row is encoded
+// into its spare buffer outside the lock and swapped in under it: once the
+// lock is held no reader is left in the buffer swapped out, which becomes
+// the next spare.
+func (o *owner) publish(now int64) {
+	for _, e := range o.dirty {
+		e.plan.Advance(e.row, now)
+		if e.pub == nil {
+			e.pub = &published{}
+		}
+		e.pub.spare = e.plan.AppendRow(e.pub.spare[:0], e.row)
+	}
+	ov := &o.overlay
+	ov.mu.Lock()
+	for _, e := range o.dirty {
+		e.pub.value, e.pub.spare = e.pub.spare, e.pub.value
+		if !e.pub.listed {
+			ov.rows[e.key] = e.pub
+			e.pub.listed = true
+		}
+	}
+	ov.mu.Unlock()
+	o.batch = o.batch[:0]
+	for _, e := range o.dirty {
+		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: e.pub.value})
+	}
 }
 
 // Get reads rows as the write path has committed them: every row an
@@ -207,8 +233,7 @@ func (o *owner) commitLogged() {
 		return
 	}
 	o.logBytes += len(o.rec)
-	o.encodeDirty(now)
-	o.overlay.publish(o.dirty, o.batch)
+	o.publish(now)
 	if o.p.opts.AfterWrite != nil {
 		o.p.opts.AfterWrite(o.batch, nil)
 	}
@@ -255,7 +280,7 @@ func (o *owner) checkpoint(now int64, sync bool) error {
 	for _, e := range o.unsaved {
 		// The overlay holds each row as last published; the row has not
 		// changed since (it is not dirty), so there is nothing to encode.
-		o.batch = append(o.batch, store.KV{Key: []byte(e.key), Value: o.overlay.rows[e.key]})
+		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: e.pub.value})
 	}
 	err := o.p.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
 	o.writes.Add(1)
@@ -271,6 +296,7 @@ func (o *owner) checkpoint(now int64, sync bool) error {
 	o.overlay.mu.Unlock()
 	for _, e := range o.unsaved {
 		e.unsaved = false
+		e.pub = nil // until its next commit, readers read the store
 	}
 	clear(o.unsaved)
 	o.unsaved = o.unsaved[:0]
@@ -303,8 +329,7 @@ func (o *owner) rebuild() {
 	}
 	// Publish the rows again: a record whose append reported an error may
 	// still have been written, and then its rows were never published.
-	o.encodeDirty(o.lastNow())
-	o.overlay.publish(o.dirty, o.batch)
+	o.publish(o.lastNow())
 	if o.p.opts.AfterWrite != nil {
 		o.p.opts.AfterWrite(o.batch, nil)
 	}
@@ -326,7 +351,7 @@ func (o *owner) applyLogged(r *request) error {
 		}
 		for i := range r.ops {
 			op := &r.ops[i]
-			o.fold(o.rows[string(r.keys[op.from:op.to])], op, r.now)
+			o.fold(op.row, op, r.now)
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/kiln-dev/kiln/store"
 	"github.com/kiln-dev/kiln/tile"
@@ -59,7 +60,13 @@ type entry struct {
 	// unsaved: committed to the log but not yet written back (write-behind);
 	// such a row stays in memory until the next checkpoint.
 	unsaved bool
+	pub     *published // the row in the overlay (write-behind); nil: none
 }
+
+// keyBytes returns the bytes of a row key held as a string, without a copy.
+// They must not be modified: store writes and the read cache only read
+// (and copy) the keys of a batch.
+func keyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // run folds requests until the queue is closed. It drains whatever is
 // queued, then writes the batch in one atomic store write and answers every
@@ -113,7 +120,7 @@ func (o *owner) apply(r *request) {
 	}
 	for i := range r.ops {
 		op := &r.ops[i]
-		o.fold(o.rows[string(r.keys[op.from:op.to])], op, r.now)
+		o.fold(op.row, op, r.now)
 	}
 	o.waiting = append(o.waiting, r)
 }
@@ -135,21 +142,38 @@ func (o *owner) fold(e *entry, op *op, now int64) {
 	}
 }
 
-// loadRows makes sure every row the request touches is in memory.
+// loadRows makes sure every row the request touches is in memory, and
+// points each op at its row.
 func (o *owner) loadRows(r *request) error {
 	o.missing = o.missing[:0]
 	o.load = o.load[:0]
-	for _, op := range r.ops {
+	late := false // some op's row is loaded below
+	for i := range r.ops {
+		op := &r.ops[i]
 		k := r.keys[op.from:op.to]
-		if _, ok := o.rows[string(k)]; ok {
+		if e, ok := o.rows[string(k)]; ok {
+			op.row = e
+			late = late || e == nil
 			continue
 		}
+		late = true
 		// A key may repeat within a request; load it once.
 		o.rows[string(k)] = nil
 		o.missing = append(o.missing, k)
 		o.load = append(o.load, op.feed)
 	}
-	return o.loadMissing()
+	if !late {
+		return nil
+	}
+	if err := o.loadMissing(); err != nil {
+		return err
+	}
+	for i := range r.ops {
+		if op := &r.ops[i]; op.row == nil {
+			op.row = o.rows[string(r.keys[op.from:op.to])]
+		}
+	}
+	return nil
 }
 
 // loadMissing reads the rows o.missing names (of the views o.load names)
@@ -316,7 +340,7 @@ func (o *owner) encodeDirty(now int64) {
 		from := len(o.buf)
 		o.buf = e.plan.AppendRow(o.buf, e.row)
 		// Slices of o.buf: a later append may move it, so fix them below.
-		o.batch = append(o.batch, store.KV{Key: []byte(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
+		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
 	}
 	at := 0
 	for i := range o.batch {

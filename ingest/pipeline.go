@@ -194,7 +194,7 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 		o := &owner{
 			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
 			rows: map[string]*entry{}, cond: cond,
-			overlay: overlay{rows: map[string][]byte{}},
+			overlay: overlay{rows: map[string]*published{}},
 		}
 		pl.owners = append(pl.owners, o)
 	}
@@ -250,6 +250,7 @@ type op struct {
 	feed     *feed
 	from, to int // the row key: keys[from:to]
 	ev       *event.Event
+	row      *entry // set by the owner (loadRows)
 }
 
 // Push folds events of src (validated, e.g. by Decoder.DecodePush) into

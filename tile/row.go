@@ -22,6 +22,11 @@ type Row struct {
 	// Newest is the newest event time accepted into the row, or NoTime.
 	Newest int64
 
+	// expiry is the earliest clock at which Advance has work: a tile leaves
+	// every window of its level, or a pending event is due. minTime: not
+	// known (Advance looks).
+	expiry int64
+
 	levels  []levelTiles
 	lasts   []LastState
 	pending []pendingEvent
@@ -60,6 +65,7 @@ func (p *Plan) NewRow() *Row {
 func (p *Plan) Reset(r *Row) {
 	r.Clock = minTime
 	r.Newest = NoTime
+	r.expiry = minTime
 	if cap(r.levels) < len(p.Levels) {
 		r.levels = make([]levelTiles, len(p.Levels))
 	}
@@ -170,6 +176,7 @@ func (p *Plan) Fold(r *Row, ev *event.Event, now int64) Outcome {
 		fields := make([]event.Value, len(ev.Fields))
 		copy(fields, ev.Fields)
 		r.pending = append(r.pending, pendingEvent{ev: event.Event{TS: ev.TS, Fields: fields}})
+		r.expiry = min(r.expiry, ev.TS)
 		return Pending
 	}
 	p.apply(r, ev, now)
@@ -183,6 +190,10 @@ func (p *Plan) Advance(r *Row, now int64) {
 		return
 	}
 	r.Clock = now
+	if now < r.expiry {
+		return // no tile leaves its window and no pending event is due
+	}
+	expiry := int64(maxTime)
 	if len(r.pending) > 0 {
 		kept := r.pending[:0]
 		for _, pe := range r.pending {
@@ -190,6 +201,7 @@ func (p *Plan) Advance(r *Row, now int64) {
 				p.apply(r, &pe.ev, now)
 			} else {
 				kept = append(kept, pe)
+				expiry = min(expiry, pe.ev.TS)
 			}
 		}
 		clear(r.pending[len(kept):])
@@ -213,8 +225,18 @@ func (p *Plan) Advance(r *Row, now int64) {
 			m := copy(lt.vals, lt.vals[k*slots:])
 			lt.vals = lt.vals[:m]
 		}
+		if len(lt.starts) > 0 {
+			expiry = min(expiry, dropTime(w, lt.starts[0]))
+		}
 	}
+	// Tiles apply creates from here on lower it as they come.
+	r.expiry = expiry
 }
+
+// dropTime is the earliest evaluation time at which the tile of w starting
+// at start is outside the window: Start(t) > start, i.e. Start(t) ≥ start +
+// hop, i.e. t ≥ start + hop + W.
+func dropTime(w Window, start int64) int64 { return start + w.Hop + w.Length }
 
 // apply folds an event with ts ≤ now into the tiles that need it.
 func (p *Plan) apply(r *Row, ev *event.Event, now int64) {
@@ -251,7 +273,11 @@ func (p *Plan) apply(r *Row, ev *event.Event, now int64) {
 				if !l.Window.IsAllTime() && ev.TS < l.Window.Start(now) {
 					continue
 				}
-				idx[ls.level] = r.levels[ls.level].tile(l, ev.TS)
+				lt := &r.levels[ls.level]
+				idx[ls.level] = lt.tile(l, ev.TS)
+				if !l.Window.IsAllTime() {
+					r.expiry = min(r.expiry, dropTime(l.Window, lt.starts[idx[ls.level]]))
+				}
 			}
 			s := r.levels[ls.level].vals[idx[ls.level]*l.Slots+ls.slot:]
 			switch f.agg {

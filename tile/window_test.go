@@ -1,8 +1,12 @@
 package tile
 
 import (
+	"bytes"
+	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/event"
 )
 
 // The worked example of docs/windows.md, pinned: the rule itself, not only
@@ -70,6 +74,52 @@ func TestFloorDiv(t *testing.T) {
 	for _, c := range [][3]int64{{7, 5, 1}, {5, 5, 1}, {0, 5, 0}, {-1, 5, -1}, {-5, 5, -1}, {-6, 5, -2}} {
 		if got := floorDiv(c[0], c[1]); got != c[2] {
 			t.Errorf("floorDiv(%d, %d) = %d, want %d", c[0], c[1], got, c[2])
+		}
+	}
+}
+
+// TestAdvanceSkipsOnlyIdleWork checks the row's expiry: Advance skips its
+// pass while no tile leaves its window and no pending event is due, so a
+// row must keep exactly the tiles and pending events that a full pass at
+// every step keeps. (Eval ignores stale tiles, so the reference-model tests
+// cannot see this.)
+func TestAdvanceSkipsOnlyIdleWork(t *testing.T) {
+	p, err := Compile(feedView())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	kinds := []string{"view", "like", "share"}
+	now := int64(1_790_000_000_000)
+	fast, full := p.NewRow(), p.NewRow()
+	for step := range 5000 {
+		// Mostly small moves of the clock, sometimes past a hop or a day.
+		switch rng.IntN(10) {
+		case 0:
+			now += rng.Int64N(3 * 86400_000)
+		case 1, 2:
+			now += rng.Int64N(3600_000)
+		default:
+			now += rng.Int64N(5000)
+		}
+		ev := event.Event{TS: now - rng.Int64N(40*86400_000) + rng.Int64N(45*86400_000)/40, Fields: []event.Value{
+			event.IntValue(1), event.IntValue(int64(step)), event.StringValue(kinds[rng.IntN(3)]), event.FloatValue(float64(step)),
+		}}
+		if rng.IntN(20) == 0 {
+			ev.TS = now + rng.Int64N(7200_000) // from the future: pending
+		}
+		p.Fold(fast, &ev, now)
+		full.expiry = minTime
+		p.Fold(full, &ev, now)
+		if rng.IntN(3) == 0 {
+			now += rng.Int64N(600_000)
+			p.Advance(fast, now)
+			full.expiry = minTime
+			p.Advance(full, now)
+		}
+		if a, b := p.AppendRow(nil, fast), p.AppendRow(nil, full); !bytes.Equal(a, b) {
+			t.Fatalf("step %d: the row differs from one advanced in full (%d vs %d bytes, %d vs %d tiles, %d vs %d pending)",
+				step, len(a), len(b), fast.Tiles(), full.Tiles(), len(fast.pending), len(full.pending))
 		}
 	}
 }
