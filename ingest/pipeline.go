@@ -278,7 +278,10 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 			part := p.partition(key)
 			r := reqs[part]
 			if r == nil {
-				r = &request{now: now, done: make(chan error, 1)}
+				// Sized for an even share of the push: growing the slices
+				// of a large push op by op costs more than folding it.
+				n := len(events)*len(feeds)/len(p.owners)*5/4 + 4
+				r = &request{now: now, done: make(chan error, 1), ops: make([]op, 0, n), keys: make([]byte, 0, n*len(key))}
 				reqs[part] = r
 			}
 			r.add(f, key, ev)
