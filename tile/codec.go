@@ -86,7 +86,7 @@ func (p *Plan) AppendRow(dst []byte, r *Row) []byte {
 			}
 			for j, k := range l.kinds {
 				v := vals[j]
-				if v == k.identity() {
+				if v == l.empty[j] {
 					continue
 				}
 				dst[mask+j/8] |= 1 << (j % 8)
@@ -251,7 +251,7 @@ func (p *Plan) decodeBody(body []byte, r *Row) error {
 				return corrupt("presence bits beyond the last slot")
 			}
 			for j, k := range l.kinds {
-				v := k.identity()
+				v := l.empty[j]
 				if mask[j/8]&(1<<(j%8)) != 0 {
 					if k == slotCount {
 						c := d.uvarint()

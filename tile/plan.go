@@ -72,6 +72,7 @@ type Level struct {
 	// Slots is the number of numeric slots in each tile.
 	Slots int
 	kinds []slotKind
+	empty []float64 // an empty tile: each slot's identity
 }
 
 // Output is one served value: a feature over one window.
@@ -218,6 +219,12 @@ func Compile(v *definition.View) (*Plan, error) {
 				Name: ref.Name(), Ref: ref, Level: cf.levels[i].level, Slot: cf.levels[i].slot,
 				Agg: f.Agg, last: cf.last, feature: fi,
 			})
+		}
+	}
+	for li := range p.Levels {
+		l := &p.Levels[li]
+		for _, k := range l.kinds {
+			l.empty = append(l.empty, k.identity())
 		}
 	}
 	p.Fingerprint = p.fingerprint()

@@ -316,13 +316,9 @@ func (lt *levelTiles) tile(l *Level, ts int64) int {
 	copy(lt.starts[i+1:], lt.starts[i:])
 	lt.starts[i] = start
 	n := len(lt.vals)
-	for range l.Slots {
-		lt.vals = append(lt.vals, 0)
-	}
+	lt.vals = append(lt.vals, l.empty...)
 	copy(lt.vals[(i+1)*l.Slots:], lt.vals[i*l.Slots:n])
-	for j, k := range l.kinds {
-		lt.vals[i*l.Slots+j] = k.identity()
-	}
+	copy(lt.vals[i*l.Slots:], l.empty)
 	return i
 }
 
