@@ -43,9 +43,14 @@ var (
 
 // logVersion is the first byte of every log record.
 //
-// Layout (integers are varints): per request folded in the commit, its
-// clock (zigzag Unix ms), its number of ops, and per op the index of the
-// view in the project and the event (tile.Plan.AppendEvent).
+// Layout (integers are varints): the views of the project that wrote it
+// (a count, then per view its name as a length and bytes, and its layout
+// fingerprint as 4 little-endian bytes); then per request folded in the
+// commit, its clock (zigzag Unix ms), its number of ops, and per op the
+// index of its view in that list, the length of its event and the event
+// (tile.Plan.AppendEvent). Naming the views lets a run whose project
+// changed replay the log: events of a view that is gone, or whose
+// definition changed (and whose rows start afresh), are passed over.
 const logVersion = 1
 
 func logKey(dst []byte, part int, seq uint64) []byte {
@@ -62,56 +67,116 @@ func partitionLog(part int) store.Range {
 // errLogRecord is wrapped by the errors of decodeRecord.
 var errLogRecord = errors.New("corrupt event log record")
 
+// appendLogHeader appends the views part of a log record.
+func (p *Pipeline) appendLogHeader(dst []byte) []byte {
+	dst = append(dst, logVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(p.feedList)))
+	for _, f := range p.feedList {
+		dst = binary.AppendUvarint(dst, uint64(len(f.view.Name)))
+		dst = append(dst, f.view.Name...)
+		dst = binary.LittleEndian.AppendUint32(dst, f.plan.Fingerprint)
+	}
+	return dst
+}
+
 // appendRecord appends the log record of the requests.
 func (p *Pipeline) appendRecord(dst []byte, reqs []*request) []byte {
-	dst = append(dst, logVersion)
+	dst = append(dst, p.logHeader...)
 	for _, r := range reqs {
 		dst = binary.AppendVarint(dst, r.now)
 		dst = binary.AppendUvarint(dst, uint64(len(r.ops)))
 		for i := range r.ops {
 			op := &r.ops[i]
 			dst = binary.AppendUvarint(dst, uint64(op.feed.index))
+			// The event's length, as one byte when it fits, which is the
+			// rule; else the event is moved to make room.
+			at := len(dst)
+			dst = append(dst, 0)
 			dst = op.feed.plan.AppendEvent(dst, op.ev)
+			if n := len(dst) - at - 1; n < 0x80 {
+				dst[at] = byte(n)
+			} else {
+				var lb [binary.MaxVarintLen64]byte
+				w := binary.PutUvarint(lb[:], uint64(n))
+				dst = append(dst, lb[:w-1]...)
+				copy(dst[at+w:], dst[at+1:at+1+n])
+				copy(dst[at:], lb[:w])
+			}
 		}
 	}
 	return dst
 }
 
 // decodeRecord decodes a log record into one request per partition its
-// ops route to (nil for the others), as Push would have made them. It
-// refuses anything appendRecord did not write with an error wrapping
-// errLogRecord, and never panics.
-func (p *Pipeline) decodeRecord(data []byte) ([]*request, error) {
+// ops route to (nil for the others), as Push would have made them, and
+// counts the ops it passed over (views gone or redefined). It refuses
+// anything appendRecord did not write with an error wrapping errLogRecord,
+// and never panics.
+func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err error) {
+	fail := func(what string) ([]*request, int, error) {
+		return nil, 0, fmt.Errorf("%w: %s", errLogRecord, what)
+	}
 	if len(data) == 0 || data[0] != logVersion {
-		return nil, fmt.Errorf("%w: unknown version", errLogRecord)
+		return fail("unknown version")
 	}
 	data = data[1:]
-	reqs := make([]*request, len(p.owners))
+	nviews, n := binary.Uvarint(data)
+	if n <= 0 || nviews > uint64(len(data)) {
+		return fail("bad view count")
+	}
+	data = data[n:]
+	feeds := make([]*feed, nviews) // nil: pass the view's ops over
+	for i := range feeds {
+		l, n := binary.Uvarint(data)
+		if n <= 0 || l > uint64(len(data)-n) || len(data)-n-int(l) < 4 {
+			return fail("bad view name")
+		}
+		name := string(data[n : n+int(l)])
+		fp := binary.LittleEndian.Uint32(data[n+int(l):])
+		data = data[n+int(l)+4:]
+		if f := p.feedByName[name]; f != nil && f.plan.Fingerprint == fp {
+			feeds[i] = f
+		}
+	}
+	reqs = make([]*request, len(p.owners))
 	var key []byte
 	for len(data) > 0 {
 		now, n := binary.Varint(data)
 		if n <= 0 {
-			return nil, fmt.Errorf("%w: bad clock", errLogRecord)
+			return fail("bad clock")
 		}
 		data = data[n:]
 		nops, n := binary.Uvarint(data)
 		if n <= 0 || nops > uint64(len(data)) {
-			return nil, fmt.Errorf("%w: bad op count", errLogRecord)
+			return fail("bad op count")
 		}
 		data = data[n:]
 		evs := make([]event.Event, nops)
 		group := make([]*request, len(p.owners))
 		for i := range evs {
 			vi, n := binary.Uvarint(data)
-			if n <= 0 || vi >= uint64(len(p.feedList)) {
-				return nil, fmt.Errorf("%w: bad view index", errLogRecord)
+			if n <= 0 || vi >= uint64(len(feeds)) {
+				return fail("bad view index")
 			}
-			f := p.feedList[vi]
-			rest, err := f.plan.DecodeEvent(data[n:], &evs[i])
+			data = data[n:]
+			l, n := binary.Uvarint(data)
+			if n <= 0 || l > uint64(len(data)-n) {
+				return fail("bad event length")
+			}
+			evb := data[n : n+int(l)]
+			data = data[n+int(l):]
+			f := feeds[vi]
+			if f == nil {
+				skipped++
+				continue
+			}
+			rest, err := f.plan.DecodeEvent(evb, &evs[i])
 			if err != nil {
-				return nil, fmt.Errorf("%w: %w", errLogRecord, err)
+				return nil, 0, fmt.Errorf("%w: %w", errLogRecord, err)
 			}
-			data = rest
+			if len(rest) != 0 {
+				return fail("bytes after an event")
+			}
 			key = appendRowKey(key[:0], f, &evs[i])
 			part := p.partition(key)
 			if group[part] == nil {
@@ -132,7 +197,7 @@ func (p *Pipeline) decodeRecord(data []byte) ([]*request, error) {
 			reqs[i].next = append(reqs[i].next, g)
 		}
 	}
-	return reqs, nil
+	return reqs, skipped, nil
 }
 
 // overlay holds the rows a partition has committed since its last
@@ -370,11 +435,18 @@ func (p *Pipeline) replay(rg store.Range, apply func(part int, r *request) error
 	if err != nil {
 		return fmt.Errorf("reading the event log: %w", err)
 	}
+	skipped := 0
+	defer func() {
+		if skipped > 0 {
+			p.opts.Logger.Warn("passed over logged events of views that are gone or whose definition changed (their rows start afresh)", "ops", skipped)
+		}
+	}()
 	for i, rec := range recs {
-		reqs, err := p.decodeRecord(rec)
+		reqs, n, err := p.decodeRecord(rec)
 		if err != nil {
 			return fmt.Errorf("event log record %d of %d: %w (the data directory is damaged: restore it from a backup)", i+1, len(recs), err)
 		}
+		skipped += n
 		for part, r := range reqs {
 			if r == nil {
 				continue

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/kiln-dev/kiln/definition"
 	"github.com/kiln-dev/kiln/event"
 	"github.com/kiln-dev/kiln/store"
 	"github.com/kiln-dev/kiln/store/pebble"
@@ -262,7 +264,8 @@ func TestFailedLogAppendAcknowledgesNothing(t *testing.T) {
 func TestLogRecordRoundTrip(t *testing.T) {
 	f := newFixture(t, nil, Options{Partitions: 3})
 	evs := append(f.streamEvents(4, 100, 20), f.ev(time.Minute, 3, 4, "b", 2.5), f.ev(0, -7, 1<<40, "", -1))
-	evs[len(evs)-1].Fields[2] = event.Value{} // a null field
+	evs[len(evs)-1].Fields[2] = event.Value{}                                       // a null field
+	evs[len(evs)-2].Fields[2] = event.StringValue(strings.Repeat("long kind ", 40)) // an event over 127 bytes
 	var reqs []*request
 	for i, now := range []int64{1000, 2000} {
 		r := &request{now: now}
@@ -275,9 +278,9 @@ func TestLogRecordRoundTrip(t *testing.T) {
 		reqs = append(reqs, r)
 	}
 	rec := f.pl.appendRecord(nil, reqs)
-	got, err := f.pl.decodeRecord(rec)
-	if err != nil {
-		t.Fatal(err)
+	got, skipped, err := f.pl.decodeRecord(rec)
+	if err != nil || skipped != 0 {
+		t.Fatalf("decoding: %v, %d ops passed over", err, skipped)
 	}
 	// Flatten both sides to (partition, now, view, key, event).
 	type opAt struct {
@@ -347,7 +350,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if len(data) > 1<<16 {
 			return
 		}
-		reqs, err := fx.pl.decodeRecord(data)
+		reqs, _, err := fx.pl.decodeRecord(data)
 		if err != nil {
 			if !errors.Is(err, errLogRecord) {
 				t.Fatalf("error %v does not wrap errLogRecord", err)
@@ -429,5 +432,53 @@ func TestReadersSeeWholeRowsWhileWritingBehind(t *testing.T) {
 	}
 	if s := f.pl.Stats(); s.Checkpoints == 0 {
 		t.Fatal("no checkpoint ran")
+	}
+}
+
+// A log written under one project is replayed under a changed one: the
+// events of an unchanged view are replayed, those of a view whose
+// definition changed (its rows start afresh) are passed over.
+func TestLogReplaysUnderAChangedProject(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	ref := newFixture(t, nil, Options{WriteThrough: true})
+	wb := ref.on(t, openMem(t, fs), Options{})
+	src := ref.project.Source("clicks")
+	evs := ref.streamEvents(0, 0, 50)
+	for _, f := range []*fixture{ref, wb} {
+		if _, err := f.pl.Push(context.Background(), src, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := openMem(t, fs.CrashClone(vfs.CrashCloneCfg{}))
+	changed := strings.Replace(testProject, "n:    {agg: count, windows: [1h]}\nservices", "n:    {agg: count, windows: [2h]}\nservices", 1)
+	if changed == testProject {
+		t.Fatal("the project did not change")
+	}
+	p, err := definition.Parse("changed.yaml", []byte(changed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plans, err := tile.CompileProject(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := New(p, plans, st, Options{Now: ref.clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Close()
+	after := &fixture{project: p, plans: plans, store: st, pl: pl, clock: ref.clock}
+	if s := pl.Stats(); s.Recovered == 0 {
+		t.Fatal("nothing was replayed")
+	}
+	for u := range int64(5) {
+		if got, want := after.read(t, "by_user", u), ref.read(t, "by_user", u); !reflect.DeepEqual(got, want) {
+			t.Fatalf("user %d: %v, want %v", u, got, want)
+		}
+	}
+	for k := range int64(3) {
+		if got := after.read(t, "by_post", k); got != nil {
+			t.Fatalf("post %d of the redefined view: %v, want no row (its logged events passed over)", k, got)
+		}
 	}
 }

@@ -136,8 +136,11 @@ type Pipeline struct {
 	plans    map[*definition.View]*tile.Plan
 	feeds    map[*definition.Source][]*feed
 	feedList []*feed // every view's feed, by index
-	owners   []*owner
-	log      logStore // nil: write through
+	// feedByName and logHeader serve the log (log.go).
+	feedByName map[string]*feed
+	logHeader  []byte
+	owners     []*owner
+	log        logStore // nil: write through
 
 	mu     sync.RWMutex // guards closed and sends on the owners' queues
 	closed bool
@@ -186,6 +189,11 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 		pl.feeds[v.Source] = append(pl.feeds[v.Source], f)
 		pl.feedList = append(pl.feedList, f)
 	}
+	pl.feedByName = map[string]*feed{}
+	for _, f := range pl.feedList {
+		pl.feedByName[f.view.Name] = f
+	}
+	pl.logHeader = pl.appendLogHeader(nil)
 	cond, _ := st.(condWriter)
 	if ls, ok := st.(logStore); ok && !opts.WriteThrough {
 		pl.log = ls
