@@ -38,8 +38,9 @@ type Config struct {
 	Project *definition.Project
 	Plans   map[*definition.View]*tile.Plan
 	Rows    RowSource
-	// Floor is where Raw reads: the store itself, without a cache in
-	// front. Default: Rows.
+	// Floor is where Raw reads: the rows' bytes where they live, without a
+	// cache in front (the store, and on the embedded store the write path's
+	// rows not yet written back). Default: Rows.
 	Floor RowSource
 	// Now is the evaluation clock in Unix ms. Default: the wall clock.
 	Now func() int64
