@@ -380,8 +380,7 @@ func (o *owner) rebuild() {
 	clear(o.unsaved)
 	o.unsaved = o.unsaved[:0]
 	clear(o.rows)
-	o.logBytes = 0
-	o.broken = o.p.replay(partitionLog(o.id), func(part int, r *request) error {
+	o.logBytes, o.broken = o.p.replay(partitionLog(o.id), func(part int, r *request) error {
 		if part != o.id {
 			return fmt.Errorf("the event log of partition %d holds a row of partition %d", o.id, part)
 		}
@@ -423,17 +422,18 @@ func (o *owner) applyLogged(r *request) error {
 }
 
 // replay reads the log records in rg, in order, and hands each request in
-// them to apply with its partition.
-func (p *Pipeline) replay(rg store.Range, apply func(part int, r *request) error) error {
+// them to apply with its partition. It returns the records' size.
+func (p *Pipeline) replay(rg store.Range, apply func(part int, r *request) error) (size int, err error) {
 	// Read the records first: apply reads rows from the store, which Scan's
 	// callback must not.
 	var recs [][]byte
-	err := p.log.Scan(context.Background(), rg, func(key, value []byte) error {
+	err = p.log.Scan(context.Background(), rg, func(key, value []byte) error {
 		recs = append(recs, append([]byte(nil), value...))
+		size += len(value)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("reading the event log: %w", err)
+		return 0, fmt.Errorf("reading the event log: %w", err)
 	}
 	skipped := 0
 	defer func() {
@@ -444,7 +444,7 @@ func (p *Pipeline) replay(rg store.Range, apply func(part int, r *request) error
 	for i, rec := range recs {
 		reqs, n, err := p.decodeRecord(rec)
 		if err != nil {
-			return fmt.Errorf("event log record %d of %d: %w (the data directory is damaged: restore it from a backup)", i+1, len(recs), err)
+			return 0, fmt.Errorf("event log record %d of %d: %w (the data directory is damaged: restore it from a backup)", i+1, len(recs), err)
 		}
 		skipped += n
 		for part, r := range reqs {
@@ -452,12 +452,12 @@ func (p *Pipeline) replay(rg store.Range, apply func(part int, r *request) error
 				continue
 			}
 			if err := apply(part, r); err != nil {
-				return err
+				return 0, err
 			}
 		}
 		p.recovered.Add(1)
 	}
-	return nil
+	return size, nil
 }
 
 // recoverLog folds the whole log into the rows, then writes them and
@@ -466,7 +466,7 @@ func (p *Pipeline) replay(rg store.Range, apply func(part int, r *request) error
 // again.
 func (p *Pipeline) recoverLog() error {
 	var last int64
-	err := p.replay(store.Range{Start: logPrefix, End: logEnd}, func(part int, r *request) error {
+	_, err := p.replay(store.Range{Start: logPrefix, End: logEnd}, func(part int, r *request) error {
 		last = max(last, r.now)
 		return p.owners[part].applyLogged(r)
 	})
