@@ -257,6 +257,17 @@ func TestFailedLogAppendAcknowledgesNothing(t *testing.T) {
 	if s := f.pl.Stats(); s.WriteErrors != 2 {
 		t.Fatalf("stats %+v: want 2 write errors", s)
 	}
+	// A last checkpoint that fails is reported by Close, and the log keeps
+	// what it would have written: the next start replays it.
+	st.failAppend.Store(true)
+	if err := f.pl.Close(); err == nil {
+		t.Fatal("Close reported no error while the store refused the last checkpoint")
+	}
+	st.failAppend.Store(false)
+	g := f.on(t, st, Options{Partitions: 1})
+	if n := g.read(t, "by_user", 1)["by_user:n_1h"].Int; n != 3 || g.pl.Stats().Recovered == 0 {
+		t.Fatalf("after a failed last checkpoint: count %d (want 3), %d log records replayed", n, g.pl.Stats().Recovered)
+	}
 }
 
 // A log record decodes into the requests it was made of, each op routed to

@@ -41,6 +41,7 @@ type owner struct {
 	logBytes       int      // log appended since the last checkpoint
 	lastCheckpoint int64    // Unix ms; 0: none yet
 	broken         error    // the log could not be read back: refuse requests
+	closeErr       error    // the final checkpoint's, read by Close after run returns
 	rec, key       []byte
 
 	rowsWritten, writes, writeErrors, rowsReset, conflicts, checkpoints atomic.Int64
@@ -77,7 +78,9 @@ func (o *owner) run() {
 		r, ok := <-o.in
 		if !ok {
 			if o.p.log != nil && o.broken == nil {
-				_ = o.checkpoint(o.lastNow(), true)
+				// What is not written back stays in the log: the next
+				// start replays it.
+				o.closeErr = o.checkpoint(o.lastNow(), true)
 			}
 			return
 		}

@@ -381,8 +381,9 @@ func (p *Pipeline) Stats() Stats {
 	return s
 }
 
-// Close stops accepting pushes, writes what the partitions hold and waits
-// for them to stop. It does not close the store.
+// Close stops accepting pushes, writes what the partitions hold (on the
+// embedded store, a last checkpoint) and waits for them to stop. It does
+// not close the store.
 func (p *Pipeline) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -395,5 +396,11 @@ func (p *Pipeline) Close() error {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
-	return nil
+	var errs []error
+	for _, o := range p.owners {
+		if o.closeErr != nil {
+			errs = append(errs, fmt.Errorf("ingest: partition %d: %w (its event log keeps the rows: the next start replays it)", o.id, o.closeErr))
+		}
+	}
+	return errors.Join(errs...)
 }
