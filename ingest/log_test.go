@@ -13,7 +13,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/kiln-dev/kiln/definition"
 	"github.com/kiln-dev/kiln/event"
 	"github.com/kiln-dev/kiln/store"
 	"github.com/kiln-dev/kiln/store/pebble"
@@ -465,14 +464,7 @@ func TestLogReplaysUnderAChangedProject(t *testing.T) {
 	if changed == testProject {
 		t.Fatal("the project did not change")
 	}
-	p, err := definition.Parse("changed.yaml", []byte(changed))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plans, err := tile.CompileProject(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, plans := compileProject(t, changed)
 	pl, err := New(p, plans, st, Options{Now: ref.clock.now})
 	if err != nil {
 		t.Fatal(err)

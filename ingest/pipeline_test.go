@@ -57,9 +57,10 @@ type fixture struct {
 	clock   *clock
 }
 
-func newFixture(t testing.TB, st store.Store, opts Options) *fixture {
+// compileProject parses and compiles a project file's text.
+func compileProject(t testing.TB, yaml string) (*definition.Project, map[*definition.View]*tile.Plan) {
 	t.Helper()
-	p, err := definition.Parse("test.yaml", []byte(testProject))
+	p, err := definition.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +68,12 @@ func newFixture(t testing.TB, st store.Store, opts Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, plans
+}
+
+func newFixture(t testing.TB, st store.Store, opts Options) *fixture {
+	t.Helper()
+	p, plans := compileProject(t, testProject)
 	if st == nil {
 		ps, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
 		if err != nil {
