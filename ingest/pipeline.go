@@ -1,10 +1,13 @@
 // Package ingest owns the write path: it decodes and validates pushed
 // events, routes each (view, entity) row to the partition that owns it, and
 // runs one goroutine per partition that folds events into its rows in memory
-// and writes them to the online store in group-committed micro-batches.
+// and makes them durable in group-committed micro-batches: on Redis by
+// writing the rows, on the embedded store by appending the events to the
+// partition's log and writing rows back at checkpoints (log.go).
 //
-// Push blocks until every event of the call is in the store (or refused):
-// a push that returns nil survives a crash, and a read after it sees it.
+// Push blocks until every event of the call is durable (or refused): a push
+// that returns nil survives a crash, and a read after it (Pipeline.Get, the
+// read path's source of rows) sees it.
 // The caller supplies the clock (Options.Now), so tests drive time.
 package ingest
 

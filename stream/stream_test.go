@@ -88,7 +88,7 @@ func (f *fixture) count(t *testing.T, user int64) (int64, float64) {
 	plan := f.plans[v]
 	row := plan.NewRow()
 	key := tile.AppendKey(nil, "by_user", []event.Value{event.IntValue(user)})
-	if err := f.st.Get(context.Background(), [][]byte{key}, func(_ int, value []byte, found bool) {
+	if err := f.pl.Get(context.Background(), [][]byte{key}, func(_ int, value []byte, found bool) {
 		if found {
 			if err := plan.DecodeRow(value, row); err != nil {
 				t.Fatal(err)

@@ -99,7 +99,7 @@ func TestConsumeDeadLetterAndResume(t *testing.T) {
 		}
 		var n int64
 		out := make([]event.Value, 1)
-		st.Get(ctx, keys, func(_ int, v []byte, found bool) {
+		pl.Get(ctx, keys, func(_ int, v []byte, found bool) {
 			if found {
 				r := plan.NewRow()
 				if err := plan.DecodeRow(v, r); err != nil {

@@ -279,7 +279,7 @@ func (f *fixture) read(user int64) map[string]int64 {
 	plan := f.plans[v]
 	row := plan.NewRow()
 	found := false
-	err := f.store.Get(context.Background(), [][]byte{tile.AppendKey(nil, "by_user", []event.Value{event.IntValue(user)})},
+	err := f.pl.Get(context.Background(), [][]byte{tile.AppendKey(nil, "by_user", []event.Value{event.IntValue(user)})},
 		func(_ int, value []byte, ok bool) {
 			if found = ok; ok {
 				if err := plan.DecodeRow(value, row); err != nil {
