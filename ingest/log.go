@@ -393,7 +393,7 @@ func (o *owner) rebuild() {
 	}
 	// Publish the rows again: a record whose append reported an error may
 	// still have been written, and then its rows were never published.
-	o.publish(o.lastNow())
+	o.publish(o.p.Now())
 	if o.p.opts.AfterWrite != nil {
 		o.p.opts.AfterWrite(o.batch, nil)
 	}

@@ -80,7 +80,7 @@ func (o *owner) run() {
 			if o.p.log != nil && o.broken == nil {
 				// What is not written back stays in the log: the next
 				// start replays it.
-				o.closeErr = o.checkpoint(o.lastNow(), true)
+				o.closeErr = o.checkpoint(o.p.Now(), true)
 			}
 			return
 		}
@@ -105,12 +105,6 @@ func (o *owner) run() {
 		}
 		o.flush()
 	}
-}
-
-// lastNow is the latest clock the partition committed at, or the
-// pipeline's clock.
-func (o *owner) lastNow() int64 {
-	return max(o.lastCheckpoint, o.p.Now())
 }
 
 // apply folds one request's events into rows, loading rows it lacks from
