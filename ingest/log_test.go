@@ -73,7 +73,13 @@ func logRecords(t *testing.T, st *pebble.Store) int {
 // acknowledged push, under any number of partitions, and must still know
 // which streamed events its rows hold.
 func TestWriteBehindSurvivesCrashes(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 8))
+	for seed := range uint64(8) {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { writeBehindSurvivesCrashes(t, seed) })
+	}
+}
+
+func writeBehindSurvivesCrashes(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 8))
 	fs := vfs.NewCrashableMem()
 	ref := newFixture(t, nil, Options{WriteThrough: true, Partitions: 2})
 	wb := ref.on(t, openMem(t, fs), Options{Partitions: 3, MaxBatchRows: 5, CheckpointRows: 7})
