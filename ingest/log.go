@@ -201,58 +201,31 @@ func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err 
 }
 
 // overlay holds the rows a partition has committed since its last
-// checkpoint, as readers are to see them: encoded, by row key. The owner
-// changes it under the lock; readers read it under the read lock.
+// checkpoint, by row key: readers find them here before the store. The
+// owner adds and removes rows under the lock; readers look them up under
+// the read lock and encode a row under the row's own lock (entry.mu).
 type overlay struct {
 	mu   sync.RWMutex
-	rows map[string]*published
+	rows map[string]*entry
 }
 
-// published is one row of the overlay (entry.pub).
-type published struct {
-	value  []byte // the encoding readers see; changed only under overlay.mu
-	spare  []byte // the owner's: the next encoding is made here, then swapped in
-	listed bool   // in overlay.rows
-}
-
-// get calls fn with the row's value and reports whether the overlay has it.
-func (ov *overlay) get(key []byte, i int, fn func(int, []byte, bool)) bool {
+// get encodes the overlay's row of key into *buf and calls fn with it, and
+// reports whether the overlay has the row.
+func (ov *overlay) get(key []byte, i int, fn func(int, []byte, bool), buf *[]byte) bool {
 	ov.mu.RLock()
-	defer ov.mu.RUnlock()
-	pub, ok := ov.rows[string(key)]
-	if ok {
-		fn(i, pub.value, true)
+	e := ov.rows[string(key)]
+	ov.mu.RUnlock()
+	if e == nil {
+		return false
 	}
-	return ok
-}
-
-// publish brings the dirty rows' clocks to now, encodes them and makes the
-// encodings the overlay's, and fills o.batch with them. Each row is encoded
-// into its spare buffer outside the lock and swapped in under it: once the
-// lock is held no reader is left in the buffer swapped out, which becomes
-// the next spare.
-func (o *owner) publish(now int64) {
-	for _, e := range o.dirty {
-		e.plan.Advance(e.row, now)
-		if e.pub == nil {
-			e.pub = &published{}
-		}
-		e.pub.spare = e.plan.AppendRow(e.pub.spare[:0], e.row)
-	}
-	ov := &o.overlay
-	ov.mu.Lock()
-	for _, e := range o.dirty {
-		e.pub.value, e.pub.spare = e.pub.spare, e.pub.value
-		if !e.pub.listed {
-			ov.rows[e.key] = e.pub
-			e.pub.listed = true
-		}
-	}
-	ov.mu.Unlock()
-	o.batch = o.batch[:0]
-	for _, e := range o.dirty {
-		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: e.pub.value})
-	}
+	// The row may have left the overlay since (a checkpoint wrote it to the
+	// store): it is still the partition's latest, and its lock still keeps
+	// the owner out while it is encoded.
+	e.mu.Lock()
+	*buf = e.plan.AppendRow((*buf)[:0], e.row)
+	e.mu.Unlock()
+	fn(i, *buf, true)
+	return true
 }
 
 // Get reads rows as the write path has committed them: every row an
@@ -265,8 +238,9 @@ func (p *Pipeline) Get(ctx context.Context, keys [][]byte, fn func(i int, value 
 	}
 	var missIdx []int
 	var missKeys [][]byte
+	var buf []byte
 	for i, k := range keys {
-		if !p.owners[p.partition(k)].overlay.get(k, i, fn) {
+		if !p.owners[p.partition(k)].overlay.get(k, i, fn, &buf) {
 			missIdx = append(missIdx, i)
 			missKeys = append(missKeys, k)
 		}
@@ -278,8 +252,10 @@ func (p *Pipeline) Get(ctx context.Context, keys [][]byte, fn func(i int, value 
 }
 
 // commitLogged is flush with write-behind: it appends the waiting
-// requests' events to the log, publishes the dirty rows and answers the
-// requests; it checkpoints when one is due.
+// requests' events to the log, then folds them into their rows, puts the
+// rows in the overlay and answers the requests; it checkpoints when one is
+// due. Rows change only once their events are durable, so a failed append
+// leaves nothing to undo.
 func (o *owner) commitLogged() {
 	now := o.waiting[len(o.waiting)-1].now
 	o.rec = o.p.appendRecord(o.rec[:0], o.waiting)
@@ -287,30 +263,21 @@ func (o *owner) commitLogged() {
 	o.key = logKey(o.key[:0], o.id, o.seq)
 	err := o.p.log.Apply(context.Background(), []store.KV{{Key: o.key, Value: o.rec}}, store.Range{}, true)
 	o.writes.Add(1)
+	o.queuedOps = 0
 	if err != nil {
 		o.writeErrors.Add(1)
 		o.p.opts.Logger.Error("appending to the event log failed", "partition", o.id, "err", err)
-		err = fmt.Errorf("appending %d bytes to the event log: %w", len(o.rec), err)
-		o.answer(err)
-		// Memory holds events the log may not: start again from what the
-		// store holds.
-		o.rebuild()
+		o.answer(fmt.Errorf("appending %d bytes to the event log: %w", len(o.rec), err))
 		return
 	}
 	o.logBytes += len(o.rec)
-	o.publish(now)
-	if o.p.opts.AfterWrite != nil {
-		o.p.opts.AfterWrite(o.batch, nil)
-	}
-	for _, e := range o.dirty {
-		e.dirty = false
-		if !e.unsaved {
-			e.unsaved = true
-			o.unsaved = append(o.unsaved, e)
+	for _, r := range o.waiting {
+		for i := range r.ops {
+			op := &r.ops[i]
+			o.fold(op.row, op, r.now)
 		}
 	}
-	clear(o.dirty)
-	o.dirty = o.dirty[:0]
+	o.commitRows()
 	o.answer(nil)
 	if o.lastCheckpoint == 0 {
 		o.lastCheckpoint = now
@@ -323,6 +290,44 @@ func (o *owner) commitLogged() {
 	o.evict()
 }
 
+// commitRows puts the dirty rows in the overlay, as unsaved, and tells the
+// read cache: rows it holds (Options.Changed) are encoded and handed to
+// AfterWrite. No other row is encoded before the checkpoint.
+func (o *owner) commitRows() {
+	ov := &o.overlay
+	ov.mu.Lock()
+	for _, e := range o.dirty {
+		if !e.unsaved {
+			e.unsaved = true
+			o.unsaved = append(o.unsaved, e)
+			ov.rows[e.key] = e
+		}
+	}
+	ov.mu.Unlock()
+	if after := o.p.opts.AfterWrite; after != nil {
+		changed := o.p.opts.Changed
+		o.batch = o.batch[:0]
+		o.buf = o.buf[:0]
+		for _, e := range o.dirty {
+			if changed != nil && !changed(keyBytes(e.key)) {
+				continue
+			}
+			from := len(o.buf)
+			o.buf = e.plan.AppendRow(o.buf, e.row)
+			o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
+		}
+		fixBatch(o.batch, o.buf)
+		if len(o.batch) > 0 {
+			after(o.batch, nil)
+		}
+	}
+	for _, e := range o.dirty {
+		e.dirty = false
+	}
+	clear(o.dirty)
+	o.dirty = o.dirty[:0]
+}
+
 // answer answers every waiting request with err.
 func (o *owner) answer(err error) {
 	for _, r := range o.waiting {
@@ -333,20 +338,24 @@ func (o *owner) answer(err error) {
 }
 
 // checkpoint writes the rows committed since the last checkpoint and
-// deletes the partition's log, in one commit. A failure leaves both as
-// they were, to be tried again at the next checkpoint.
+// deletes the partition's log, in one commit, then takes the rows out of
+// the overlay. A failure leaves all of it as it was, to be tried again at
+// the next checkpoint.
 func (o *owner) checkpoint(now int64, sync bool) error {
 	if len(o.unsaved) == 0 && o.logBytes == 0 {
 		return nil
 	}
-	// In key order, as in write.
+	// In key order, as in write. Only the owner changes rows, so it reads
+	// them without their locks.
 	slices.SortFunc(o.unsaved, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
 	o.batch = o.batch[:0]
+	o.buf = o.buf[:0]
 	for _, e := range o.unsaved {
-		// The overlay holds each row as last published; the row has not
-		// changed since (it is not dirty), so there is nothing to encode.
-		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: e.pub.value})
+		from := len(o.buf)
+		o.buf = e.plan.AppendRow(o.buf, e.row)
+		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
 	}
+	fixBatch(o.batch, o.buf)
 	err := o.p.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
 	o.writes.Add(1)
 	if err != nil {
@@ -357,53 +366,16 @@ func (o *owner) checkpoint(now int64, sync bool) error {
 	o.rowsWritten.Add(int64(len(o.batch)))
 	o.checkpoints.Add(1)
 	o.overlay.mu.Lock()
-	clear(o.overlay.rows)
-	o.overlay.mu.Unlock()
 	for _, e := range o.unsaved {
+		delete(o.overlay.rows, e.key)
 		e.unsaved = false
-		e.pub = nil // until its next commit, readers read the store
 	}
+	o.overlay.mu.Unlock()
 	clear(o.unsaved)
 	o.unsaved = o.unsaved[:0]
 	o.logBytes = 0
 	o.lastCheckpoint = now
 	return nil
-}
-
-// rebuild makes the partition's memory what the store holds: its rows
-// folded with its log. It runs after an append to the log failed, when
-// memory may hold events the log does not. Until it succeeds, the
-// partition refuses requests.
-func (o *owner) rebuild() {
-	clear(o.dirty)
-	o.dirty = o.dirty[:0]
-	clear(o.unsaved)
-	o.unsaved = o.unsaved[:0]
-	clear(o.rows)
-	o.logBytes, o.broken = o.p.replay(partitionLog(o.id), func(part int, r *request) error {
-		if part != o.id {
-			return fmt.Errorf("the event log of partition %d holds a row of partition %d", o.id, part)
-		}
-		return o.applyLogged(r)
-	})
-	if o.broken != nil {
-		o.p.opts.Logger.Error("reading the event log back failed; the partition refuses events until it succeeds", "partition", o.id, "err", o.broken)
-		clear(o.rows)
-		return
-	}
-	// Publish the rows again: a record whose append reported an error may
-	// still have been written, and then its rows were never published.
-	o.publish(o.p.Now())
-	if o.p.opts.AfterWrite != nil {
-		o.p.opts.AfterWrite(o.batch, nil)
-	}
-	for _, e := range o.dirty {
-		e.dirty = false
-		e.unsaved = true
-		o.unsaved = append(o.unsaved, e)
-	}
-	clear(o.dirty)
-	o.dirty = o.dirty[:0]
 }
 
 // applyLogged folds a request read back from the log, and the requests

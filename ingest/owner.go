@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -37,10 +38,10 @@ type owner struct {
 	// Write-behind (Pipeline.log set; see log.go).
 	overlay        overlay
 	unsaved        []*entry // rows committed since the last checkpoint
+	queuedOps      int      // ops of o.waiting, not folded until their log record is written
 	seq            uint64   // the last log record appended
 	logBytes       int      // log appended since the last checkpoint
 	lastCheckpoint int64    // Unix ms; 0: none yet
-	broken         error    // the log could not be read back: refuse requests
 	closeErr       error    // the final checkpoint's, read by Close after run returns
 	rec, key       []byte
 
@@ -59,9 +60,12 @@ type entry struct {
 	stored []byte // the row's value in the store as this owner knows it (cond only); nil: none
 	dirty  bool
 	// unsaved: committed to the log but not yet written back (write-behind);
-	// such a row stays in memory until the next checkpoint.
+	// such a row is in the overlay and stays in memory until the next
+	// checkpoint.
 	unsaved bool
-	pub     *published // the row in the overlay (write-behind); nil: none
+	// mu (write-behind) is held while the row changes and while a reader
+	// encodes it from the overlay.
+	mu sync.Mutex
 }
 
 // keyBytes returns the bytes of a row key held as a string, without a copy.
@@ -77,22 +81,16 @@ func (o *owner) run() {
 	for {
 		r, ok := <-o.in
 		if !ok {
-			if o.p.log != nil && o.broken == nil {
+			if o.p.log != nil {
 				// What is not written back stays in the log: the next
 				// start replays it.
 				o.closeErr = o.checkpoint(o.p.Now(), true)
 			}
 			return
 		}
-		if o.broken != nil {
-			if o.rebuild(); o.broken != nil {
-				r.done <- fmt.Errorf("partition %d cannot read its event log back: %w", o.id, o.broken)
-				continue
-			}
-		}
 		o.apply(r)
 	drain:
-		for len(o.dirty) < o.p.opts.MaxBatchRows {
+		for len(o.dirty)+o.queuedOps < o.p.opts.MaxBatchRows {
 			select {
 			case r, ok := <-o.in:
 				if !ok {
@@ -115,6 +113,13 @@ func (o *owner) apply(r *request) {
 		r.done <- err
 		return
 	}
+	if o.p.log != nil {
+		// Folded once its events are in the log (commitLogged): rows in
+		// the overlay hold nothing a crash could lose.
+		o.waiting = append(o.waiting, r)
+		o.queuedOps += len(r.ops)
+		return
+	}
 	for i := range r.ops {
 		op := &r.ops[i]
 		o.fold(op.row, op, r.now)
@@ -129,10 +134,16 @@ func (o *owner) fold(e *entry, op *op, now int64) {
 		o.p.skipped.Add(1)
 		return
 	}
+	if o.p.log != nil {
+		e.mu.Lock()
+	}
 	if out := op.feed.plan.Fold(e.row, op.ev, now); out == tile.Late {
 		op.feed.late.Add(1)
 	}
 	e.row.MarkApplied(op.ev.Origin)
+	if o.p.log != nil {
+		e.mu.Unlock()
+	}
 	if !e.dirty {
 		e.dirty = true
 		o.dirty = append(o.dirty, e)
@@ -336,13 +347,19 @@ func (o *owner) encodeDirty(now int64) {
 		e.plan.Advance(e.row, now)
 		from := len(o.buf)
 		o.buf = e.plan.AppendRow(o.buf, e.row)
-		// Slices of o.buf: a later append may move it, so fix them below.
 		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
 	}
+	fixBatch(o.batch, o.buf)
+}
+
+// fixBatch points the values of batch, encoded back to back into buf, at
+// buf's final memory: an append may have moved buf after a value was
+// sliced from it.
+func fixBatch(batch []store.KV, buf []byte) {
 	at := 0
-	for i := range o.batch {
-		n := len(o.batch[i].Value)
-		o.batch[i].Value = o.buf[at : at+n : at+n]
+	for i := range batch {
+		n := len(batch[i].Value)
+		batch[i].Value = buf[at : at+n : at+n]
 		at += n
 	}
 }

@@ -54,6 +54,12 @@ type Options struct {
 	// answered; a read cache sets the rows (or forgets them on error) here.
 	// Calls for one row come in commit order. It must not keep batch.
 	AfterWrite func(batch []store.KV, err error)
+	// Changed, if set, is told about each row a commit changed while the
+	// pipeline writes behind (below), and reports whether the read cache
+	// holds it: only those rows are encoded and handed to AfterWrite. It
+	// must keep reads of the row that began before the call from filling
+	// the cache (rowcache.Cache.Changed does both).
+	Changed func(key []byte) bool
 
 	// WriteThrough writes every commit's rows to the store even when the
 	// store can keep the write path's log (the embedded store), where by
@@ -205,7 +211,7 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 		o := &owner{
 			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
 			rows: map[string]*entry{}, cond: cond,
-			overlay: overlay{rows: map[string]*published{}},
+			overlay: overlay{rows: map[string]*entry{}},
 		}
 		pl.owners = append(pl.owners, o)
 	}

@@ -193,6 +193,21 @@ func (c *Cache) Update(key, value []byte) {
 	}
 }
 
+// Changed tells the cache that key's row changed: any load of key that
+// began before the call will not fill the cache, as with Update and Delete.
+// It reports whether the cache holds the key; if so, the writer is to call
+// Update with the row's new value, and if not, it need not encode the row
+// at all.
+func (c *Cache) Changed(key []byte) bool {
+	h := xxhash.Sum64(key)
+	s := c.shardFor(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.invalidate(h, key)
+	_, ok := s.find(h, key)
+	return ok
+}
+
 // Delete forgets key, and any load of key that began before it will not fill
 // the cache. The write path calls it when it cannot tell what the store
 // holds, e.g. after a failed write.
