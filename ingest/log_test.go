@@ -366,9 +366,10 @@ func FuzzDecodeRecord(f *testing.F) {
 	})
 }
 
-// Readers read rows while they are committed, swapped in the overlay and
-// written back by frequent checkpoints: every row read must decode (run
-// with -race), and counts a reader sees never go down.
+// Readers read rows while commits fold into them and frequent checkpoints
+// write them back and take them out of the overlay: every row read must
+// decode (run with -race: the row's lock keeps the owner out while a reader
+// encodes it), and counts a reader sees never go down.
 func TestReadersSeeWholeRowsWhileWritingBehind(t *testing.T) {
 	f := newFixture(t, nil, Options{Partitions: 2, MaxBatchRows: 3, CheckpointRows: 4})
 	src := f.project.Source("clicks")
