@@ -16,9 +16,10 @@ import (
 // Write-behind. On a store that can keep a log beside the rows (logStore:
 // the embedded store), a partition does not write its rows at every group
 // commit. It appends the commit's events to its log in the store, synced,
-// and answers the requests; their rows are published to readers from
-// memory (the overlay) and written to the store only at the next
-// checkpoint, in the same atomic commit that deletes the log they now hold.
+// then folds them into its rows in memory, where readers find them (the
+// overlay), and answers the requests; the rows are written to the store
+// only at the next checkpoint, in the same atomic commit that deletes the
+// log they now hold.
 // So at any moment the store holds rows R and the log L of the events not
 // in R, and R folded with L is the state every acknowledged push reached:
 // after a crash, New replays L into R, writes the rows and deletes L in one
@@ -393,67 +394,56 @@ func (o *owner) applyLogged(r *request) error {
 	return nil
 }
 
-// replay reads the log records in rg, in order, and hands each request in
-// them to apply with its partition. It returns the records' size.
-func (p *Pipeline) replay(rg store.Range, apply func(part int, r *request) error) (size int, err error) {
-	// Read the records first: apply reads rows from the store, which Scan's
-	// callback must not.
+// recoverLog folds the whole log into the rows, then writes them and
+// deletes the log in one commit, before any partition starts. The log may
+// have been written with another number of partitions: its ops are routed
+// again.
+func (p *Pipeline) recoverLog() error {
+	all := store.Range{Start: logPrefix, End: logEnd}
+	// Read the records first: folding reads rows from the store, which
+	// Scan's callback must not.
 	var recs [][]byte
-	err = p.log.Scan(context.Background(), rg, func(key, value []byte) error {
+	err := p.log.Scan(context.Background(), all, func(key, value []byte) error {
 		recs = append(recs, append([]byte(nil), value...))
-		size += len(value)
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("reading the event log: %w", err)
+		return fmt.Errorf("reading the event log: %w", err)
 	}
+	if len(recs) == 0 {
+		return nil
+	}
+	var last int64
 	skipped := 0
-	defer func() {
-		if skipped > 0 {
-			p.opts.Logger.Warn("passed over logged events of views that are gone or whose definition changed (their rows start afresh)", "ops", skipped)
-		}
-	}()
 	for i, rec := range recs {
 		reqs, n, err := p.decodeRecord(rec)
 		if err != nil {
-			return 0, fmt.Errorf("event log record %d of %d: %w (the data directory is damaged: restore it from a backup)", i+1, len(recs), err)
+			return fmt.Errorf("event log record %d of %d: %w (the data directory is damaged: restore it from a backup)", i+1, len(recs), err)
 		}
 		skipped += n
 		for part, r := range reqs {
 			if r == nil {
 				continue
 			}
-			if err := apply(part, r); err != nil {
-				return 0, err
+			for _, q := range r.next {
+				last = max(last, q.now)
+			}
+			last = max(last, r.now)
+			if err := p.owners[part].applyLogged(r); err != nil {
+				return err
 			}
 		}
 		p.recovered.Add(1)
 	}
-	return size, nil
-}
-
-// recoverLog folds the whole log into the rows, then writes them and
-// deletes the log in one commit, before any partition starts. The log may
-// have been written with another number of partitions: its ops are routed
-// again.
-func (p *Pipeline) recoverLog() error {
-	var last int64
-	_, err := p.replay(store.Range{Start: logPrefix, End: logEnd}, func(part int, r *request) error {
-		last = max(last, r.now)
-		return p.owners[part].applyLogged(r)
-	})
-	if err != nil {
-		return err
-	}
-	if p.recovered.Load() == 0 {
-		return nil
+	if skipped > 0 {
+		p.opts.Logger.Warn("passed over logged events of views that are gone or whose definition changed (their rows start afresh)", "ops", skipped)
 	}
 	var batch []store.KV
 	for _, o := range p.owners {
 		o.encodeDirty(last)
 		batch = append(batch, o.batch...)
 	}
-	if err := p.log.Apply(context.Background(), batch, store.Range{Start: logPrefix, End: logEnd}, true); err != nil {
+	if err := p.log.Apply(context.Background(), batch, all, true); err != nil {
 		return fmt.Errorf("writing the rows of the event log: %w", err)
 	}
 	for _, o := range p.owners {

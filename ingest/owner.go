@@ -74,8 +74,9 @@ type entry struct {
 func keyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // run folds requests until the queue is closed. It drains whatever is
-// queued, then writes the batch in one atomic store write and answers every
-// request in it: a group commit sized by the load.
+// queued, then makes the batch durable in one atomic store write (its rows,
+// or with write-behind its log record) and answers every request in it: a
+// group commit sized by the load.
 func (o *owner) run() {
 	defer o.p.wg.Done()
 	for {

@@ -132,8 +132,7 @@ type Stats struct {
 	// read and write, which were then read and folded again (Redis only).
 	Conflicts int64
 	// Checkpoints counts rows written back with the log deleted
-	// (write-behind); Recovered counts log records replayed at start or
-	// after a failed append.
+	// (write-behind); Recovered counts log records replayed at start.
 	Checkpoints, Recovered int64
 	LateByView             map[string]int64
 }
