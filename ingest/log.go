@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 
 	"github.com/kiln-dev/kiln/event"
@@ -306,18 +304,11 @@ func (o *owner) commitRows() {
 	}
 	ov.mu.Unlock()
 	if after := o.p.opts.AfterWrite; after != nil {
-		changed := o.p.opts.Changed
-		o.batch = o.batch[:0]
-		o.buf = o.buf[:0]
-		for _, e := range o.dirty {
-			if changed != nil && !changed(keyBytes(e.key)) {
-				continue
-			}
-			from := len(o.buf)
-			o.buf = e.plan.AppendRow(o.buf, e.row)
-			o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
+		var skip func(e *entry) bool
+		if changed := o.p.opts.Changed; changed != nil {
+			skip = func(e *entry) bool { return !changed(keyBytes(e.key)) }
 		}
-		fixBatch(o.batch, o.buf)
+		o.encodeRows(o.dirty, skip)
 		if len(o.batch) > 0 {
 			after(o.batch, nil)
 		}
@@ -346,17 +337,9 @@ func (o *owner) checkpoint(now int64, sync bool) error {
 	if len(o.unsaved) == 0 && o.logBytes == 0 {
 		return nil
 	}
-	// In key order, as in write. Only the owner changes rows, so it reads
-	// them without their locks.
-	slices.SortFunc(o.unsaved, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
-	o.batch = o.batch[:0]
-	o.buf = o.buf[:0]
-	for _, e := range o.unsaved {
-		from := len(o.buf)
-		o.buf = e.plan.AppendRow(o.buf, e.row)
-		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
-	}
-	fixBatch(o.batch, o.buf)
+	// Only the owner changes rows, so it reads them without their locks.
+	sortByKey(o.unsaved)
+	o.encodeRows(o.unsaved, nil)
 	err := o.p.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
 	o.writes.Add(1)
 	if err != nil {

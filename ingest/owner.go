@@ -284,9 +284,7 @@ func (o *owner) flush() {
 // were not written. Every other row is written and clean, or, on error,
 // dropped from memory.
 func (o *owner) write(now int64) (conflicts []*entry, err error) {
-	// In key order: the store's memtable inserts a sorted batch close to
-	// where the previous key went, instead of searching from the top.
-	slices.SortFunc(o.dirty, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
+	sortByKey(o.dirty)
 	o.encodeDirty(now)
 	var conflicted []bool
 	if o.cond != nil {
@@ -342,25 +340,36 @@ func (o *owner) write(now int64) (conflicts []*entry, err error) {
 // encodeDirty brings the dirty rows' clocks to now and encodes them into
 // o.batch, in o.dirty's order.
 func (o *owner) encodeDirty(now int64) {
-	o.batch = o.batch[:0]
-	o.buf = o.buf[:0]
 	for _, e := range o.dirty {
 		e.plan.Advance(e.row, now)
+	}
+	o.encodeRows(o.dirty, nil)
+}
+
+// sortByKey sorts rows by key: the store's memtable inserts a sorted batch
+// close to where the previous key went, instead of searching from the top.
+func sortByKey(rows []*entry) {
+	slices.SortFunc(rows, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
+}
+
+// encodeRows encodes rows, in order, into o.batch (their values back to
+// back in o.buf), leaving out those skip reports.
+func (o *owner) encodeRows(rows []*entry, skip func(e *entry) bool) {
+	o.batch = o.batch[:0]
+	o.buf = o.buf[:0]
+	for _, e := range rows {
+		if skip != nil && skip(e) {
+			continue
+		}
 		from := len(o.buf)
 		o.buf = e.plan.AppendRow(o.buf, e.row)
 		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
 	}
-	fixBatch(o.batch, o.buf)
-}
-
-// fixBatch points the values of batch, encoded back to back into buf, at
-// buf's final memory: an append may have moved buf after a value was
-// sliced from it.
-func fixBatch(batch []store.KV, buf []byte) {
+	// An append may have moved o.buf after a value was sliced from it.
 	at := 0
-	for i := range batch {
-		n := len(batch[i].Value)
-		batch[i].Value = buf[at : at+n : at+n]
+	for i := range o.batch {
+		n := len(o.batch[i].Value)
+		o.batch[i].Value = o.buf[at : at+n : at+n]
 		at += n
 	}
 }
