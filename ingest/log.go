@@ -9,6 +9,7 @@ import (
 
 	"github.com/kiln-dev/kiln/event"
 	"github.com/kiln-dev/kiln/store"
+	"github.com/kiln-dev/kiln/tile"
 )
 
 // Write-behind. On a store that can keep a log beside the rows (logStore:
@@ -177,11 +178,11 @@ func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err 
 				return fail("bytes after an event")
 			}
 			key = appendRowKey(key[:0], f, &evs[i])
-			part := p.partition(key)
+			part, h := p.route(key)
 			if group[part] == nil {
 				group[part] = &request{now: now}
 			}
-			group[part].add(f, key, &evs[i])
+			group[part].add(f, key, h, &evs[i])
 		}
 		for i, g := range group {
 			if g == nil {
@@ -270,12 +271,7 @@ func (o *owner) commitLogged() {
 		return
 	}
 	o.logBytes += len(o.rec)
-	for _, r := range o.waiting {
-		for i := range r.ops {
-			op := &r.ops[i]
-			o.fold(op.row, op, r.now)
-		}
-	}
+	o.foldWaiting()
 	o.commitRows()
 	o.answer(nil)
 	if o.lastCheckpoint == 0 {
@@ -306,7 +302,7 @@ func (o *owner) commitRows() {
 	if after := o.p.opts.AfterWrite; after != nil {
 		var skip func(e *entry) bool
 		if changed := o.p.opts.Changed; changed != nil {
-			skip = func(e *entry) bool { return !changed(keyBytes(e.key)) }
+			skip = func(e *entry) bool { return !changed(keyBytes(e.key), e.hash) }
 		}
 		o.encodeRows(o.dirty, skip)
 		if len(o.batch) > 0 {
@@ -439,4 +435,36 @@ func (p *Pipeline) recoverLog() error {
 	}
 	p.opts.Logger.Info("replayed the event log", "records", p.recovered.Load(), "rows", len(batch))
 	return nil
+}
+
+// warmGroup is how many ops foldWaiting warms up at once.
+const warmGroup = 32
+
+// foldWaiting folds the waiting requests' ops, in order, a group at a time:
+// the group's entries, then its rows (tile.Warm), are loaded in passes
+// before any is folded, so their cache misses overlap.
+func (o *owner) foldWaiting() {
+	var rows [warmGroup]*tile.Row
+	var ops [warmGroup]*op
+	var nows [warmGroup]int64
+	n := 0
+	run := func() {
+		o.sink += tile.Warm(rows[:n])
+		for i := range n {
+			o.fold(ops[i].row, ops[i], nows[i])
+		}
+		n = 0
+	}
+	for _, r := range o.waiting {
+		for i := range r.ops {
+			op := &r.ops[i]
+			rows[n], ops[n], nows[n] = op.row.row, op, r.now
+			o.sink += uint64(len(op.ev.Fields))
+			n++
+			if n == warmGroup {
+				run()
+			}
+		}
+	}
+	run()
 }

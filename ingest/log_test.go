@@ -266,7 +266,9 @@ func TestLogRecordRoundTrip(t *testing.T) {
 		for j := range evs[i*11 : i*11+11] {
 			ev := &evs[i*11+j]
 			for _, fd := range f.pl.feedList {
-				r.add(fd, appendRowKey(nil, fd, ev), ev)
+				k := appendRowKey(nil, fd, ev)
+				_, h := f.pl.route(k)
+				r.add(fd, k, h, ev)
 			}
 		}
 		reqs = append(reqs, r)
@@ -282,6 +284,7 @@ func TestLogRecordRoundTrip(t *testing.T) {
 		now  int64
 		view int
 		key  string
+		hash uint64
 		ev   event.Event
 	}
 	var want, have []opAt
@@ -290,7 +293,7 @@ func TestLogRecordRoundTrip(t *testing.T) {
 			for _, op := range r.ops {
 				key := r.keys[op.from:op.to]
 				if f.pl.partition(key) == part {
-					want = append(want, opAt{part, r.now, op.feed.index, string(key), *op.ev})
+					want = append(want, opAt{part, r.now, op.feed.index, string(key), op.hash, *op.ev})
 				}
 			}
 		}
@@ -302,7 +305,7 @@ func TestLogRecordRoundTrip(t *testing.T) {
 				continue
 			}
 			for _, op := range r.ops {
-				have = append(have, opAt{part, r.now, op.feed.index, string(r.keys[op.from:op.to]), *op.ev})
+				have = append(have, opAt{part, r.now, op.feed.index, string(r.keys[op.from:op.to]), op.hash, *op.ev})
 			}
 		}
 	}
@@ -334,7 +337,9 @@ func FuzzDecodeRecord(f *testing.F) {
 	r := &request{now: 1_790_000_000_000}
 	for i := range evs {
 		for _, fd := range fx.pl.feedList {
-			r.add(fd, appendRowKey(nil, fd, &evs[i]), &evs[i])
+			k := appendRowKey(nil, fd, &evs[i])
+			_, h := fx.pl.route(k)
+			r.add(fd, k, h, &evs[i])
 		}
 	}
 	f.Add(fx.pl.appendRecord(nil, []*request{r}))

@@ -21,7 +21,7 @@ type owner struct {
 	id   int
 	p    *Pipeline
 	in   chan *request
-	rows map[string]*entry // rows in memory, by row key; owned by run
+	rows rowMap // rows in memory; owned by run
 
 	// cond is the store when other processes may write it too: then rows
 	// are written only over the value this owner last saw.
@@ -32,8 +32,8 @@ type owner struct {
 	batch   []store.KV
 	cbatch  []store.CondKV
 	buf     []byte
-	missing [][]byte
-	load    []*feed
+	missing []*entry // rows loadMissing reads
+	keys    [][]byte // their keys
 
 	// Write-behind (Pipeline.log set; see log.go).
 	overlay        overlay
@@ -44,6 +44,7 @@ type owner struct {
 	lastCheckpoint int64    // Unix ms; 0: none yet
 	closeErr       error    // the final checkpoint's, read by Close after run returns
 	rec, key       []byte
+	sink           uint64 // tile.Warm's
 
 	rowsWritten, writes, writeErrors, rowsReset, conflicts, checkpoints atomic.Int64
 }
@@ -55,6 +56,7 @@ type condWriter interface {
 
 type entry struct {
 	key    string
+	hash   uint64 // xxhash.Sum64(key)
 	plan   *tile.Plan
 	row    *tile.Row
 	stored []byte // the row's value in the store as this owner knows it (cond only); nil: none
@@ -155,75 +157,63 @@ func (o *owner) fold(e *entry, op *op, now int64) {
 // points each op at its row.
 func (o *owner) loadRows(r *request) error {
 	o.missing = o.missing[:0]
-	o.load = o.load[:0]
-	late := false // some op's row is loaded below
 	for i := range r.ops {
 		op := &r.ops[i]
 		k := r.keys[op.from:op.to]
-		if e, ok := o.rows[string(k)]; ok {
-			op.row = e
-			late = late || e == nil
-			continue
+		e := o.rows.get(op.hash, k)
+		if e == nil {
+			// A key may repeat within a request: the entry made here is
+			// found again, and its row loaded once.
+			e = newEntry(k, op.hash, op.feed.plan)
+			o.rows.put(e)
+			o.missing = append(o.missing, e)
 		}
-		late = true
-		// A key may repeat within a request; load it once.
-		o.rows[string(k)] = nil
-		o.missing = append(o.missing, k)
-		o.load = append(o.load, op.feed)
+		op.row = e
 	}
-	if !late {
-		return nil
-	}
-	if err := o.loadMissing(); err != nil {
-		return err
-	}
-	for i := range r.ops {
-		if op := &r.ops[i]; op.row == nil {
-			op.row = o.rows[string(r.keys[op.from:op.to])]
-		}
-	}
-	return nil
+	return o.loadMissing()
 }
 
-// loadMissing reads the rows o.missing names (of the views o.load names)
-// from the store into memory.
+// loadMissing reads the rows of the entries in o.missing, just added to
+// o.rows with empty rows, from the store. On error it takes them out of
+// o.rows again.
 func (o *owner) loadMissing() error {
 	if len(o.missing) == 0 {
 		return nil
 	}
+	o.keys = o.keys[:0]
+	for _, e := range o.missing {
+		o.keys = append(o.keys, keyBytes(e.key))
+	}
 	var decodeErr error
-	err := o.p.store.Get(context.Background(), o.missing, func(i int, value []byte, found bool) {
-		f := o.load[i]
-		e := &entry{key: string(o.missing[i]), plan: f.plan, row: f.plan.NewRow()}
-		if found {
-			if o.cond != nil {
-				e.stored = bytes.Clone(value)
-			}
-			if err := e.plan.DecodeRow(value, e.row); err != nil {
-				if !errors.Is(err, tile.ErrLayout) {
-					if decodeErr == nil {
-						decodeErr = fmt.Errorf("row of view %s in the store: %w", f.view.Name, err)
-					}
-					return
-				}
-				// The view's definition changed: its old tiles mean something
-				// else now, so the row starts again.
-				o.rowsReset.Add(1)
-				o.p.opts.Logger.Warn("row written for an older definition of the view; starting it afresh",
-					"view", f.view.Name)
-				e.plan.Reset(e.row)
-			}
+	err := o.p.store.Get(context.Background(), o.keys, func(i int, value []byte, found bool) {
+		e := o.missing[i]
+		if !found {
+			return
 		}
-		o.rows[e.key] = e
+		if o.cond != nil {
+			e.stored = bytes.Clone(value)
+		}
+		if err := e.plan.DecodeRow(value, e.row); err != nil {
+			if !errors.Is(err, tile.ErrLayout) {
+				if decodeErr == nil {
+					decodeErr = fmt.Errorf("row of view %s in the store: %w", e.plan.View.Name, err)
+				}
+				return
+			}
+			// The view's definition changed: its old tiles mean something
+			// else now, so the row starts again.
+			o.rowsReset.Add(1)
+			o.p.opts.Logger.Warn("row written for an older definition of the view; starting it afresh",
+				"view", e.plan.View.Name)
+			e.plan.Reset(e.row)
+		}
 	})
 	if err == nil {
 		err = decodeErr
 	}
 	if err != nil {
-		for _, k := range o.missing {
-			if e := o.rows[string(k)]; e == nil {
-				delete(o.rows, string(k))
-			}
+		for _, e := range o.missing {
+			o.rows.del(e)
 		}
 		return fmt.Errorf("reading rows from the store: %w", err)
 	}
@@ -264,7 +254,7 @@ func (o *owner) flush() {
 		if round == maxConflictRounds {
 			err = fmt.Errorf("%d rows kept changing under other writers: %w", len(conflicts), store.ErrConflict)
 			for _, e := range conflicts {
-				delete(o.rows, e.key)
+				o.rows.del(e)
 			}
 			break
 		}
@@ -320,7 +310,7 @@ func (o *owner) write(now int64) (conflicts []*entry, err error) {
 		o.writeErrors.Add(1)
 		o.p.opts.Logger.Error("writing rows failed", "partition", o.id, "rows", len(o.dirty), "err", err)
 		for _, e := range o.dirty {
-			delete(o.rows, e.key)
+			o.rows.del(e)
 		}
 		return nil, fmt.Errorf("writing %d rows to the store: %w", len(o.dirty), err)
 	}
@@ -382,20 +372,24 @@ func (o *owner) refold(conflicts []*entry) error {
 	o.dirty = o.dirty[:0]
 	redo := make(map[string]bool, len(conflicts))
 	for _, e := range conflicts {
-		delete(o.rows, e.key)
+		o.rows.del(e)
 		redo[e.key] = true
 	}
 	o.missing = o.missing[:0]
-	o.load = o.load[:0]
 	for _, r := range o.waiting {
-		for _, op := range r.ops {
+		for i := range r.ops {
+			op := &r.ops[i]
 			k := r.keys[op.from:op.to]
-			if _, loading := o.rows[string(k)]; loading || !redo[string(k)] {
+			if !redo[string(k)] {
 				continue
 			}
-			o.rows[string(k)] = nil
-			o.missing = append(o.missing, k)
-			o.load = append(o.load, op.feed)
+			e := o.rows.get(op.hash, k)
+			if e == nil {
+				e = newEntry(k, op.hash, op.feed.plan)
+				o.rows.put(e)
+				o.missing = append(o.missing, e)
+			}
+			op.row = e
 		}
 	}
 	if err := o.loadMissing(); err != nil {
@@ -404,8 +398,8 @@ func (o *owner) refold(conflicts []*entry) error {
 	for _, r := range o.waiting {
 		for i := range r.ops {
 			op := &r.ops[i]
-			if k := r.keys[op.from:op.to]; redo[string(k)] {
-				o.fold(o.rows[string(k)], op, r.now)
+			if redo[string(r.keys[op.from:op.to])] {
+				o.fold(op.row, op, r.now)
 			}
 		}
 	}
@@ -414,17 +408,9 @@ func (o *owner) refold(conflicts []*entry) error {
 
 // evict forgets clean rows beyond MaxCachedRows.
 func (o *owner) evict() {
-	over := len(o.rows) - o.p.opts.MaxCachedRows
+	over := o.rows.len() - o.p.opts.MaxCachedRows
 	if over <= 0 {
 		return
 	}
-	for k, e := range o.rows {
-		if over == 0 {
-			break
-		}
-		if !e.dirty && !e.unsaved {
-			delete(o.rows, k)
-			over--
-		}
-	}
+	o.rows.evict(over, func(e *entry) bool { return !e.dirty && !e.unsaved })
 }

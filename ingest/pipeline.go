@@ -58,8 +58,9 @@ type Options struct {
 	// pipeline writes behind (below), and reports whether the read cache
 	// holds it: only those rows are encoded and handed to AfterWrite. It
 	// must keep reads of the row that began before the call from filling
-	// the cache (rowcache.Cache.Changed does both).
-	Changed func(key []byte) bool
+	// the cache (rowcache.Cache.ChangedHashed does both). hash is
+	// xxhash.Sum64(key).
+	Changed func(key []byte, hash uint64) bool
 
 	// WriteThrough writes every commit's rows to the store even when the
 	// store can keep the write path's log (the embedded store), where by
@@ -209,7 +210,7 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 	for i := range opts.Partitions {
 		o := &owner{
 			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
-			rows: map[string]*entry{}, cond: cond,
+			rows: newRowMap(), cond: cond,
 			overlay: overlay{rows: map[string]*entry{}},
 		}
 		pl.owners = append(pl.owners, o)
@@ -228,7 +229,15 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 
 // partition returns the partition that owns a row key.
 func (p *Pipeline) partition(key []byte) int {
-	return int(xxhash.Sum64(key) % uint64(len(p.owners)))
+	part, _ := p.route(key)
+	return part
+}
+
+// route returns the partition of a row key and the key's hash, by which
+// the partition finds the row in memory and the read cache its entry.
+func (p *Pipeline) route(key []byte) (part int, hash uint64) {
+	hash = xxhash.Sum64(key)
+	return int(hash % uint64(len(p.owners))), hash
 }
 
 // Now returns the pipeline's clock in Unix milliseconds. It never goes
@@ -255,16 +264,18 @@ type request struct {
 	next []*request // more requests of the partition read from one log record
 }
 
-// add appends an op folding ev into the row of f under key.
-func (r *request) add(f *feed, key []byte, ev *event.Event) {
+// add appends an op folding ev into the row of f under key, whose hash
+// is h.
+func (r *request) add(f *feed, key []byte, h uint64, ev *event.Event) {
 	from := len(r.keys)
 	r.keys = append(r.keys, key...)
-	r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), ev: ev})
+	r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), hash: h, ev: ev})
 }
 
 type op struct {
 	feed     *feed
-	from, to int // the row key: keys[from:to]
+	from, to int    // the row key: keys[from:to]
+	hash     uint64 // xxhash.Sum64 of the row key
 	ev       *event.Event
 	row      *entry // set by the owner (loadRows)
 }
@@ -291,7 +302,7 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 			}
 			reached = true
 			key = appendRowKey(key[:0], f, ev)
-			part := p.partition(key)
+			part, h := p.route(key)
 			r := reqs[part]
 			if r == nil {
 				// Sized for an even share of the push: growing the slices
@@ -300,7 +311,7 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 				r = &request{now: now, done: make(chan error, 1), ops: make([]op, 0, n), keys: make([]byte, 0, n*len(key))}
 				reqs[part] = r
 			}
-			r.add(f, key, ev)
+			r.add(f, key, h, ev)
 		}
 		if reached {
 			res.Accepted++

@@ -185,7 +185,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		if cache != nil {
 			// Writing behind, only rows the cache holds are encoded at a
 			// commit: the others are read from the write path when asked.
-			cfg.Ingest.Changed = cache.Changed
+			cfg.Ingest.Changed = cache.ChangedHashed
 			cfg.Ingest.AfterWrite = func(batch []store.KV, err error) {
 				for _, kv := range batch {
 					if err == nil {

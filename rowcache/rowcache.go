@@ -198,8 +198,11 @@ func (c *Cache) Update(key, value []byte) {
 // It reports whether the cache holds the key; if so, the writer is to call
 // Update with the row's new value, and if not, it need not encode the row
 // at all.
-func (c *Cache) Changed(key []byte) bool {
-	h := xxhash.Sum64(key)
+func (c *Cache) Changed(key []byte) bool { return c.ChangedHashed(key, xxhash.Sum64(key)) }
+
+// ChangedHashed is Changed for a caller that has hashed the key already:
+// h must be xxhash.Sum64(key).
+func (c *Cache) ChangedHashed(key []byte, h uint64) bool {
 	s := c.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
