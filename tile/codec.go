@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 
 	"github.com/kiln-dev/kiln/event"
 )
@@ -67,19 +68,21 @@ func (p *Plan) AppendRow(dst []byte, r *Row) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(p.Levels)))
 	for li := range p.Levels {
 		l := &p.Levels[li]
-		lt := &r.levels[li]
-		dst = binary.AppendUvarint(dst, uint64(len(lt.starts)))
+		lo, hi := r.level(li)
+		dst = binary.AppendUvarint(dst, uint64((hi-lo)/l.stride))
 		hop := l.Window.Hop
 		if hop == 0 {
 			hop = 1
 		}
-		for i, start := range lt.starts {
-			if i == 0 {
+		// Ascending by start: the row holds them newest first.
+		for at := hi - l.stride; at >= lo; at -= l.stride {
+			start := startAt(r.tiles, at)
+			if at == hi-l.stride {
 				dst = binary.AppendVarint(dst, start/hop)
 			} else {
-				dst = binary.AppendUvarint(dst, uint64((start-lt.starts[i-1])/hop))
+				dst = binary.AppendUvarint(dst, uint64((start-startAt(r.tiles, at+l.stride))/hop))
 			}
-			vals := lt.vals[i*l.Slots : (i+1)*l.Slots]
+			vals := r.tiles[at+1 : at+l.stride]
 			mask := len(dst)
 			for range (l.Slots + 7) / 8 {
 				dst = append(dst, 0)
@@ -215,11 +218,15 @@ func (p *Plan) decodeBody(body []byte, r *Row) error {
 	}
 	for li := range p.Levels {
 		l := &p.Levels[li]
-		lt := &r.levels[li]
 		n := d.count(1 + (l.Slots+7)/8)
 		if l.Window.IsAllTime() && n > 1 {
 			return corrupt("all-time level with %d tiles", n)
 		}
+		// The level's tiles come ascending; the row holds them newest
+		// first, so tile i goes at lo + (n-1-i)·stride.
+		lo := len(r.tiles)
+		r.tiles = slices.Grow(r.tiles, n*l.stride)[:lo+n*l.stride]
+		r.end[li] = int32(len(r.tiles))
 		hop := l.Window.Hop
 		if hop == 0 {
 			hop = 1
@@ -242,7 +249,8 @@ func (p *Plan) decodeBody(body []byte, r *Row) error {
 			if l.Window.IsAllTime() && start != 0 {
 				return corrupt("all-time tile with a start")
 			}
-			lt.starts = append(lt.starts, start)
+			at := lo + (n-1-i)*l.stride
+			r.tiles[at] = startBits(start)
 			mask := d.bytes((l.Slots + 7) / 8)
 			if d.err != nil {
 				break
@@ -266,7 +274,7 @@ func (p *Plan) decodeBody(body []byte, r *Row) error {
 						}
 					}
 				}
-				lt.vals = append(lt.vals, v)
+				r.tiles[at+1+j] = v
 			}
 		}
 	}

@@ -185,7 +185,7 @@ func TestRowRoundTrip(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("%d events: %d tiles, %d bytes", n, r.Tiles(), len(enc))
+		t.Logf("%d events: %d tiles, %d bytes", n, p.Tiles(r), len(enc))
 	}
 }
 

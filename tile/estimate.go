@@ -1,6 +1,10 @@
 package tile
 
-import "github.com/kiln-dev/kiln/event"
+import (
+	"slices"
+
+	"github.com/kiln-dev/kiln/event"
+)
 
 // RowBytes estimates the encoded size of one entity's row: empty (the fixed
 // overhead of a row that exists) and full (an entity active in every tile
@@ -14,7 +18,6 @@ func (p *Plan) RowBytes() (empty, full int) {
 	empty = len(p.AppendRow(nil, r))
 	for li := range p.Levels {
 		l := &p.Levels[li]
-		lt := &r.levels[li]
 		var starts []int64
 		if l.Window.IsAllTime() {
 			if l.Slots > 0 {
@@ -25,16 +28,18 @@ func (p *Plan) RowBytes() (empty, full int) {
 				starts = append(starts, s)
 			}
 		}
-		for _, s := range starts {
-			lt.starts = append(lt.starts, s)
+		// Newest first, as a row holds them.
+		for _, s := range slices.Backward(starts) {
+			r.tiles = append(r.tiles, startBits(s))
 			for _, k := range l.kinds {
 				v := 1234.5
 				if k == slotCount {
 					v = 1000 // a two-byte varint
 				}
-				lt.vals = append(lt.vals, v)
+				r.tiles = append(r.tiles, v)
 			}
 		}
+		r.end[li] = int32(len(r.tiles))
 	}
 	for i := range r.lasts {
 		r.lasts[i] = LastState{TS: now, Value: p.typicalLast(i)}

@@ -70,8 +70,9 @@ type Plan struct {
 type Level struct {
 	Window Window
 	// Slots is the number of numeric slots in each tile.
-	Slots int
-	kinds []slotKind
+	Slots  int
+	stride int // a tile's length in Row.tiles: its start and its slots
+	kinds  []slotKind
 	empty []float64 // an empty tile: each slot's identity
 }
 
@@ -223,6 +224,7 @@ func Compile(v *definition.View) (*Plan, error) {
 	}
 	for li := range p.Levels {
 		l := &p.Levels[li]
+		l.stride = 1 + l.Slots
 		for _, k := range l.kinds {
 			l.empty = append(l.empty, k.identity())
 		}

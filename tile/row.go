@@ -2,6 +2,7 @@ package tile
 
 import (
 	"math"
+	"slices"
 
 	"github.com/kiln-dev/kiln/definition"
 	"github.com/kiln-dev/kiln/event"
@@ -13,7 +14,7 @@ const NoTime int64 = minTime
 // Row is everything kept for one (view, entity): the non-empty tiles of
 // every level, the "last" states, and the events whose time was still in
 // the future when they arrived. A Row belongs to one Plan; it is not safe
-// for concurrent use.
+// for concurrent use, and must not be copied (it points into itself).
 type Row struct {
 	// Clock is the latest time (Unix ms) the row was folded at. Evaluation
 	// happens at no earlier time, so a tile never holds an event later than
@@ -27,18 +28,33 @@ type Row struct {
 	// known (Advance looks).
 	expiry int64
 
-	levels  []levelTiles
+	// tiles holds the tiles of every level, level after level, in one
+	// slice: a fold reads one allocation, and within it the newest tile of
+	// each level, which comes first in its level. A tile of level li is
+	// Levels[li].stride float64s: its start (the int64's bits) and then
+	// the level's slots. Level li's tiles are tiles[end[li-1]:end[li]]
+	// (from 0 for level 0), descending by start.
+	tiles  []float64
+	end    []int32 // len(Plan.Levels); in endBuf when it fits
+	endBuf [8]int32
 	lasts   []LastState
 	pending []pendingEvent
 	applied []event.Origin // per stream, the last offset folded; ascending by Stream
 }
 
-// levelTiles are the tiles of one level, ascending by start. The numeric
-// slots of tile i are vals[i*slots : (i+1)*slots].
-type levelTiles struct {
-	starts []int64
-	vals   []float64
+// level returns where level li's tiles are in r.tiles.
+func (r *Row) level(li int) (lo, hi int) {
+	if li > 0 {
+		lo = int(r.end[li-1])
+	}
+	return lo, int(r.end[li])
 }
+
+// startAt is the start of the tile at offset at of tiles.
+func startAt(tiles []float64, at int) int64 { return int64(math.Float64bits(tiles[at])) }
+
+// startBits is a tile start as stored in Row.tiles.
+func startBits(start int64) float64 { return math.Float64frombits(uint64(start)) }
 
 // LastState is the state of a "last" feature: the value of the event with
 // the latest event time (the greatest value among equal times).
@@ -66,14 +82,15 @@ func (p *Plan) Reset(r *Row) {
 	r.Clock = minTime
 	r.Newest = NoTime
 	r.expiry = minTime
-	if cap(r.levels) < len(p.Levels) {
-		r.levels = make([]levelTiles, len(p.Levels))
+	r.tiles = r.tiles[:0]
+	if n := len(p.Levels); n <= len(r.endBuf) {
+		r.end = r.endBuf[:n]
+	} else if cap(r.end) < n {
+		r.end = make([]int32, n)
+	} else {
+		r.end = r.end[:n]
 	}
-	r.levels = r.levels[:len(p.Levels)]
-	for i := range r.levels {
-		r.levels[i].starts = r.levels[i].starts[:0]
-		r.levels[i].vals = r.levels[i].vals[:0]
-	}
+	clear(r.end)
 	if cap(r.lasts) < p.lastCount {
 		r.lasts = make([]LastState, p.lastCount)
 	}
@@ -136,11 +153,12 @@ func (r *Row) findStream(stream uint64) (int, bool) {
 // Empty reports whether the row holds no event.
 func (r *Row) Empty() bool { return r.Newest == NoTime }
 
-// Tiles returns the number of tiles the row holds (for reports).
-func (r *Row) Tiles() int {
+// Tiles returns the number of tiles r holds (for reports).
+func (p *Plan) Tiles(r *Row) int {
 	n := 0
-	for _, l := range r.levels {
-		n += len(l.starts)
+	for li := range p.Levels {
+		lo, hi := r.level(li)
+		n += (hi - lo) / p.Levels[li].stride
 	}
 	return n
 }
@@ -208,25 +226,27 @@ func (p *Plan) Advance(r *Row, now int64) {
 		r.pending = kept
 	}
 	for li := range p.Levels {
-		w := p.Levels[li].Window
+		l := &p.Levels[li]
+		w := l.Window
 		if w.IsAllTime() {
 			continue
 		}
-		lt := &r.levels[li]
+		// The oldest tiles are last in their level.
+		lo, hi := r.level(li)
 		start := w.Start(now)
-		k := 0
-		for k < len(lt.starts) && lt.starts[k] < start {
-			k++
+		cut := hi
+		for cut > lo && startAt(r.tiles, cut-l.stride) < start {
+			cut -= l.stride
 		}
-		if k > 0 {
-			slots := p.Levels[li].Slots
-			n := copy(lt.starts, lt.starts[k:])
-			lt.starts = lt.starts[:n]
-			m := copy(lt.vals, lt.vals[k*slots:])
-			lt.vals = lt.vals[:m]
+		if cut < hi {
+			n := copy(r.tiles[cut:], r.tiles[hi:])
+			r.tiles = r.tiles[:cut+n]
+			for lj := li; lj < len(p.Levels); lj++ {
+				r.end[lj] -= int32(hi - cut)
+			}
 		}
-		if len(lt.starts) > 0 {
-			expiry = min(expiry, dropTime(w, lt.starts[0]))
+		if cut > lo {
+			expiry = min(expiry, dropTime(w, startAt(r.tiles, cut-l.stride)))
 		}
 	}
 	// Tiles apply creates from here on lower it as they come.
@@ -240,6 +260,9 @@ func dropTime(w Window, start int64) int64 { return start + w.Hop + w.Length }
 
 // apply folds an event with ts ≤ now into the tiles that need it.
 func (p *Plan) apply(r *Row, ev *event.Event, now int64) {
+	// idx[li] is the offset of level li's tile of ev in r.tiles, once
+	// known: a new tile moves the tiles after it, so it is found afresh
+	// for each level (a level's tile comes before any later level's).
 	var idxBuf [16]int
 	idx := idxBuf[:0]
 	if len(p.Levels) <= len(idxBuf) {
@@ -273,13 +296,21 @@ func (p *Plan) apply(r *Row, ev *event.Event, now int64) {
 				if !l.Window.IsAllTime() && ev.TS < l.Window.Start(now) {
 					continue
 				}
-				lt := &r.levels[ls.level]
-				idx[ls.level] = lt.tile(l, ev.TS)
+				at, added := p.tile(r, ls.level, ev.TS)
+				if added {
+					// Tiles of later levels moved.
+					for lj := ls.level + 1; lj < len(idx); lj++ {
+						if idx[lj] >= 0 {
+							idx[lj] += l.stride
+						}
+					}
+				}
+				idx[ls.level] = at
 				if !l.Window.IsAllTime() {
-					r.expiry = min(r.expiry, dropTime(l.Window, lt.starts[idx[ls.level]]))
+					r.expiry = min(r.expiry, dropTime(l.Window, startAt(r.tiles, at)))
 				}
 			}
-			s := r.levels[ls.level].vals[idx[ls.level]*l.Slots+ls.slot:]
+			s := r.tiles[idx[ls.level]+1+ls.slot:]
 			switch f.agg {
 			case definition.Count:
 				s[0]++
@@ -297,29 +328,33 @@ func (p *Plan) apply(r *Row, ev *event.Event, now int64) {
 	}
 }
 
-// tile returns the index of the tile of level l holding ts, creating it
-// (with empty slots) when absent.
-func (lt *levelTiles) tile(l *Level, ts int64) int {
+// tile returns the offset in r.tiles of level li's tile holding ts,
+// creating it (with empty slots) when absent; added says it did, moving
+// the tiles after it.
+func (p *Plan) tile(r *Row, li int, ts int64) (at int, added bool) {
+	l := &p.Levels[li]
 	start := int64(0)
 	if !l.Window.IsAllTime() {
 		start = floorDiv(ts, l.Window.Hop) * l.Window.Hop
 	}
-	// Most events are recent: search from the newest tile back.
-	i := len(lt.starts)
-	for i > 0 && lt.starts[i-1] > start {
-		i--
+	// Most events are recent: search from the newest tile on.
+	lo, hi := r.level(li)
+	at = lo
+	for at < hi && startAt(r.tiles, at) > start {
+		at += l.stride
 	}
-	if i > 0 && lt.starts[i-1] == start {
-		return i - 1
+	if at < hi && startAt(r.tiles, at) == start {
+		return at, false
 	}
-	lt.starts = append(lt.starts, 0)
-	copy(lt.starts[i+1:], lt.starts[i:])
-	lt.starts[i] = start
-	n := len(lt.vals)
-	lt.vals = append(lt.vals, l.empty...)
-	copy(lt.vals[(i+1)*l.Slots:], lt.vals[i*l.Slots:n])
-	copy(lt.vals[i*l.Slots:], l.empty)
-	return i
+	n := len(r.tiles)
+	r.tiles = slices.Grow(r.tiles, l.stride)[:n+l.stride]
+	copy(r.tiles[at+l.stride:], r.tiles[at:n])
+	r.tiles[at] = startBits(start)
+	copy(r.tiles[at+1:at+l.stride], l.empty)
+	for lj := li; lj < len(p.Levels); lj++ {
+		r.end[lj] += int32(l.stride)
+	}
+	return at, true
 }
 
 // Eval computes every output of the plan for the row at time t (Unix ms)
@@ -327,30 +362,31 @@ func (lt *levelTiles) tile(l *Level, ts int64) int {
 // empty yields the values of no events: counts and sums 0, the rest null.
 // t earlier than the row's clock is taken as the clock.
 func (p *Plan) Eval(r *Row, t int64, dst []event.Value) {
-	var firstBuf [16]int
-	first := firstBuf[:0]
-	if len(p.Levels) <= len(firstBuf) {
-		first = firstBuf[:len(p.Levels)]
+	// Level li's tiles in the windows at t are r.tiles[lo:upto[li]]: the
+	// newest ones, from the level's first.
+	var uptoBuf [16]int
+	upto := uptoBuf[:0]
+	if len(p.Levels) <= len(uptoBuf) {
+		upto = uptoBuf[:len(p.Levels)]
 	} else {
-		first = make([]int, len(p.Levels))
+		upto = make([]int, len(p.Levels))
 	}
 	if r != nil {
 		if t < r.Clock {
 			t = r.Clock
 		}
 		for li := range p.Levels {
-			w := p.Levels[li].Window
-			starts := r.levels[li].starts
-			k := len(starts)
-			if w.IsAllTime() {
-				k = 0
-			} else {
-				start := w.Start(t)
-				for k > 0 && starts[k-1] >= start {
-					k--
+			l := &p.Levels[li]
+			lo, hi := r.level(li)
+			if !l.Window.IsAllTime() {
+				start := l.Window.Start(t)
+				k := lo
+				for k < hi && startAt(r.tiles, k) >= start {
+					k += l.stride
 				}
+				hi = k
 			}
-			first[li] = k
+			upto[li] = hi
 		}
 	}
 	for oi := range p.Outputs {
@@ -363,10 +399,10 @@ func (p *Plan) Eval(r *Row, t int64, dst []event.Value) {
 		kinds := p.Levels[o.Level].kinds[o.Slot:]
 		a = kinds[0].identity()
 		if r != nil {
-			lt := &r.levels[o.Level]
-			slots := p.Levels[o.Level].Slots
-			for i := first[o.Level]; i < len(lt.starts); i++ {
-				s := lt.vals[i*slots+o.Slot:]
+			lo, _ := r.level(o.Level)
+			stride := p.Levels[o.Level].stride
+			for at := lo; at < upto[o.Level]; at += stride {
+				s := r.tiles[at+1+o.Slot:]
 				a = kinds[0].merge(a, s[0])
 				if o.Agg == definition.Mean {
 					b += s[1]
@@ -489,31 +525,27 @@ func finish(agg definition.Agg, a, b float64) event.Value {
 }
 
 // Warm loads, for each row, the memory a fold into it reads first: the
-// row, its level headers and each level's newest tile. It changes nothing.
-// Folding rows one after the other waits on each row's cache misses in
-// turn; Warm issues the misses of a group of rows in passes whose loads do
-// not depend on each other, so that the processor overlaps them. Its
-// result only keeps the loads from being optimised away.
+// row and the newest tile of each level. It changes nothing. Folding rows
+// one after the other waits on each row's cache misses in turn; Warm
+// issues the misses of a group of rows in passes whose loads do not depend
+// on each other, so that the processor overlaps them. Its result only
+// keeps the loads from being optimised away.
 func Warm(rows []*Row) (sink uint64) {
 	for _, r := range rows {
-		sink += uint64(r.Clock) + uint64(len(r.levels)) + uint64(len(r.lasts))
+		sink += uint64(r.Clock) + uint64(len(r.tiles)) + uint64(len(r.lasts))
 	}
 	for _, r := range rows {
-		for i := range r.levels {
-			sink += uint64(len(r.levels[i].starts))
+		// A level's newest tile is first; most tiles are at most 8 floats,
+		// so its first and eighth float cover it.
+		lo := 0
+		for _, e := range r.end {
+			if hi := int(e); hi > lo {
+				sink += math.Float64bits(r.tiles[lo]) + math.Float64bits(r.tiles[min(lo+7, hi-1)])
+				lo = hi
+			}
 		}
 		for i := range r.lasts {
 			sink += uint64(r.lasts[i].TS)
-		}
-	}
-	for _, r := range rows {
-		for i := range r.levels {
-			lt := &r.levels[i]
-			if n := len(lt.starts); n > 0 {
-				// The newest tile: its start, and its first and last slots.
-				m := len(lt.vals)
-				sink += uint64(lt.starts[n-1]) + math.Float64bits(lt.vals[m-m/n]) + math.Float64bits(lt.vals[m-1])
-			}
 		}
 	}
 	return sink

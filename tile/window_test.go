@@ -119,7 +119,7 @@ func TestAdvanceSkipsOnlyIdleWork(t *testing.T) {
 		}
 		if a, b := p.AppendRow(nil, fast), p.AppendRow(nil, full); !bytes.Equal(a, b) {
 			t.Fatalf("step %d: the row differs from one advanced in full (%d vs %d bytes, %d vs %d tiles, %d vs %d pending)",
-				step, len(a), len(b), fast.Tiles(), full.Tiles(), len(fast.pending), len(full.pending))
+				step, len(a), len(b), p.Tiles(fast), p.Tiles(full), len(fast.pending), len(full.pending))
 		}
 	}
 }
