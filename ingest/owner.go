@@ -44,7 +44,7 @@ type owner struct {
 	lastCheckpoint int64    // Unix ms; 0: none yet
 	closeErr       error    // the final checkpoint's, read by Close after run returns
 	rec, key       []byte
-	sink           uint64 // tile.Warm's
+	sink           uint64 // of loads made only to warm the cache
 
 	rowsWritten, writes, writeErrors, rowsReset, conflicts, checkpoints atomic.Int64
 }
@@ -154,21 +154,36 @@ func (o *owner) fold(e *entry, op *op, now int64) {
 }
 
 // loadRows makes sure every row the request touches is in memory, and
-// points each op at its row.
+// points each op at its row. It looks rows up a group at a time, in passes
+// whose cache misses overlap: the group's slots in o.rows, then their
+// entries (see rowMap).
 func (o *owner) loadRows(r *request) error {
+	const group = 64
 	o.missing = o.missing[:0]
-	for i := range r.ops {
-		op := &r.ops[i]
-		k := r.keys[op.from:op.to]
-		e := o.rows.get(op.hash, k)
-		if e == nil {
-			// A key may repeat within a request: the entry made here is
-			// found again, and its row loaded once.
-			e = newEntry(k, op.hash, op.feed.plan)
-			o.rows.put(e)
-			o.missing = append(o.missing, e)
+	for at := 0; at < len(r.ops); at += group {
+		ops := r.ops[at:min(at+group, len(r.ops))]
+		for i := range ops {
+			o.sink += o.rows.touch(ops[i].hash)
 		}
-		op.row = e
+		for i := range ops {
+			ops[i].row = o.rows.find(ops[i].hash) // a candidate: its key is not checked yet
+		}
+		for i := range ops {
+			op := &ops[i]
+			k := r.keys[op.from:op.to]
+			if op.row != nil && op.row.key == string(k) {
+				continue
+			}
+			e := o.rows.get(op.hash, k)
+			if e == nil {
+				// A key may repeat within a request: the entry made here is
+				// found again, and its row loaded once.
+				e = newEntry(k, op.hash, op.feed.plan)
+				o.rows.put(e)
+				o.missing = append(o.missing, e)
+			}
+			op.row = e
+		}
 	}
 	return o.loadMissing()
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"math/bits"
 	"unsafe"
 
 	"github.com/kiln-dev/kiln/tile"
@@ -8,23 +9,73 @@ import (
 
 // rowMap holds an owner's rows in memory, found by the hash of their key
 // (xxhash.Sum64, the hash that routes a key to its partition, computed once
-// in Push). Its slots hold the hash, not the key, so a lookup reads the
-// map's own memory and then the entry, where the key is stored inline,
-// instead of chasing a key string: at a few million lookups a second these
-// cache misses are much of the write path's cost. A key whose hash another
-// key already holds (vanishingly rare) lives in clash.
+// in Push). It is an open-addressing table of (hash, entry) slots, so that
+// a group of lookups can first load their slots in one pass of independent
+// loads (touch), which the processor overlaps, and then probe memory that is
+// already in cache: at a few million lookups a second, each lookup's cache
+// misses taken one after the other were much of the write path's cost. A
+// key whose hash another key already holds (vanishingly rare) lives in
+// clash.
 type rowMap struct {
-	byHash map[uint64]*entry
-	clash  map[string]*entry
+	slots []rowSlot // a power of two; linear probing from home
+	shift uint      // home(h) = h >> shift
+	n     int       // entries in slots
+	dead  int       // slots of removed entries (tombstone)
+	clash map[string]*entry
 }
 
+type rowSlot struct {
+	hash uint64
+	e    *entry // nil: never used; tombstone: removed
+}
+
+// tombstone marks a slot whose entry was removed: probes go on past it.
+var tombstone = &entry{}
+
 func newRowMap() rowMap {
-	return rowMap{byHash: map[uint64]*entry{}, clash: map[string]*entry{}}
+	m := rowMap{clash: map[string]*entry{}}
+	m.resize(64)
+	return m
+}
+
+func (m *rowMap) resize(size int) {
+	old := m.slots
+	m.slots = make([]rowSlot, size)
+	m.shift = uint(64 - bits.TrailingZeros(uint(size)))
+	m.n, m.dead = 0, 0
+	for _, s := range old {
+		if s.e != nil && s.e != tombstone {
+			m.insert(s.hash, s.e)
+		}
+	}
+}
+
+// home is the slot a hash's probe starts at: the hash's top bits (its low
+// bits pick the partition, so within one they are all alike).
+func (m *rowMap) home(h uint64) int { return int(h >> m.shift) }
+
+// touch loads the home slot of h, so that a lookup of h that follows
+// finds it in cache. Its result only keeps the load from being optimised
+// away.
+func (m *rowMap) touch(h uint64) uint64 { return m.slots[m.home(h)].hash }
+
+// find returns the entry in slots whose hash is h, whatever its key, or nil.
+func (m *rowMap) find(h uint64) *entry {
+	mask := len(m.slots) - 1
+	for i := m.home(h); ; i = (i + 1) & mask {
+		s := &m.slots[i]
+		if s.e == nil {
+			return nil
+		}
+		if s.hash == h && s.e != tombstone {
+			return s.e
+		}
+	}
 }
 
 // get returns the row of key, whose hash is h, or nil.
 func (m *rowMap) get(h uint64, key []byte) *entry {
-	if e := m.byHash[h]; e != nil && e.key == string(key) {
+	if e := m.find(h); e != nil && e.key == string(key) {
 		return e
 	}
 	if len(m.clash) == 0 {
@@ -35,23 +86,58 @@ func (m *rowMap) get(h uint64, key []byte) *entry {
 
 // put adds e, whose key the map does not hold.
 func (m *rowMap) put(e *entry) {
-	if m.byHash[e.hash] == nil {
-		m.byHash[e.hash] = e
+	if m.find(e.hash) != nil {
+		m.clash[e.key] = e
 		return
 	}
-	m.clash[e.key] = e
+	if (m.n+m.dead+1)*4 > len(m.slots)*3 {
+		size := len(m.slots)
+		if (m.n+1)*2 > size {
+			size *= 2 // else only tombstones filled it: same size, swept
+		}
+		m.resize(size)
+	}
+	m.insert(e.hash, e)
+}
+
+// insert puts (h, e) in the first free slot of h's probe.
+func (m *rowMap) insert(h uint64, e *entry) {
+	mask := len(m.slots) - 1
+	for i := m.home(h); ; i = (i + 1) & mask {
+		s := &m.slots[i]
+		if s.e == nil || s.e == tombstone {
+			if s.e == tombstone {
+				m.dead--
+			}
+			s.hash, s.e = h, e
+			m.n++
+			return
+		}
+	}
 }
 
 // del removes e.
 func (m *rowMap) del(e *entry) {
-	if m.byHash[e.hash] == e {
-		delete(m.byHash, e.hash)
+	if m.clash[e.key] == e {
+		delete(m.clash, e.key)
 		return
 	}
-	delete(m.clash, e.key)
+	mask := len(m.slots) - 1
+	for i := m.home(e.hash); ; i = (i + 1) & mask {
+		s := &m.slots[i]
+		if s.e == nil {
+			return
+		}
+		if s.e == e {
+			s.e = tombstone
+			m.n--
+			m.dead++
+			return
+		}
+	}
 }
 
-func (m *rowMap) len() int { return len(m.byHash) + len(m.clash) }
+func (m *rowMap) len() int { return m.n + len(m.clash) }
 
 // evict removes up to n entries for which drop is true.
 func (m *rowMap) evict(n int, drop func(e *entry) bool) {
@@ -64,12 +150,15 @@ func (m *rowMap) evict(n int, drop func(e *entry) bool) {
 			n--
 		}
 	}
-	for h, e := range m.byHash {
+	for i := range m.slots {
 		if n == 0 {
 			return
 		}
-		if drop(e) {
-			delete(m.byHash, h)
+		s := &m.slots[i]
+		if s.e != nil && s.e != tombstone && drop(s.e) {
+			s.e = tombstone
+			m.n--
+			m.dead++
 			n--
 		}
 	}
@@ -80,15 +169,15 @@ func (m *rowMap) evict(n int, drop func(e *entry) bool) {
 const inlineKey = 48
 
 // newEntry returns an entry for the row of key (hash h) under plan, with an
-// empty row. The entry, its row and (up to inlineKey bytes) its key are one
+// empty row. The entry, its key (up to inlineKey bytes) and its row are one
 // allocation, so a fold that found the entry finds them in the same memory.
 func newEntry(key []byte, h uint64, plan *tile.Plan) *entry {
 	var e *entry
 	if len(key) <= inlineKey {
 		x := &struct {
 			entry
-			row tile.Row
 			key [inlineKey]byte
+			row tile.Row
 		}{}
 		n := copy(x.key[:], key)
 		// The bytes are never written again: the string is immutable.

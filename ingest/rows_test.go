@@ -1,8 +1,12 @@
 package ingest
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/kiln-dev/kiln/definition"
 	"github.com/kiln-dev/kiln/examples"
@@ -79,5 +83,74 @@ func TestRowMapKeepsKeysApartThatShareAHash(t *testing.T) {
 	m.evict(100, func(e *entry) bool { return e.key != "" })
 	if m.len() != 1 || m.get(7, nil) != entries[""] {
 		t.Fatalf("after evicting all but the empty key: len %d", m.len())
+	}
+}
+
+// Under random puts, deletes and evictions, with hashes drawn from a small
+// set so that probes run long and keys clash, rowMap finds what a plain
+// map holds: through growth, tombstones and sweeps.
+func TestRowMapMatchesAMap(t *testing.T) {
+	p, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := tile.Compile(p.Views[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seed := range uint64(4) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		distinct := []int{3, 50, 5000, 1 << 20}[seed]
+		hashOf := func(k string) uint64 {
+			// A fixed draw per key from `distinct` values, spread over the
+			// top bits, where rowMap takes its slot.
+			return (xxhash.Sum64String(k) % uint64(distinct)) * 0x9E3779B97F4A7C15
+		}
+		m := newRowMap()
+		ref := map[string]*entry{}
+		for step := range 20000 {
+			k := fmt.Sprintf("k%d", rng.IntN(3000))
+			h := hashOf(k)
+			switch op := rng.IntN(10); {
+			case op < 5:
+				if ref[k] == nil {
+					e := newEntry([]byte(k), h, plan)
+					m.put(e)
+					ref[k] = e
+				}
+			case op < 8:
+				if e := ref[k]; e != nil {
+					m.del(e)
+					delete(ref, k)
+				}
+			case op < 9:
+				if got := m.get(h, []byte(k)); got != ref[k] {
+					t.Fatalf("seed %d step %d: get(%s) = %v, want %v", seed, step, k, got, ref[k])
+				}
+			default:
+				n := rng.IntN(20)
+				before := m.len()
+				m.evict(n, func(e *entry) bool { return e.key[len(e.key)-1]%2 == 0 })
+				for k, e := range ref {
+					if m.get(e.hash, []byte(k)) != e {
+						if k[len(k)-1]%2 != 0 {
+							t.Fatalf("seed %d step %d: evict removed %s, which drop refused", seed, step, k)
+						}
+						delete(ref, k)
+					}
+				}
+				if removed := before - m.len(); removed > n || removed != before-len(ref) {
+					t.Fatalf("seed %d step %d: evict(%d) removed %d (reference %d)", seed, step, n, removed, before-len(ref))
+				}
+			}
+			if m.len() != len(ref) {
+				t.Fatalf("seed %d step %d: len %d, want %d", seed, step, m.len(), len(ref))
+			}
+		}
+		for k, e := range ref {
+			if m.get(e.hash, []byte(k)) != e {
+				t.Fatalf("seed %d: %s lost", seed, k)
+			}
+		}
 	}
 }
