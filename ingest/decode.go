@@ -108,8 +108,12 @@ type pushBody struct {
 // listing every problem found (up to MaxDetails). The events do not keep
 // body.
 func (d *Decoder) DecodePush(body []byte, now int64) (*definition.Source, []event.Event, error) {
-	// A body of the usual shape is read in place; any other, valid or not,
-	// by encoding/json, whose rules and wording the API has always had.
+	if src, events, err, ok := d.decodeUsualPush(body, now); ok {
+		return src, events, err
+	}
+	// A body of the usual shape in another order is read in place after
+	// one pass that checks it; any other, valid or not, by encoding/json,
+	// whose rules and wording the API has always had.
 	shape, fast := scanPush(body)
 	name := string(shape.source)
 	var raws []json.RawMessage
@@ -164,6 +168,98 @@ func (d *Decoder) DecodePush(body []byte, now int64) (*definition.Source, []even
 		return nil, nil, &RequestError{Message: fmt.Sprintf("%d invalid event(s); nothing was applied", countEvents(problems)), Details: problems}
 	}
 	return src, events, nil
+}
+
+// decodeUsualPush decodes, in one pass, a push body as producers write it:
+// {"source": "<name>", "events": [...]}, keys in that order and the name
+// without escapes, of a push source and with at most MaxEventsPerPush
+// events, valid JSON throughout. It reports !ok for any other body, or
+// when it cannot tell, and DecodePush starts again on its general path;
+// for the bodies it takes, the results are the general path's.
+func (d *Decoder) decodeUsualPush(body []byte, now int64) (src *definition.Source, events []event.Event, err error, ok bool) {
+	i := skipSpace(body, 0)
+	member := func(key string) bool {
+		if i == len(body) || body[i] != '"' {
+			return false
+		}
+		end, plain, serr := scanString(body, i)
+		if serr != nil || !plain || string(body[i+1:end-1]) != key {
+			return false
+		}
+		if i = skipSpace(body, end); i == len(body) || body[i] != ':' {
+			return false
+		}
+		i = skipSpace(body, i+1)
+		return true
+	}
+	if i == len(body) || body[i] != '{' {
+		return nil, nil, nil, false
+	}
+	i = skipSpace(body, i+1)
+	if !member("source") || i == len(body) || body[i] != '"' {
+		return nil, nil, nil, false
+	}
+	end, plain, serr := scanString(body, i)
+	if serr != nil || !plain {
+		return nil, nil, nil, false
+	}
+	if src = d.project.Source(string(body[i+1 : end-1])); src == nil || src.Type != "push" {
+		return nil, nil, nil, false
+	}
+	if i = skipSpace(body, end); i == len(body) || body[i] != ',' {
+		return nil, nil, nil, false
+	}
+	i = skipSpace(body, i+1)
+	if !member("events") || i == len(body) || body[i] != '[' {
+		return nil, nil, nil, false
+	}
+	// Every event that is an object has a '{': room for them all.
+	n := min(bytes.Count(body[i:], []byte{'{'}), MaxEventsPerPush)
+	nf := len(src.Fields)
+	events = make([]event.Event, 0, n)
+	fields := make([]event.Value, n*nf)
+	required := d.required[src]
+	var problems []Problem
+	if i = skipSpace(body, i+1); i < len(body) && body[i] == ']' {
+		i++
+	} else {
+		for {
+			k := len(events)
+			if k == cap(events) {
+				return nil, nil, nil, false // over the limit, or an event that is not an object
+			}
+			events = events[:k+1]
+			ev := &events[k]
+			ev.Fields = fields[k*nf : (k+1)*nf : (k+1)*nf]
+			if len(problems) < MaxDetails {
+				i, problems, serr = d.decodeEvent(src, required, body, i, 2, k, now, ev, problems)
+			} else {
+				i, _, serr = skipValue(body, i, 2) // only to know the body is valid
+			}
+			if serr != nil {
+				return nil, nil, nil, false
+			}
+			if i = skipSpace(body, i); i == len(body) {
+				return nil, nil, nil, false
+			}
+			if body[i] == ']' {
+				i++
+				break
+			}
+			if body[i] != ',' {
+				return nil, nil, nil, false
+			}
+			i = skipSpace(body, i+1)
+		}
+	}
+	if i = skipSpace(body, i); i == len(body) || body[i] != '}' || skipSpace(body, i+1) != len(body) {
+		return nil, nil, nil, false
+	}
+	if len(problems) > 0 {
+		problems = problems[:min(len(problems), MaxDetails)]
+		return nil, nil, &RequestError{Message: fmt.Sprintf("%d invalid event(s); nothing was applied", countEvents(problems)), Details: problems}, true
+	}
+	return src, events, nil, true
 }
 
 // decodePushBody reads a push body with encoding/json: the bodies scanPush
@@ -433,8 +529,82 @@ func (d *Decoder) parseValue(t event.Type, raw []byte, plain bool) (event.Value,
 		if n, ok := parseShortInt(raw); ok {
 			return event.IntValue(n), ""
 		}
+	case t == event.Float64:
+		if f, ok := parseShortFloat(raw); ok {
+			return event.FloatValue(f), ""
+		}
 	}
 	return event.ParseJSON(t, raw)
+}
+
+// pow10 holds the powers of ten a float64 holds exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// parseShortFloat reads a valid JSON number (raw, checked by the scanner) when
+// one correctly rounded operation gives its float64: its digits make an
+// integer m ≤ 2^53 and it is m × 10^e with |e| ≤ 22, so m and 10^|e| are
+// exact and one multiplication or division rounds once, as strconv does
+// (Clinger's fast path). Other numbers return false, for strconv.
+func parseShortFloat(raw []byte) (float64, bool) {
+	i, neg := 0, false
+	if len(raw) > 0 && raw[0] == '-' {
+		i, neg = 1, true
+	}
+	var m uint64
+	digits, exp := 0, 0
+	start := i
+	for ; i < len(raw) && isDigit(raw[i]); i++ {
+		m = m*10 + uint64(raw[i]-'0')
+		digits++
+	}
+	if i == start || digits > 19 {
+		return 0, false
+	}
+	if i < len(raw) && raw[i] == '.' {
+		i++
+		start = i
+		for ; i < len(raw) && isDigit(raw[i]); i++ {
+			m = m*10 + uint64(raw[i]-'0')
+			digits++
+			exp--
+		}
+		if i == start || digits > 19 {
+			return 0, false
+		}
+	}
+	if i < len(raw) && (raw[i] == 'e' || raw[i] == 'E') {
+		i++
+		sign := 1
+		if i < len(raw) && (raw[i] == '+' || raw[i] == '-') {
+			if raw[i] == '-' {
+				sign = -1
+			}
+			i++
+		}
+		start = i
+		e := 0
+		for ; i < len(raw) && isDigit(raw[i]) && e < 1000; i++ {
+			e = e*10 + int(raw[i]-'0')
+		}
+		if i == start {
+			return 0, false
+		}
+		exp += sign * e
+	}
+	if i != len(raw) || m > 1<<53 || exp < -22 || exp > 22 {
+		return 0, false
+	}
+	f := float64(m)
+	if exp < 0 {
+		f /= pow10[-exp]
+	} else {
+		f *= pow10[exp]
+	}
+	if neg {
+		f = -f
+	}
+	return f, true
 }
 
 // parseShortInt reads a JSON number of at most 18 digits and no fraction or

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -365,4 +366,52 @@ func TestDecodeConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// parseShortFloat, where it answers, answers exactly what strconv does:
+// on numbers of every shape near the edges of its fast path.
+func TestParseShortFloat(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	digits := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte('0' + r.IntN(10))
+		}
+		if n > 1 && b[0] == '0' {
+			b[0] = '1' + byte(r.IntN(9))
+		}
+		return string(b)
+	}
+	answered := 0
+	fixed := []string{"0", "-0", "0.0", "1", "9007199254740992", "9007199254740993", "1e22", "1e23", "1e-22", "1e-23",
+		"0.1", "0.3", "123456789012345678", "1234567890123456789", "12345678901234567890", "4.35", "1E+2", "5e-0", "2.5e-3"}
+	for k := range 200_000 {
+		var s string
+		if k < len(fixed) {
+			s = fixed[k]
+		} else {
+			s = digits(1 + r.IntN(12))
+			if r.IntN(2) == 0 {
+				s += "." + digits(1+r.IntN(10))
+			}
+			if r.IntN(3) == 0 {
+				s += []string{"e", "E", "e+", "e-", "E-"}[r.IntN(5)] + strconv.Itoa(r.IntN(30))
+			}
+			if r.IntN(2) == 0 {
+				s = "-" + s
+			}
+		}
+		got, ok := parseShortFloat([]byte(s))
+		if !ok {
+			continue
+		}
+		answered++
+		want, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("parseShortFloat(%s) = %v, strconv %v (%v)", s, got, want, err)
+		}
+	}
+	if answered < 100_000 {
+		t.Fatalf("the fast path answered only %d of 200,000 numbers", answered)
+	}
 }
