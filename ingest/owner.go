@@ -55,19 +55,22 @@ type condWriter interface {
 }
 
 type entry struct {
-	key    string
-	hash   uint64 // xxhash.Sum64(key)
-	plan   *tile.Plan
-	row    *tile.Row
-	stored []byte // the row's value in the store as this owner knows it (cond only); nil: none
-	dirty  bool
+	// The fields a fold uses come first, to share the entry's first cache
+	// line.
+
+	// mu (write-behind) is held while the row changes and while a reader
+	// encodes it from the overlay.
+	mu    sync.Mutex
+	dirty bool
 	// unsaved: committed to the log but not yet written back (write-behind);
 	// such a row is in the overlay and stays in memory until the next
 	// checkpoint.
 	unsaved bool
-	// mu (write-behind) is held while the row changes and while a reader
-	// encodes it from the overlay.
-	mu sync.Mutex
+	row     *tile.Row
+	plan    *tile.Plan
+	hash    uint64 // xxhash.Sum64(key)
+	key     string
+	stored  []byte // the row's value in the store as this owner knows it (cond only); nil: none
 }
 
 // keyBytes returns the bytes of a row key held as a string, without a copy.

@@ -165,19 +165,20 @@ func (m *rowMap) evict(n int, drop func(e *entry) bool) {
 }
 
 // inlineKey is the longest key newEntry stores in the entry's own
-// allocation (RW1's keys are 20 to 30 bytes).
+// allocation (RW1's keys are 20 to 30 bytes). The key comes last: a fold
+// reads the entry and the row, and only a lookup the key.
 const inlineKey = 48
 
 // newEntry returns an entry for the row of key (hash h) under plan, with an
-// empty row. The entry, its key (up to inlineKey bytes) and its row are one
+// empty row. The entry, its row and its key (up to inlineKey bytes) are one
 // allocation, so a fold that found the entry finds them in the same memory.
 func newEntry(key []byte, h uint64, plan *tile.Plan) *entry {
 	var e *entry
 	if len(key) <= inlineKey {
 		x := &struct {
 			entry
-			key [inlineKey]byte
 			row tile.Row
+			key [inlineKey]byte
 		}{}
 		n := copy(x.key[:], key)
 		// The bytes are never written again: the string is immutable.

@@ -532,7 +532,9 @@ func finish(agg definition.Agg, a, b float64) event.Value {
 // keeps the loads from being optimised away.
 func Warm(rows []*Row) (sink uint64) {
 	for _, r := range rows {
-		sink += uint64(r.Clock) + uint64(len(r.tiles)) + uint64(len(r.lasts))
+		// The row's own fields, which may span two cache lines.
+		sink += uint64(r.Clock) + uint64(len(r.tiles)) + uint64(len(r.end)) +
+			uint64(len(r.lasts)) + uint64(len(r.pending)) + uint64(len(r.applied))
 	}
 	for _, r := range rows {
 		// A level's newest tile is first; most tiles are at most 8 floats,
