@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/kiln-dev/kiln/bench"
@@ -58,6 +59,7 @@ flags:
 	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each Q2 request")
 	profile := fs.Duration("profile", 0, "take a server CPU profile of this length in each phase's measured period, into --out/<phase>.pprof (0: none)")
 	out := fs.String("out", "kiln-bench-ingest", "directory for results.json")
+	serverFlags := fs.String("server-flags", "", `more flags for each "kiln serve" the bench starts, space-separated (e.g. "--partitions=2" or "--write-through")`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -74,6 +76,13 @@ flags:
 	cfg.FreshRate, cfg.Q2Rate, cfg.FreshDuration, cfg.FreshWarmup = *freshRate, *q2Rate, *freshDuration, *freshWarmup
 	cfg.MaxInFlight, cfg.RequestTimeout, cfg.Profile, cfg.OutDir = *inFlight, *timeout, *profile, *out
 	cfg.Log = stderr
+	if extra := strings.Fields(*serverFlags); len(extra) > 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding this executable to start the servers: %w", err)
+		}
+		cfg.ServerCommand = append([]string{exe, "serve"}, extra...)
+	}
 	cfg.Command = strings.Join(append([]string{"kiln", "bench", "ingest"}, args...), " ")
 	rep, err := bench.RunIngest(ctx, cfg)
 	if errors.Is(err, bench.ErrConfig) {

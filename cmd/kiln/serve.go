@@ -26,6 +26,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	blockCache := fs.Int64("block-cache-bytes", 0, "memory for the embedded store's block cache (0: 512 MiB; unused with Redis)")
 	maxInFlight := fs.Int64("max-inflight-rows", 0, "admission control: rows being read at once before requests are refused with 429 / RESOURCE_EXHAUSTED (0: 2048 per CPU; negative: off)")
 	partitions := fs.Int("partitions", 4, "single-writer partitions of the write path")
+	writeRows := fs.Int("write-cache-rows", 0, "rows the write path keeps decoded in memory, over all partitions; rows beyond are read back from the store when next written (0: 65536 per partition)")
 	writeThrough := fs.Bool("write-through", false, "embedded store: write every commit's rows to the store instead of logging the commit's events and writing rows back at checkpoints")
 	checkpointEvery := fs.Duration("checkpoint-interval", time.Minute, "embedded store: longest time between checkpoints of a busy partition (rows written back, event log deleted)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -34,6 +35,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *checkpointEvery <= 0 {
 		return fmt.Errorf("--checkpoint-interval is %v: give a positive duration, like 1m", *checkpointEvery)
+	}
+	if *writeRows < 0 {
+		return fmt.Errorf("--write-cache-rows is %d: give 0 for the default (65536 per partition) or a number of rows", *writeRows)
 	}
 	if *blockCache < 0 {
 		return fmt.Errorf("--block-cache-bytes is %d: give 0 for the default (512 MiB) or a size in bytes", *blockCache)
@@ -51,7 +55,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n, err := node.Start(node.Config{
 		Project: project, Role: *role, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
-		Ingest: ingest.Options{Partitions: *partitions, WriteThrough: *writeThrough, CheckpointInterval: *checkpointEvery},
+		Ingest: ingest.Options{Partitions: *partitions, MaxCachedRows: *writeRows / max(*partitions, 1), WriteThrough: *writeThrough, CheckpointInterval: *checkpointEvery},
 	})
 	if err != nil {
 		return err
