@@ -108,7 +108,38 @@ type pushBody struct {
 // listing every problem found (up to MaxDetails). The events do not keep
 // body.
 func (d *Decoder) DecodePush(body []byte, now int64) (*definition.Source, []event.Event, error) {
-	if src, events, err, ok := d.decodeUsualPush(body, now); ok {
+	return d.DecodePushInto(body, now, nil)
+}
+
+// PushBuffer is the memory of a decoded push, which DecodePushInto reuses:
+// a server that decodes many pushes keeps one per request in flight, and
+// allocates (and collects) next to nothing per push.
+type PushBuffer struct {
+	events []event.Event
+	fields []event.Value
+}
+
+// take returns n events whose Fields (nf each, all Null) are cut from one
+// slice, reusing b's memory when it is large enough; b nil: fresh memory.
+func (b *PushBuffer) take(n, nf int) ([]event.Event, []event.Value) {
+	if b == nil {
+		return make([]event.Event, 0, n), make([]event.Value, n*nf)
+	}
+	if cap(b.events) < n {
+		b.events = make([]event.Event, 0, n)
+	}
+	if cap(b.fields) < n*nf {
+		b.fields = make([]event.Value, n*nf)
+	}
+	fields := b.fields[:n*nf]
+	clear(fields)
+	return b.events[:0], fields
+}
+
+// DecodePushInto is DecodePush into buf's memory (nil: new memory). The
+// events it returns are valid until buf is used again.
+func (d *Decoder) DecodePushInto(body []byte, now int64, buf *PushBuffer) (*definition.Source, []event.Event, error) {
+	if src, events, err, ok := d.decodeUsualPush(body, now, buf); ok {
 		return src, events, err
 	}
 	// A body of the usual shape in another order is read in place after
@@ -138,15 +169,15 @@ func (d *Decoder) DecodePush(body []byte, now int64) (*definition.Source, []even
 	if n > MaxEventsPerPush {
 		return nil, nil, &RequestError{Message: fmt.Sprintf("%d events in one push; the limit is %d: split the batch", n, MaxEventsPerPush)}
 	}
-	events := make([]event.Event, n)
 	nf := len(src.Fields)
-	fields := make([]event.Value, n*nf)
+	events, fields := buf.take(n, nf)
+	events = events[:n]
 	required := d.required[src]
 	var problems []Problem
 	at := shape.array + 1 // the first event, when fast
 	for i := range events {
 		ev := &events[i]
-		ev.Fields = fields[i*nf : (i+1)*nf : (i+1)*nf]
+		*ev = event.Event{Fields: fields[i*nf : (i+1)*nf : (i+1)*nf]} // a reused event keeps nothing
 		var serr *syntaxError
 		if fast {
 			at = skipSpace(body, at)
@@ -176,7 +207,7 @@ func (d *Decoder) DecodePush(body []byte, now int64) (*definition.Source, []even
 // events, valid JSON throughout. It reports !ok for any other body, or
 // when it cannot tell, and DecodePush starts again on its general path;
 // for the bodies it takes, the results are the general path's.
-func (d *Decoder) decodeUsualPush(body []byte, now int64) (src *definition.Source, events []event.Event, err error, ok bool) {
+func (d *Decoder) decodeUsualPush(body []byte, now int64, buf *PushBuffer) (src *definition.Source, events []event.Event, err error, ok bool) {
 	i := skipSpace(body, 0)
 	member := func(key string) bool {
 		if i == len(body) || body[i] != '"' {
@@ -216,8 +247,7 @@ func (d *Decoder) decodeUsualPush(body []byte, now int64) (src *definition.Sourc
 	// Every event that is an object has a '{': room for them all.
 	n := min(bytes.Count(body[i:], []byte{'{'}), MaxEventsPerPush)
 	nf := len(src.Fields)
-	events = make([]event.Event, 0, n)
-	fields := make([]event.Value, n*nf)
+	events, fields := buf.take(n, nf)
 	required := d.required[src]
 	var problems []Problem
 	if i = skipSpace(body, i+1); i < len(body) && body[i] == ']' {
@@ -230,7 +260,7 @@ func (d *Decoder) decodeUsualPush(body []byte, now int64) (src *definition.Sourc
 			}
 			events = events[:k+1]
 			ev := &events[k]
-			ev.Fields = fields[k*nf : (k+1)*nf : (k+1)*nf]
+			*ev = event.Event{Fields: fields[k*nf : (k+1)*nf : (k+1)*nf]} // a reused event keeps nothing
 			if len(problems) < MaxDetails {
 				i, problems, serr = d.decodeEvent(src, required, body, i, 2, k, now, ev, problems)
 			} else {

@@ -415,3 +415,38 @@ func TestParseShortFloat(t *testing.T) {
 		t.Fatalf("the fast path answered only %d of 200,000 numbers", answered)
 	}
 }
+
+// A reused PushBuffer decodes each push as fresh memory would: fields an
+// event leaves out are null, and nothing of the pushes before shows, on
+// both the one-pass path and the general one (keys in the other order).
+func TestDecodePushIntoReusesNothingVisible(t *testing.T) {
+	d := testDecoder(t)
+	var buf PushBuffer
+	bodies := []string{
+		`{"source": "clicks", "events": [{"user_id": 1, "post_id": 2, "kind": "a", "x": 1.5, "ts": 1795600000000}, {"user_id": 5, "post_id": 6, "kind": "b", "x": 2, "ts": 1795600000001}]}`,
+		`{"source": "clicks", "events": [{"user_id": 7, "post_id": 8, "ts": 1795600000002}]}`,
+		`{"events": [{"user_id": 9, "post_id": 10, "ts": 1795600000003}, {"user_id": 11, "post_id": 12, "x": 3, "ts": 1795600000004}], "source": "clicks"}`,
+		`{"source": "clicks", "events": []}`,
+		`{"source": "clicks", "events": [{"user_id": 13, "post_id": 14, "ts": 1795600000005}, {"user_id": 15, "post_id": 16, "kind": "c", "ts": 1795600000006}, {"user_id": 17, "post_id": 18, "ts": 1795600000007}]}`,
+	}
+	for round := range 2 {
+		for _, body := range bodies {
+			_, want, err := d.DecodePush([]byte(body), decodeNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, got, err := d.DecodePushInto([]byte(body), decodeNow, &buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("round %d, %s: %d events, fresh %d", round, body, len(got), len(want))
+			}
+			for i := range got {
+				if got[i].String() != want[i].String() || got[i].Origin != want[i].Origin {
+					t.Fatalf("round %d, %s: event %d = %v, fresh %v", round, body, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

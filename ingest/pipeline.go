@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,9 +152,10 @@ type Pipeline struct {
 	owners     []*owner
 	log        logStore // nil: write through
 
-	mu     sync.RWMutex // guards closed and sends on the owners' queues
-	closed bool
-	wg     sync.WaitGroup
+	mu       sync.RWMutex // guards closed and sends on the owners' queues
+	closed   bool
+	wg       sync.WaitGroup
+	requests sync.Pool // of *request, answered and free for Push to reuse
 
 	accepted, droppedLate atomic.Int64
 	skipped               atomic.Int64
@@ -264,6 +266,27 @@ type request struct {
 	next []*request // more requests of the partition read from one log record
 }
 
+// newRequest returns an empty request for Push, with room for n ops and
+// keys of keyBytes: one a Push freed, or a new one.
+func (p *Pipeline) newRequest(now int64, n, keyBytes int) *request {
+	r, _ := p.requests.Get().(*request)
+	if r == nil {
+		r = &request{done: make(chan error, 1)}
+	}
+	r.now = now
+	r.ops = slices.Grow(r.ops[:0], n)
+	r.keys = slices.Grow(r.keys[:0], keyBytes)
+	return r
+}
+
+// freeRequest gives an answered request of Push back for reuse, holding
+// no pointer to the push's events or rows.
+func (p *Pipeline) freeRequest(r *request) {
+	clear(r.ops)
+	r.ops = r.ops[:0]
+	p.requests.Put(r)
+}
+
 // add appends an op folding ev into the row of f under key, whose hash
 // is h.
 func (r *request) add(f *feed, key []byte, h uint64, ev *event.Event) {
@@ -308,7 +331,7 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 				// Sized for an even share of the push: growing the slices
 				// of a large push op by op costs more than folding it.
 				n := len(events)*len(feeds)/len(p.owners)*5/4 + 4
-				r = &request{now: now, done: make(chan error, 1), ops: make([]op, 0, n), keys: make([]byte, 0, n*len(key))}
+				r = p.newRequest(now, n, n*len(key))
 				reqs[part] = r
 			}
 			r.add(f, key, h, ev)
@@ -348,6 +371,8 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 		if err := <-r.done; err != nil && firstErr == nil {
 			firstErr = err
 		}
+		// Answered: the owner holds it no more.
+		p.freeRequest(r)
 	}
 	if firstErr != nil {
 		return Result{}, firstErr

@@ -9,6 +9,7 @@
 package serve
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/kiln-dev/kiln/definition"
@@ -58,6 +60,14 @@ type Server struct {
 	decoder *ingest.Decoder
 	ready   atomic.Bool
 	routes  map[string]map[string]http.HandlerFunc
+	// pushes holds the memory of pushes no longer in flight (*pushBuffer):
+	// a push reuses a body and decoded events instead of allocating them.
+	pushes sync.Pool
+}
+
+type pushBuffer struct {
+	body   []byte
+	events ingest.PushBuffer
 }
 
 // New builds a server for the project.
@@ -139,7 +149,17 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 
 // readBody reads a request body up to limit bytes.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	return readBodyInto(w, r, limit, nil)
+}
+
+// readBodyInto is readBody into dst's memory.
+func readBodyInto(w http.ResponseWriter, r *http.Request, limit int64, dst []byte) ([]byte, bool) {
+	buf := bytes.NewBuffer(dst[:0])
+	if n := r.ContentLength; n > 0 && n <= limit {
+		buf.Grow(int(n) + bytes.MinRead) // the last read, which finds the end, needs room too
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	body := buf.Bytes()
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -157,11 +177,19 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "this process only serves (--role=serve): push events to the ingest process", nil)
 		return
 	}
-	body, ok := readBody(w, r, MaxPushBytes)
+	pb, _ := s.pushes.Get().(*pushBuffer)
+	if pb == nil {
+		pb = new(pushBuffer)
+	}
+	// The events are done with once Push returns, and the body once they
+	// are decoded.
+	defer s.pushes.Put(pb)
+	body, ok := readBodyInto(w, r, MaxPushBytes, pb.body)
 	if !ok {
 		return
 	}
-	src, events, err := s.decoder.DecodePush(body, s.cfg.Pipeline.Now())
+	pb.body = body
+	src, events, err := s.decoder.DecodePushInto(body, s.cfg.Pipeline.Now(), &pb.events)
 	if err != nil {
 		writeRequestError(w, err)
 		return
