@@ -206,14 +206,14 @@ func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err 
 // the read lock and encode a row under the row's own lock (entry.mu).
 type overlay struct {
 	mu   sync.RWMutex
-	rows map[string]*entry
+	rows rowMap // exactly the rows in the owner's unsaved
 }
 
 // get encodes the overlay's row of key into *buf and calls fn with it, and
 // reports whether the overlay has the row.
-func (ov *overlay) get(key []byte, i int, fn func(int, []byte, bool), buf *[]byte) bool {
+func (ov *overlay) get(key []byte, h uint64, i int, fn func(int, []byte, bool), buf *[]byte) bool {
 	ov.mu.RLock()
-	e := ov.rows[string(key)]
+	e := ov.rows.get(h, key)
 	ov.mu.RUnlock()
 	if e == nil {
 		return false
@@ -240,7 +240,8 @@ func (p *Pipeline) Get(ctx context.Context, keys [][]byte, fn func(i int, value 
 	var missKeys [][]byte
 	var buf []byte
 	for i, k := range keys {
-		if !p.owners[p.partition(k)].overlay.get(k, i, fn, &buf) {
+		part, h := p.route(k)
+		if !p.owners[part].overlay.get(k, h, i, fn, &buf) {
 			missIdx = append(missIdx, i)
 			missKeys = append(missKeys, k)
 		}
@@ -295,7 +296,7 @@ func (o *owner) commitRows() {
 		if !e.unsaved {
 			e.unsaved = true
 			o.unsaved = append(o.unsaved, e)
-			ov.rows[e.key] = e
+			ov.rows.put(e)
 		}
 	}
 	ov.mu.Unlock()
@@ -334,7 +335,7 @@ func (o *owner) checkpoint(now int64, sync bool) error {
 		return nil
 	}
 	// Only the owner changes rows, so it reads them without their locks.
-	sortByKey(o.unsaved)
+	o.sortByKey(o.unsaved)
 	o.encodeRows(o.unsaved, nil)
 	err := o.p.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
 	o.writes.Add(1)
@@ -346,11 +347,11 @@ func (o *owner) checkpoint(now int64, sync bool) error {
 	o.rowsWritten.Add(int64(len(o.batch)))
 	o.checkpoints.Add(1)
 	o.overlay.mu.Lock()
+	o.overlay.rows.clear() // it held the unsaved rows, and only them
+	o.overlay.mu.Unlock()
 	for _, e := range o.unsaved {
-		delete(o.overlay.rows, e.key)
 		e.unsaved = false
 	}
-	o.overlay.mu.Unlock()
 	clear(o.unsaved)
 	o.unsaved = o.unsaved[:0]
 	o.logBytes = 0

@@ -213,7 +213,7 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 		o := &owner{
 			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
 			rows: newRowMap(), cond: cond,
-			overlay: overlay{rows: map[string]*entry{}},
+			overlay: overlay{rows: newRowMap()},
 		}
 		pl.owners = append(pl.owners, o)
 	}

@@ -139,6 +139,13 @@ func (m *rowMap) del(e *entry) {
 
 func (m *rowMap) len() int { return m.n + len(m.clash) }
 
+// clear removes every entry, keeping the table's size.
+func (m *rowMap) clear() {
+	clear(m.slots)
+	m.n, m.dead = 0, 0
+	clear(m.clash)
+}
+
 // evict removes up to n entries for which drop is true.
 func (m *rowMap) evict(n int, drop func(e *entry) bool) {
 	for _, e := range m.clash {

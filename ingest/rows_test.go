@@ -3,6 +3,7 @@ package ingest
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -150,6 +151,35 @@ func TestRowMapMatchesAMap(t *testing.T) {
 		for k, e := range ref {
 			if m.get(e.hash, []byte(k)) != e {
 				t.Fatalf("seed %d: %s lost", seed, k)
+			}
+		}
+	}
+}
+
+// sortByKey orders rows as their keys order bytewise, also where its
+// numeric prefixes tie: keys equal in their first 32 bytes, keys that
+// differ only by trailing zero bytes, and keys longer than the prefix.
+func TestSortByKeyOrdersAsBytes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	o := &owner{}
+	for round := range 200 {
+		rows := make([]*entry, rng.IntN(300))
+		for i := range rows {
+			b := make([]byte, rng.IntN(45))
+			for j := range b {
+				b[j] = []byte{0, 1, 'a', 0xff}[rng.IntN(4)]
+			}
+			if rng.IntN(3) == 0 && len(b) > 0 {
+				b = append(b[:len(b):len(b)], 0) // a trailing zero
+			}
+			rows[i] = &entry{key: string(b)}
+		}
+		want := slices.Clone(rows)
+		slices.SortStableFunc(want, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
+		o.sortByKey(rows)
+		for i := range rows {
+			if rows[i].key != want[i].key {
+				t.Fatalf("round %d: row %d has key %q, want %q", round, i, rows[i].key, want[i].key)
 			}
 		}
 	}

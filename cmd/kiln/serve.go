@@ -29,12 +29,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	writeRows := fs.Int("write-cache-rows", 0, "rows the write path keeps decoded in memory, over all partitions; rows beyond are read back from the store when next written (0: 65536 per partition)")
 	writeThrough := fs.Bool("write-through", false, "embedded store: write every commit's rows to the store instead of logging the commit's events and writing rows back at checkpoints")
 	checkpointEvery := fs.Duration("checkpoint-interval", time.Minute, "embedded store: longest time between checkpoints of a busy partition (rows written back, event log deleted)")
+	checkpointRows := fs.Int("checkpoint-rows", 0, "embedded store: rows a partition holds not yet written back before it checkpoints (0: 65536); they stay in memory until then")
+	checkpointLog := fs.Int64("checkpoint-log-bytes", 0, "embedded store: event log a partition appends before it checkpoints (0: 32 MiB); a restart after a crash replays up to this much per partition")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *checkpointEvery <= 0 {
 		return fmt.Errorf("--checkpoint-interval is %v: give a positive duration, like 1m", *checkpointEvery)
+	}
+	if *checkpointRows < 0 || *checkpointLog < 0 {
+		return fmt.Errorf("--checkpoint-rows %d, --checkpoint-log-bytes %d: give 0 for the defaults or positive numbers", *checkpointRows, *checkpointLog)
 	}
 	if *writeRows < 0 {
 		return fmt.Errorf("--write-cache-rows is %d: give 0 for the default (65536 per partition) or a number of rows", *writeRows)
@@ -55,7 +60,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n, err := node.Start(node.Config{
 		Project: project, Role: *role, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
-		Ingest: ingest.Options{Partitions: *partitions, MaxCachedRows: *writeRows / max(*partitions, 1), WriteThrough: *writeThrough, CheckpointInterval: *checkpointEvery},
+		Ingest: ingest.Options{Partitions: *partitions, MaxCachedRows: *writeRows / max(*partitions, 1), WriteThrough: *writeThrough,
+			CheckpointInterval: *checkpointEvery, CheckpointRows: *checkpointRows, CheckpointLogBytes: int(*checkpointLog)},
 	})
 	if err != nil {
 		return err
