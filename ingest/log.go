@@ -450,6 +450,13 @@ func (o *owner) foldWaiting() {
 	var nows [warmGroup]int64
 	n := 0
 	run := func() {
+		// The events were decoded on other goroutines, often on the other
+		// core, and have waited in the queue since: load their fields too.
+		for _, op := range ops[:n] {
+			for j := range op.ev.Fields {
+				o.sink += uint64(op.ev.Fields[j].Kind)
+			}
+		}
 		o.sink += tile.Warm(rows[:n])
 		for i := range n {
 			o.fold(ops[i].row, ops[i], nows[i])
