@@ -460,11 +460,18 @@ func (o *owner) refold(conflicts []*entry) error {
 	return nil
 }
 
-// evict forgets clean rows beyond MaxCachedRows.
+// evict forgets clean rows beyond MaxCachedRows, and a sixteenth more so
+// that the next commits have room. Rows not yet written back stay, even
+// beyond it: when there are no clean rows, evict does not look for them.
 func (o *owner) evict() {
-	over := o.rows.len() - o.p.opts.MaxCachedRows
+	limit := o.p.opts.MaxCachedRows
+	over := o.rows.len() - limit
 	if over <= 0 {
 		return
 	}
-	o.rows.evict(over, func(e *entry) bool { return !e.dirty && !e.unsaved })
+	// Every dirty row is unsaved, or (writing through) written, by now.
+	clean := o.rows.len() - len(o.unsaved)
+	if n := min(over+limit/16, clean); n > 0 {
+		o.rows.evict(n, func(e *entry) bool { return !e.dirty && !e.unsaved })
+	}
 }

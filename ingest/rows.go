@@ -21,6 +21,7 @@ type rowMap struct {
 	shift uint      // home(h) = h >> shift
 	n     int       // entries in slots
 	dead  int       // slots of removed entries (tombstone)
+	hand  int       // where evict goes on looking
 	clash map[string]*entry
 }
 
@@ -146,7 +147,9 @@ func (m *rowMap) clear() {
 	clear(m.clash)
 }
 
-// evict removes up to n entries for which drop is true.
+// evict removes up to n entries for which drop is true. It goes on from
+// where the last call stopped, round the table once at most, so that
+// entries leave in turn and calls that each find a few cost a few.
 func (m *rowMap) evict(n int, drop func(e *entry) bool) {
 	for _, e := range m.clash {
 		if n == 0 {
@@ -157,11 +160,13 @@ func (m *rowMap) evict(n int, drop func(e *entry) bool) {
 			n--
 		}
 	}
-	for i := range m.slots {
+	mask := len(m.slots) - 1
+	for range m.slots {
 		if n == 0 {
 			return
 		}
-		s := &m.slots[i]
+		m.hand = (m.hand + 1) & mask
+		s := &m.slots[m.hand]
 		if s.e != nil && s.e != tombstone && drop(s.e) {
 			s.e = tombstone
 			m.n--

@@ -184,3 +184,47 @@ func TestSortByKeyOrdersAsBytes(t *testing.T) {
 		}
 	}
 }
+
+// evict forgets clean rows down to a sixteenth below MaxCachedRows and
+// keeps every row not yet written back, however many.
+func TestEvictKeepsUnsavedRows(t *testing.T) {
+	o := &owner{p: &Pipeline{opts: Options{MaxCachedRows: 96}}, rows: newRowMap()}
+	var all []*entry
+	for i := range 300 {
+		e := &entry{key: fmt.Sprint(i), hash: xxhash.Sum64String(fmt.Sprint(i))}
+		if i < 250 {
+			e.unsaved = true
+			o.unsaved = append(o.unsaved, e)
+		}
+		o.rows.put(e)
+		all = append(all, e)
+	}
+	kept := func() (n, unsaved int) {
+		for _, e := range all {
+			if o.rows.get(e.hash, []byte(e.key)) == e {
+				n++
+				if e.unsaved {
+					unsaved++
+				}
+			}
+		}
+		return n, unsaved
+	}
+	o.evict()
+	if n, u := kept(); n != 250 || u != 250 || o.rows.len() != 250 {
+		t.Fatalf("over the limit with 250 unsaved rows: kept %d (%d unsaved), len %d; want the 250 unsaved", n, u, o.rows.len())
+	}
+	o.evict() // nothing clean: nothing changes
+	if n, _ := kept(); n != 250 {
+		t.Fatalf("second evict: kept %d", n)
+	}
+	// A checkpoint wrote 200 of them back.
+	for _, e := range o.unsaved[:200] {
+		e.unsaved = false
+	}
+	o.unsaved = o.unsaved[200:]
+	o.evict()
+	if n, u := kept(); n != 96-96/16 || u != 50 {
+		t.Fatalf("after the checkpoint: kept %d (%d unsaved), want %d (50 unsaved)", n, u, 96-96/16)
+	}
+}
