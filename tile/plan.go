@@ -73,7 +73,7 @@ type Level struct {
 	Slots  int
 	stride int // a tile's length in Row.tiles: its start and its slots
 	kinds  []slotKind
-	empty []float64 // an empty tile: each slot's identity
+	empty  []float64 // an empty tile: each slot's identity
 }
 
 // Output is one served value: a feature over one window.

@@ -34,9 +34,9 @@ type Row struct {
 	// Levels[li].stride float64s: its start (the int64's bits) and then
 	// the level's slots. Level li's tiles are tiles[end[li-1]:end[li]]
 	// (from 0 for level 0), descending by start.
-	tiles  []float64
-	end    []int32 // len(Plan.Levels); in endBuf when it fits
-	endBuf [8]int32
+	tiles   []float64
+	end     []int32 // len(Plan.Levels); in endBuf when it fits
+	endBuf  [8]int32
 	lasts   []LastState
 	pending []pendingEvent
 	applied []event.Origin // per stream, the last offset folded; ascending by Stream
