@@ -177,21 +177,26 @@ func (o *owner) loadRows(r *request) error {
 		for i := range ops {
 			op := &ops[i]
 			k := r.keys[op.from:op.to]
-			if op.row != nil && op.row.key == string(k) {
-				continue
+			if op.row == nil || op.row.key != string(k) {
+				op.row = o.rowOf(op, k)
 			}
-			e := o.rows.get(op.hash, k)
-			if e == nil {
-				// A key may repeat within a request: the entry made here is
-				// found again, and its row loaded once.
-				e = newEntry(k, op.hash, op.feed.plan)
-				o.rows.put(e)
-				o.missing = append(o.missing, e)
-			}
-			op.row = e
 		}
 	}
 	return o.loadMissing()
+}
+
+// rowOf returns the entry of op's row, whose key is k: the one in memory,
+// or a new one, added to o.rows and queued in o.missing for loadMissing to
+// read. A key that repeats before loadMissing runs finds the new entry, so
+// its row is read once.
+func (o *owner) rowOf(op *op, k []byte) *entry {
+	e := o.rows.get(op.hash, k)
+	if e == nil {
+		e = newEntry(k, op.hash, op.feed.plan)
+		o.rows.put(e)
+		o.missing = append(o.missing, e)
+	}
+	return e
 }
 
 // loadMissing reads the rows of the entries in o.missing, just added to
@@ -434,16 +439,9 @@ func (o *owner) refold(conflicts []*entry) error {
 		for i := range r.ops {
 			op := &r.ops[i]
 			k := r.keys[op.from:op.to]
-			if !redo[string(k)] {
-				continue
+			if redo[string(k)] {
+				op.row = o.rowOf(op, k)
 			}
-			e := o.rows.get(op.hash, k)
-			if e == nil {
-				e = newEntry(k, op.hash, op.feed.plan)
-				o.rows.put(e)
-				o.missing = append(o.missing, e)
-			}
-			op.row = e
 		}
 	}
 	if err := o.loadMissing(); err != nil {

@@ -14,10 +14,9 @@ import (
 	"github.com/kiln-dev/kiln/tile"
 )
 
-// rowMap finds every row by key even when keys share a hash, which real
-// keys almost never do: here all of them do, and some are longer than an
-// entry stores inline.
-func TestRowMapKeepsKeysApartThatShareAHash(t *testing.T) {
+// feedPlan is the plan of the feed example's first view.
+func feedPlan(t *testing.T) *tile.Plan {
+	t.Helper()
 	p, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
@@ -26,6 +25,14 @@ func TestRowMapKeepsKeysApartThatShareAHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return plan
+}
+
+// rowMap finds every row by key even when keys share a hash, which real
+// keys almost never do: here all of them do, and some are longer than an
+// entry stores inline.
+func TestRowMapKeepsKeysApartThatShareAHash(t *testing.T) {
+	plan := feedPlan(t)
 	keys := []string{"a", "b", "", strings.Repeat("long", 20), strings.Repeat("x", inlineKey), strings.Repeat("y", inlineKey+1)}
 	m := newRowMap()
 	entries := map[string]*entry{}
@@ -91,14 +98,7 @@ func TestRowMapKeepsKeysApartThatShareAHash(t *testing.T) {
 // set so that probes run long and keys clash, rowMap finds what a plain
 // map holds: through growth, tombstones and sweeps.
 func TestRowMapMatchesAMap(t *testing.T) {
-	p, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := tile.Compile(p.Views[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan := feedPlan(t)
 	for seed := range uint64(4) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		distinct := []int{3, 50, 5000, 1 << 20}[seed]
