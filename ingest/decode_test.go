@@ -414,6 +414,48 @@ func TestParseShortFloat(t *testing.T) {
 	if answered < 100_000 {
 		t.Fatalf("the fast path answered only %d of 200,000 numbers", answered)
 	}
+
+	// 16 to 19 digits, past Clinger's path: shortest and longer forms of
+	// random floats (as JSON encoders write them), and halfway cases,
+	// where only an exact computation rounds to even.
+	check := func(s string) bool {
+		t.Helper()
+		got, ok := parseShortFloat([]byte(s))
+		if !ok {
+			return false
+		}
+		want, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("parseShortFloat(%s) = %v (%x), strconv %v (%x, %v)", s, got, math.Float64bits(got), want, math.Float64bits(want), err)
+		}
+		return true
+	}
+	long := 0
+	for k := range 300_000 {
+		x := math.Float64frombits(r.Uint64() >> 2) // positive, exponents from tiny to huge
+		if k%2 == 0 {
+			x = r.Float64() * math.Pow(10, float64(r.IntN(30)-12))
+		}
+		for _, s := range []string{
+			strconv.FormatFloat(x, 'g', -1, 64),
+			strconv.FormatFloat(x, 'e', 15+r.IntN(4), 64),
+			strconv.FormatFloat(x, 'f', r.IntN(8), 64),
+		} {
+			if check(s) {
+				long++
+			}
+		}
+	}
+	for k := 53; k < 64; k++ {
+		for _, tie := range []uint64{1<<k + 1<<(k-53), 1<<k + 3<<(k-53), 1<<k + 1<<(k-53) - 1, 1<<k + 1<<(k-53) + 1} {
+			for _, s := range []string{strconv.FormatUint(tie, 10), strconv.FormatUint(tie, 10) + "e-7", "0." + strconv.FormatUint(tie, 10)} {
+				check(s)
+			}
+		}
+	}
+	if long < 300_000 {
+		t.Fatalf("the exact path answered only %d of 900,000 long numbers", long)
+	}
 }
 
 // A reused PushBuffer decodes each push as fresh memory would: fields an
