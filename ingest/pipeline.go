@@ -314,12 +314,18 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 	reqs := make([]*request, len(p.owners))
 	var res Result
 	var key []byte
+	// The time below which an event is late for each feed's view.
+	var lateBuf [8]int64
+	late := lateBuf[:0]
+	for _, f := range feeds {
+		late = append(late, f.plan.LateBefore(now))
+	}
 	for i := range events {
 		ev := &events[i]
 		reached := false
 		for fi := range feeds {
 			f := feeds[fi]
-			if f.plan.Late(ev.TS, now) {
+			if ev.TS < late[fi] {
 				f.late.Add(1)
 				continue
 			}

@@ -108,7 +108,7 @@ func (p *Plan) AppendRow(dst []byte, r *Row) []byte {
 		}
 		dst = append(dst, 1)
 		dst = binary.AppendVarint(dst, st.TS)
-		dst = appendValue(dst, st.Value)
+		dst = appendValue(dst, &st.Value)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(r.pending)))
 	for i := range r.pending {
@@ -126,8 +126,8 @@ func (p *Plan) AppendRow(dst []byte, r *Row) []byte {
 // field.
 func appendTimeAndFields(dst []byte, ev *event.Event) []byte {
 	dst = binary.AppendVarint(dst, ev.TS)
-	for _, v := range ev.Fields {
-		dst = appendValue(dst, v)
+	for i := range ev.Fields {
+		dst = appendValue(dst, &ev.Fields[i])
 	}
 	return dst
 }
@@ -162,7 +162,7 @@ func (p *Plan) DecodeEvent(data []byte, ev *event.Event) ([]byte, error) {
 	return d.b, nil
 }
 
-func appendValue(dst []byte, v event.Value) []byte {
+func appendValue(dst []byte, v *event.Value) []byte {
 	dst = append(dst, byte(v.Kind))
 	switch v.Kind {
 	case event.Int64:

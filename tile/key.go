@@ -26,7 +26,7 @@ func AppendKey(dst []byte, view string, key []event.Value) []byte {
 			dst = binary.AppendUvarint(dst, uint64(len(v.Str)))
 			dst = append(dst, v.Str...)
 		default:
-			dst = appendValue(dst[:len(dst)-1], v)
+			dst = appendValue(dst[:len(dst)-1], &v)
 		}
 	}
 	return dst

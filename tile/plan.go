@@ -298,6 +298,20 @@ func (p *Plan) Late(ts, now int64) bool {
 	return true
 }
 
+// LateBefore returns the event time below which Late(ts, now) holds: a
+// caller checking many events against one now computes it once. It is
+// math.MinInt64 when the view has an all-time feature (no event is late).
+func (p *Plan) LateBefore(now int64) int64 {
+	if p.allTime {
+		return math.MinInt64
+	}
+	before := int64(math.MaxInt64)
+	for _, l := range p.Levels {
+		before = min(before, l.Window.Start(now))
+	}
+	return before
+}
+
 // CompileProject compiles every view of a project.
 func CompileProject(p *definition.Project) (map[*definition.View]*Plan, error) {
 	plans := make(map[*definition.View]*Plan, len(p.Views))

@@ -279,3 +279,26 @@ func TestStable(t *testing.T) {
 		}
 	})
 }
+
+// LateBefore(now) is the one cut Late(ts, now) makes: late exactly below it.
+func TestLateBeforeAgreesWithLate(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		p, err := Compile(drawView(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := rapid.Int64Range(1_600_000_000_000, 1_900_000_000_000).Draw(t, "now")
+		before := p.LateBefore(now)
+		for range 50 {
+			ts := now - rapid.Int64Range(-60_000, 50*86_400_000).Draw(t, "age")
+			if late := p.Late(ts, now); late != (ts < before) {
+				t.Fatalf("Late(%d, %d) = %v, but LateBefore = %d", ts, now, late, before)
+			}
+		}
+		if before != math.MinInt64 {
+			if !p.Late(before-1, now) || p.Late(before, now) {
+				t.Fatalf("the cut %d is not where Late changes", before)
+			}
+		}
+	})
+}
