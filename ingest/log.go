@@ -442,8 +442,8 @@ func (p *Pipeline) recoverLog() error {
 const warmGroup = 32
 
 // foldWaiting folds the waiting requests' ops, in order, a group at a time:
-// the group's entries, then its rows (tile.Warm), are loaded in passes
-// before any is folded, so their cache misses overlap.
+// the group's entries, then its events and rows (tile.Warm), are loaded in
+// passes before any is folded, so their cache misses overlap.
 func (o *owner) foldWaiting() {
 	var rows [warmGroup]*tile.Row
 	var ops [warmGroup]*op
@@ -467,7 +467,6 @@ func (o *owner) foldWaiting() {
 		for i := range r.ops {
 			op := &r.ops[i]
 			rows[n], ops[n], nows[n] = op.row.row, op, r.now
-			o.sink += uint64(len(op.ev.Fields))
 			n++
 			if n == warmGroup {
 				run()

@@ -292,7 +292,7 @@ func TestLogRecordRoundTrip(t *testing.T) {
 		for part := range f.pl.owners {
 			for _, op := range r.ops {
 				key := r.keys[op.from:op.to]
-				if f.pl.partition(key) == part {
+				if p, _ := f.pl.route(key); p == part {
 					want = append(want, opAt{part, r.now, op.feed.index, string(key), op.hash, *op.ev})
 				}
 			}
@@ -362,7 +362,7 @@ func FuzzDecodeRecord(f *testing.F) {
 					continue
 				}
 				for _, op := range r.ops {
-					if got := fx.pl.partition(r.keys[op.from:op.to]); got != part {
+					if got, _ := fx.pl.route(r.keys[op.from:op.to]); got != part {
 						t.Fatalf("op routed to partition %d, its key belongs to %d", part, got)
 					}
 				}

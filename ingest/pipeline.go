@@ -229,12 +229,6 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 	return pl, nil
 }
 
-// partition returns the partition that owns a row key.
-func (p *Pipeline) partition(key []byte) int {
-	part, _ := p.route(key)
-	return part
-}
-
 // route returns the partition of a row key and the key's hash, by which
 // the partition finds the row in memory and the read cache its entry.
 func (p *Pipeline) route(key []byte) (part int, hash uint64) {
