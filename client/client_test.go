@@ -19,13 +19,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kiln-dev/kiln/client"
-	"github.com/kiln-dev/kiln/definition"
 	"github.com/kiln-dev/kiln/examples"
-	"github.com/kiln-dev/kiln/grpcapi"
-	"github.com/kiln-dev/kiln/ingest"
-	"github.com/kiln-dev/kiln/node"
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/grpcapi"
+	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/query"
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
-	"github.com/kiln-dev/kiln/query"
 )
 
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)

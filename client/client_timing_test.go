@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kiln-dev/kiln/client"
-	"github.com/kiln-dev/kiln/grpcapi"
+	"github.com/kiln-dev/kiln/internal/grpcapi"
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
 

@@ -9,7 +9,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/kiln-dev/kiln/bench"
+	"github.com/kiln-dev/kiln/internal/bench"
 )
 
 // runBenchIngest is "kiln bench ingest": issue 5's ingestion figures.

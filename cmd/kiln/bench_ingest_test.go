@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiln-dev/kiln/bench"
+	"github.com/kiln-dev/kiln/internal/bench"
 )
 
 // kiln bench ingest end to end at a tiny size: the binary starts its own

@@ -11,12 +11,12 @@ import (
 	"os"
 	"time"
 
-	"github.com/kiln-dev/kiln/definition"
-	"github.com/kiln-dev/kiln/event"
 	"github.com/kiln-dev/kiln/examples"
-	"github.com/kiln-dev/kiln/ingest"
-	"github.com/kiln-dev/kiln/node"
-	"github.com/kiln-dev/kiln/workload"
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/workload"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {

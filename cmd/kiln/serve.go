@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kiln-dev/kiln/definition"
-	"github.com/kiln-dev/kiln/ingest"
-	"github.com/kiln-dev/kiln/node"
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/node"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {

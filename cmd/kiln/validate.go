@@ -8,8 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kiln-dev/kiln/definition"
-	"github.com/kiln-dev/kiln/tile"
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/tile"
 )
 
 func runValidate(args []string, stdout, stderr io.Writer) error {

@@ -1,0 +1,1299 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kiln-dev/kiln/examples"
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/workload"
+)
+
+// The ingest benchmark (kiln bench ingest) measures issue 5's figures on the
+// embedded store, each against a kiln serve child process of its own:
+//
+//  1. push: RW1 live events POSTed to /v1/push in batches from several
+//     connections, back to back, for a fixed period; events accepted per
+//     server CPU-second.
+//  2. kafka: a backlog of RW1 events produced to an in-process Kafka
+//     (franz-go's kfake) before the server starts; the server's Kafka
+//     source reads it to the end; messages applied per server CPU-second.
+//  3. freshness: a fresh server on phase 2's data directory and consumer
+//     group; RW1 events produced at a steady rate while Q2 runs open loop;
+//     the server's freshness histogram (Kafka record timestamp to durable
+//     and visible) and Q2's latency.
+
+// Phases of the ingest benchmark.
+const (
+	PhasePush      = "push"
+	PhaseKafka     = "kafka"
+	PhaseFreshness = "freshness"
+)
+
+// Issue 5's aims.
+const (
+	AimPushPerCore  = 500_000 // events/s per core, push API batch path
+	AimKafkaPerCore = 200_000 // events/s per core, from Kafka
+	AimFreshnessP99 = 100.0   // ms, freshness p99 in embedded mode
+)
+
+// Fixed parts of an ingest run.
+const (
+	ingestTopic        = "engagements"
+	ingestGroup        = "kiln-bench-ingest"
+	ingestPollInterval = 100 * time.Millisecond // of /debug/stats while waiting for a backlog
+	freshTick          = 10 * time.Millisecond  // the steady producer's tick
+	probeTimeout       = 60 * time.Second       // for the consumer to join and apply the probe
+	drainTimeout       = 60 * time.Second       // after the steady stream, for the lag to reach 0
+	maxKafkaEvents     = 100_000_000
+)
+
+// IngestConfig configures an ingest run. DefaultIngestConfig returns the
+// documented defaults.
+type IngestConfig struct {
+	// ServerCommand is the argv that starts "kiln serve" (flags are
+	// added); empty: this executable with "serve".
+	ServerCommand []string
+	// DataDir holds the servers' data directories (push/, kafka/); empty
+	// means a temporary directory, removed at the end.
+	DataDir string
+	// Phases to run, of PhasePush, PhaseKafka, PhaseFreshness (freshness
+	// needs kafka).
+	Phases []string
+	// Scale and Seed select the RW1 instance (entities, Zipf laws).
+	Scale float64
+	Seed  uint64
+
+	// PushConns concurrent connections each push batches of PushBatch
+	// events back to back, PushWarmup unmeasured, then PushDuration
+	// measured. PushPool events are generated and encoded before the
+	// clock starts and pushed in turn (cycled if the run is longer).
+	PushConns, PushBatch, PushPool int
+	PushDuration, PushWarmup       time.Duration
+
+	// KafkaEvents are produced to a topic of KafkaPartitions partitions
+	// (keyed by user) before the server starts; the server must apply them
+	// all within KafkaTimeout.
+	KafkaEvents, KafkaPartitions int
+	KafkaTimeout                 time.Duration
+
+	// FreshRate events/s are produced for FreshWarmup + FreshDuration
+	// while Q2 runs open loop at Q2Rate (its first FreshWarmup not
+	// recorded).
+	FreshRate, Q2Rate          float64
+	FreshDuration, FreshWarmup time.Duration
+	MaxInFlight                int
+	RequestTimeout             time.Duration
+
+	// Profile, if > 0, takes a server CPU profile of this length in each
+	// phase's measured period and writes <phase>.pprof to OutDir.
+	Profile time.Duration
+
+	// OutDir receives results.json (and profiles); empty: no files.
+	OutDir string
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+	// Command is the command line, recorded in the report.
+	Command string
+}
+
+// DefaultIngestConfig returns the defaults of kiln bench ingest.
+func DefaultIngestConfig() IngestConfig {
+	return IngestConfig{
+		Phases: []string{PhasePush, PhaseKafka, PhaseFreshness},
+		Scale:  1, Seed: 1,
+		PushConns: 8, PushBatch: 1000, PushPool: 1_000_000,
+		PushDuration: 20 * time.Second, PushWarmup: 3 * time.Second,
+		KafkaEvents: 2_000_000, KafkaPartitions: 8, KafkaTimeout: 3 * time.Minute,
+		FreshRate: 5000, Q2Rate: 50, FreshDuration: 30 * time.Second, FreshWarmup: 3 * time.Second,
+		MaxInFlight: DefaultMaxInFlight, RequestTimeout: 10 * time.Second,
+	}
+}
+
+func (c *IngestConfig) check() error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if len(c.Phases) == 0 {
+		bad("no phase to run: name some of %s, %s, %s", PhasePush, PhaseKafka, PhaseFreshness)
+	}
+	for _, p := range c.Phases {
+		if p != PhasePush && p != PhaseKafka && p != PhaseFreshness {
+			bad("phase %q: use %s, %s or %s", p, PhasePush, PhaseKafka, PhaseFreshness)
+		}
+	}
+	if c.has(PhaseFreshness) && !c.has(PhaseKafka) {
+		bad("phase %s runs on the data and consumer group of phase %s: run both", PhaseFreshness, PhaseKafka)
+	}
+	if !(c.Scale > 0) || math.IsInf(c.Scale, 0) || c.Scale > 100 {
+		bad("scale %v: want 0 < scale ≤ 100", c.Scale)
+	}
+	if c.PushConns < 1 || c.PushConns > 256 {
+		bad("push connections %d: want 1..256", c.PushConns)
+	}
+	if c.PushBatch < 1 || c.PushBatch > maxPushEvents {
+		bad("push batch %d: want 1..%d events", c.PushBatch, maxPushEvents)
+	}
+	if c.PushPool < c.PushBatch || c.PushPool > 20_000_000 {
+		bad("push pool %d: want batch..20000000 events", c.PushPool)
+	}
+	if c.PushDuration <= 0 || c.PushWarmup < 0 {
+		bad("push duration %v, warm-up %v: want duration > 0, warm-up ≥ 0", c.PushDuration, c.PushWarmup)
+	}
+	if c.KafkaEvents < 1 || c.KafkaEvents > maxKafkaEvents {
+		bad("kafka events %d: want 1..%d", c.KafkaEvents, maxKafkaEvents)
+	}
+	if c.KafkaPartitions < 1 || c.KafkaPartitions > 1024 {
+		bad("kafka partitions %d: want 1..1024", c.KafkaPartitions)
+	}
+	if c.KafkaTimeout <= 0 {
+		bad("kafka timeout %v: want > 0", c.KafkaTimeout)
+	}
+	if !(c.FreshRate > 0) || c.FreshRate > 1e6 || !(c.Q2Rate > 0) || c.Q2Rate > 1e5 {
+		bad("freshness rate %v events/s and Q2 rate %v/s: want 0 < events ≤ 1e6, 0 < Q2 ≤ 1e5", c.FreshRate, c.Q2Rate)
+	}
+	if c.FreshDuration <= 0 || c.FreshWarmup < 0 {
+		bad("freshness duration %v, warm-up %v: want duration > 0, warm-up ≥ 0", c.FreshDuration, c.FreshWarmup)
+	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > 10_000 {
+		bad("max in flight %d: want 1..10000", c.MaxInFlight)
+	}
+	if c.RequestTimeout <= 0 || c.Profile < 0 {
+		bad("request timeout %v, profile %v: want timeout > 0, profile ≥ 0", c.RequestTimeout, c.Profile)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("bench ingest: %w: %s", ErrConfig, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func (c *IngestConfig) has(phase string) bool { return slices.Contains(c.Phases, phase) }
+
+// IngestReport is what an ingest run measured; results.json is its JSON.
+type IngestReport struct {
+	Started   time.Time          `json:"started"`
+	Command   string             `json:"command,omitempty"`
+	Machine   Machine            `json:"machine"`
+	Config    IngestConfigReport `json:"config"`
+	Push      *PushPhase         `json:"push,omitempty"`
+	Kafka     *KafkaPhase        `json:"kafka,omitempty"`
+	Freshness *FreshnessPhase    `json:"freshness,omitempty"`
+	Seconds   float64            `json:"seconds"`
+}
+
+// IngestConfigReport is the configuration of a run, as run.
+type IngestConfigReport struct {
+	Phases          []string `json:"phases"`
+	Scale           float64  `json:"scale"`
+	Seed            uint64   `json:"seed"`
+	Users           int64    `json:"users"`
+	Posts           int64    `json:"posts"`
+	PushConns       int      `json:"push_connections"`
+	PushBatch       int      `json:"push_batch_events"`
+	PushPool        int      `json:"push_pool_events"`
+	PushDuration    string   `json:"push_duration"`
+	PushWarmup      string   `json:"push_warmup"`
+	KafkaEvents     int      `json:"kafka_events"`
+	KafkaPartitions int      `json:"kafka_partitions"`
+	FreshRate       float64  `json:"freshness_events_per_second"`
+	Q2Rate          float64  `json:"q2_rate"`
+	FreshDuration   string   `json:"freshness_duration"`
+	FreshWarmup     string   `json:"freshness_warmup"`
+	DataDir         string   `json:"data_dir,omitempty"`
+}
+
+// Throughput is what one throughput phase measured over its measured
+// window: events, wall time and the server's CPU.
+type Throughput struct {
+	Events           int64   `json:"events"`
+	Seconds          float64 `json:"seconds"`
+	EventsPerS       float64 `json:"events_per_second"`
+	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
+	// ServerCores is ServerCPUSeconds / Seconds.
+	ServerCores float64 `json:"server_cores"`
+	// EventsPerCoreS is Events / ServerCPUSeconds: events per second of
+	// one core of the server.
+	EventsPerCoreS   float64 `json:"events_per_core_second"`
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+	ServerGCCycles   int64   `json:"server_gc_cycles"`
+	// RowsWritten and Writes are the write path's row writes and store
+	// writes in the window: with the embedded store's write-behind, a
+	// group commit is one write (its log record) and rows are written
+	// only at checkpoints, which are writes too.
+	RowsWritten int64 `json:"rows_written"`
+	Writes      int64 `json:"writes"`
+	// ServerRSSBytes is the server's RSS at the end of the window.
+	ServerRSSBytes int64 `json:"server_rss_bytes"`
+}
+
+// PushPhase is phase 1.
+type PushPhase struct {
+	Throughput
+	Connections int    `json:"connections"`
+	BatchEvents int    `json:"batch_events"`
+	Pushes      int64  `json:"pushes"`
+	Errors      int64  `json:"errors"`
+	FirstError  string `json:"first_error,omitempty"`
+	DroppedLate int64  `json:"dropped_late"`
+	// ClientAccepted sums the answers of the pushes completed in the
+	// window (Events is the server's own counter over the same window).
+	ClientAccepted int64 `json:"client_accepted"`
+	// PushLatency is each push's latency (answered once durable).
+	PushLatency Percentiles `json:"push_latency_ms"`
+}
+
+// KafkaPhase is phase 2.
+type KafkaPhase struct {
+	Throughput
+	Produced          int64   `json:"produced"`
+	Partitions        int     `json:"partitions"`
+	ProduceSeconds    float64 `json:"produce_seconds"`
+	ProduceEventsPerS float64 `json:"produce_events_per_second"`
+	Applied           int64   `json:"applied"`
+	DeadLetters       int64   `json:"dead_letters"`
+	// FromStartSeconds runs from starting the server process to the
+	// backlog applied (process start, consumer-group join included).
+	FromStartSeconds float64 `json:"from_start_seconds"`
+}
+
+// FreshnessPhase is phase 3.
+type FreshnessPhase struct {
+	OfferedRate   float64 `json:"offered_events_per_second"`
+	Produced      int64   `json:"produced"`
+	ProduceErrors int64   `json:"produce_errors"`
+	Seconds       float64 `json:"seconds"`
+	// Probes counts the probe messages sent before the stream.
+	Probes int64 `json:"probes"`
+	// ProduceAck is the time from producing each message to the broker's
+	// acknowledgement.
+	ProduceAck Percentiles `json:"produce_ack_ms"`
+	// BrokerDelivery is the floor of freshness: from each message's
+	// record timestamp to its arrival at a plain consumer in the bench
+	// process (no group, no apply), over BrokerDelivered messages.
+	BrokerDelivery  Percentiles `json:"broker_delivery_ms"`
+	BrokerDelivered int64       `json:"broker_delivered"`
+	// DiskSync is the latency of a small append and fsync to a file beside
+	// the server's data, every 20 ms during the stream: the floor of
+	// "durable" on this machine (the server syncs its write-ahead log
+	// before a batch counts as applied).
+	DiskSync  Percentiles `json:"disk_sync_ms"`
+	DiskSyncs int64       `json:"disk_syncs"`
+	// Applied counts the messages the server applied in the phase (the
+	// probes included); EndLag is the source's lag when the run stopped
+	// waiting.
+	Applied int64 `json:"applied"`
+	EndLag  int64 `json:"end_lag"`
+	// Freshness is the server's freshness_ms over every message of the
+	// phase (warm-up included; the probe counts as ~0, see below).
+	Freshness SourceFreshness `json:"freshness_ms"`
+	// BeforeStream is the server's freshness histogram once the probe was
+	// applied, before the steady stream: count 1 unless messages of the
+	// previous phase were replayed.
+	BeforeStream SourceFreshness `json:"freshness_before_stream_ms"`
+	// Q2 is the open-loop Q2 step run meanwhile.
+	Q2 *Step `json:"q2"`
+	// Timeline has the server's state each second of the stream: a jump
+	// of the (cumulative) freshness maximum dates a stall.
+	Timeline         []FreshSecond `json:"timeline"`
+	ServerCPUSeconds float64       `json:"server_cpu_seconds"`
+	ServerCores      float64       `json:"server_cores"`
+	ClientCPUSeconds float64       `json:"client_cpu_seconds"`
+}
+
+// FreshSecond is the server's state at one second of the freshness phase,
+// read from /debug/stats.
+type FreshSecond struct {
+	Second int `json:"second"`
+	// Applied counts messages applied in that second; Lag is the source's
+	// lag at its end.
+	Applied int64 `json:"applied"`
+	Lag     int64 `json:"lag"`
+	// FreshP99 and FreshMax are the cumulative freshness p99 and maximum
+	// (ms) since the phase began.
+	FreshP99 float64 `json:"fresh_p99_ms"`
+	FreshMax float64 `json:"fresh_max_ms"`
+	Cores    float64 `json:"cores"`
+	GCCycles int64   `json:"gc_cycles"`
+	HeapMiB  float64 `json:"heap_mib"`
+}
+
+// SourceFreshness is a source's freshness_ms in /debug/stats.
+type SourceFreshness struct {
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	Max   float64 `json:"max"`
+}
+
+// ingestStats is the part of GET /debug/stats the ingest benchmark reads.
+type ingestStats struct {
+	CPUSeconds float64 `json:"cpu_seconds"`
+	RSSBytes   int64   `json:"rss_bytes"`
+	HeapBytes  int64   `json:"heap_bytes"`
+	GCCycles   int64   `json:"gc_cycles"`
+	Ingest     struct {
+		Accepted, DroppedLate, RowsWritten, Writes, WriteErrors, Replayed int64
+	} `json:"ingest"`
+	Sources []struct {
+		Source      string          `json:"source"`
+		Lag         int64           `json:"lag"`
+		Messages    int64           `json:"messages"`
+		DeadLetters int64           `json:"dead_letters"`
+		Freshness   SourceFreshness `json:"freshness_ms"`
+		Partitions  []struct {
+			Partition string `json:"partition"`
+		} `json:"partitions"`
+	} `json:"sources"`
+}
+
+// ingestRun is one run in progress.
+type ingestRun struct {
+	cfg     IngestConfig
+	log     io.Writer
+	argv    []string
+	tmp     string // temporary files (project files; data unless DataDir)
+	dataDir string
+	rep     *IngestReport
+	ctl     *http.Client
+	gen     *workload.Generator
+	project *definition.Project
+	enc     *pushEncoder
+	srv     *server // the running server, if any
+}
+
+// RunIngest runs the ingest benchmark and returns its report. On an error
+// after a phase was measured it returns the report so far with the error;
+// results.json is written then too.
+func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	r := &ingestRun{cfg: cfg, log: cfg.Log}
+	if r.log == nil {
+		r.log = io.Discard
+	}
+	if r.project, err = definition.Parse(examples.FeedProjectName, examples.FeedProject); err != nil {
+		return nil, err
+	}
+	src := r.project.Source(workload.SourceName)
+	if src == nil {
+		return nil, fmt.Errorf("bench ingest: the RW1 project has no source %s", workload.SourceName)
+	}
+	r.enc = newPushEncoder(src.Name, src.EventTime)
+	r.argv = cfg.ServerCommand
+	if len(r.argv) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("bench ingest: finding this executable to start the server: %w", err)
+		}
+		r.argv = []string{exe, "serve"}
+	}
+	if cfg.OutDir != "" {
+		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if r.tmp, err = os.MkdirTemp("", "kiln-bench-ingest-"); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(r.tmp)
+	r.dataDir = cfg.DataDir
+	if r.dataDir == "" {
+		r.dataDir = filepath.Join(r.tmp, "data")
+	}
+	r.ctl = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, DisableCompression: true}}
+	defer r.ctl.CloseIdleConnections()
+	defer r.stopServer()
+
+	start := time.Now()
+	r.gen = workload.NewGenerator(workload.Config{Seed: cfg.Seed, Scale: cfg.Scale, Now: start})
+	r.rep = &IngestReport{Started: start.UTC(), Command: cfg.Command, Machine: machineInfo()}
+	r.rep.Config = IngestConfigReport{
+		Phases: cfg.Phases, Scale: cfg.Scale, Seed: cfg.Seed, Users: r.gen.Users(), Posts: r.gen.Posts(),
+		PushConns: cfg.PushConns, PushBatch: cfg.PushBatch, PushPool: cfg.PushPool,
+		PushDuration: cfg.PushDuration.String(), PushWarmup: cfg.PushWarmup.String(),
+		KafkaEvents: cfg.KafkaEvents, KafkaPartitions: cfg.KafkaPartitions,
+		FreshRate: cfg.FreshRate, Q2Rate: cfg.Q2Rate, FreshDuration: cfg.FreshDuration.String(), FreshWarmup: cfg.FreshWarmup.String(),
+		DataDir: cfg.DataDir,
+	}
+	measured := false
+	defer func() {
+		r.rep.Seconds = time.Since(start).Seconds()
+		if cfg.OutDir != "" && measured {
+			if werr := r.rep.writeJSON(cfg.OutDir); werr != nil && err == nil {
+				err = werr
+			}
+		}
+		if err != nil && measured {
+			rep = r.rep
+		}
+	}()
+
+	if cfg.has(PhasePush) {
+		measured = true
+		if r.rep.Push, err = r.pushPhase(ctx); err != nil {
+			return nil, fmt.Errorf("bench ingest: push phase: %w", err)
+		}
+	}
+	if cfg.has(PhaseKafka) {
+		kc, err := startKafka(int32(cfg.KafkaPartitions), ingestTopic)
+		if err != nil {
+			return nil, err
+		}
+		defer kc.Close()
+		addr := kc.ListenAddrs()[0]
+		projectFile, err := r.kafkaProject(addr)
+		if err != nil {
+			return nil, err
+		}
+		measured = true
+		if r.rep.Kafka, err = r.kafkaPhase(ctx, addr, projectFile); err != nil {
+			return nil, fmt.Errorf("bench ingest: kafka phase: %w", err)
+		}
+		if cfg.has(PhaseFreshness) {
+			if r.rep.Freshness, err = r.freshnessPhase(ctx, addr, projectFile); err != nil {
+				return nil, fmt.Errorf("bench ingest: freshness phase: %w", err)
+			}
+		}
+	}
+	return r.rep, nil
+}
+
+// startKafka starts franz-go's in-process Kafka (kfake): one broker on a
+// loopback port the kernel picks, holding topic with the given number of
+// partitions.
+func startKafka(partitions int32, topic string) (*kfake.Cluster, error) {
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.SeedTopics(partitions, topic),
+		kfake.GroupMinSessionTimeout(time.Second),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("bench ingest: starting in-process Kafka (kfake): %w", err)
+	}
+	return c, nil
+}
+
+// kafkaProject writes the RW1 project with its source engagements read from
+// topic ingestTopic at addr instead of pushed, and returns the file's path.
+func (r *ingestRun) kafkaProject(addr string) (string, error) {
+	b, err := KafkaFeedProject(addr, ingestTopic, ingestGroup)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(r.tmp, "kiln-kafka.yaml")
+	return path, os.WriteFile(path, b, 0o644)
+}
+
+// KafkaFeedProject returns the RW1 project file (examples.FeedProject) with
+// its source engagements turned into a kafka source reading topic from
+// brokers addr in consumer group group, with the same fields and event
+// time. It checks that the result parses as such.
+func KafkaFeedProject(addr, topic, group string) ([]byte, error) {
+	var out bytes.Buffer
+	sc := bufio.NewScanner(bytes.NewReader(examples.FeedProject))
+	inSource, done := false, false
+	for sc.Scan() {
+		line := sc.Text()
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case !done && line == "  "+workload.SourceName+":":
+			inSource = true
+		case inSource && strings.HasPrefix(trimmed, "type:"):
+			indent := line[:len(line)-len(strings.TrimLeft(line, " "))]
+			fmt.Fprintf(&out, "%stype: kafka\n%sbrokers: [%s]\n%stopic: %s\n%sgroup: %s\n", indent, indent, addr, indent, topic, indent, group)
+			inSource, done = false, true
+			continue
+		}
+		out.WriteString(line)
+		out.WriteByte('\n')
+	}
+	if !done {
+		return nil, fmt.Errorf("bench ingest: %s has no type line in source %s", examples.FeedProjectName, workload.SourceName)
+	}
+	p, err := definition.Parse("kafka variant of "+examples.FeedProjectName, out.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("bench ingest: the kafka variant of %s: %w", examples.FeedProjectName, err)
+	}
+	if src := p.Source(workload.SourceName); src == nil || src.Type != "kafka" || src.Stream == nil || src.Stream.Topic != topic {
+		return nil, fmt.Errorf("bench ingest: the kafka variant of %s does not read %s from Kafka", examples.FeedProjectName, workload.SourceName)
+	}
+	return out.Bytes(), nil
+}
+
+// startServerOn starts a server on projectFile and dataDir and waits until
+// it is ready.
+func (r *ingestRun) startServerOn(ctx context.Context, projectFile, dataDir string) error {
+	srv, err := startServer(ctx, r.argv, projectFile, dataDir, false, r.log)
+	if err != nil {
+		return err
+	}
+	r.srv = srv
+	fmt.Fprintf(r.log, "kiln bench ingest: started %s\n", strings.Join(srv.command, " "))
+	deadline := time.Now().Add(readyTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		var v map[string]any
+		if last = getJSON(ctx, r.ctl, srv.url+"/readyz", &v); last == nil {
+			return nil
+		}
+		if err := srv.alive(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s is not ready after %v: %w", srv.url, readyTimeout, last)
+}
+
+// stopServer stops the running server, if any.
+func (r *ingestRun) stopServer() {
+	if r.srv == nil {
+		return
+	}
+	if err := r.srv.stop(); err != nil {
+		fmt.Fprintln(r.log, "kiln bench ingest: stopping the server:", err)
+	}
+	r.srv = nil
+}
+
+func (r *ingestRun) stats(ctx context.Context) (ingestStats, error) {
+	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
+	defer cancel()
+	var s ingestStats
+	if err := getJSON(ctx, r.ctl, r.srv.url+"/debug/stats", &s); err != nil {
+		return s, errors.Join(fmt.Errorf("reading the server's stats: %w", err), r.srv.alive())
+	}
+	return s, nil
+}
+
+// throughput fills the window between two stats snapshots.
+func throughput(events int64, s0, s1 ingestStats, seconds, clientCPU float64) Throughput {
+	t := Throughput{
+		Events: events, Seconds: seconds, ServerCPUSeconds: s1.CPUSeconds - s0.CPUSeconds, ClientCPUSeconds: clientCPU,
+		ServerGCCycles: s1.GCCycles - s0.GCCycles,
+		RowsWritten:    s1.Ingest.RowsWritten - s0.Ingest.RowsWritten, Writes: s1.Ingest.Writes - s0.Ingest.Writes,
+		ServerRSSBytes: s1.RSSBytes,
+	}
+	t.EventsPerS = ratio(float64(events), seconds)
+	t.ServerCores = ratio(t.ServerCPUSeconds, seconds)
+	t.EventsPerCoreS = ratio(float64(events), t.ServerCPUSeconds)
+	return t
+}
+
+// profile takes a server CPU profile of length d into OutDir/<name>.pprof,
+// on a goroutine; wait for it with the returned function.
+func (r *ingestRun) profile(ctx context.Context, name string, d time.Duration) (wait func()) {
+	if r.cfg.Profile <= 0 || r.cfg.OutDir == "" || d <= 0 {
+		return func() {}
+	}
+	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", r.srv.url, max(1, int(d.Round(time.Second)/time.Second)))
+	path := filepath.Join(r.cfg.OutDir, name+".pprof")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return
+		}
+		resp, err := r.ctl.Do(req)
+		if err != nil {
+			fmt.Fprintf(r.log, "kiln bench ingest: profile %s: %v\n", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode == http.StatusOK {
+			err = os.WriteFile(path, b, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintf(r.log, "kiln bench ingest: profile %s: %v\n", name, err)
+			return
+		}
+		fmt.Fprintf(r.log, "kiln bench ingest: server CPU profile in %s\n", path)
+	}()
+	return func() { <-done }
+}
+
+// pushPhase is phase 1: closed-loop pushes of pre-encoded batches.
+func (r *ingestRun) pushPhase(ctx context.Context) (*PushPhase, error) {
+	cfg := r.cfg
+	fmt.Fprintf(r.log, "kiln bench ingest: push: encoding %d RW1 live events in batches of %d\n", cfg.PushPool, cfg.PushBatch)
+	pool := r.pushPool()
+	projectFile := filepath.Join(r.tmp, "kiln-push.yaml")
+	if err := os.WriteFile(projectFile, examples.FeedProject, 0o644); err != nil {
+		return nil, err
+	}
+	if err := r.startServerOn(ctx, projectFile, filepath.Join(r.dataDir, "push")); err != nil {
+		return nil, err
+	}
+	defer r.stopServer()
+	rc, err := newRawClient(r.srv.url+"/v1/push", pushTimeout, cfg.PushConns)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.closeIdle()
+
+	var (
+		next, pushes, accepted, errs atomic.Int64
+		stop                         atomic.Bool
+		measuring                    atomic.Bool
+		mu                           sync.Mutex // guards hist, firstErr
+		firstErr                     error
+	)
+	hist := NewHistogram()
+	var wg sync.WaitGroup
+	for range cfg.PushConns {
+		wg.Go(func() {
+			h := NewHistogram()
+			defer func() { mu.Lock(); hist.Merge(h); mu.Unlock() }()
+			for !stop.Load() && ctx.Err() == nil {
+				body := pool[int(next.Add(1)-1)%len(pool)]
+				t0 := time.Now()
+				out, err := rc.post(ctx, body, true)
+				var ans pushAnswer
+				if err == nil {
+					err = json.Unmarshal(out, &ans)
+				}
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					errs.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					if r.srv.alive() != nil {
+						return
+					}
+					continue
+				}
+				if measuring.Load() {
+					record(h, time.Since(t0))
+					pushes.Add(1)
+					accepted.Add(int64(ans.Accepted))
+				}
+			}
+		})
+	}
+	finish := func() { stop.Store(true); wg.Wait() }
+	fmt.Fprintf(r.log, "kiln bench ingest: push: %d connections, %v warm-up, %v measured\n", cfg.PushConns, cfg.PushWarmup, cfg.PushDuration)
+	if !sleepCtx(ctx, cfg.PushWarmup) {
+		finish()
+		return nil, ctx.Err()
+	}
+	s0, err := r.stats(ctx)
+	if err != nil {
+		finish()
+		return nil, err
+	}
+	c0, t0 := clientCPUSeconds(), time.Now()
+	measuring.Store(true)
+	waitProfile := r.profile(ctx, PhasePush, min(cfg.Profile, cfg.PushDuration))
+	ok := sleepCtx(ctx, cfg.PushDuration)
+	s1, serr := r.stats(ctx)
+	secs, c1 := time.Since(t0).Seconds(), clientCPUSeconds()
+	measuring.Store(false)
+	finish()
+	waitProfile()
+	if !ok {
+		return nil, ctx.Err()
+	}
+	if serr != nil {
+		return nil, serr
+	}
+	p := &PushPhase{
+		Throughput:  throughput(s1.Ingest.Accepted-s0.Ingest.Accepted, s0, s1, secs, c1-c0),
+		Connections: cfg.PushConns, BatchEvents: cfg.PushBatch,
+		Pushes: pushes.Load(), Errors: errs.Load(), DroppedLate: s1.Ingest.DroppedLate - s0.Ingest.DroppedLate,
+		ClientAccepted: accepted.Load(),
+		PushLatency:    percentilesOf(hist),
+	}
+	if firstErr != nil {
+		p.FirstError = firstErr.Error()
+	}
+	fmt.Fprintf(r.log, "kiln bench ingest: push: %d events in %.1f s = %.0f events/s; server %.2f CPU-s (%.2f cores) = %.0f events/s per core; %d errors\n",
+		p.Events, p.Seconds, p.EventsPerS, p.ServerCPUSeconds, p.ServerCores, p.EventsPerCoreS, p.Errors)
+	if p.Errors > 0 {
+		return p, fmt.Errorf("%d pushes failed; first: %s", p.Errors, p.FirstError)
+	}
+	if p.Events == 0 {
+		return p, errors.New("no event was accepted in the measured period")
+	}
+	return p, nil
+}
+
+// pushPool encodes PushPool RW1 live events as push bodies of PushBatch
+// events each, stamped with the current time.
+func (r *ingestRun) pushPool() [][]byte {
+	cfg := r.cfg
+	live := r.gen.Live(0)
+	var ev event.Event
+	n := (cfg.PushPool + cfg.PushBatch - 1) / cfg.PushBatch
+	pool := make([][]byte, n)
+	for i := range pool {
+		body := r.enc.begin(make([]byte, 0, cfg.PushBatch*110))
+		now := time.Now()
+		for j := range cfg.PushBatch {
+			live.Next(now, &ev)
+			body = r.enc.add(body, j, &ev)
+		}
+		pool[i] = r.enc.end(body)
+	}
+	return pool
+}
+
+// eventValue appends one RW1 event as a Kafka message value: the JSON of
+// one element of a push's events.
+func (r *ingestRun) eventValue(b []byte, ev *event.Event) []byte {
+	return r.enc.add(b, 0, ev)
+}
+
+// newProducer returns a Kafka producer of topic ingestTopic.
+func newProducer(addr string, linger time.Duration) (*kgo.Client, error) {
+	return kgo.NewClient(
+		kgo.SeedBrokers(addr),
+		kgo.DefaultProduceTopic(ingestTopic),
+		kgo.ProducerLinger(linger),
+		kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.MaxBufferedRecords(200_000),
+	)
+}
+
+// kafkaPhase is phase 2: produce the backlog, then start the server and
+// time it until it has applied every message.
+func (r *ingestRun) kafkaPhase(ctx context.Context, addr, projectFile string) (*KafkaPhase, error) {
+	cfg := r.cfg
+	k := &KafkaPhase{Partitions: cfg.KafkaPartitions}
+	fmt.Fprintf(r.log, "kiln bench ingest: kafka: producing %d RW1 events to %s (%d partitions, keyed by user)\n", cfg.KafkaEvents, ingestTopic, cfg.KafkaPartitions)
+	cl, err := newProducer(addr, 5*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	live := r.gen.Live(0)
+	var ev event.Event
+	t0 := time.Now()
+	for i := range cfg.KafkaEvents {
+		if i%10_000 == 0 && ctx.Err() != nil {
+			break
+		}
+		now := time.Now()
+		live.Next(now, &ev)
+		rec := &kgo.Record{
+			Key:       strconv.AppendInt(nil, ev.Fields[workload.FieldUserID].Int, 10),
+			Value:     r.eventValue(make([]byte, 0, 112), &ev),
+			Timestamp: now,
+		}
+		cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			if err != nil && failed.Add(1) == 1 {
+				firstErr.Store(err)
+			}
+		})
+	}
+	ferr := cl.Flush(ctx)
+	cl.Close()
+	k.ProduceSeconds = time.Since(t0).Seconds()
+	if err := errors.Join(ctx.Err(), ferr); err != nil {
+		return nil, err
+	}
+	if n := failed.Load(); n > 0 {
+		return nil, fmt.Errorf("%d of %d messages were not produced; first: %v", n, cfg.KafkaEvents, firstErr.Load())
+	}
+	k.Produced = int64(cfg.KafkaEvents)
+	k.ProduceEventsPerS = ratio(float64(k.Produced), k.ProduceSeconds)
+	fmt.Fprintf(r.log, "kiln bench ingest: kafka: produced in %.1f s (%.0f events/s)\n", k.ProduceSeconds, k.ProduceEventsPerS)
+
+	started := time.Now()
+	if err := r.startServerOn(ctx, projectFile, filepath.Join(r.dataDir, "kafka")); err != nil {
+		return nil, err
+	}
+	defer r.stopServer()
+	s0, err := r.stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c0, t1 := clientCPUSeconds(), time.Now()
+	waitProfile := r.profile(ctx, PhaseKafka, cfg.Profile)
+	defer waitProfile()
+	deadline := t1.Add(cfg.KafkaTimeout)
+	var s1 ingestStats
+	for {
+		if !sleepCtx(ctx, ingestPollInterval) {
+			return nil, ctx.Err()
+		}
+		if s1, err = r.stats(ctx); err != nil {
+			return nil, err
+		}
+		if len(s1.Sources) > 0 && s1.Sources[0].Lag == 0 && s1.Sources[0].Messages >= k.Produced &&
+			len(s1.Sources[0].Partitions) >= cfg.KafkaPartitions {
+			break
+		}
+		if time.Now().After(deadline) {
+			applied := int64(0)
+			if len(s1.Sources) > 0 {
+				applied = s1.Sources[0].Messages
+			}
+			return nil, fmt.Errorf("the server applied %d of %d messages within %v", applied, k.Produced, cfg.KafkaTimeout)
+		}
+	}
+	done := time.Now()
+	k.FromStartSeconds = done.Sub(started).Seconds()
+	var m0 int64
+	if len(s0.Sources) > 0 {
+		m0 = s0.Sources[0].Messages
+	}
+	src := s1.Sources[0]
+	k.Applied, k.DeadLetters = src.Messages, src.DeadLetters
+	// The window runs from the first snapshot after the server was ready
+	// to the first one that saw the backlog applied.
+	k.Throughput = throughput(src.Messages-m0, s0, s1, done.Sub(t1).Seconds(), clientCPUSeconds()-c0)
+	fmt.Fprintf(r.log, "kiln bench ingest: kafka: %d messages applied (%d before the first snapshot) in %.1f s = %.0f events/s; server %.2f CPU-s (%.2f cores) = %.0f events/s per core; %.1f s from process start\n",
+		k.Applied, m0, k.Seconds, k.EventsPerS, k.ServerCPUSeconds, k.ServerCores, k.EventsPerCoreS, k.FromStartSeconds)
+	if k.DeadLetters > 0 {
+		return k, fmt.Errorf("%d messages went to the dead letters", k.DeadLetters)
+	}
+	return k, nil
+}
+
+// freshnessPhase is phase 3: a new server on phase 2's data and group,
+// a steady stream of events produced while Q2 runs.
+func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string) (*FreshnessPhase, error) {
+	cfg := r.cfg
+	f := &FreshnessPhase{OfferedRate: cfg.FreshRate}
+	span := cfg.FreshWarmup + cfg.FreshDuration
+	q2, err := genQueries(r.gen, r.project, cfg.Seed, queryQ2Name, int(math.Ceil(cfg.Q2Rate*span.Seconds())))
+	if err != nil {
+		return nil, err
+	}
+	if err := r.startServerOn(ctx, projectFile, filepath.Join(r.dataDir, "kafka")); err != nil {
+		return nil, err
+	}
+	defer r.stopServer()
+	cl, err := newProducer(addr, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+
+	// The floor of freshness: a plain consumer in this process (no group,
+	// from the end of the topic) timing each record from its timestamp to
+	// its arrival, which is what the broker and the clients add before
+	// Kiln sees a message.
+	floor, err := startDeliveryFloor(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer floor.stop()
+
+	// Probes wait out the consumer group's join (and the floor consumer's
+	// start), so that the steady stream's first events are not charged
+	// with them. A probe's record timestamp is an hour ahead: the server's
+	// freshness histogram counts it as ~0 (a negative age is recorded as
+	// 1 µs) rather than as the join time.
+	live := r.gen.Live(cfg.FreshRate)
+	var ev event.Event
+	probes := int64(0)
+	for floor.seen.Load() == 0 {
+		if probes == 30 {
+			return nil, errors.New("the floor consumer received none of 30 probe messages")
+		}
+		now := time.Now()
+		live.Next(now, &ev)
+		probe := &kgo.Record{Key: strconv.AppendInt(nil, ev.Fields[workload.FieldUserID].Int, 10), Value: r.eventValue(nil, &ev), Timestamp: now.Add(time.Hour)}
+		if err := cl.ProduceSync(ctx, probe).FirstErr(); err != nil {
+			return nil, fmt.Errorf("producing a probe: %w", err)
+		}
+		probes++
+		for range 100 {
+			if floor.seen.Load() > 0 || !sleepCtx(ctx, 20*time.Millisecond) {
+				break
+			}
+		}
+	}
+	f.Probes = probes
+	s0, ok, err := r.waitApplied(ctx, probes, probeTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("the server did not apply the probe message within %v (its sources: %+v)", probeTimeout, s0.Sources)
+	}
+	f.BeforeStream = s0.Sources[0].Freshness
+	if s0.Sources[0].Messages > probes {
+		fmt.Fprintf(r.log, "kiln bench ingest: freshness: the server applied %d messages before the stream (replayed from phase 2): they count in its freshness\n", s0.Sources[0].Messages)
+	}
+
+	fc, err := newRawClient(r.srv.url+"/v1/features", cfg.RequestTimeout, cfg.MaxInFlight)
+	if err != nil {
+		return nil, err
+	}
+	defer fc.closeIdle()
+	q2c := &httpFeatures{c: fc, url: r.srv.url + "/v1/features", q: q2}
+	if err := q2c.check(ctx, 0); err != nil {
+		return nil, errors.Join(err, r.srv.alive())
+	}
+
+	fmt.Fprintf(r.log, "kiln bench ingest: freshness: producing %g events/s for %v while Q2 runs at %g/s (%v warm-up)\n", cfg.FreshRate, span, cfg.Q2Rate, cfg.FreshWarmup)
+	c0, t0 := clientCPUSeconds(), time.Now()
+	pctx, stopProducing := context.WithCancel(ctx)
+	var produced, failed atomic.Int64
+	var firstErr atomic.Value
+	var ackMu sync.Mutex // guards ack
+	ack := NewHistogram()
+	prodDone := make(chan struct{})
+	go func() {
+		defer close(prodDone)
+		ticker := time.NewTicker(freshTick)
+		defer ticker.Stop()
+		start := time.Now()
+		total := int64(math.Ceil(cfg.FreshRate * span.Seconds()))
+		sent := int64(0)
+		for sent < total {
+			select {
+			case <-pctx.Done():
+				return
+			case <-ticker.C:
+			}
+			due := min(int64(math.Floor(time.Since(start).Seconds()*cfg.FreshRate)), total) - sent
+			for range due {
+				now := time.Now()
+				live.Next(now, &ev)
+				rec := &kgo.Record{
+					Key:       strconv.AppendInt(nil, ev.Fields[workload.FieldUserID].Int, 10),
+					Value:     r.eventValue(make([]byte, 0, 112), &ev),
+					Timestamp: now,
+				}
+				cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
+					if err != nil {
+						if failed.Add(1) == 1 {
+							firstErr.Store(err)
+						}
+						return
+					}
+					ackMu.Lock()
+					record(ack, time.Since(r.Timestamp))
+					ackMu.Unlock()
+				})
+			}
+			sent += max(due, 0)
+			produced.Store(sent)
+		}
+	}()
+	waitProfile := r.profile(ctx, PhaseFreshness, min(cfg.Profile, span))
+	stopSync := startSyncProbe(filepath.Join(r.dataDir, "fsync-probe"))
+	stopSampler := make(chan struct{})
+	samplerDone := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		f.Timeline = r.sampleFreshness(ctx, s0, stopSampler)
+	}()
+	res, qerr := OpenLoop{
+		Rate: cfg.Q2Rate, Duration: cfg.FreshDuration, Warmup: cfg.FreshWarmup, MaxInFlight: cfg.MaxInFlight,
+		DrainTimeout: cfg.RequestTimeout + 5*time.Second,
+	}.Run(ctx, q2c.call)
+	<-prodDone
+	stopProducing()
+	f.DiskSync, f.DiskSyncs = stopSync()
+	waitProfile()
+	close(stopSampler)
+	<-samplerDone
+	if qerr != nil {
+		return nil, qerr
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return nil, err
+	}
+	f.Seconds = time.Since(t0).Seconds()
+	f.Produced, f.ProduceErrors = produced.Load(), failed.Load()
+	ackMu.Lock()
+	f.ProduceAck = percentilesOf(ack)
+	ackMu.Unlock()
+	if f.ProduceErrors > 0 {
+		return nil, fmt.Errorf("%d messages were not produced; first: %v", f.ProduceErrors, firstErr.Load())
+	}
+	// Wait for the stream's last events to be applied.
+	want := s0.Sources[0].Messages + f.Produced
+	s1, ok, err := r.waitApplied(ctx, want, drainTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		fmt.Fprintf(r.log, "kiln bench ingest: freshness: the server had applied %d of %d messages %v after the stream\n", s1.Sources[0].Messages, want, drainTimeout)
+	}
+	f.BrokerDelivery, f.BrokerDelivered = floor.stop()
+	src := s1.Sources[0]
+	f.Applied, f.EndLag, f.Freshness = src.Messages, src.Lag, src.Freshness
+	f.ServerCPUSeconds = s1.CPUSeconds - s0.CPUSeconds
+	f.ServerCores = ratio(f.ServerCPUSeconds, time.Since(t0).Seconds())
+	f.ClientCPUSeconds = clientCPUSeconds() - c0
+	s := &Step{Query: q2.name, Service: q2.service, Transport: TransportHTTP, Target: targetKiln, Mode: "open", Offered: cfg.Q2Rate,
+		ValuesPerRequest: q2.values, RowsPerRequest: q2.rows}
+	s.fill(res)
+	s.Timeline, s.Distribution = nil, nil // kept short: this is not a latency study
+	f.Q2 = s
+	fr := f.Freshness
+	fmt.Fprintf(r.log, "kiln bench ingest: freshness: %d events produced, %d applied; freshness p50 %.1f p99 %.1f p99.9 %.1f max %.1f ms (broker delivery p50 %.1f p99 %.1f max %.1f ms); Q2 p50 %.2f p99 %.2f ms, %d errors\n",
+		f.Produced, f.Applied, fr.P50, fr.P99, fr.P999, fr.Max, f.BrokerDelivery.P50, f.BrokerDelivery.P99, f.BrokerDelivery.Max, s.Latency.P50, s.Latency.P99, s.Errors)
+	if f.Applied < want {
+		return f, fmt.Errorf("the server applied %d of %d messages", f.Applied, want)
+	}
+	return f, nil
+}
+
+// deliveryFloor is a plain consumer of the topic, from its end, timing
+// each record from its timestamp to its arrival.
+type deliveryFloor struct {
+	cl     *kgo.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+	seen   atomic.Int64 // records received, probes included
+	hist   *hdrhistogram.Histogram
+	n      int64
+	once   sync.Once
+}
+
+func startDeliveryFloor(ctx context.Context, addr string) (*deliveryFloor, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(ingestTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	d := &deliveryFloor{cl: cl, cancel: cancel, done: make(chan struct{}), hist: NewHistogram()}
+	go func() {
+		defer close(d.done)
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) {
+				d.seen.Add(1)
+				if age := now.Sub(r.Timestamp); age >= 0 { // probes are stamped ahead
+					record(d.hist, age)
+					d.n++
+				}
+			})
+		}
+	}()
+	return d, nil
+}
+
+// stop stops the consumer and returns its percentiles and count.
+func (d *deliveryFloor) stop() (Percentiles, int64) {
+	d.once.Do(func() {
+		d.cancel()
+		<-d.done
+		d.cl.Close()
+	})
+	return percentilesOf(d.hist), d.n
+}
+
+// Sync probe: a small append and fsync every syncProbeEvery.
+const (
+	syncProbeEvery = 20 * time.Millisecond
+	syncProbeBytes = 4 << 10
+)
+
+// startSyncProbe appends to and fsyncs path every syncProbeEvery until the
+// returned function is called; that returns the fsync latencies and count.
+// The file is removed at the end. A failure to create it yields no samples.
+func startSyncProbe(path string) (stop func() (Percentiles, int64)) {
+	hist := NewHistogram()
+	var n int64
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return func() (Percentiles, int64) { return percentilesOf(hist), 0 }
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, syncProbeBytes)
+		ticker := time.NewTicker(syncProbeEvery)
+		defer ticker.Stop()
+		for written := 0; ; written += len(buf) {
+			select {
+			case <-quit:
+				return
+			case <-ticker.C:
+			}
+			if written > 64<<20 { // keep the file small
+				f.Truncate(0)
+				f.Seek(0, io.SeekStart)
+				written = 0
+			}
+			t0 := time.Now()
+			if _, err := f.Write(buf); err != nil {
+				return
+			}
+			if err := f.Sync(); err != nil {
+				return
+			}
+			record(hist, time.Since(t0))
+			n++
+		}
+	}()
+	return func() (Percentiles, int64) {
+		close(quit)
+		<-done
+		f.Close()
+		os.Remove(path)
+		return percentilesOf(hist), n
+	}
+}
+
+// sampleFreshness reads the server's stats every second, from prev on,
+// until stop is closed.
+func (r *ingestRun) sampleFreshness(ctx context.Context, prev ingestStats, stop <-chan struct{}) []FreshSecond {
+	var out []FreshSecond
+	t0 := time.Now()
+	prevT := t0
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	for len(out) < maxTimeline {
+		select {
+		case <-stop:
+			return out
+		case <-ctx.Done():
+			return out
+		case <-ticker.C:
+		}
+		cur, err := r.stats(ctx)
+		if err != nil || len(cur.Sources) == 0 || len(prev.Sources) == 0 {
+			return out
+		}
+		now := time.Now()
+		src := cur.Sources[0]
+		out = append(out, FreshSecond{
+			Second: int(now.Sub(t0).Round(time.Second) / time.Second), Applied: src.Messages - prev.Sources[0].Messages, Lag: src.Lag,
+			FreshP99: src.Freshness.P99, FreshMax: src.Freshness.Max,
+			Cores: (cur.CPUSeconds - prev.CPUSeconds) / now.Sub(prevT).Seconds(), GCCycles: cur.GCCycles - prev.GCCycles,
+			HeapMiB: float64(cur.HeapBytes) / (1 << 20),
+		})
+		prev, prevT = cur, now
+	}
+	return out
+}
+
+// waitApplied polls the server's stats until its first source has applied
+// at least want messages (ok) or within has passed, and returns the last
+// stats. It counts messages, not the lag: after a restart, a partition this
+// process has not yet read a message from reports its whole length as lag.
+func (r *ingestRun) waitApplied(ctx context.Context, want int64, within time.Duration) (s ingestStats, ok bool, err error) {
+	deadline := time.Now().Add(within)
+	for {
+		if s, err = r.stats(ctx); err != nil {
+			return s, false, err
+		}
+		if len(s.Sources) > 0 && s.Sources[0].Messages >= want {
+			return s, true, nil
+		}
+		if time.Now().After(deadline) {
+			return s, false, nil
+		}
+		if !sleepCtx(ctx, 20*time.Millisecond) {
+			return s, false, ctx.Err()
+		}
+	}
+}
+
+// sleepCtx sleeps for d, or until ctx ends (then it returns false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// writeJSON writes the report as results.json in dir.
+func (rep *IngestReport) writeJSON(dir string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644)
+}
+
+// PrintSummary writes the figures of the run against issue 5's aims.
+func (rep *IngestReport) PrintSummary(w io.Writer) {
+	fmt.Fprintf(w, "kiln bench ingest: RW1 (scale %g, seed %d: %d users, %d posts), embedded store (Pebble); %d CPUs (%s)\n",
+		rep.Config.Scale, rep.Config.Seed, rep.Config.Users, rep.Config.Posts, rep.Machine.CPUs, rep.Machine.CPUModel)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\tevents\tseconds\tevents/s\tsrv CPU-s\tsrv cores\tevents/s per core\taim per core\tmet\tcli CPU-s\trows written/event\trows/write\t")
+	row := func(name string, t Throughput, aim float64) {
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t%.2f\t%.2f\t%.0f\t\n", name, t.Events, t.Seconds, t.EventsPerS,
+			t.ServerCPUSeconds, t.ServerCores, t.EventsPerCoreS, aim, yesNo(t.EventsPerCoreS >= aim), t.ClientCPUSeconds,
+			ratio(float64(t.RowsWritten), float64(t.Events)), ratio(float64(t.RowsWritten), float64(t.Writes)))
+	}
+	if p := rep.Push; p != nil {
+		row(fmt.Sprintf("push (%d/batch, %d conns)", p.BatchEvents, p.Connections), p.Throughput, AimPushPerCore)
+	}
+	if k := rep.Kafka; k != nil {
+		row(fmt.Sprintf("kafka (%d partitions)", k.Partitions), k.Throughput, AimKafkaPerCore)
+	}
+	tw.Flush()
+	if p := rep.Push; p != nil {
+		fmt.Fprintf(w, "push: latency p50 %.1f, p99 %.1f, max %.1f ms; %d pushes, %d errors, %d dropped late\n",
+			p.PushLatency.P50, p.PushLatency.P99, p.PushLatency.Max, p.Pushes, p.Errors, p.DroppedLate)
+	}
+	if k := rep.Kafka; k != nil {
+		fmt.Fprintf(w, "kafka: %d produced before the server started (%.0f events/s), %d applied, %d dead letters; %.1f s from process start to lag 0\n",
+			k.Produced, k.ProduceEventsPerS, k.Applied, k.DeadLetters, k.FromStartSeconds)
+	}
+	if f := rep.Freshness; f != nil {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "freshness phase\tevents/s\tapplied\tfresh p50 ms\tfresh p99 ms\tfresh p99.9 ms\tfresh max ms\taim p99 ms\tmet\tbroker p50 ms\tbroker p99 ms\tQ2/s\tQ2 p50 ms\tQ2 p99 ms\tQ2 errors\tsrv cores\t")
+		fr, q, b := f.Freshness, f.Q2, f.BrokerDelivery
+		fmt.Fprintf(tw, "kafka + Q2\t%.0f\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%d\t%.2f\t\n",
+			f.OfferedRate, f.Applied, fr.P50, fr.P99, fr.P999, fr.Max, AimFreshnessP99, yesNo(fr.Count > 0 && fr.P99 <= AimFreshnessP99),
+			b.P50, b.P99, q.Achieved, q.Latency.P50, q.Latency.P99, q.Errors, f.ServerCores)
+		tw.Flush()
+		fmt.Fprintf(w, "freshness: server's freshness_ms over %d messages (record timestamp to durable and visible); broker = the same records' arrival at a plain consumer in the bench process (%d; max %.1f ms); produce ack p99 %.1f ms\n",
+			fr.Count, f.BrokerDelivered, b.Max, f.ProduceAck.P99)
+		fmt.Fprintf(w, "disk: a 4 KiB append + fsync beside the data every 20 ms during the stream: p50 %.2f, p99 %.1f, p99.9 %.1f, max %.1f ms (%d syncs)\n",
+			f.DiskSync.P50, f.DiskSync.P99, f.DiskSync.P999, f.DiskSync.Max, f.DiskSyncs)
+		if q.FirstError != "" {
+			fmt.Fprintf(w, "Q2 first error: %s\n", q.FirstError)
+		}
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

@@ -1,0 +1,888 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kiln-dev/kiln/examples"
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/workload"
+)
+
+// Transports of the read requests.
+const (
+	TransportHTTP = "http"
+	TransportGRPC = "grpc"
+)
+
+// Limits and fixed periods of an RW1 run.
+const (
+	readyTimeout       = 30 * time.Second
+	settleInterval     = time.Second
+	settleCoresQuiet   = 0.10  // the load has settled when the server uses less than this
+	settleQuietSeconds = 3     // for this many seconds in a row
+	rowSampleQ1        = 2000  // Q1 requests read for the user view's row size
+	rowSampleQ2        = 100   // Q2 requests (×500 posts) for the post view's
+	rowSampleUsers     = 5000  // uniform user ids
+	rowSamplePosts     = 50000 // uniform post ids
+	rowSampleBatch     = 500   // keys per floor request of the uniform samples
+	statsTimeout       = 10 * time.Second
+	minSliceRequests   = 50          // fewest requests a slice of an interleaved step measures
+	sliceWarmup        = time.Second // shortest warm-up of a slice, unless Warmup is shorter
+)
+
+// Config configures an RW1 run. DefaultConfig returns the documented
+// defaults; Run refuses values out of range rather than guessing.
+type Config struct {
+	// Target is the base URL (http://host:port) of a running Kiln server
+	// serving the RW1 project. Empty: Run starts one as a child process
+	// with ServerCommand and stops it at the end.
+	Target string
+	// GRPCTarget is host:port of Target's gRPC API (with Transport grpc).
+	GRPCTarget string
+	// ServerCommand is the argv that starts "kiln serve" (Run adds -c,
+	// --data, --addr, --log-level and, for gRPC, --grpc-addr). Empty: this
+	// executable with "serve".
+	ServerCommand []string
+	// DataDir is the started server's data directory; empty means a
+	// temporary one, removed at the end.
+	DataDir string
+	// Transport of the Kiln reads: TransportHTTP or TransportGRPC. The
+	// floor is read over the same transport as Kiln's reads: POST
+	// /debug/floor, or gRPC GetRows.
+	Transport string
+
+	// Scale is RW1's scale factor S (> 0); Seed seeds the history, the
+	// live stream and the query draws.
+	Scale float64
+	Seed  uint64
+	// SkipLoad skips loading the history (for a Target already loaded).
+	SkipLoad bool
+	// Pushers are the concurrent pushes of the history load, of
+	// BatchEvents events each (≤ 10,000, the API's limit).
+	Pushers, BatchEvents int
+	// Settle bounds the wait, after loading, for the server to go quiet
+	// (compactions) before measuring. 0: do not wait.
+	Settle time.Duration
+	// Live is the rate of the live event stream pushed during the
+	// measurements, events per second; 0: none.
+	Live float64
+	// Baseline is a period before the first step, with only the live stream
+	// running, that measures the server's CPU for ingestion alone and the
+	// load generator's own lateness; 0 skips it.
+	Baseline time.Duration
+
+	// Q1Rates and Q2Rates are the offered rates (requests/s) of the
+	// open-loop steps of each query type; each rate is measured against
+	// Kiln and then the floor.
+	Q1Rates, Q2Rates []float64
+	// Duration and Warmup are the measured and unrecorded periods of every
+	// step.
+	Duration, Warmup time.Duration
+	// Interleave splits the measured period of each open-loop rate into
+	// this many slices and measures Kiln and the floor in turn, slice by
+	// slice (Kiln, floor, floor, Kiln, Kiln, floor, …), each slice after a
+	// warm-up of its own (Warmup / Interleave, at least 1 s unless Warmup
+	// is shorter); each target's slices add up to one step. On a shared
+	// machine the background (other processes, Redis persistence, the
+	// live stream's bursts) then falls on both alike, instead of on
+	// whichever ran during it. 1: Kiln's whole step, then the floor's.
+	// There are fewer slices when one would measure fewer than 50
+	// requests.
+	Interleave int
+	// SaturationWorkers is the closed-loop workers of the Q2 saturation
+	// step; 0 skips it.
+	SaturationWorkers int
+	// MaxInFlight bounds the requests in flight of an open-loop step.
+	MaxInFlight int
+	// RequestTimeout bounds each read request.
+	RequestTimeout time.Duration
+
+	// OutDir receives results.json and latency.svg; empty: no files.
+	OutDir string
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+	// Command is the command line, recorded in the report.
+	Command string
+}
+
+// ErrConfig marks an error in a Config.
+var ErrConfig = errors.New("invalid benchmark configuration")
+
+// DefaultConfig returns the defaults of kiln bench.
+func DefaultConfig() Config {
+	return Config{
+		Transport: TransportHTTP, Scale: 1, Seed: 1,
+		Pushers: 4, BatchEvents: maxPushEvents, Settle: time.Minute, Live: 1000, Baseline: 3 * time.Second,
+		Q1Rates: []float64{1000, 5000}, Q2Rates: []float64{50, 100},
+		Duration: 20 * time.Second, Warmup: 3 * time.Second, Interleave: 10,
+		SaturationWorkers: 4, MaxInFlight: DefaultMaxInFlight, RequestTimeout: 10 * time.Second,
+	}
+}
+
+func (c *Config) check() error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if c.Transport != TransportHTTP && c.Transport != TransportGRPC {
+		bad("transport %q: use %s or %s", c.Transport, TransportHTTP, TransportGRPC)
+	}
+	if c.Target != "" && !strings.HasPrefix(c.Target, "http://") {
+		bad("target %q: give the base URL, like http://127.0.0.1:7070", c.Target)
+	}
+	if c.Target != "" && c.Transport == TransportGRPC && c.GRPCTarget == "" {
+		bad("with a target and transport grpc, give the gRPC address (host:port) too")
+	}
+	if !(c.Scale > 0) || math.IsInf(c.Scale, 0) || c.Scale > 100 {
+		bad("scale %v: want 0 < scale ≤ 100", c.Scale)
+	}
+	if c.Pushers < 1 || c.Pushers > 64 {
+		bad("pushers %d: want 1..64", c.Pushers)
+	}
+	if c.BatchEvents < 1 || c.BatchEvents > maxPushEvents {
+		bad("batch %d: want 1..%d events a push", c.BatchEvents, maxPushEvents)
+	}
+	if c.Live < 0 || math.IsInf(c.Live, 0) || math.IsNaN(c.Live) {
+		bad("live rate %v: want ≥ 0 events/s", c.Live)
+	}
+	for _, r := range slices.Concat(c.Q1Rates, c.Q2Rates) {
+		if !(r > 0) || math.IsInf(r, 0) {
+			bad("rate %v: want > 0 requests/s", r)
+		}
+	}
+	if c.Duration <= 0 || c.Warmup < 0 || c.Settle < 0 || c.Baseline < 0 {
+		bad("duration %v, warm-up %v, settle %v, baseline %v: want duration > 0, the others ≥ 0", c.Duration, c.Warmup, c.Settle, c.Baseline)
+	}
+	if c.Interleave < 1 || c.Interleave > 100 {
+		bad("interleave %d: want 1..100 slices", c.Interleave)
+	}
+	if c.SaturationWorkers < 0 || c.SaturationWorkers > 1024 {
+		bad("saturation workers %d: want 0..1024", c.SaturationWorkers)
+	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > 10_000 {
+		bad("max in flight %d: want 1..10000", c.MaxInFlight)
+	}
+	if c.RequestTimeout <= 0 {
+		bad("request timeout %v: want > 0", c.RequestTimeout)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("bench: %w: %s", ErrConfig, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// rw1 is one run in progress.
+type rw1 struct {
+	cfg     Config
+	log     io.Writer
+	project *definition.Project
+	srv     *server
+	tmp     string // the started server's project file (and data) live here
+	rep     *Report
+	ctl     *http.Client // stats, pushes, row sizes
+	// features and floor send the measured requests.
+	features, floor *rawClient
+	grpc            *grpcConn // nil unless Transport is grpc
+}
+
+// Run runs the RW1 benchmark (see the package doc) and returns its report.
+// On an error after measuring began it returns the report of what was
+// measured, with the error. If OutDir is set it writes results.json and
+// latency.svg there, also after such an error.
+func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	b := &rw1{cfg: cfg, log: cfg.Log}
+	if b.log == nil {
+		b.log = io.Discard
+	}
+	b.project, err = definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.OutDir != "" {
+		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	start := time.Now()
+	b.rep = &Report{Started: start.UTC(), Command: cfg.Command, Machine: machineInfo()}
+	b.rep.Config = ConfigReport{
+		Target: cfg.Target, Transport: cfg.Transport, Scale: cfg.Scale, Seed: cfg.Seed, LiveRate: cfg.Live,
+		Q1Rates: cfg.Q1Rates, Q2Rates: cfg.Q2Rates, Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(),
+		SaturationWorkers: cfg.SaturationWorkers, MaxInFlight: cfg.MaxInFlight, RequestTimeout: cfg.RequestTimeout.String(),
+		Interleave: cfg.Interleave,
+	}
+	b.ctl = &http.Client{Transport: &http.Transport{
+		MaxIdleConns: cfg.Pushers + 8, MaxIdleConnsPerHost: cfg.Pushers + 8, IdleConnTimeout: time.Minute, DisableCompression: true,
+	}}
+	defer b.ctl.CloseIdleConnections()
+
+	if err := b.startServer(ctx); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if b.srv.cmd != nil {
+			fmt.Fprintln(b.log, "kiln bench: stopping the server")
+			if serr := b.srv.stop(); serr != nil {
+				fmt.Fprintln(b.log, "kiln bench: stopping the server:", serr)
+			}
+		}
+		if b.tmp != "" {
+			os.RemoveAll(b.tmp)
+		}
+	}()
+	measured := false
+	defer func() {
+		b.rep.Seconds = time.Since(start).Seconds()
+		if cfg.OutDir != "" && measured {
+			if werr := b.writeOutputs(); werr != nil && err == nil {
+				err = werr
+			}
+		}
+		if err != nil && measured {
+			rep = b.rep
+		}
+	}()
+	if err := b.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	conns := max(cfg.MaxInFlight, cfg.SaturationWorkers)
+	if b.features, err = newRawClient(b.srv.url+"/v1/features", cfg.RequestTimeout, conns); err != nil {
+		return nil, err
+	}
+	defer b.features.closeIdle()
+	if b.floor, err = newRawClient(b.srv.url+"/debug/floor", cfg.RequestTimeout, conns); err != nil {
+		return nil, err
+	}
+	defer b.floor.closeIdle()
+	if cfg.Transport == TransportGRPC {
+		if b.grpc, err = dialGRPC(ctx, b.srv.grpcAddr); err != nil {
+			return nil, err
+		}
+		defer b.grpc.close()
+	}
+
+	gen := workload.NewGenerator(workload.Config{Seed: cfg.Seed, Scale: cfg.Scale, Now: time.Now()})
+	b.rep.Config.HistoryEvents, b.rep.Config.Users, b.rep.Config.Posts = gen.HistoryLen(), gen.Users(), gen.Posts()
+	src := b.project.Source(workload.SourceName)
+	if src == nil {
+		return nil, fmt.Errorf("bench: the RW1 project has no source %s", workload.SourceName)
+	}
+	enc := newPushEncoder(src.Name, src.EventTime)
+	if !cfg.SkipLoad {
+		fmt.Fprintf(b.log, "kiln bench: loading %d history events (scale %g) through POST /v1/push with %d pushers\n", gen.HistoryLen(), cfg.Scale, cfg.Pushers)
+		lr, err := loadHistory(ctx, b.ctl, b.srv.url+"/v1/push", gen, enc, cfg.Pushers, cfg.BatchEvents, b.log)
+		b.rep.Load = &lr
+		if err != nil {
+			return nil, errors.Join(err, b.srv.alive())
+		}
+		fmt.Fprintf(b.log, "kiln bench: loaded %d events in %.1f s (%.0f events/s)\n", lr.Accepted+lr.DroppedLate, lr.Seconds, lr.EventsPerS)
+	}
+	settled, err := b.settle(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mem, err := b.memory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mem.SettleSeconds = settled.Seconds()
+	b.rep.AfterLoad = mem
+
+	// Every request is drawn before the clock starts: the longest step
+	// of each query type needs rate × (warm-up + duration) of them.
+	span := (cfg.Warmup + cfg.Duration).Seconds()
+	n1 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q1Rates...)) * span))
+	n2 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q2Rates...)) * span))
+	q1, err := genQueries(gen, b.project, cfg.Seed, queryQ1Name, n1)
+	if err != nil {
+		return nil, err
+	}
+	q2, err := genQueries(gen, b.project, cfg.Seed, queryQ2Name, n2)
+	if err != nil {
+		return nil, err
+	}
+	b.rep.Config.Q1Requests, b.rep.Config.Q2Requests = q1.len(), q2.len()
+	fmt.Fprintf(b.log, "kiln bench: pre-generated %d Q1 requests (%s) and %d Q2 requests (%s)\n", q1.len(), mib(q1.bytes), q2.len(), mib(q2.bytes))
+
+	if cfg.Live > 0 {
+		live := startLive(ctx, b.ctl, b.srv.url+"/v1/push", gen, enc, cfg.Live)
+		defer func() { b.rep.Live = live.stop() }()
+	}
+	measured = true
+	if cfg.Baseline > 0 {
+		lagRate := slices.Max(slices.Concat([]float64{1000}, cfg.Q1Rates, cfg.Q2Rates))
+		if b.rep.LiveOnlyCPU, b.rep.ClientLag, err = b.baselinePeriod(ctx, lagRate); err != nil {
+			return nil, err
+		}
+		b.rep.ClientLagRate = lagRate
+	}
+
+	for _, q := range []*querySet{q1, q2} {
+		rates := cfg.Q1Rates
+		if q == q2 {
+			rates = cfg.Q2Rates
+		}
+		for _, rate := range rates {
+			if err := b.openPair(ctx, q, rate); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if cfg.SaturationWorkers > 0 {
+		if _, err := b.saturation(ctx, q2); err != nil {
+			return nil, err
+		}
+	}
+	if b.rep.RowSizes, err = b.rowSizes(ctx, gen, q1, q2); err != nil {
+		return nil, err
+	}
+	if b.rep.AtEnd, err = b.memory(ctx); err != nil {
+		return nil, err
+	}
+	return b.rep, nil
+}
+
+// startServer starts the child server, or takes Target.
+func (b *rw1) startServer(ctx context.Context) error {
+	cfg := b.cfg
+	if cfg.Target != "" {
+		b.srv = &server{url: strings.TrimRight(cfg.Target, "/"), grpcAddr: cfg.GRPCTarget}
+		b.rep.Server = ServerReport{URL: b.srv.url, GRPCAddr: b.srv.grpcAddr}
+		return nil
+	}
+	argv := cfg.ServerCommand
+	if len(argv) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: finding this executable to start the server: %w", err)
+		}
+		argv = []string{exe, "serve"}
+	}
+	tmp, err := os.MkdirTemp("", "kiln-bench-")
+	if err != nil {
+		return err
+	}
+	projectFile := filepath.Join(tmp, "kiln.yaml")
+	if err := os.WriteFile(projectFile, examples.FeedProject, 0o644); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	data := cfg.DataDir
+	if data == "" {
+		data = filepath.Join(tmp, "data")
+	}
+	srv, err := startServer(ctx, argv, projectFile, data, cfg.Transport == TransportGRPC, b.log)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	b.srv, b.tmp = srv, tmp
+	b.rep.Server = ServerReport{URL: srv.url, GRPCAddr: srv.grpcAddr, Started: true, Command: srv.command, DataDir: data}
+	fmt.Fprintf(b.log, "kiln bench: started %s\n", strings.Join(srv.command, " "))
+	return nil
+}
+
+// waitReady polls /readyz until it answers 200.
+func (b *rw1) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(readyTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		var v map[string]any
+		if last = getJSON(ctx, b.ctl, b.srv.url+"/readyz", &v); last == nil {
+			return nil
+		}
+		if err := b.srv.alive(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("bench: %s is not ready after %v: %w", b.srv.url, readyTimeout, last)
+}
+
+func (b *rw1) stats(ctx context.Context) (serverStats, error) {
+	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
+	defer cancel()
+	var s serverStats
+	if err := getJSON(ctx, b.ctl, b.srv.url+"/debug/stats", &s); err != nil {
+		return s, errors.Join(fmt.Errorf("bench: reading the server's stats: %w", err), b.srv.alive())
+	}
+	return s, nil
+}
+
+// settle waits, up to Settle, until the server's CPU use stays below
+// settleCoresQuiet for settleQuietSeconds (background compactions after
+// the load would otherwise be charged to the first steps).
+func (b *rw1) settle(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	if b.cfg.Settle <= 0 {
+		return 0, nil
+	}
+	prev, err := b.stats(ctx)
+	if err != nil {
+		return 0, err
+	}
+	prevT := time.Now()
+	quiet := 0 // seconds in a row below settleCoresQuiet
+	for time.Since(start) < b.cfg.Settle {
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(settleInterval):
+		}
+		cur, err := b.stats(ctx)
+		if err != nil {
+			return 0, err
+		}
+		now := time.Now()
+		cores := (cur.CPUSeconds - prev.CPUSeconds) / now.Sub(prevT).Seconds()
+		prev, prevT = cur, now
+		if cores >= settleCoresQuiet {
+			quiet = 0
+		} else if quiet++; quiet == settleQuietSeconds {
+			return time.Since(start), nil
+		}
+	}
+	fmt.Fprintf(b.log, "kiln bench: the server was still busy after %v; measuring anyway\n", b.cfg.Settle)
+	return time.Since(start), nil
+}
+
+// memory reads the server's memory (and the data directory's size when
+// the bench owns it).
+func (b *rw1) memory(ctx context.Context) (*MemoryReport, error) {
+	s, err := b.stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := &MemoryReport{RSSBytes: s.RSSBytes, HeapBytes: s.HeapBytes}
+	if b.srv.cmd != nil {
+		m.DiskBytes = dirBytes(b.rep.Server.DataDir)
+	}
+	return m, nil
+}
+
+// baselinePeriod measures, with only the live stream running, the server's
+// cores and the load generator's own lateness: an open loop at rate whose
+// calls do nothing.
+func (b *rw1) baselinePeriod(ctx context.Context, rate float64) (cores float64, lag Percentiles, err error) {
+	s0, err := b.stats(ctx)
+	if err != nil {
+		return 0, lag, err
+	}
+	t0 := time.Now()
+	res, err := OpenLoop{Rate: rate, Duration: b.cfg.Baseline, MaxInFlight: b.cfg.MaxInFlight}.Run(ctx, func(context.Context, int) error { return nil })
+	if err != nil {
+		return 0, lag, err
+	}
+	s1, err := b.stats(ctx)
+	if err != nil {
+		return 0, lag, err
+	}
+	return (s1.CPUSeconds - s0.CPUSeconds) / time.Since(t0).Seconds(), percentilesOf(res.Latency), nil
+}
+
+// caller returns the caller of a query type against a target.
+func (b *rw1) caller(ctx context.Context, q *querySet, target string) (caller, string, error) {
+	if target == targetFloor {
+		if b.cfg.Transport == TransportGRPC {
+			c, err := b.grpc.floor(ctx, q, b.cfg.RequestTimeout)
+			return c, TransportGRPC, err
+		}
+		return &httpFloor{c: b.floor, url: b.srv.url + "/debug/floor", q: q}, TransportHTTP, nil
+	}
+	if b.cfg.Transport == TransportGRPC {
+		c, err := b.grpc.features(ctx, q, b.cfg.RequestTimeout)
+		return c, TransportGRPC, err
+	}
+	return &httpFeatures{c: b.features, url: b.srv.url + "/v1/features", q: q}, TransportHTTP, nil
+}
+
+// phase measures one step: it checks one answer, then runs the loop,
+// reading the server's CPU when the measured period begins and ends.
+func (b *rw1) phase(ctx context.Context, s *Step, q *querySet, run func(onMeasure func()) (*Result, error), c caller) error {
+	if err := c.check(ctx, 0); err != nil {
+		return errors.Join(err, b.srv.alive())
+	}
+	m, err := b.measure(ctx, run)
+	if err != nil {
+		return err
+	}
+	s.fill(m.res)
+	s.ServerCPUSeconds, s.ServerGCCycles, s.ClientCPUSeconds, s.ServerTimeline = m.serverCPU, m.gcCycles, m.clientCPU, m.samples
+	return b.done(s)
+}
+
+// done adds a measured step to the report and logs it.
+func (b *rw1) done(s *Step) error {
+	b.rep.Steps = append(b.rep.Steps, s)
+	fmt.Fprintf(b.log, "kiln bench: %s %-5s %-22s achieved %8.1f/s  p50 %7.3f  p99 %7.3f  p99.9 %7.3f  max %8.3f ms  errors %d\n",
+		s.Query, s.Target, rateName(s), s.Achieved, s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Latency.Max, s.Errors)
+	return b.srv.alive()
+}
+
+// measured is what one run of a loop measured, with what the server and
+// the client used during its measured period.
+type measured struct {
+	res                  *Result
+	serverCPU, clientCPU float64
+	gcCycles             int64
+	samples              []ServerSecond
+}
+
+// measure runs a loop, reading the server's stats when its measured period
+// begins, every second, and when it ends.
+func (b *rw1) measure(ctx context.Context, run func(onMeasure func()) (*Result, error)) (measured, error) {
+	type mark struct {
+		stats serverStats
+		cli   float64
+		err   error
+	}
+	begin := make(chan mark, 1)
+	stopSampler := make(chan struct{})
+	var samples []ServerSecond
+	samplerDone := make(chan struct{})
+	onMeasure := func() {
+		st, err := b.stats(ctx)
+		begin <- mark{st, clientCPUSeconds(), err}
+		if err != nil {
+			close(samplerDone)
+			return
+		}
+		go func() {
+			defer close(samplerDone)
+			samples = b.sampleServer(ctx, st, stopSampler)
+		}()
+	}
+	res, err := run(onMeasure)
+	close(stopSampler)
+	<-samplerDone
+	if err != nil {
+		return measured{}, err
+	}
+	m0 := <-begin
+	if m0.err != nil {
+		return measured{}, m0.err
+	}
+	st1, err := b.stats(ctx)
+	if err != nil {
+		return measured{}, err
+	}
+	return measured{
+		res: res, serverCPU: st1.CPUSeconds - m0.stats.CPUSeconds, clientCPU: clientCPUSeconds() - m0.cli,
+		gcCycles: st1.GCCycles - m0.stats.GCCycles, samples: samples,
+	}, nil
+}
+
+// add sums up a later slice of the same step: counts, histograms, time and
+// resources; its timelines continue this one's.
+func (m *measured) add(o measured) {
+	if m.res == nil {
+		*m = o
+		return
+	}
+	r, x := m.res, o.res
+	secs := len(r.Timeline)
+	r.Requests += x.Requests
+	r.Errors += x.Errors
+	if r.FirstError == "" {
+		r.FirstError = x.FirstError
+	}
+	r.Elapsed += x.Elapsed
+	r.Latency.Merge(x.Latency)
+	r.Service.Merge(x.Service)
+	for _, sec := range x.Timeline {
+		sec.Second += secs
+		r.Timeline = append(r.Timeline, sec)
+	}
+	if r.Elapsed > 0 {
+		r.Achieved = float64(r.Requests) / r.Elapsed.Seconds()
+	}
+	samples := len(m.samples)
+	for _, sec := range o.samples {
+		sec.Second += samples
+		m.samples = append(m.samples, sec)
+	}
+	m.serverCPU += o.serverCPU
+	m.clientCPU += o.clientCPU
+	m.gcCycles += o.gcCycles
+}
+
+// sampleServer reads the server's stats every second, from prev on, until
+// stop is closed, and returns what each second used.
+func (b *rw1) sampleServer(ctx context.Context, prev serverStats, stop <-chan struct{}) []ServerSecond {
+	var out []ServerSecond
+	t0 := time.Now()
+	prevT := t0
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	for len(out) < maxTimeline {
+		select {
+		case <-stop:
+			return out
+		case <-ctx.Done():
+			return out
+		case <-ticker.C:
+		}
+		cur, err := b.stats(ctx)
+		if err != nil {
+			return out
+		}
+		now := time.Now()
+		out = append(out, ServerSecond{
+			Second: int(now.Sub(t0).Round(time.Second) / time.Second), Cores: (cur.CPUSeconds - prev.CPUSeconds) / now.Sub(prevT).Seconds(),
+			GCCycles: cur.GCCycles - prev.GCCycles, HeapMiB: float64(cur.HeapBytes) / (1 << 20), RSSMiB: float64(cur.RSSBytes) / (1 << 20),
+		})
+		prev, prevT = cur, now
+	}
+	return out
+}
+
+func (b *rw1) newStep(q *querySet, target, transport string) *Step {
+	return &Step{Query: q.name, Service: q.service, Transport: transport, Target: target, ValuesPerRequest: q.values, RowsPerRequest: q.rows}
+}
+
+// openStep measures q against target at rate, open loop.
+func (b *rw1) openStep(ctx context.Context, q *querySet, target string, rate float64) (*Step, error) {
+	c, transport, err := b.caller(ctx, q, target)
+	if err != nil {
+		return nil, err
+	}
+	s := b.newStep(q, target, transport)
+	s.Mode, s.Offered = "open", rate
+	fmt.Fprintf(b.log, "kiln bench: %s %s at %g/s for %v (+%v warm-up)\n", q.name, target, rate, b.cfg.Duration, b.cfg.Warmup)
+	err = b.phase(ctx, s, q, func(onMeasure func()) (*Result, error) {
+		return OpenLoop{
+			Rate: rate, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, MaxInFlight: b.cfg.MaxInFlight,
+			DrainTimeout: b.cfg.RequestTimeout + 5*time.Second, OnMeasure: onMeasure,
+		}.Run(ctx, c.call)
+	}, c)
+	return s, err
+}
+
+// openPair measures q against Kiln and the floor at rate, open loop: one
+// step each, or Interleave slices of each, taken in turn.
+func (b *rw1) openPair(ctx context.Context, q *querySet, rate float64) error {
+	// Each slice measures at least minSliceRequests requests: fewer slices
+	// at low rates and short durations.
+	n := min(b.cfg.Interleave, int(b.cfg.Duration.Seconds()*rate/minSliceRequests))
+	if n <= 1 {
+		kiln, err := b.openStep(ctx, q, targetKiln, rate)
+		if err != nil {
+			return err
+		}
+		floor, err := b.openStep(ctx, q, targetFloor, rate)
+		if err != nil {
+			return err
+		}
+		kiln.P99VsFloor = ratio(kiln.Latency.P99, floor.Latency.P99)
+		return nil
+	}
+	var steps [2]*Step
+	var callers [2]caller
+	for t, target := range []string{targetKiln, targetFloor} {
+		c, transport, err := b.caller(ctx, q, target)
+		if err != nil {
+			return err
+		}
+		if err := c.check(ctx, 0); err != nil {
+			return errors.Join(err, b.srv.alive())
+		}
+		callers[t] = c
+		steps[t] = b.newStep(q, target, transport)
+		steps[t].Mode, steps[t].Offered = "open", rate
+	}
+	// Each slice has its own warm-up, at least sliceWarmup: while the other
+	// target ran, every row Kiln cached grew older than max_staleness (1 s
+	// by default), and a slice must not start from a cache colder than a
+	// long step's.
+	slice, warm := b.cfg.Duration/time.Duration(n), max(b.cfg.Warmup/time.Duration(n), min(b.cfg.Warmup, sliceWarmup))
+	fmt.Fprintf(b.log, "kiln bench: %s kiln and floor at %g/s in turn, %d slices of %v (+%v warm-up) each\n", q.name, rate, n, slice, warm)
+	var sums [2]measured
+	offset := 0 // every slice goes on with the request sequence, the same for both targets
+	for k := range n {
+		// Kiln first in even rounds, the floor first in odd ones: neither
+		// always follows the other.
+		for u := range steps {
+			t := u
+			if k%2 == 1 {
+				t = 1 - u
+			}
+			c, off := callers[t], offset
+			m, err := b.measure(ctx, func(onMeasure func()) (*Result, error) {
+				return OpenLoop{
+					Rate: rate, Duration: slice, Warmup: warm, MaxInFlight: b.cfg.MaxInFlight,
+					DrainTimeout: b.cfg.RequestTimeout + 5*time.Second, OnMeasure: onMeasure,
+				}.Run(ctx, func(ctx context.Context, i int) error { return c.call(ctx, off+i) })
+			})
+			if err != nil {
+				return err
+			}
+			sums[t].add(m)
+		}
+		offset += int(math.Ceil((warm + slice).Seconds() * rate))
+	}
+	for t, s := range steps {
+		m := sums[t]
+		s.fill(m.res)
+		s.ServerCPUSeconds, s.ServerGCCycles, s.ClientCPUSeconds, s.ServerTimeline = m.serverCPU, m.gcCycles, m.clientCPU, m.samples
+		if err := b.done(s); err != nil {
+			return err
+		}
+	}
+	steps[0].P99VsFloor = ratio(steps[0].Latency.P99, steps[1].Latency.P99)
+	return nil
+}
+
+// saturation measures Kiln's Q2 closed loop.
+func (b *rw1) saturation(ctx context.Context, q *querySet) (*Step, error) {
+	c, transport, err := b.caller(ctx, q, targetKiln)
+	if err != nil {
+		return nil, err
+	}
+	s := b.newStep(q, targetKiln, transport)
+	s.Mode, s.Workers = "closed", b.cfg.SaturationWorkers
+	fmt.Fprintf(b.log, "kiln bench: %s saturation with %d workers for %v (+%v warm-up)\n", q.name, s.Workers, b.cfg.Duration, b.cfg.Warmup)
+	err = b.phase(ctx, s, q, func(onMeasure func()) (*Result, error) {
+		return ClosedLoop{Workers: s.Workers, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, OnMeasure: onMeasure}.Run(ctx, c.call)
+	}, c)
+	return s, err
+}
+
+// rowSizes reads rows through the floor: the benchmark's own query keys
+// (hot-key weighted) and uniformly drawn ids, per view.
+func (b *rw1) rowSizes(ctx context.Context, gen *workload.Generator, q1, q2 *querySet) ([]RowSize, error) {
+	userFeature, postFeature, err := b.firstFeatures()
+	if err != nil {
+		return nil, err
+	}
+	var out []RowSize
+	// Q1 bodies as sent: one user each.
+	rs := RowSize{View: viewUser, Sample: "query keys"}
+	for i := range min(q1.len(), rowSampleQ1) {
+		if err := b.floorInto(ctx, &rs, q1.bodies[i], 1); err != nil {
+			return nil, err
+		}
+	}
+	out = append(out, rs)
+	// The posts of Q2 requests (distinct within each request).
+	rs = RowSize{View: viewPost, Sample: "query keys"}
+	for i := range min(q2.len(), rowSampleQ2) {
+		body := featuresBody(nil, "", []string{postFeature}, nil, q2.postsOf(i))
+		if err := b.floorInto(ctx, &rs, body, int64(q2.postsPer)); err != nil {
+			return nil, err
+		}
+	}
+	out = append(out, rs)
+	// Uniform samples of distinct ids.
+	r := rand.New(rand.NewPCG(b.cfg.Seed, streamUniform))
+	for _, u := range []struct {
+		view, feature string
+		n             int64
+		want          int
+		users         bool
+	}{{viewUser, userFeature, gen.Users(), rowSampleUsers, true}, {viewPost, postFeature, gen.Posts(), rowSamplePosts, false}} {
+		rs := RowSize{View: u.view, Sample: "uniform ids"}
+		ids := sampleIDs(r, u.n, u.want)
+		for len(ids) > 0 {
+			k := min(len(ids), rowSampleBatch)
+			var body []byte
+			if u.users {
+				body = featuresBody(nil, "", []string{u.feature}, ids[:k], nil)
+			} else {
+				body = featuresBody(nil, "", []string{u.feature}, nil, ids[:k])
+			}
+			if err := b.floorInto(ctx, &rs, body, int64(k)); err != nil {
+				return nil, err
+			}
+			ids = ids[k:]
+		}
+		out = append(out, rs)
+	}
+	return out, nil
+}
+
+// firstFeatures names one served feature of each RW1 view: a floor
+// request for it reads exactly that view's rows.
+func (b *rw1) firstFeatures() (user, post string, err error) {
+	for _, v := range []struct {
+		name string
+		dst  *string
+	}{{viewUser, &user}, {viewPost, &post}} {
+		view := b.project.View(v.name)
+		if view == nil || len(view.Outputs()) == 0 {
+			return "", "", fmt.Errorf("bench: the RW1 project has no view %s", v.name)
+		}
+		*v.dst = view.Outputs()[0].Name()
+	}
+	return user, post, nil
+}
+
+// floorInto reads one floor request of keys keys and adds its answer.
+func (b *rw1) floorInto(ctx context.Context, rs *RowSize, body []byte, keys int64) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
+	defer cancel()
+	var ans floorAnswer
+	if err := postJSON(ctx, b.ctl, b.srv.url+"/debug/floor", body, &ans); err != nil {
+		return fmt.Errorf("bench: measuring row sizes: %w", err)
+	}
+	rs.Keys += keys
+	rs.RowsFound += ans.RowsFound
+	rs.Bytes += ans.Bytes
+	rs.BytesPerRow = ratio(float64(rs.Bytes), float64(rs.RowsFound))
+	rs.FoundFraction = ratio(float64(rs.RowsFound), float64(rs.Keys))
+	return nil
+}
+
+// sampleIDs draws min(want, n) distinct ids from 1..n.
+func sampleIDs(r *rand.Rand, n int64, want int) []int64 {
+	if int64(want) >= n {
+		ids := make([]int64, n)
+		for i := range ids {
+			ids[i] = int64(i) + 1
+		}
+		return ids
+	}
+	seen := make(map[int64]bool, want)
+	ids := make([]int64, 0, want)
+	for len(ids) < want {
+		id := r.Int64N(n) + 1
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// writeOutputs writes results.json and latency.svg into OutDir.
+func (b *rw1) writeOutputs() error {
+	if err := b.rep.writeJSON(b.cfg.OutDir); err != nil {
+		return err
+	}
+	return b.rep.writeSVG(b.cfg.OutDir)
+}
+
+// clientCPUSeconds is the CPU time (user + system) this process has used.
+func clientCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}

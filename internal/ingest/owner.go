@@ -1,0 +1,475 @@
+package ingest
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/kiln-dev/kiln/internal/store"
+	"github.com/kiln-dev/kiln/internal/tile"
+)
+
+// owner is the single writer of one partition: only its goroutine touches
+// rows, so the write path takes no lock per event.
+type owner struct {
+	id   int
+	p    *Pipeline
+	in   chan *request
+	rows rowMap // rows in memory; owned by run
+
+	// cond is the store when other processes may write it too: then rows
+	// are written only over the value this owner last saw.
+	cond condWriter
+
+	dirty   []*entry   // rows changed since the last write
+	waiting []*request // requests answered by the next write
+	batch   []store.KV
+	cbatch  []store.CondKV
+	buf     []byte
+	missing []*entry // rows loadMissing reads
+	keys    [][]byte // their keys
+
+	// Write-behind (Pipeline.log set; see log.go).
+	overlay        overlay
+	unsaved        []*entry // rows committed since the last checkpoint
+	queuedOps      int      // ops of o.waiting, not folded until their log record is written
+	seq            uint64   // the last log record appended
+	logBytes       int      // log appended since the last checkpoint
+	lastCheckpoint int64    // Unix ms; 0: none yet
+	closeErr       error    // the final checkpoint's, read by Close after run returns
+	rec, key       []byte
+	sink           uint64 // of loads made only to warm the cache
+	sortBuf        []sortKey
+
+	rowsWritten, writes, writeErrors, rowsReset, conflicts, checkpoints atomic.Int64
+}
+
+// condWriter is a store that can write rows conditionally (store/redis).
+type condWriter interface {
+	WriteIf(ctx context.Context, batch []store.CondKV, conflict func(i int)) error
+}
+
+type entry struct {
+	// The fields a fold uses come first, to share the entry's first cache
+	// line.
+
+	// mu (write-behind) is held while the row changes and while a reader
+	// encodes it from the overlay.
+	mu    sync.Mutex
+	dirty bool
+	// unsaved: committed to the log but not yet written back (write-behind);
+	// such a row is in the overlay and stays in memory until the next
+	// checkpoint.
+	unsaved bool
+	row     *tile.Row
+	plan    *tile.Plan
+	hash    uint64 // xxhash.Sum64(key)
+	key     string
+	stored  []byte // the row's value in the store as this owner knows it (cond only); nil: none
+}
+
+// keyBytes returns the bytes of a row key held as a string, without a copy.
+// They must not be modified: store writes and the read cache only read
+// (and copy) the keys of a batch.
+func keyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// run folds requests until the queue is closed. It drains whatever is
+// queued, then makes the batch durable in one atomic store write (its rows,
+// or with write-behind its log record) and answers every request in it: a
+// group commit sized by the load.
+func (o *owner) run() {
+	defer o.p.wg.Done()
+	for {
+		r, ok := <-o.in
+		if !ok {
+			if o.p.log != nil {
+				// What is not written back stays in the log: the next
+				// start replays it.
+				o.closeErr = o.checkpoint(o.p.Now(), true)
+			}
+			return
+		}
+		o.apply(r)
+	drain:
+		for len(o.dirty)+o.queuedOps < o.p.opts.MaxBatchRows {
+			select {
+			case r, ok := <-o.in:
+				if !ok {
+					break drain
+				}
+				o.apply(r)
+			default:
+				break drain
+			}
+		}
+		o.flush()
+	}
+}
+
+// apply folds one request's events into rows, loading rows it lacks from
+// the store in one batch read. A request that cannot be applied is answered
+// at once with the error.
+func (o *owner) apply(r *request) {
+	if err := o.loadRows(r); err != nil {
+		r.done <- err
+		return
+	}
+	if o.p.log != nil {
+		// Folded once its events are in the log (commitLogged): rows in
+		// the overlay hold nothing a crash could lose.
+		o.waiting = append(o.waiting, r)
+		o.queuedOps += len(r.ops)
+		return
+	}
+	for i := range r.ops {
+		op := &r.ops[i]
+		o.fold(op.row, op, r.now)
+	}
+	o.waiting = append(o.waiting, r)
+}
+
+// fold applies one event to its row, unless the row has applied it before
+// (a streamed event at or below the offset the row records for its stream).
+func (o *owner) fold(e *entry, op *op, now int64) {
+	if e.row.Applied(op.ev.Origin) {
+		o.p.skipped.Add(1)
+		return
+	}
+	if o.p.log != nil {
+		e.mu.Lock()
+	}
+	if out := op.feed.plan.Fold(e.row, op.ev, now); out == tile.Late {
+		op.feed.late.Add(1)
+	}
+	e.row.MarkApplied(op.ev.Origin)
+	if o.p.log != nil {
+		e.mu.Unlock()
+	}
+	if !e.dirty {
+		e.dirty = true
+		o.dirty = append(o.dirty, e)
+	}
+}
+
+// loadRows makes sure every row the request touches is in memory, and
+// points each op at its row. It looks rows up a group at a time, in passes
+// whose cache misses overlap: the group's slots in o.rows, then their
+// entries (see rowMap).
+func (o *owner) loadRows(r *request) error {
+	const group = 64
+	o.missing = o.missing[:0]
+	for at := 0; at < len(r.ops); at += group {
+		ops := r.ops[at:min(at+group, len(r.ops))]
+		for i := range ops {
+			o.sink += o.rows.touch(ops[i].hash)
+		}
+		for i := range ops {
+			ops[i].row = o.rows.find(ops[i].hash) // a candidate: its key is not checked yet
+		}
+		for i := range ops {
+			op := &ops[i]
+			k := r.keys[op.from:op.to]
+			if op.row == nil || op.row.key != string(k) {
+				op.row = o.rowOf(op, k)
+			}
+		}
+	}
+	return o.loadMissing()
+}
+
+// rowOf returns the entry of op's row, whose key is k: the one in memory,
+// or a new one, added to o.rows and queued in o.missing for loadMissing to
+// read. A key that repeats before loadMissing runs finds the new entry, so
+// its row is read once.
+func (o *owner) rowOf(op *op, k []byte) *entry {
+	e := o.rows.get(op.hash, k)
+	if e == nil {
+		e = newEntry(k, op.hash, op.feed.plan)
+		o.rows.put(e)
+		o.missing = append(o.missing, e)
+	}
+	return e
+}
+
+// loadMissing reads the rows of the entries in o.missing, just added to
+// o.rows with empty rows, from the store. On error it takes them out of
+// o.rows again.
+func (o *owner) loadMissing() error {
+	if len(o.missing) == 0 {
+		return nil
+	}
+	o.keys = o.keys[:0]
+	for _, e := range o.missing {
+		o.keys = append(o.keys, keyBytes(e.key))
+	}
+	var decodeErr error
+	err := o.p.store.Get(context.Background(), o.keys, func(i int, value []byte, found bool) {
+		e := o.missing[i]
+		if !found {
+			return
+		}
+		if o.cond != nil {
+			e.stored = bytes.Clone(value)
+		}
+		if err := e.plan.DecodeRow(value, e.row); err != nil {
+			if !errors.Is(err, tile.ErrLayout) {
+				if decodeErr == nil {
+					decodeErr = fmt.Errorf("row of view %s in the store: %w", e.plan.View.Name, err)
+				}
+				return
+			}
+			// The view's definition changed: its old tiles mean something
+			// else now, so the row starts again.
+			o.rowsReset.Add(1)
+			o.p.opts.Logger.Warn("row written for an older definition of the view; starting it afresh",
+				"view", e.plan.View.Name)
+			e.plan.Reset(e.row)
+		}
+	})
+	if err == nil {
+		err = decodeErr
+	}
+	if err != nil {
+		for _, e := range o.missing {
+			o.rows.del(e)
+		}
+		return fmt.Errorf("reading rows from the store: %w", err)
+	}
+	return nil
+}
+
+// maxConflictRounds bounds how often one flush folds rows again after
+// other writers changed them.
+const maxConflictRounds = 100
+
+// flush writes the dirty rows in one store write and answers the requests
+// folded into them. If the write fails, the rows are dropped from memory
+// (the store still has their previous state) and every request gets the
+// error: nothing it carried is acknowledged.
+//
+// On a store shared with other writers (o.cond), each row is written only
+// over the value this owner last saw; a row another process changed
+// meanwhile is read again and the requests' events for it folded again
+// (streamed events the other writer already applied are passed over by
+// their positions), until every row is written.
+func (o *owner) flush() {
+	if len(o.waiting) == 0 {
+		return
+	}
+	if o.p.log != nil {
+		o.commitLogged()
+		return
+	}
+	var err error
+	now := o.waiting[len(o.waiting)-1].now
+	for round := 0; len(o.dirty) > 0; round++ {
+		var conflicts []*entry
+		conflicts, err = o.write(now)
+		if err != nil || len(conflicts) == 0 {
+			break
+		}
+		o.conflicts.Add(int64(len(conflicts)))
+		if round == maxConflictRounds {
+			err = fmt.Errorf("%d rows kept changing under other writers: %w", len(conflicts), store.ErrConflict)
+			for _, e := range conflicts {
+				o.rows.del(e)
+			}
+			break
+		}
+		err = o.refold(conflicts)
+		if err != nil {
+			break
+		}
+	}
+	clear(o.dirty)
+	o.dirty = o.dirty[:0]
+	o.answer(err)
+	o.evict()
+}
+
+// write encodes and writes the dirty rows. It returns the rows another
+// writer changed since this owner read them (only on a shared store); they
+// were not written. Every other row is written and clean, or, on error,
+// dropped from memory.
+func (o *owner) write(now int64) (conflicts []*entry, err error) {
+	o.sortByKey(o.dirty)
+	o.encodeDirty(now)
+	var conflicted []bool
+	if o.cond != nil {
+		o.cbatch = o.cbatch[:0]
+		for i, e := range o.dirty {
+			o.cbatch = append(o.cbatch, store.CondKV{Key: o.batch[i].Key, Value: o.batch[i].Value, Old: e.stored})
+		}
+		err = o.cond.WriteIf(context.Background(), o.cbatch, func(i int) {
+			if conflicted == nil {
+				conflicted = make([]bool, len(o.dirty))
+			}
+			conflicted[i] = true
+		})
+	} else {
+		err = o.p.store.Write(context.Background(), o.batch)
+	}
+	o.writes.Add(1)
+	written := o.batch
+	if conflicted != nil && err == nil {
+		written = written[:0:0]
+		for i, e := range o.dirty {
+			if conflicted[i] {
+				conflicts = append(conflicts, e)
+			} else {
+				written = append(written, o.batch[i])
+			}
+		}
+	}
+	if o.p.opts.AfterWrite != nil {
+		o.p.opts.AfterWrite(written, err)
+	}
+	if err != nil {
+		o.writeErrors.Add(1)
+		o.p.opts.Logger.Error("writing rows failed", "partition", o.id, "rows", len(o.dirty), "err", err)
+		for _, e := range o.dirty {
+			o.rows.del(e)
+		}
+		return nil, fmt.Errorf("writing %d rows to the store: %w", len(o.dirty), err)
+	}
+	o.rowsWritten.Add(int64(len(written)))
+	for i, e := range o.dirty {
+		if conflicted != nil && conflicted[i] {
+			continue
+		}
+		e.dirty = false
+		if o.cond != nil {
+			e.stored = append(e.stored[:0], o.batch[i].Value...)
+		}
+	}
+	return conflicts, nil
+}
+
+// encodeDirty brings the dirty rows' clocks to now and encodes them into
+// o.batch, in o.dirty's order.
+func (o *owner) encodeDirty(now int64) {
+	for _, e := range o.dirty {
+		e.plan.Advance(e.row, now)
+	}
+	o.encodeRows(o.dirty, nil)
+}
+
+// sortByKey sorts rows by key: the store's memtable inserts a sorted batch
+// close to where the previous key went, instead of searching from the top.
+// It compares the keys' first 32 bytes as numbers, copied beside each row,
+// and reads the keys themselves only to break ties: comparing the keys in
+// the rows' memory missed the cache at almost every comparison.
+func (o *owner) sortByKey(rows []*entry) {
+	buf := o.sortBuf[:0]
+	for _, e := range rows {
+		k := sortKey{e: e}
+		var b [8 * len(k.prefix)]byte
+		copy(b[:], e.key)
+		for j := range k.prefix {
+			k.prefix[j] = binary.BigEndian.Uint64(b[8*j:])
+		}
+		buf = append(buf, k)
+	}
+	slices.SortFunc(buf, func(a, b sortKey) int {
+		// Big-endian words of zero-padded keys order as the keys do, but
+		// for keys equal in their first 32 bytes, or equal but for
+		// trailing zero bytes there.
+		for j := range a.prefix {
+			if c := cmp.Compare(a.prefix[j], b.prefix[j]); c != 0 {
+				return c
+			}
+		}
+		return strings.Compare(a.e.key, b.e.key)
+	})
+	for i := range buf {
+		rows[i] = buf[i].e
+	}
+	clear(buf)
+	o.sortBuf = buf[:0]
+}
+
+type sortKey struct {
+	prefix [4]uint64
+	e      *entry
+}
+
+// encodeRows encodes rows, in order, into o.batch (their values back to
+// back in o.buf), leaving out those skip reports.
+func (o *owner) encodeRows(rows []*entry, skip func(e *entry) bool) {
+	o.batch = o.batch[:0]
+	o.buf = o.buf[:0]
+	for _, e := range rows {
+		if skip != nil && skip(e) {
+			continue
+		}
+		from := len(o.buf)
+		o.buf = e.plan.AppendRow(o.buf, e.row)
+		o.batch = append(o.batch, store.KV{Key: keyBytes(e.key), Value: o.buf[from:len(o.buf):len(o.buf)]})
+	}
+	// An append may have moved o.buf after a value was sliced from it.
+	at := 0
+	for i := range o.batch {
+		n := len(o.batch[i].Value)
+		o.batch[i].Value = o.buf[at : at+n : at+n]
+		at += n
+	}
+}
+
+// refold reads the conflicting rows again and folds into them, in order,
+// every event of the waiting requests that touches them. They become the
+// dirty rows.
+func (o *owner) refold(conflicts []*entry) error {
+	clear(o.dirty)
+	o.dirty = o.dirty[:0]
+	redo := make(map[string]bool, len(conflicts))
+	for _, e := range conflicts {
+		o.rows.del(e)
+		redo[e.key] = true
+	}
+	o.missing = o.missing[:0]
+	for _, r := range o.waiting {
+		for i := range r.ops {
+			op := &r.ops[i]
+			k := r.keys[op.from:op.to]
+			if redo[string(k)] {
+				op.row = o.rowOf(op, k)
+			}
+		}
+	}
+	if err := o.loadMissing(); err != nil {
+		return err
+	}
+	for _, r := range o.waiting {
+		for i := range r.ops {
+			op := &r.ops[i]
+			if redo[string(r.keys[op.from:op.to])] {
+				o.fold(op.row, op, r.now)
+			}
+		}
+	}
+	return nil
+}
+
+// evict forgets clean rows beyond MaxCachedRows, and a sixteenth more so
+// that the next commits have room. Rows not yet written back stay, even
+// beyond it: when there are no clean rows, evict does not look for them.
+func (o *owner) evict() {
+	limit := o.p.opts.MaxCachedRows
+	over := o.rows.len() - limit
+	if over <= 0 {
+		return
+	}
+	// Every dirty row is unsaved, or (writing through) written, by now.
+	clean := o.rows.len() - len(o.unsaved)
+	if n := min(over+limit/16, clean); n > 0 {
+		o.rows.evict(n, func(e *entry) bool { return !e.dirty && !e.unsaved })
+	}
+}

@@ -1,0 +1,450 @@
+// Package ingest owns the write path: it decodes and validates pushed
+// events, routes each (view, entity) row to the partition that owns it, and
+// runs one goroutine per partition that folds events into its rows in memory
+// and makes them durable in group-committed micro-batches: on Redis by
+// writing the rows, on the embedded store by appending the events to the
+// partition's log and writing rows back at checkpoints (log.go).
+//
+// Push blocks until every event of the call is durable (or refused): a push
+// that returns nil survives a crash, and a read after it (Pipeline.Get, the
+// read path's source of rows) sees it.
+// The caller supplies the clock (Options.Now), so tests drive time.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/store"
+	"github.com/kiln-dev/kiln/internal/tile"
+)
+
+// Options configure a Pipeline. The zero value of each field selects its
+// documented default.
+type Options struct {
+	// Partitions is the number of single-writer partitions (goroutines).
+	// Default 4.
+	Partitions int
+	// MaxBatchRows is the most dirty rows a partition folds before it
+	// writes them. A partition also writes whenever it has no more queued
+	// work, so under light load each push is written at once and under
+	// heavy load writes grow into batches. Default 4096.
+	MaxBatchRows int
+	// MaxCachedRows is how many rows a partition keeps decoded in memory
+	// between writes; beyond it, written rows are forgotten (and read back
+	// from the store when next touched). Default 65536.
+	MaxCachedRows int
+	// QueueDepth is how many requests may wait for a partition. Default 256.
+	QueueDepth int
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger receives the pipeline's log. Default: discard.
+	Logger *slog.Logger
+	// AfterWrite, if set, is called by a partition after each commit with
+	// the rows it changed and the commit's error, before any push in it is
+	// answered; a read cache sets the rows (or forgets them on error) here.
+	// Calls for one row come in commit order. It must not keep batch.
+	AfterWrite func(batch []store.KV, err error)
+	// Changed, if set, is told about each row a commit changed while the
+	// pipeline writes behind (below), and reports whether the read cache
+	// holds it: only those rows are encoded and handed to AfterWrite. It
+	// must keep reads of the row that began before the call from filling
+	// the cache (rowcache.Cache.ChangedHashed does both). hash is
+	// xxhash.Sum64(key).
+	Changed func(key []byte, hash uint64) bool
+
+	// WriteThrough writes every commit's rows to the store even when the
+	// store can keep the write path's log (the embedded store), where by
+	// default a commit appends its events to the log and rows are written
+	// back at checkpoints (see docs/ingestion.md).
+	WriteThrough bool
+	// A partition writing behind checkpoints (writes its rows back and
+	// deletes its log) once it holds CheckpointRows rows not written back
+	// (default 65536), once its log since the last checkpoint reaches
+	// CheckpointLogBytes (default 32 MiB: the most a restart replays per
+	// partition), or at its first commit CheckpointInterval (default 1m)
+	// after the last, whichever comes first, and when the pipeline closes.
+	CheckpointRows     int
+	CheckpointLogBytes int
+	CheckpointInterval time.Duration
+}
+
+func (o *Options) fill() {
+	if o.Partitions <= 0 {
+		o.Partitions = 4
+	}
+	if o.MaxBatchRows <= 0 {
+		o.MaxBatchRows = 4096
+	}
+	if o.MaxCachedRows <= 0 {
+		o.MaxCachedRows = 65536
+	}
+	if o.QueueDepth <= 0 {
+		o.QueueDepth = 256
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.CheckpointRows <= 0 {
+		o.CheckpointRows = 65536
+	}
+	if o.CheckpointLogBytes <= 0 {
+		o.CheckpointLogBytes = 32 << 20
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = time.Minute
+	}
+}
+
+// ErrClosed is returned by Push after Close.
+var ErrClosed = errors.New("ingest: pipeline closed")
+
+// Result is the outcome of a push.
+type Result struct {
+	// Accepted counts events that reached at least one row (or all-time
+	// feature).
+	Accepted int `json:"accepted"`
+	// DroppedLate counts events older than the retention of every view they
+	// feed: no window can cover them any more.
+	DroppedLate int `json:"dropped_late"`
+}
+
+// Stats are cumulative counters of a pipeline.
+type Stats struct {
+	Accepted, DroppedLate  int64
+	RowsWritten, Writes    int64
+	WriteErrors, RowsReset int64
+	// Replayed counts row updates passed over because the row had already
+	// applied the streamed event (a replay after a restart or rebalance).
+	Replayed int64
+	// Conflicts counts rows another process changed between this one's
+	// read and write, which were then read and folded again (Redis only).
+	Conflicts int64
+	// Checkpoints counts rows written back with the log deleted
+	// (write-behind); Recovered counts log records replayed at start.
+	Checkpoints, Recovered int64
+	LateByView             map[string]int64
+}
+
+// Pipeline is the write path of one process. It is safe for concurrent use.
+type Pipeline struct {
+	opts     Options
+	store    store.Store
+	plans    map[*definition.View]*tile.Plan
+	feeds    map[*definition.Source][]*feed
+	feedList []*feed // every view's feed, by index
+	// feedByName and logHeader serve the log (log.go).
+	feedByName map[string]*feed
+	logHeader  []byte
+	owners     []*owner
+	log        logStore // nil: write through
+
+	mu       sync.RWMutex // guards closed and sends on the owners' queues
+	closed   bool
+	wg       sync.WaitGroup
+	requests sync.Pool // of *request, answered and free for Push to reuse
+
+	accepted, droppedLate atomic.Int64
+	skipped               atomic.Int64
+	lastNow               atomic.Int64
+	recovered             atomic.Int64
+}
+
+// feed is one view a source feeds, with where its entity key lives.
+type feed struct {
+	view  *definition.View
+	plan  *tile.Plan
+	keys  []int // field indices of the entity key
+	index int   // in Pipeline.feedList, and in the log
+	late  atomic.Int64
+}
+
+// maxPartitions bounds Options.Partitions (the log numbers partitions in
+// two bytes).
+const maxPartitions = 4096
+
+// New starts a pipeline writing the project's views to st. On a store that
+// keeps the write path's log (the embedded store) it first replays what the
+// log holds from the last run.
+func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.Store, opts Options) (*Pipeline, error) {
+	opts.fill()
+	if opts.Partitions > maxPartitions {
+		return nil, fmt.Errorf("ingest: %d partitions; at most %d", opts.Partitions, maxPartitions)
+	}
+	pl := &Pipeline{opts: opts, store: st, plans: plans, feeds: map[*definition.Source][]*feed{}}
+	for i, v := range p.Views {
+		f := &feed{view: v, plan: plans[v], index: i}
+		if f.plan == nil {
+			return nil, fmt.Errorf("ingest: no plan for view %s", v.Name)
+		}
+		for _, k := range v.Entity.Keys {
+			i := v.Source.FieldIndex(k)
+			if i < 0 {
+				return nil, fmt.Errorf("ingest: view %s: key field %s is not in source %s", v.Name, k, v.Source.Name)
+			}
+			f.keys = append(f.keys, i)
+		}
+		pl.feeds[v.Source] = append(pl.feeds[v.Source], f)
+		pl.feedList = append(pl.feedList, f)
+	}
+	pl.feedByName = map[string]*feed{}
+	for _, f := range pl.feedList {
+		pl.feedByName[f.view.Name] = f
+	}
+	pl.logHeader = pl.appendLogHeader(nil)
+	cond, _ := st.(condWriter)
+	if ls, ok := st.(logStore); ok && !opts.WriteThrough {
+		pl.log = ls
+	}
+	for i := range opts.Partitions {
+		o := &owner{
+			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
+			rows: newRowMap(), cond: cond,
+			overlay: overlay{rows: newRowMap()},
+		}
+		pl.owners = append(pl.owners, o)
+	}
+	if pl.log != nil {
+		if err := pl.recoverLog(); err != nil {
+			return nil, fmt.Errorf("ingest: replaying the event log of the last run: %w", err)
+		}
+	}
+	for _, o := range pl.owners {
+		pl.wg.Add(1)
+		go o.run()
+	}
+	return pl, nil
+}
+
+// route returns the partition of a row key and the key's hash, by which
+// the partition finds the row in memory and the read cache its entry.
+func (p *Pipeline) route(key []byte) (part int, hash uint64) {
+	hash = xxhash.Sum64(key)
+	return int(hash % uint64(len(p.owners))), hash
+}
+
+// Now returns the pipeline's clock in Unix milliseconds. It never goes
+// back, even if the wall clock does.
+func (p *Pipeline) Now() int64 {
+	now := p.opts.Now().UnixMilli()
+	for {
+		last := p.lastNow.Load()
+		if now <= last {
+			return last
+		}
+		if p.lastNow.CompareAndSwap(last, now) {
+			return now
+		}
+	}
+}
+
+// request is the part of one push that one partition owns.
+type request struct {
+	ops  []op
+	keys []byte // the ops' row keys, back to back
+	now  int64
+	done chan error
+	next []*request // more requests of the partition read from one log record
+}
+
+// newRequest returns an empty request for Push, with room for n ops and
+// keys of keyBytes: one a Push freed, or a new one.
+func (p *Pipeline) newRequest(now int64, n, keyBytes int) *request {
+	r, _ := p.requests.Get().(*request)
+	if r == nil {
+		r = &request{done: make(chan error, 1)}
+	}
+	r.now = now
+	r.ops = slices.Grow(r.ops[:0], n)
+	r.keys = slices.Grow(r.keys[:0], keyBytes)
+	return r
+}
+
+// freeRequest gives an answered request of Push back for reuse, holding
+// no pointer to the push's events or rows.
+func (p *Pipeline) freeRequest(r *request) {
+	clear(r.ops)
+	r.ops = r.ops[:0]
+	p.requests.Put(r)
+}
+
+// add appends an op folding ev into the row of f under key, whose hash
+// is h.
+func (r *request) add(f *feed, key []byte, h uint64, ev *event.Event) {
+	from := len(r.keys)
+	r.keys = append(r.keys, key...)
+	r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), hash: h, ev: ev})
+}
+
+type op struct {
+	feed     *feed
+	from, to int    // the row key: keys[from:to]
+	hash     uint64 // xxhash.Sum64 of the row key
+	ev       *event.Event
+	row      *entry // set by the owner (loadRows)
+}
+
+// Push folds events of src (validated, e.g. by Decoder.DecodePush) into
+// their rows and returns once they are durable in the store. The events
+// must not be modified until Push returns. On error, some partitions may
+// have written their part: pushing the same events again can count those
+// twice (see docs/api.md).
+func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []event.Event) (Result, error) {
+	now := p.Now()
+	feeds := p.feeds[src]
+	reqs := make([]*request, len(p.owners))
+	var res Result
+	var key []byte
+	// The time below which an event is late for each feed's view.
+	var lateBuf [8]int64
+	late := lateBuf[:0]
+	for _, f := range feeds {
+		late = append(late, f.plan.LateBefore(now))
+	}
+	for i := range events {
+		ev := &events[i]
+		reached := false
+		for fi := range feeds {
+			f := feeds[fi]
+			if ev.TS < late[fi] {
+				f.late.Add(1)
+				continue
+			}
+			reached = true
+			key = appendRowKey(key[:0], f, ev)
+			part, h := p.route(key)
+			r := reqs[part]
+			if r == nil {
+				// Sized for an even share of the push: growing the slices
+				// of a large push op by op costs more than folding it.
+				n := len(events)*len(feeds)/len(p.owners)*5/4 + 4
+				r = p.newRequest(now, n, n*len(key))
+				reqs[part] = r
+			}
+			r.add(f, key, h, ev)
+		}
+		if reached {
+			res.Accepted++
+		} else {
+			res.DroppedLate++
+		}
+	}
+	var firstErr error
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		return Result{}, ErrClosed
+	}
+	for i, r := range reqs {
+		if r == nil {
+			continue
+		}
+		select {
+		case p.owners[i].in <- r:
+		case <-ctx.Done():
+			reqs[i] = nil
+			if firstErr == nil {
+				firstErr = ctx.Err()
+			}
+		}
+	}
+	p.mu.RUnlock()
+	for _, r := range reqs {
+		// The owner answers every request it received. Waiting for it even
+		// after ctx ends means no event is applied after Push returns.
+		if r == nil {
+			continue
+		}
+		if err := <-r.done; err != nil && firstErr == nil {
+			firstErr = err
+		}
+		// Answered: the owner holds it no more.
+		p.freeRequest(r)
+	}
+	if firstErr != nil {
+		return Result{}, firstErr
+	}
+	p.accepted.Add(int64(res.Accepted))
+	p.droppedLate.Add(int64(res.DroppedLate))
+	return res, nil
+}
+
+// TooOld reports whether an event of src stamped ts (Unix ms) is older than
+// the retention of every view src feeds, so that no window can cover it any
+// more and Push would drop it. It is false for a source that feeds no view.
+func (p *Pipeline) TooOld(src *definition.Source, ts int64) bool {
+	now := p.Now()
+	feeds := p.feeds[src]
+	for _, f := range feeds {
+		if !f.plan.Late(ts, now) {
+			return false
+		}
+	}
+	return len(feeds) > 0
+}
+
+func appendRowKey(dst []byte, f *feed, ev *event.Event) []byte {
+	var buf [4]event.Value
+	key := buf[:0]
+	for _, k := range f.keys {
+		key = append(key, ev.Fields[k])
+	}
+	return tile.AppendKey(dst, f.view.Name, key)
+}
+
+// Stats returns the pipeline's counters.
+func (p *Pipeline) Stats() Stats {
+	s := Stats{Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), Replayed: p.skipped.Load(), LateByView: map[string]int64{}}
+	for _, fs := range p.feeds {
+		for i := range fs {
+			s.LateByView[fs[i].view.Name] += fs[i].late.Load()
+		}
+	}
+	for _, o := range p.owners {
+		s.RowsWritten += o.rowsWritten.Load()
+		s.Writes += o.writes.Load()
+		s.WriteErrors += o.writeErrors.Load()
+		s.RowsReset += o.rowsReset.Load()
+		s.Conflicts += o.conflicts.Load()
+		s.Checkpoints += o.checkpoints.Load()
+	}
+	s.Recovered = p.recovered.Load()
+	return s
+}
+
+// Close stops accepting pushes, writes what the partitions hold (on the
+// embedded store, a last checkpoint) and waits for them to stop. It does
+// not close the store.
+func (p *Pipeline) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	for _, o := range p.owners {
+		close(o.in)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	var errs []error
+	for _, o := range p.owners {
+		if o.closeErr != nil {
+			errs = append(errs, fmt.Errorf("ingest: partition %d: %w (its event log keeps the rows: the next start replays it)", o.id, o.closeErr))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,426 @@
+// Package node owns one running Kiln process: it opens the online store the
+// project names (Pebble in a data directory, or Redis), starts what the
+// process's role needs — the write path (package ingest), the read engine
+// (package query) with its row cache, the HTTP API (package serve) and the
+// gRPC API (package grpcapi) — and stops them in order: stop taking
+// requests, write what the partitions hold, close the store.
+//
+// Start returns once the listeners are bound; Close shuts everything down.
+// Both the kiln command and end-to-end tests use it.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/grpcapi"
+	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/query"
+	"github.com/kiln-dev/kiln/internal/rowcache"
+	"github.com/kiln-dev/kiln/internal/serve"
+	"github.com/kiln-dev/kiln/internal/store"
+	"github.com/kiln-dev/kiln/internal/store/pebble"
+	"github.com/kiln-dev/kiln/internal/store/redis"
+	"github.com/kiln-dev/kiln/internal/stream"
+	"github.com/kiln-dev/kiln/internal/stream/kafka"
+	"github.com/kiln-dev/kiln/internal/stream/nats"
+	"github.com/kiln-dev/kiln/internal/tile"
+)
+
+// Roles a process can take.
+const (
+	// RoleAll ingests and serves: the embedded default.
+	RoleAll = "all"
+	// RoleIngest owns the partitions and writes rows; it takes pushes and
+	// serves no features.
+	RoleIngest = "ingest"
+	// RoleServe only reads rows and serves features; any number of serve
+	// processes can answer from one shared store.
+	RoleServe = "serve"
+)
+
+// DefaultMaxStaleness bounds how old a cached row a process serves when
+// other processes write the store (the project's online_store.max_staleness
+// overrides it).
+const DefaultMaxStaleness = time.Second
+
+// Config configures a node. Project is required; DataDir too with the
+// embedded store.
+type Config struct {
+	Project *definition.Project
+	// Role is RoleAll (default), RoleIngest or RoleServe. Ingest and serve
+	// need a shared online store (online_store type redis).
+	Role string
+	// DataDir is the embedded store's directory; it is created if missing.
+	// Unused with Redis.
+	DataDir string
+	// Addr is the HTTP listen address. Default 127.0.0.1:7070; use
+	// 127.0.0.1:0 for a free port (Node.Addr tells which).
+	Addr string
+	// GRPCAddr is the gRPC listen address; empty serves no gRPC.
+	GRPCAddr string
+	// Ingest configures the write path (partitions, batching, clock).
+	Ingest ingest.Options
+	// Now is the read clock of a serve-only process (Unix ms); other roles
+	// read at the write path's clock. Default: the wall clock.
+	Now func() int64
+	// CacheBytes is the embedded store's block cache. Default: the store's
+	// default.
+	CacheBytes int64
+	// RowCacheBytes bounds the read path's cache of rows. 0 means
+	// rowcache.DefaultMaxBytes; negative disables it. The write path updates
+	// it on every commit, so an embedded node never serves a stale row; a
+	// node over Redis serves rows at most max_staleness old.
+	RowCacheBytes int64
+	// MaxInFlightRows is the read path's admission budget (query.Config).
+	// 0 means 2,048 rows per CPU; negative disables admission control.
+	MaxInFlightRows int64
+	// ShutdownTimeout bounds how long Close waits for requests in flight.
+	// Default 10s.
+	ShutdownTimeout time.Duration
+	// Logger receives the node's log. Default: discard.
+	Logger *slog.Logger
+}
+
+// Node is a running Kiln process.
+type Node struct {
+	// Addr is the address the HTTP API listens on; GRPCAddr the gRPC API
+	// (empty without one).
+	Addr     string
+	GRPCAddr string
+	Role     string
+	Plans    map[*definition.View]*tile.Plan
+	Store    store.Store
+	Pipeline *ingest.Pipeline // nil in a serve-only process
+	Engine   *query.Engine    // nil in an ingest-only process
+	Server   *serve.Server
+
+	cfg     Config
+	http    *http.Server
+	serveCh chan error
+	grpc    *grpc.Server
+	grpcAPI *grpcapi.Server
+	grpcCh  chan error
+
+	sources     []*stream.Applier
+	stopSources context.CancelFunc
+	sourcesDone chan struct{}
+	deadLetters []stream.DeadLetters
+}
+
+// Start opens the store, starts what the role needs and serves HTTP (and
+// gRPC when asked).
+func Start(cfg Config) (_ *Node, err error) {
+	if cfg.Project == nil {
+		return nil, errors.New("node: Config needs a Project")
+	}
+	if cfg.Role == "" {
+		cfg.Role = RoleAll
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:7070"
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Ingest.Logger == nil {
+		cfg.Ingest.Logger = cfg.Logger
+	}
+	online := cfg.Project.OnlineStore
+	switch {
+	case cfg.Role != RoleAll && cfg.Role != RoleIngest && cfg.Role != RoleServe:
+		return nil, fmt.Errorf("unknown role %q: use all, ingest or serve", cfg.Role)
+	case cfg.Role != RoleAll && online.Type != "redis":
+		return nil, fmt.Errorf("role %s needs an online store shared by several processes: set online_store: {type: redis, addrs: [...]} in %s (the embedded store belongs to one process)", cfg.Role, cfg.Project.File)
+	case online.Type != "redis" && cfg.DataDir == "":
+		return nil, errors.New("node: the embedded store needs a data directory (--data)")
+	}
+	plans, err := tile.CompileProject(cfg.Project)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{Role: cfg.Role, Plans: plans, cfg: cfg}
+	// On an error below, undo what was started.
+	var cleanups []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				cleanups[i]()
+			}
+		}
+	}()
+
+	if n.Store, err = openStore(cfg); err != nil {
+		return nil, err
+	}
+	cleanups = append(cleanups, func() { n.Store.Close() })
+
+	var cache *rowcache.Cache
+	if cfg.Role != RoleIngest && cfg.RowCacheBytes >= 0 {
+		opts := rowcache.Options{MaxBytes: cfg.RowCacheBytes}
+		if online.Type == "redis" {
+			// Other processes write the store: bound the age of what is served.
+			opts.MaxAge = online.MaxStaleness
+			if opts.MaxAge == 0 {
+				opts.MaxAge = DefaultMaxStaleness
+			}
+		}
+		cache = rowcache.New(opts)
+	}
+	if cfg.Role != RoleServe {
+		if cache != nil {
+			// Writing behind, only rows the cache holds are encoded at a
+			// commit: the others are read from the write path when asked.
+			cfg.Ingest.Changed = cache.ChangedHashed
+			cfg.Ingest.AfterWrite = func(batch []store.KV, err error) {
+				for _, kv := range batch {
+					if err == nil {
+						cache.Update(kv.Key, kv.Value)
+					} else {
+						cache.Delete(kv.Key)
+					}
+				}
+			}
+		}
+		if n.Pipeline, err = ingest.New(cfg.Project, plans, n.Store, cfg.Ingest); err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, func() { n.Pipeline.Close() })
+		if err := n.startSources(cfg); err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, n.stopStreams)
+	}
+	if cfg.Role != RoleIngest {
+		// Rows as the write path committed them: with the embedded store,
+		// rows written behind are in the pipeline's memory, not yet in the
+		// store.
+		var rows query.RowSource = n.Store
+		if n.Pipeline != nil {
+			rows = n.Pipeline
+		}
+		if cache != nil {
+			rows = rowcache.Source{Cache: cache, Load: rows.Get}
+		}
+		now := cfg.Now
+		if n.Pipeline != nil {
+			now = n.Pipeline.Now
+		}
+		maxRows := cfg.MaxInFlightRows
+		if maxRows == 0 {
+			maxRows = 2048 * int64(runtime.GOMAXPROCS(0))
+		}
+		// The floor reads the same rows' bytes where they are, with
+		// nothing on top: the store, or the write path's rows not yet
+		// written back.
+		var floor query.RowSource = n.Store
+		if n.Pipeline != nil {
+			floor = n.Pipeline
+		}
+		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, Floor: floor, Now: now, MaxInFlightRows: maxRows})
+		if err != nil {
+			return nil, err
+		}
+	}
+	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Pipeline: n.Pipeline, Logger: cfg.Logger,
+		Stats: func() map[string]any {
+			out := map[string]any{"role": cfg.Role, "online_store": online.Type}
+			if n.Engine != nil {
+				out["read"] = n.Engine.Stats()
+			}
+			if cache != nil {
+				out["row_cache"] = cache.Stats()
+			}
+			if len(n.sources) > 0 {
+				ss := make([]stream.Stats, len(n.sources))
+				for i, a := range n.sources {
+					ss[i] = a.Stats()
+				}
+				out["sources"] = ss
+			}
+			return out
+		}})
+	if err != nil {
+		return nil, err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w (is another kiln running? pick another --addr)", cfg.Addr, err)
+	}
+	cleanups = append(cleanups, func() { ln.Close() })
+	n.Addr = ln.Addr().String()
+	if cfg.GRPCAddr != "" && n.Engine != nil {
+		gln, err := net.Listen("tcp", cfg.GRPCAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listening on %s: %w (pick another --grpc-addr)", cfg.GRPCAddr, err)
+		}
+		n.GRPCAddr = gln.Addr().String()
+		n.grpc = grpc.NewServer()
+		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger})
+		n.grpcAPI.Register(n.grpc)
+		n.grpcCh = make(chan error, 1)
+		go func() { n.grpcCh <- n.grpc.Serve(gln) }()
+	}
+	n.http = &http.Server{
+		Handler:           n.Server,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	n.serveCh = make(chan error, 1)
+	go func() { n.serveCh <- n.http.Serve(ln) }()
+	cfg.Logger.Info("kiln serving", "role", cfg.Role, "addr", n.Addr, "grpc", n.GRPCAddr,
+		"project", cfg.Project.Name, "online_store", online.Type)
+	return n, nil
+}
+
+// openStore opens the online store the project names.
+func openStore(cfg Config) (store.Store, error) {
+	online := cfg.Project.OnlineStore
+	if online.Type == "redis" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return redis.Open(ctx, redis.Options{Addrs: online.Addrs, Timeout: online.Timeout, Logger: cfg.Logger})
+	}
+	return pebble.Open(cfg.DataDir, pebble.Options{CacheBytes: cfg.CacheBytes, Logger: cfg.Logger})
+}
+
+// startSources starts a consumer per streaming source of the project.
+func (n *Node) startSources(cfg Config) error {
+	dec := ingest.NewDecoder(cfg.Project)
+	fail := func(err error) error {
+		for _, d := range n.deadLetters {
+			d.Close()
+		}
+		n.deadLetters, n.sources = nil, nil
+		return err
+	}
+	type runner interface{ Run(context.Context) error }
+	var runners []runner
+	for _, src := range cfg.Project.Sources {
+		st := src.Stream
+		if st == nil {
+			continue
+		}
+		var dead stream.DeadLetters
+		var err error
+		switch {
+		case st.DeadLetter.Topic != "":
+			dead, err = kafka.OpenDeadLetters(st.Brokers, st.DeadLetter.Topic)
+		case st.DeadLetter.Subject != "":
+			dead, err = nats.OpenDeadLetters(st.URL, st.DeadLetter.Subject)
+		default:
+			path := st.DeadLetter.File
+			if path == "" {
+				if cfg.DataDir == "" {
+					err = fmt.Errorf("source %s: say where its dead letters go: dead_letter: {topic: ...}, {subject: ...} or {file: ...} (without --data there is no default file)", src.Name)
+					break
+				}
+				path = filepath.Join(cfg.DataDir, "dead-letter", src.Name+".jsonl")
+			}
+			dead, err = stream.OpenFile(path)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("source %s: dead letters: %w", src.Name, err))
+		}
+		n.deadLetters = append(n.deadLetters, dead)
+		format, ok := stream.Formats[st.Format]
+		if !ok {
+			return fail(fmt.Errorf("source %s: unknown format %q", src.Name, st.Format))
+		}
+		a := stream.NewApplier(src, format(dec), n.Pipeline, dead, nil)
+		n.sources = append(n.sources, a)
+		log := cfg.Logger.With("source", src.Name)
+		var r runner
+		switch src.Type {
+		case "kafka":
+			r, err = kafka.New(kafka.Options{Source: src, Applier: a, Logger: log, SessionTimeout: st.SessionTimeout})
+		case "nats":
+			r, err = nats.New(nats.Options{Source: src, Applier: a, Logger: log, PinnedTTL: st.SessionTimeout})
+		default:
+			err = fmt.Errorf("unknown source type %q", src.Type)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("source %s: %w", src.Name, err))
+		}
+		runners = append(runners, r)
+	}
+	if len(runners) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopSources = cancel
+	n.sourcesDone = make(chan struct{})
+	var wg sync.WaitGroup
+	for _, r := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = r.Run(ctx)
+		}()
+	}
+	go func() { wg.Wait(); close(n.sourcesDone) }()
+	return nil
+}
+
+// stopStreams stops the streaming sources: each finishes (or abandons) the
+// batch it is applying; what is not committed is read again on restart.
+func (n *Node) stopStreams() {
+	if n.stopSources == nil {
+		return
+	}
+	n.stopSources()
+	<-n.sourcesDone
+	for _, d := range n.deadLetters {
+		d.Close()
+	}
+	n.stopSources, n.deadLetters = nil, nil
+}
+
+// URL is the base URL of the HTTP API.
+func (n *Node) URL() string { return "http://" + n.Addr }
+
+// Close stops the node: /readyz and gRPC health turn unready, requests in
+// flight finish (up to the shutdown timeout), the pipeline writes what it
+// holds, and the store closes. It returns the first error met.
+func (n *Node) Close() error {
+	n.Server.SetReady(false)
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+	defer cancel()
+	if n.grpc != nil {
+		n.grpcAPI.SetServing(false)
+		stopped := make(chan struct{})
+		go func() { n.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			n.grpc.Stop()
+		}
+		<-n.grpcCh
+	}
+	errs := []error{n.http.Shutdown(ctx)}
+	if err := <-n.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, err)
+	}
+	n.stopStreams()
+	if n.Pipeline != nil {
+		errs = append(errs, n.Pipeline.Close())
+	}
+	errs = append(errs, n.Store.Close())
+	return errors.Join(errs...)
+}
