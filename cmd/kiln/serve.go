@@ -57,8 +57,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	nodeRole, err := node.ParseRole(*role)
+	if err != nil {
+		return err
+	}
 	n, err := node.Start(node.Config{
-		Project: project, Role: *role, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
+		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
 		Ingest: ingest.Options{Partitions: *partitions, MaxCachedRows: *writeRows / max(*partitions, 1), WriteThrough: *writeThrough,
 			CheckpointInterval: *checkpointEvery, CheckpointRows: *checkpointRows, CheckpointLogBytes: int(*checkpointLog)},
@@ -67,7 +71,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	where := *data
-	if project.OnlineStore.Type == "redis" {
+	if project.OnlineStore.Type == definition.Redis {
 		where = "redis " + strings.Join(project.OnlineStore.Addrs, ",")
 	}
 	fmt.Fprintf(stdout, "kiln: %s: serving project %s from %s on %s\n", n.Role, project.Name, where, n.URL())

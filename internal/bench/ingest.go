@@ -536,7 +536,7 @@ func KafkaFeedProject(addr, topic, group string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench ingest: the kafka variant of %s: %w", examples.FeedProjectName, err)
 	}
-	if src := p.Source(workload.SourceName); src == nil || src.Type != "kafka" || src.Stream == nil || src.Stream.Topic != topic {
+	if src := p.Source(workload.SourceName); src == nil || src.Type != definition.Kafka || src.Stream == nil || src.Stream.Topic != topic {
 		return nil, fmt.Errorf("bench ingest: the kafka variant of %s does not read %s from Kafka", examples.FeedProjectName, workload.SourceName)
 	}
 	return out.Bytes(), nil

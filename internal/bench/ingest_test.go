@@ -27,7 +27,7 @@ func TestKafkaFeedProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	ks, ps := kp.Source(workload.SourceName), pp.Source(workload.SourceName)
-	if ks.Type != "kafka" || ks.Stream == nil {
+	if ks.Type != definition.Kafka || ks.Stream == nil {
 		t.Fatalf("source type %q, stream %+v: want kafka", ks.Type, ks.Stream)
 	}
 	if st := ks.Stream; !reflect.DeepEqual(st.Brokers, []string{"127.0.0.1:9092"}) || st.Topic != "events" || st.Group != "g1" {

@@ -614,7 +614,6 @@ func (l *loader) project(data []byte) *Project {
 	if e, ok := top["services"]; ok {
 		l.services(p, e)
 	}
-	p.OnlineStore.Type = "pebble"
 	if e, ok := top["online_store"]; ok {
 		l.onlineStore(p, e)
 	}
@@ -660,13 +659,12 @@ func (l *loader) onlineStore(p *Project, e entry) {
 	m := l.keys(entries, "online_store", "type", "addrs", "timeout", "max_staleness")
 	if te, ok := m["type"]; ok {
 		if t, tp, ok := l.scalar(te.val, te.kpos, "type of online_store", "redis"); ok {
-			switch t {
-			case "pebble", "redis":
-				p.OnlineStore.Type = t
-			default:
-				l.errorf(tp, "unknown online_store type %q (%sallowed: %s)", clip(t), didYouMean(t, []string{"pebble", "redis"}), OnlineStoreTypes)
+			st, ok := ParseStoreType(t)
+			if !ok {
+				l.errorf(tp, "unknown online_store type %q (%sallowed: %s)", clip(t), didYouMean(t, strings.Split(OnlineStoreTypes, ", ")), OnlineStoreTypes)
 				return
 			}
+			p.OnlineStore.Type = st
 		}
 	}
 	if ae, ok := m["addrs"]; ok {
@@ -703,9 +701,9 @@ func (l *loader) onlineStore(p *Project, e entry) {
 		}
 	}
 	switch {
-	case p.OnlineStore.Type == "redis" && len(p.OnlineStore.Addrs) == 0:
+	case p.OnlineStore.Type == Redis && len(p.OnlineStore.Addrs) == 0:
 		l.errorf(e.kpos, "online_store of type redis needs addrs: list the Redis (or Redis Cluster) addresses, like %s", example)
-	case p.OnlineStore.Type == "pebble" && len(p.OnlineStore.Addrs) > 0:
+	case p.OnlineStore.Type == Pebble && len(p.OnlineStore.Addrs) > 0:
 		l.errorf(e.kpos, "online_store of type pebble is embedded and takes no addrs: remove addrs, or set type: redis")
 	}
 }
@@ -814,7 +812,7 @@ func (l *loader) sources(p *Project, e entry) {
 		// The type says which keys the source takes, so it is read first.
 		src.Type = l.sourceType(kv, se.kpos, what)
 		m := l.sourceKeys(kv, src.Type, what)
-		if src.Type == "kafka" || src.Type == "nats" {
+		if src.Type.Streaming() {
 			at := streamAt{src: src, at: se.kpos}
 			src.Stream = l.stream(p, src, m, &at, what)
 			streams = append(streams, at)
@@ -916,23 +914,22 @@ var startAliases = map[string]string{
 	"end": "latest", "newest": "latest", "last": "latest", "largest": "latest", "now": "latest", "new": "latest",
 }
 
-// sourceType reads the type of a source: push, kafka or nats, or "" when
-// it is missing or not one of these (reported here).
-func (l *loader) sourceType(kv []entry, at pos, what string) string {
+// sourceType reads the type of a source: push, kafka or nats, or 0 when it
+// is missing or not one of these (reported here).
+func (l *loader) sourceType(kv []entry, at pos, what string) SourceType {
 	for _, e := range kv {
 		if e.key != "type" {
 			continue
 		}
 		t, tp, ok := l.scalar(e.val, e.kpos, "type of "+what, "push")
 		if !ok {
-			return ""
+			return 0
 		}
-		switch t {
-		case "push", "kafka", "nats":
-			return t
+		if st, ok := ParseSourceType(t); ok {
+			return st
 		}
 		l.errorf(tp, "unknown type %q of %s (%sallowed: %s)", clip(t), what, didYouMean(t, strings.Split(SourceTypes, ", "), sourceTypeAliases), SourceTypes)
-		return ""
+		return 0
 	}
 	// Guess the type from the keys the source has.
 	kafka, nats, stream := false, false, false
@@ -951,20 +948,20 @@ func (l *loader) sourceType(kv []entry, at pos, what string) string {
 	default:
 		l.errorf(at, "%s has no type: add type: push", what)
 	}
-	return ""
+	return 0
 }
 
 // sourceKeys checks the keys of a source of type typ and returns them by
-// key. A key of another type says which type takes it; when typ is ""
+// key. A key of another type says which type takes it; when typ is 0
 // (missing or unknown) the keys of every type are accepted.
-func (l *loader) sourceKeys(kv []entry, typ, what string) map[string]entry {
+func (l *loader) sourceKeys(kv []entry, typ SourceType, what string) map[string]entry {
 	var allowed []string
 	switch typ {
-	case "push":
+	case Push:
 		allowed = pushSourceKeys
-	case "kafka":
+	case Kafka:
 		allowed = concat(pushSourceKeys, kafkaOnlyKeys, streamSourceKeys)
-	case "nats":
+	case NATS:
 		allowed = concat(pushSourceKeys, natsOnlyKeys, streamSourceKeys)
 	default:
 		return l.keys(kv, what, concat(pushSourceKeys, kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)...)
@@ -975,15 +972,15 @@ func (l *loader) sourceKeys(kv []entry, typ, what string) map[string]entry {
 		switch {
 		case contains(allowed, k):
 			m[k] = e
-		case typ == "push" && contains(kafkaOnlyKeys, k):
+		case typ == Push && contains(kafkaOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type push: remove it, or set type: kafka", k, what)
-		case typ == "push" && contains(natsOnlyKeys, k):
+		case typ == Push && contains(natsOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for nats sources, but %s has type push: remove it, or set type: nats", k, what)
-		case typ == "push" && contains(streamSourceKeys, k):
+		case typ == Push && contains(streamSourceKeys, k):
 			l.errorf(e.kpos, "key %q is for kafka and nats sources, but %s has type push (its events arrive through the push API): remove it, or set type: kafka or type: nats", k, what)
-		case typ == "kafka" && contains(natsOnlyKeys, k):
+		case typ == Kafka && contains(natsOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for nats sources, but %s has type kafka: use %s instead (or set type: nats)", k, what, kafkaEquivalent[k])
-		case typ == "nats" && contains(kafkaOnlyKeys, k):
+		case typ == NATS && contains(kafkaOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type nats: use %s instead (or set type: kafka)", k, what, natsEquivalent[k])
 		default:
 			// A typo of a key of another type says so.
@@ -1032,7 +1029,7 @@ func (l *loader) stream(p *Project, src *Source, m map[string]entry, at *streamA
 	st := &Stream{Format: "json", Start: "earliest", MaxMessageBytes: DefaultMaxMessageBytes}
 	at.consumerAt, at.fileAt = at.at, at.at
 	consumer := "kiln-" + p.Name + "-" + src.Name
-	if src.Type == "kafka" {
+	if src.Type == Kafka {
 		st.Group = consumer
 		l.kafkaSource(src, st, m, at, what)
 	} else {
@@ -1065,7 +1062,7 @@ func (l *loader) stream(p *Project, src *Source, m map[string]entry, at *streamA
 				st.Start = s
 			default:
 				holder := "topic"
-				if src.Type == "nats" {
+				if src.Type == NATS {
 					holder = "stream"
 				}
 				l.errorf(sp, "unknown start %q of %s (%sallowed: earliest, to read all the %s still holds, or latest, to read only what arrives after Kiln starts)", clip(s), what, didYouMean(s, []string{"earliest", "latest"}, startAliases), holder)
@@ -1524,7 +1521,7 @@ func formatByteSize(n int64) string {
 func (l *loader) deadLetter(src *Source, st *Stream, de entry, at *streamAt, what string) {
 	dwhat := "dead_letter of " + what
 	place, example := "topic", "{topic: "+topicLike(src.Name+"-dead")+"}"
-	if src.Type == "nats" {
+	if src.Type == NATS {
 		place, example = "subject", "{subject: "+topicLike(src.Name+".dead")+"}"
 	}
 	entries, ok := l.mapping(de.val, de.kpos, dwhat, example)
@@ -1608,13 +1605,13 @@ func (l *loader) checkStreams(streams []streamAt) {
 		st := s.src.Stream
 		key := ""
 		switch {
-		case s.src.Type == "kafka" && st.Topic != "":
+		case s.src.Type == Kafka && st.Topic != "":
 			key = "kafka\x00" + st.Topic + "\x00" + st.Group
-		case s.src.Type == "nats" && st.Name != "":
+		case s.src.Type == NATS && st.Name != "":
 			key = "nats\x00" + st.Name + "\x00" + st.Durable
 		}
 		if first, dup := consumers[key]; key != "" && dup {
-			if s.src.Type == "kafka" {
+			if s.src.Type == Kafka {
 				l.errorf(s.consumerAt, "source %q reads topic %q in consumer group %q, as source %q does (%v): the two would share the topic's partitions and each see only part of its events; set another group: for one of them", s.src.Name, st.Topic, st.Group, first.src.Name, first.at)
 			} else {
 				l.errorf(s.consumerAt, "source %q reads stream %q with durable consumer %q, as source %q does (%v): the two would share its messages and each see only part of them; set another durable: for one of them", s.src.Name, st.Name, st.Durable, first.src.Name, first.at)

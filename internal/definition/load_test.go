@@ -69,7 +69,7 @@ func TestParseValid(t *testing.T) {
 	}
 
 	src := p.Source("engagements")
-	if src == nil || src.Type != "push" || src.EventTime != "ts" || src.MaxFutureSkew != 30*time.Second {
+	if src == nil || src.Type != definition.Push || src.EventTime != "ts" || src.MaxFutureSkew != 30*time.Second {
 		t.Fatalf("source %+v", src)
 	}
 	wantFields := []definition.Field{
@@ -641,7 +641,7 @@ func checkParse(t *testing.T, data []byte) {
 // checkStream says what is wrong with the parsed stream of a source, or "".
 func checkStream(src *definition.Source) string {
 	st := src.Stream
-	if src.Type == "push" {
+	if src.Type == definition.Push {
 		if st != nil {
 			return "a push source has a stream"
 		}
@@ -650,7 +650,7 @@ func checkStream(src *definition.Source) string {
 	if st == nil {
 		return "no stream"
 	}
-	kafka := src.Type == "kafka"
+	kafka := src.Type == definition.Kafka
 	dl := st.DeadLetter
 	set := 0
 	for _, f := range []string{dl.Topic, dl.Subject, dl.File} {
@@ -659,8 +659,8 @@ func checkStream(src *definition.Source) string {
 		}
 	}
 	switch {
-	case src.Type != "kafka" && src.Type != "nats":
-		return "unknown type " + src.Type
+	case src.Type != definition.Kafka && src.Type != definition.NATS:
+		return "unknown type " + src.Type.String()
 	case kafka && (len(st.Brokers) == 0 || st.Topic == "" || st.Group == ""):
 		return "kafka source without brokers, topic or group"
 	case kafka && (st.URL != "" || st.Name != "" || st.Subject != "" || st.Durable != "" || dl.Subject != ""):
@@ -729,14 +729,14 @@ func TestOnlineStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.OnlineStore.Type != "pebble" || p.OnlineStore.Addrs != nil {
+	if p.OnlineStore.Type != definition.Pebble || p.OnlineStore.Addrs != nil {
 		t.Fatalf("default online store %+v, want pebble", p.OnlineStore)
 	}
 	p, err = definition.Parse("kiln.yaml", []byte("online_store: {type: redis, addrs: [127.0.0.1:7000, redis-1:7001], timeout: 500ms, max_staleness: 2s}\n"+validFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := definition.OnlineStore{Type: "redis", Addrs: []string{"127.0.0.1:7000", "redis-1:7001"}, Timeout: 500 * time.Millisecond, MaxStaleness: 2 * time.Second}
+	want := definition.OnlineStore{Type: definition.Redis, Addrs: []string{"127.0.0.1:7000", "redis-1:7001"}, Timeout: 500 * time.Millisecond, MaxStaleness: 2 * time.Second}
 	if fmt.Sprint(p.OnlineStore) != fmt.Sprint(want) {
 		t.Fatalf("online store %+v, want %+v", p.OnlineStore, want)
 	}
@@ -837,34 +837,35 @@ func TestStreamSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		source, typ string
-		skew        time.Duration
-		stream      *definition.Stream
+		source string
+		typ    definition.SourceType
+		skew   time.Duration
+		stream *definition.Stream
 	}{
-		{"clicks", "kafka", 5 * time.Minute, &definition.Stream{
+		{"clicks", definition.Kafka, 5 * time.Minute, &definition.Stream{
 			Brokers: []string{"kafka-1:9092", "kafka-2:9093", "[::1]:9094"}, Topic: "web.clicks", Group: "ranking-clicks",
 			Format: "json", Start: "latest", MaxMessageBytes: 512 << 10,
 			DeadLetter: definition.DeadLetter{Topic: "web.clicks-dead"},
 		}},
-		{"orders", "nats", time.Minute, &definition.Stream{
+		{"orders", definition.NATS, time.Minute, &definition.Stream{
 			URL: "nats://nats-1:4222", Name: "ORDERS", Subject: "orders.*.created", Durable: "ranking-orders",
 			Format: "json", Start: "earliest", MaxMessageBytes: 2 << 20,
 			DeadLetter: definition.DeadLetter{Subject: "dead.orders"},
 		}},
-		{"kafka_defaults", "kafka", time.Minute, &definition.Stream{
+		{"kafka_defaults", definition.Kafka, time.Minute, &definition.Stream{
 			Brokers: []string{"127.0.0.1:9092"}, Topic: "defaults", Group: "kiln-feed-kafka_defaults",
 			Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes,
 		}},
-		{"nats_defaults", "nats", time.Minute, &definition.Stream{
+		{"nats_defaults", definition.NATS, time.Minute, &definition.Stream{
 			URL: "nats://127.0.0.1:4222", Name: "DEFAULTS", Durable: "kiln-feed-nats_defaults",
 			Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes,
 		}},
-		{"to_files", "nats", time.Minute, &definition.Stream{
+		{"to_files", definition.NATS, time.Minute, &definition.Stream{
 			URL: "nats://127.0.0.1:4222", Name: "DEFAULTS", Subject: ">", Durable: "to_files",
 			Format: "json", Start: "earliest", MaxMessageBytes: definition.MaxMessageBytesMax,
 			DeadLetter: definition.DeadLetter{File: "/var/lib/kiln/dead/to_files.jsonl"},
 		}},
-		{"pushed", "push", time.Minute, nil},
+		{"pushed", definition.Push, time.Minute, nil},
 	} {
 		src := p.Source(tc.source)
 		if src == nil {
@@ -935,7 +936,7 @@ func TestStreamDefaults(t *testing.T) {
 		}
 		st := p.Source("ev").Stream
 		want := &definition.Stream{Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes}
-		if p.Source("ev").Type == "kafka" {
+		if p.Source("ev").Type == definition.Kafka {
 			want.Brokers, want.Topic, want.Group = []string{"kafka-1:9092"}, "engagements", "kiln-p-ev"
 		} else {
 			want.URL, want.Name, want.Durable = "nats://127.0.0.1:4222", "ENGAGEMENTS", "kiln-p-ev"

@@ -121,7 +121,7 @@ func streamDecoder(t testing.TB) (*Decoder, *definition.Source) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Source("clicks").Type != "kafka" {
+	if p.Source("clicks").Type != definition.Kafka {
 		t.Fatal("the source of the stream decoder is not of type kafka")
 	}
 	return NewDecoder(p), p.Source("clicks")
