@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -53,7 +54,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	gogc, memLimit := applyGCDefaults()
 	logger.Info("garbage collector", "GOGC", gogc, "GOMEMLIMIT", memLimit, "note", "-1: left to the environment")
-	project, err := definition.Load(*config)
+	project, err := projectfile.Load(*config)
 	if err != nil {
 		return err
 	}

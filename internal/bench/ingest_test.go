@@ -8,6 +8,7 @@ import (
 
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
@@ -18,11 +19,11 @@ func TestKafkaFeedProject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kp, err := definition.Parse("kafka", b)
+	kp, err := projectfile.Parse("kafka", b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pp, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	pp, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,11 @@
-// Package definition owns the project file: the entities, sources, feature
-// views and feature services a Kiln project declares, their strict YAML form,
-// and the checks that make a project usable (every reference resolves, every
-// aggregation has a field of a type it can aggregate, every window is in
-// range).
+// Package definition owns the resolved model of a Kiln project: the
+// entities, sources, feature views and feature services a project declares,
+// with their references resolved (a View points at its Entity and Source),
+// and the words a project file uses for them (aggregations, source and
+// store types, window lengths).
 //
-// Load or Parse return a *Project whose references are resolved (a View
-// points at its Entity and Source) or an *Errors listing every problem found,
-// each with the file, line and what to write instead. A Project is immutable
-// after it is returned and safe to share between goroutines.
+// Package projectfile reads a project file into this model. A Project is
+// immutable once built and safe to share between goroutines.
 package definition
 
 import (
@@ -22,6 +20,10 @@ const (
 	WindowMin = time.Minute
 	WindowMax = 400 * 24 * time.Hour
 )
+
+// DefaultMaxFutureSkew is Source.MaxFutureSkew when the project file does
+// not set max_future_skew.
+const DefaultMaxFutureSkew = time.Minute
 
 // Project is a parsed and checked project file.
 type Project struct {
@@ -109,8 +111,8 @@ type Source struct {
 	// are indexed the same way.
 	Fields []Field
 	// MaxFutureSkew is how far ahead of the server's clock an event time
-	// may be before the event is refused. Parse sets it to
-	// DefaultMaxFutureSkew (one minute) when the file leaves max_future_skew
+	// may be before the event is refused. projectfile.Parse sets it
+	// to DefaultMaxFutureSkew (one minute) when the file leaves max_future_skew
 	// out, so zero means what the file says: max_future_skew: 0s refuses
 	// every event time ahead of the clock.
 	MaxFutureSkew time.Duration

@@ -1,4 +1,4 @@
-package definition_test
+package projectfile_test
 
 import (
 	"errors"
@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 )
 
 const day = 24 * time.Hour
@@ -54,7 +55,7 @@ services:
 `
 
 func TestParseValid(t *testing.T) {
-	p, err := definition.Parse("kiln.yaml", []byte(validFile))
+	p, err := projectfile.Parse("kiln.yaml", []byte(validFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,8 +74,8 @@ func TestParseValid(t *testing.T) {
 		t.Fatalf("source %+v", src)
 	}
 	wantFields := []definition.Field{
-		{"user_id", event.Int64}, {"post_id", event.Int64}, {"kind", event.String},
-		{"dwell_ms", event.Float64}, {"paid", event.Bool},
+		{Name: "user_id", Type: event.Int64}, {Name: "post_id", Type: event.Int64}, {Name: "kind", Type: event.String},
+		{Name: "dwell_ms", Type: event.Float64}, {Name: "paid", Type: event.Bool},
 	}
 	if fmt.Sprint(src.Fields) != fmt.Sprint(wantFields) {
 		t.Errorf("fields %v, want %v", src.Fields, wantFields)
@@ -161,7 +162,7 @@ func TestMaxFutureSkew(t *testing.T) {
 		{"max_future_skew: 1d", day},
 		{"max_future_skew: 24h", day},
 	} {
-		p, err := definition.Parse("t.yaml", []byte(strings.Replace(validFile, "max_future_skew: 30s", tc.line, 1)))
+		p, err := projectfile.Parse("t.yaml", []byte(strings.Replace(validFile, "max_future_skew: 30s", tc.line, 1)))
 		if err != nil {
 			t.Errorf("%q: %v", tc.line, err)
 			continue
@@ -173,11 +174,11 @@ func TestMaxFutureSkew(t *testing.T) {
 }
 
 func TestExampleFeedProject(t *testing.T) {
-	p, err := definition.Load(filepath.Join("..", "..", examples.FeedProjectName))
+	p, err := projectfile.Load(filepath.Join("..", "..", examples.FeedProjectName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	embedded, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	embedded, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,15 +214,15 @@ func TestLoad(t *testing.T) {
 	if err := os.WriteFile(path, []byte("project: x\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := definition.Load(path)
-	var errs *definition.Errors
+	_, err := projectfile.Load(path)
+	var errs *projectfile.Errors
 	if !errors.As(err, &errs) {
 		t.Fatalf("Load: %v, want *Errors", err)
 	}
 	if !strings.HasPrefix(errs.List[0].Error(), path+":1:1: ") {
 		t.Errorf("error %q does not start with %s:1:1:", errs.List[0], path)
 	}
-	if _, err := definition.Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := projectfile.Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load of a missing file: %v", err)
 	}
 }
@@ -248,14 +249,14 @@ views:
 func TestParseErrors(t *testing.T) {
 	f := func(yaml string, wants ...string) {
 		t.Helper()
-		p, err := definition.Parse("t.yaml", []byte(yaml))
+		p, err := projectfile.Parse("t.yaml", []byte(yaml))
 		if err == nil {
 			t.Errorf("no error for\n%s\ngot project %+v", yaml, p)
 			return
 		}
-		var errs *definition.Errors
+		var errs *projectfile.Errors
 		if !errors.As(err, &errs) {
-			t.Errorf("error %T %v is not *definition.Errors", err, err)
+			t.Errorf("error %T %v is not *projectfile.Errors", err, err)
 			return
 		}
 		if p != nil {
@@ -521,8 +522,8 @@ func TestParseReportsAllErrors(t *testing.T) {
 	yaml := strings.Replace(header, "entity: user", "entity: usr", 1) +
 		"      n: {agg: count, windows: [7days]}\n" +
 		"      m: {agg: sum, field: kind}\n"
-	_, err := definition.Parse("t.yaml", []byte(yaml))
-	var errs *definition.Errors
+	_, err := projectfile.Parse("t.yaml", []byte(yaml))
+	var errs *projectfile.Errors
 	if !errors.As(err, &errs) {
 		t.Fatalf("got %v, want *Errors", err)
 	}
@@ -546,12 +547,12 @@ func TestParseReportsAllErrors(t *testing.T) {
 
 func TestParseDuration(t *testing.T) {
 	for s, want := range map[string]time.Duration{"0s": 0, "90s": 90 * time.Second, "5m": 5 * time.Minute, "24h": day, "400d": 400 * day} {
-		if got, err := definition.ParseDuration(s); err != nil || got != want {
+		if got, err := projectfile.ParseDuration(s); err != nil || got != want {
 			t.Errorf("ParseDuration(%q) = %v, %v; want %v", s, got, err, want)
 		}
 	}
 	for _, s := range []string{"", "h", "1", "1w", "1.5h", "-1h", "1h30m", "01h", " 1h", "1 h"} {
-		if _, err := definition.ParseDuration(s); err == nil {
+		if _, err := projectfile.ParseDuration(s); err == nil {
 			t.Errorf("ParseDuration(%q) succeeded", s)
 		}
 	}
@@ -600,9 +601,9 @@ func TestParseMutations(t *testing.T) {
 // project or an *Errors with positions.
 func checkParse(t *testing.T, data []byte) {
 	t.Helper()
-	p, err := definition.Parse("x.yaml", data)
+	p, err := projectfile.Parse("x.yaml", data)
 	if err != nil {
-		var errs *definition.Errors
+		var errs *projectfile.Errors
 		if !errors.As(err, &errs) || len(errs.List) == 0 || p != nil {
 			t.Fatalf("Parse returned %v, %T %v for:\n%s", p, err, err, data)
 		}
@@ -671,7 +672,7 @@ func checkStream(src *definition.Source) string {
 		return "nats source with kafka settings"
 	case st.Format != "json" || st.Start != "earliest" && st.Start != "latest":
 		return "bad format or start"
-	case st.MaxMessageBytes < 1 || st.MaxMessageBytes > definition.MaxMessageBytesMax:
+	case st.MaxMessageBytes < 1 || st.MaxMessageBytes > projectfile.MaxMessageBytesMax:
 		return "max_message_bytes out of range"
 	case set > 1:
 		return "more than one dead-letter destination"
@@ -725,14 +726,14 @@ func numbered(s string) string {
 }
 
 func TestOnlineStore(t *testing.T) {
-	p, err := definition.Parse("kiln.yaml", []byte(validFile))
+	p, err := projectfile.Parse("kiln.yaml", []byte(validFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.OnlineStore.Type != definition.Pebble || p.OnlineStore.Addrs != nil {
 		t.Fatalf("default online store %+v, want pebble", p.OnlineStore)
 	}
-	p, err = definition.Parse("kiln.yaml", []byte("online_store: {type: redis, addrs: [127.0.0.1:7000, redis-1:7001], timeout: 500ms, max_staleness: 2s}\n"+validFile))
+	p, err = projectfile.Parse("kiln.yaml", []byte("online_store: {type: redis, addrs: [127.0.0.1:7000, redis-1:7001], timeout: 500ms, max_staleness: 2s}\n"+validFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -742,7 +743,7 @@ func TestOnlineStore(t *testing.T) {
 	}
 	f := func(store string, wants ...string) {
 		t.Helper()
-		_, err := definition.Parse("kiln.yaml", []byte(store+"\n"+validFile))
+		_, err := projectfile.Parse("kiln.yaml", []byte(store+"\n"+validFile))
 		if err == nil {
 			t.Fatalf("%s: accepted", store)
 		}
@@ -832,7 +833,7 @@ views:
 `
 
 func TestStreamSources(t *testing.T) {
-	p, err := definition.Parse("kiln.yaml", []byte(streamFile))
+	p, err := projectfile.Parse("kiln.yaml", []byte(streamFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -862,7 +863,7 @@ func TestStreamSources(t *testing.T) {
 		}},
 		{"to_files", definition.NATS, time.Minute, &definition.Stream{
 			URL: "nats://127.0.0.1:4222", Name: "DEFAULTS", Subject: ">", Durable: "to_files",
-			Format: "json", Start: "earliest", MaxMessageBytes: definition.MaxMessageBytesMax,
+			Format: "json", Start: "earliest", MaxMessageBytes: projectfile.MaxMessageBytesMax,
 			DeadLetter: definition.DeadLetter{File: "/var/lib/kiln/dead/to_files.jsonl"},
 		}},
 		{"pushed", definition.Push, time.Minute, nil},
@@ -878,13 +879,13 @@ func TestStreamSources(t *testing.T) {
 			t.Errorf("source %s: stream\n %+v\nwant\n %+v", tc.source, src.Stream, tc.stream)
 		}
 	}
-	if got := fmt.Sprint(p.Source("orders").Fields); got != fmt.Sprint([]definition.Field{{"user_id", event.Int64}, {"amount", event.Float64}}) {
+	if got := fmt.Sprint(p.Source("orders").Fields); got != fmt.Sprint([]definition.Field{{Name: "user_id", Type: event.Int64}, {Name: "amount", Type: event.Float64}}) {
 		t.Errorf("orders fields %s", got)
 	}
 	if p.View("user_orders").Source != p.Source("orders") {
 		t.Errorf("view user_orders does not read source orders")
 	}
-	if p, err := definition.Parse("kiln.yaml", []byte(validFile)); err != nil || p.Source("engagements").Stream != nil {
+	if p, err := projectfile.Parse("kiln.yaml", []byte(validFile)); err != nil || p.Source("engagements").Stream != nil {
 		t.Errorf("a push source has a stream (err %v)", err)
 	}
 }
@@ -916,7 +917,7 @@ func TestMaxMessageBytes(t *testing.T) {
 		"1": 1, "1000": 1000, "1048576": 1 << 20, "1KiB": 1 << 10, "512KiB": 512 << 10, "1MiB": 1 << 20, "64MiB": 64 << 20, "67108864": 64 << 20,
 	} {
 		for _, project := range []string{kafkaProject("max_message_bytes: " + text), natsProject("max_message_bytes: " + text)} {
-			p, err := definition.Parse("t.yaml", []byte(project))
+			p, err := projectfile.Parse("t.yaml", []byte(project))
 			if err != nil {
 				t.Errorf("%s: %v", text, err)
 				continue
@@ -930,7 +931,7 @@ func TestMaxMessageBytes(t *testing.T) {
 
 func TestStreamDefaults(t *testing.T) {
 	for _, project := range []string{kafkaProject(), natsProject()} {
-		p, err := definition.Parse("t.yaml", []byte(project))
+		p, err := projectfile.Parse("t.yaml", []byte(project))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -948,7 +949,7 @@ func TestStreamDefaults(t *testing.T) {
 }
 
 func TestSessionTimeout(t *testing.T) {
-	p, err := definition.Parse("t.yaml", []byte(kafkaProject("session_timeout: 6s")))
+	p, err := projectfile.Parse("t.yaml", []byte(kafkaProject("session_timeout: 6s")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -956,11 +957,11 @@ func TestSessionTimeout(t *testing.T) {
 		t.Fatalf("session_timeout 6s parsed as %v", got)
 	}
 	for _, bad := range []string{"0s", "500ms", "1h", "soon"} {
-		if _, err := definition.Parse("t.yaml", []byte(kafkaProject("session_timeout: "+bad))); err == nil || !strings.Contains(err.Error(), "session_timeout") {
+		if _, err := projectfile.Parse("t.yaml", []byte(kafkaProject("session_timeout: "+bad))); err == nil || !strings.Contains(err.Error(), "session_timeout") {
 			t.Errorf("session_timeout: %s: err %v, want an error about session_timeout", bad, err)
 		}
 	}
-	p, err = definition.Parse("t.yaml", []byte(natsProject("session_timeout: 3s")))
+	p, err = projectfile.Parse("t.yaml", []byte(natsProject("session_timeout: 3s")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,11 @@
-package definition
+// Package projectfile reads and checks a project file (the YAML a Kiln
+// project is declared in) and resolves it into a definition.Project: every
+// reference resolves, every aggregation has a field of a type it can
+// aggregate, every window is in range.
+//
+// Load or Parse return the *definition.Project, or an *Errors listing every
+// problem found, each with the file, line and what to write instead.
+package projectfile
 
 import (
 	"errors"
@@ -18,6 +25,7 @@ import (
 	"github.com/goccy/go-yaml/parser"
 	"github.com/goccy/go-yaml/token"
 
+	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 )
 
@@ -26,9 +34,6 @@ const (
 	// NameMaxLen is the longest name (of a project, entity, source, field,
 	// view, feature or service).
 	NameMaxLen = 64
-	// DefaultMaxFutureSkew is Source.MaxFutureSkew when the file does not
-	// set max_future_skew.
-	DefaultMaxFutureSkew = time.Minute
 	// MaxFutureSkewMax bounds max_future_skew.
 	MaxFutureSkewMax = 24 * time.Hour
 )
@@ -81,7 +86,7 @@ func (e *Errors) Unwrap() []error {
 
 // Load reads, parses and checks the project file at path. Problems in the
 // file are returned as *Errors.
-func Load(path string) (*Project, error) {
+func Load(path string) (*definition.Project, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read project file: %w", err)
@@ -91,7 +96,7 @@ func Load(path string) (*Project, error) {
 
 // Parse parses and checks a project file; file names it in messages. It
 // returns the resolved project, or an *Errors listing every problem found.
-func Parse(file string, data []byte) (*Project, error) {
+func Parse(file string, data []byte) (*definition.Project, error) {
 	l := &loader{file: file}
 	p := l.project(data)
 	if len(l.errs) > 0 {
@@ -118,12 +123,12 @@ type loader struct {
 	errs []*Error
 	// broken holds, per source, the fields declared with an invalid type:
 	// they are reported once, where declared, and not again where used.
-	broken map[*Source]map[string]bool
+	broken map[*definition.Source]map[string]bool
 }
 
 // isBroken reports whether name is a field of src declared with an invalid
 // type.
-func (l *loader) isBroken(src *Source, name string) bool {
+func (l *loader) isBroken(src *definition.Source, name string) bool {
 	return l.broken[src][name]
 }
 
@@ -523,7 +528,7 @@ func suggestDuration(s string) string {
 		}
 	}
 	if d, err := time.ParseDuration(t); err == nil && d >= time.Second && d%time.Second == 0 {
-		return FormatWindow(d)
+		return definition.FormatWindow(d)
 	}
 	return "24h"
 }
@@ -540,13 +545,13 @@ func (l *loader) window(n ast.Node, what string) (time.Duration, string) {
 		l.errorf(p, "window %q: %s", clip(s), problem)
 		return 0, ""
 	case d == 0:
-		l.errorf(p, "window %q: a window must be at least %s long", s, FormatWindow(WindowMin))
+		l.errorf(p, "window %q: a window must be at least %s long", s, definition.FormatWindow(definition.WindowMin))
 		return 0, ""
-	case d < WindowMin:
-		l.errorf(p, "window %q is shorter than the shortest window, %s", s, FormatWindow(WindowMin))
+	case d < definition.WindowMin:
+		l.errorf(p, "window %q is shorter than the shortest window, %s", s, definition.FormatWindow(definition.WindowMin))
 		return 0, ""
-	case d > WindowMax:
-		l.errorf(p, "window %q is longer than the longest window, %s", clip(s), FormatWindow(WindowMax))
+	case d > definition.WindowMax:
+		l.errorf(p, "window %q is longer than the longest window, %s", clip(s), definition.FormatWindow(definition.WindowMax))
 		return 0, ""
 	}
 	return d, s
@@ -554,7 +559,7 @@ func (l *loader) window(n ast.Node, what string) (time.Duration, string) {
 
 // ---- the project ----
 
-func (l *loader) project(data []byte) *Project {
+func (l *loader) project(data []byte) *definition.Project {
 	f, err := parseYAML(data)
 	if err != nil {
 		l.syntaxError(err)
@@ -587,7 +592,7 @@ func (l *loader) project(data []byte) *Project {
 	top := l.keys(entries, "the project file", "project", "online_store", "entities", "sources", "views", "services")
 	start := posOf(body)
 
-	p := &Project{}
+	p := &definition.Project{}
 	if e, ok := top["project"]; ok {
 		if name, _, ok := l.nameValue(e.val, e.kpos, "project name", "feed"); ok {
 			p.Name = name
@@ -650,7 +655,7 @@ func (l *loader) hostPort(n ast.Node, at pos, what, example string) (string, pos
 }
 
 // onlineStore reads online_store: {type: redis, addrs: [host:port, ...]}.
-func (l *loader) onlineStore(p *Project, e entry) {
+func (l *loader) onlineStore(p *definition.Project, e entry) {
 	const example = "{type: redis, addrs: [127.0.0.1:6379]}"
 	entries, ok := l.mapping(e.val, e.kpos, "online_store", example)
 	if !ok {
@@ -659,9 +664,9 @@ func (l *loader) onlineStore(p *Project, e entry) {
 	m := l.keys(entries, "online_store", "type", "addrs", "timeout", "max_staleness")
 	if te, ok := m["type"]; ok {
 		if t, tp, ok := l.scalar(te.val, te.kpos, "type of online_store", "redis"); ok {
-			st, ok := ParseStoreType(t)
+			st, ok := definition.ParseStoreType(t)
 			if !ok {
-				l.errorf(tp, "unknown online_store type %q (%sallowed: %s)", clip(t), didYouMean(t, strings.Split(OnlineStoreTypes, ", ")), OnlineStoreTypes)
+				l.errorf(tp, "unknown online_store type %q (%sallowed: %s)", clip(t), didYouMean(t, strings.Split(definition.OnlineStoreTypes, ", ")), definition.OnlineStoreTypes)
 				return
 			}
 			p.OnlineStore.Type = st
@@ -701,9 +706,9 @@ func (l *loader) onlineStore(p *Project, e entry) {
 		}
 	}
 	switch {
-	case p.OnlineStore.Type == Redis && len(p.OnlineStore.Addrs) == 0:
+	case p.OnlineStore.Type == definition.Redis && len(p.OnlineStore.Addrs) == 0:
 		l.errorf(e.kpos, "online_store of type redis needs addrs: list the Redis (or Redis Cluster) addresses, like %s", example)
-	case p.OnlineStore.Type == Pebble && len(p.OnlineStore.Addrs) > 0:
+	case p.OnlineStore.Type == definition.Pebble && len(p.OnlineStore.Addrs) > 0:
 		l.errorf(e.kpos, "online_store of type pebble is embedded and takes no addrs: remove addrs, or set type: redis")
 	}
 }
@@ -737,7 +742,7 @@ func (l *loader) syntaxError(err error) {
 	l.errorf(pos{1, 1}, "YAML syntax error: %v", err)
 }
 
-func (l *loader) entities(p *Project, e entry) {
+func (l *loader) entities(p *definition.Project, e entry) {
 	const example = "{user: {keys: [user_id]}}"
 	entries, ok := l.mapping(e.val, e.kpos, "entities", example)
 	if !ok {
@@ -750,7 +755,7 @@ func (l *loader) entities(p *Project, e entry) {
 	for _, ee := range entries {
 		l.name(ee.key, ee.kpos, "entity name")
 		what := fmt.Sprintf("entity %q", clip(ee.key))
-		ent := &Entity{Name: ee.key}
+		ent := &definition.Entity{Name: ee.key}
 		p.Entities = append(p.Entities, ent)
 		fields, ok := l.mapping(ee.val, ee.kpos, what, "{keys: [user_id]}")
 		if !ok {
@@ -789,7 +794,7 @@ func (l *loader) entities(p *Project, e entry) {
 // sources reads the sources: mapping. Every source has a type, an event
 // time and fields; kafka and nats sources also say where they read from
 // (Source.Stream).
-func (l *loader) sources(p *Project, e entry) {
+func (l *loader) sources(p *definition.Project, e entry) {
 	const example = "{engagements: {type: push, event_time: ts, fields: {user_id: int64}}}"
 	entries, ok := l.mapping(e.val, e.kpos, "sources", example)
 	if !ok {
@@ -803,7 +808,7 @@ func (l *loader) sources(p *Project, e entry) {
 	for _, se := range entries {
 		l.name(se.key, se.kpos, "source name")
 		what := fmt.Sprintf("source %q", clip(se.key))
-		src := &Source{Name: se.key, MaxFutureSkew: DefaultMaxFutureSkew}
+		src := &definition.Source{Name: se.key, MaxFutureSkew: definition.DefaultMaxFutureSkew}
 		p.Sources = append(p.Sources, src)
 		kv, ok := l.mapping(se.val, se.kpos, what, "{type: push, event_time: ts, fields: {user_id: int64}}")
 		if !ok {
@@ -834,7 +839,7 @@ func (l *loader) sources(p *Project, e entry) {
 				case problem != "":
 					l.errorf(sp, "max_future_skew %q: %s", clip(s), problem)
 				case d > MaxFutureSkewMax:
-					l.errorf(sp, "max_future_skew %q is longer than the maximum, %s", clip(s), FormatWindow(MaxFutureSkewMax))
+					l.errorf(sp, "max_future_skew %q is longer than the maximum, %s", clip(s), definition.FormatWindow(MaxFutureSkewMax))
 				default:
 					src.MaxFutureSkew = d
 				}
@@ -873,7 +878,7 @@ func (l *loader) sources(p *Project, e entry) {
 				l.markBroken(src, f.key)
 				continue
 			}
-			src.Fields = append(src.Fields, Field{Name: f.key, Type: t})
+			src.Fields = append(src.Fields, definition.Field{Name: f.key, Type: t})
 		}
 	}
 	l.checkStreams(streams)
@@ -916,7 +921,7 @@ var startAliases = map[string]string{
 
 // sourceType reads the type of a source: push, kafka or nats, or 0 when it
 // is missing or not one of these (reported here).
-func (l *loader) sourceType(kv []entry, at pos, what string) SourceType {
+func (l *loader) sourceType(kv []entry, at pos, what string) definition.SourceType {
 	for _, e := range kv {
 		if e.key != "type" {
 			continue
@@ -925,10 +930,10 @@ func (l *loader) sourceType(kv []entry, at pos, what string) SourceType {
 		if !ok {
 			return 0
 		}
-		if st, ok := ParseSourceType(t); ok {
+		if st, ok := definition.ParseSourceType(t); ok {
 			return st
 		}
-		l.errorf(tp, "unknown type %q of %s (%sallowed: %s)", clip(t), what, didYouMean(t, strings.Split(SourceTypes, ", "), sourceTypeAliases), SourceTypes)
+		l.errorf(tp, "unknown type %q of %s (%sallowed: %s)", clip(t), what, didYouMean(t, strings.Split(definition.SourceTypes, ", "), sourceTypeAliases), definition.SourceTypes)
 		return 0
 	}
 	// Guess the type from the keys the source has.
@@ -954,14 +959,14 @@ func (l *loader) sourceType(kv []entry, at pos, what string) SourceType {
 // sourceKeys checks the keys of a source of type typ and returns them by
 // key. A key of another type says which type takes it; when typ is 0
 // (missing or unknown) the keys of every type are accepted.
-func (l *loader) sourceKeys(kv []entry, typ SourceType, what string) map[string]entry {
+func (l *loader) sourceKeys(kv []entry, typ definition.SourceType, what string) map[string]entry {
 	var allowed []string
 	switch typ {
-	case Push:
+	case definition.Push:
 		allowed = pushSourceKeys
-	case Kafka:
+	case definition.Kafka:
 		allowed = concat(pushSourceKeys, kafkaOnlyKeys, streamSourceKeys)
-	case NATS:
+	case definition.NATS:
 		allowed = concat(pushSourceKeys, natsOnlyKeys, streamSourceKeys)
 	default:
 		return l.keys(kv, what, concat(pushSourceKeys, kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)...)
@@ -972,15 +977,15 @@ func (l *loader) sourceKeys(kv []entry, typ SourceType, what string) map[string]
 		switch {
 		case contains(allowed, k):
 			m[k] = e
-		case typ == Push && contains(kafkaOnlyKeys, k):
+		case typ == definition.Push && contains(kafkaOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type push: remove it, or set type: kafka", k, what)
-		case typ == Push && contains(natsOnlyKeys, k):
+		case typ == definition.Push && contains(natsOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for nats sources, but %s has type push: remove it, or set type: nats", k, what)
-		case typ == Push && contains(streamSourceKeys, k):
+		case typ == definition.Push && contains(streamSourceKeys, k):
 			l.errorf(e.kpos, "key %q is for kafka and nats sources, but %s has type push (its events arrive through the push API): remove it, or set type: kafka or type: nats", k, what)
-		case typ == Kafka && contains(natsOnlyKeys, k):
+		case typ == definition.Kafka && contains(natsOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for nats sources, but %s has type kafka: use %s instead (or set type: nats)", k, what, kafkaEquivalent[k])
-		case typ == NATS && contains(kafkaOnlyKeys, k):
+		case typ == definition.NATS && contains(kafkaOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type nats: use %s instead (or set type: kafka)", k, what, natsEquivalent[k])
 		default:
 			// A typo of a key of another type says so.
@@ -1018,18 +1023,18 @@ func concat(lists ...[]string) []string {
 // streamAt remembers where a streaming source is declared, for the checks
 // across sources.
 type streamAt struct {
-	src *Source
+	src *definition.Source
 	// at is the source's name; consumerAt its group or durable (at when
 	// defaulted); fileAt its dead_letter file (at when defaulted).
 	at, consumerAt, fileAt pos
 }
 
 // stream reads the keys of a kafka or nats source.
-func (l *loader) stream(p *Project, src *Source, m map[string]entry, at *streamAt, what string) *Stream {
-	st := &Stream{Format: "json", Start: "earliest", MaxMessageBytes: DefaultMaxMessageBytes}
+func (l *loader) stream(p *definition.Project, src *definition.Source, m map[string]entry, at *streamAt, what string) *definition.Stream {
+	st := &definition.Stream{Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes}
 	at.consumerAt, at.fileAt = at.at, at.at
 	consumer := "kiln-" + p.Name + "-" + src.Name
-	if src.Type == Kafka {
+	if src.Type == definition.Kafka {
 		st.Group = consumer
 		l.kafkaSource(src, st, m, at, what)
 	} else {
@@ -1062,7 +1067,7 @@ func (l *loader) stream(p *Project, src *Source, m map[string]entry, at *streamA
 				st.Start = s
 			default:
 				holder := "topic"
-				if src.Type == NATS {
+				if src.Type == definition.NATS {
 					holder = "stream"
 				}
 				l.errorf(sp, "unknown start %q of %s (%sallowed: earliest, to read all the %s still holds, or latest, to read only what arrives after Kiln starts)", clip(s), what, didYouMean(s, []string{"earliest", "latest"}, startAliases), holder)
@@ -1080,7 +1085,7 @@ func (l *loader) stream(p *Project, src *Source, m map[string]entry, at *streamA
 	return st
 }
 
-func (l *loader) kafkaSource(src *Source, st *Stream, m map[string]entry, at *streamAt, what string) {
+func (l *loader) kafkaSource(src *definition.Source, st *definition.Stream, m map[string]entry, at *streamAt, what string) {
 	if be, ok := m["brokers"]; ok {
 		l.brokers(st, be, what)
 	} else {
@@ -1106,7 +1111,7 @@ func (l *loader) kafkaSource(src *Source, st *Stream, m map[string]entry, at *st
 }
 
 // brokers reads the seed brokers of a kafka source.
-func (l *loader) brokers(st *Stream, be entry, what string) {
+func (l *loader) brokers(st *definition.Stream, be entry, what string) {
 	const example = "[kafka-1:9092, kafka-2:9092]"
 	items, ok := l.list(be.val, "brokers of "+what, example)
 	if !ok {
@@ -1261,7 +1266,7 @@ func replaceRunes(s string, bad func(rune) bool, with rune, max int) string {
 	return out
 }
 
-func (l *loader) natsSource(src *Source, st *Stream, m map[string]entry, at *streamAt, what string) {
+func (l *loader) natsSource(src *definition.Source, st *definition.Stream, m map[string]entry, at *streamAt, what string) {
 	if ue, ok := m["url"]; ok {
 		if u, up, ok := l.scalar(ue.val, ue.kpos, "url of "+what, "nats://127.0.0.1:4222"); ok {
 			if shown, suggestion, ok := checkNATSURL(u); ok {
@@ -1518,10 +1523,10 @@ func formatByteSize(n int64) string {
 
 // deadLetter reads dead_letter: exactly one of topic: (kafka), subject:
 // (nats) or file:.
-func (l *loader) deadLetter(src *Source, st *Stream, de entry, at *streamAt, what string) {
+func (l *loader) deadLetter(src *definition.Source, st *definition.Stream, de entry, at *streamAt, what string) {
 	dwhat := "dead_letter of " + what
 	place, example := "topic", "{topic: "+topicLike(src.Name+"-dead")+"}"
-	if src.Type == NATS {
+	if src.Type == definition.NATS {
 		place, example = "subject", "{subject: "+topicLike(src.Name+".dead")+"}"
 	}
 	entries, ok := l.mapping(de.val, de.kpos, dwhat, example)
@@ -1605,13 +1610,13 @@ func (l *loader) checkStreams(streams []streamAt) {
 		st := s.src.Stream
 		key := ""
 		switch {
-		case s.src.Type == Kafka && st.Topic != "":
+		case s.src.Type == definition.Kafka && st.Topic != "":
 			key = "kafka\x00" + st.Topic + "\x00" + st.Group
-		case s.src.Type == NATS && st.Name != "":
+		case s.src.Type == definition.NATS && st.Name != "":
 			key = "nats\x00" + st.Name + "\x00" + st.Durable
 		}
 		if first, dup := consumers[key]; key != "" && dup {
-			if s.src.Type == Kafka {
+			if s.src.Type == definition.Kafka {
 				l.errorf(s.consumerAt, "source %q reads topic %q in consumer group %q, as source %q does (%v): the two would share the topic's partitions and each see only part of its events; set another group: for one of them", s.src.Name, st.Topic, st.Group, first.src.Name, first.at)
 			} else {
 				l.errorf(s.consumerAt, "source %q reads stream %q with durable consumer %q, as source %q does (%v): the two would share its messages and each see only part of them; set another durable: for one of them", s.src.Name, st.Name, st.Durable, first.src.Name, first.at)
@@ -1633,9 +1638,9 @@ func (l *loader) checkStreams(streams []streamAt) {
 	}
 }
 
-func (l *loader) markBroken(src *Source, name string) {
+func (l *loader) markBroken(src *definition.Source, name string) {
 	if l.broken == nil {
-		l.broken = map[*Source]map[string]bool{}
+		l.broken = map[*definition.Source]map[string]bool{}
 	}
 	if l.broken[src] == nil {
 		l.broken[src] = map[string]bool{}
@@ -1669,7 +1674,7 @@ func (l *loader) resolve(kind, name string, p pos, defined []string) bool {
 	return false
 }
 
-func (l *loader) views(p *Project, e entry) {
+func (l *loader) views(p *definition.Project, e entry) {
 	const example = "{user_engagement: {entity: user, source: engagements, features: {views: {agg: count, windows: [1h]}}}}"
 	entries, ok := l.mapping(e.val, e.kpos, "views", example)
 	if !ok {
@@ -1689,7 +1694,7 @@ func (l *loader) views(p *Project, e entry) {
 	for _, ve := range entries {
 		l.name(ve.key, ve.kpos, "view name")
 		what := fmt.Sprintf("view %q", clip(ve.key))
-		v := &View{Name: ve.key}
+		v := &definition.View{Name: ve.key}
 		p.Views = append(p.Views, v)
 		kv, ok := l.mapping(ve.val, ve.kpos, what, "{entity: user, source: engagements, features: {...}}")
 		if !ok {
@@ -1760,7 +1765,7 @@ func (l *loader) views(p *Project, e entry) {
 
 // checkKeys checks that the key fields of v's entity are fields of its
 // source of a key type.
-func (l *loader) checkKeys(v *View, p pos) {
+func (l *loader) checkKeys(v *definition.View, p pos) {
 	for _, k := range v.Entity.Keys {
 		i := v.Source.FieldIndex(k)
 		if i < 0 && l.isBroken(v.Source, k) {
@@ -1780,8 +1785,8 @@ func (l *loader) checkKeys(v *View, p pos) {
 	}
 }
 
-func (l *loader) feature(v *View, fe entry) *Feature {
-	feat := &Feature{Name: fe.key}
+func (l *loader) feature(v *definition.View, fe entry) *definition.Feature {
+	feat := &definition.Feature{Name: fe.key}
 	l.name(fe.key, fe.kpos, "feature name")
 	what := fmt.Sprintf("feature %q of view %q", clip(fe.key), clip(v.Name))
 	kv, ok := l.mapping(fe.val, fe.kpos, what, "{agg: count, windows: [1h, 24h]}")
@@ -1797,18 +1802,18 @@ func (l *loader) feature(v *View, fe entry) *Feature {
 
 	ae, ok := m["agg"]
 	if !ok {
-		l.errorf(fe.kpos, "%s has no agg: add agg: with one of %s", what, AggNames)
+		l.errorf(fe.kpos, "%s has no agg: add agg: with one of %s", what, definition.AggNames)
 	} else if s, sp, ok := l.scalar(ae.val, ae.kpos, "agg of "+what, "count"); ok {
-		if a, ok := ParseAgg(s); ok {
+		if a, ok := definition.ParseAgg(s); ok {
 			feat.Agg = a
 		} else {
-			l.errorf(sp, "unknown agg %q in %s (%sallowed: %s)", clip(s), what, didYouMean(s, strings.Split(AggNames, ", "), aggAliases), AggNames)
+			l.errorf(sp, "unknown agg %q in %s (%sallowed: %s)", clip(s), what, didYouMean(s, strings.Split(definition.AggNames, ", "), aggAliases), definition.AggNames)
 		}
 	}
 
 	// field
 	if ff, ok := m["field"]; ok {
-		if feat.Agg == Count {
+		if feat.Agg == definition.Count {
 			l.errorf(ff.kpos, "%s: count counts events; remove field, or use sum to add up a field", what)
 		} else if name, np, ok := l.nameValue(ff.val, ff.kpos, "field of "+what, "dwell_ms"); ok {
 			feat.Field = name
@@ -1816,13 +1821,13 @@ func (l *loader) feature(v *View, fe entry) *Feature {
 				l.checkAggField(feat, src, np, what)
 			}
 		}
-	} else if feat.Agg != 0 && feat.Agg != Count {
+	} else if feat.Agg != 0 && feat.Agg != definition.Count {
 		l.errorf(fe.kpos, "%s: agg %s needs a field: add field: with %s", what, feat.Agg, fieldChoices(feat.Agg, src))
 	}
 
 	// windows
 	if we, ok := m["windows"]; ok {
-		if feat.Agg == Last {
+		if feat.Agg == definition.Last {
 			l.errorf(we.kpos, "%s: last has no window: remove windows (last is the latest value over all time)", what)
 		} else {
 			l.windows(feat, we, what)
@@ -1837,29 +1842,29 @@ func (l *loader) feature(v *View, fe entry) *Feature {
 }
 
 // fieldChoices says which fields of src agg can aggregate.
-func fieldChoices(agg Agg, src *Source) string {
+func fieldChoices(agg definition.Agg, src *definition.Source) string {
 	if src == nil {
 		return "the field to aggregate"
 	}
 	var names []string
 	for _, f := range src.Fields {
-		if agg == Last || f.Type.Numeric() {
+		if agg == definition.Last || f.Type.Numeric() {
 			names = append(names, f.Name)
 		}
 	}
 	if len(names) == 0 {
-		if agg == Last {
+		if agg == definition.Last {
 			return fmt.Sprintf("a field of source %q", src.Name)
 		}
 		return fmt.Sprintf("a numeric field (source %q has none)", src.Name)
 	}
-	if agg == Last {
+	if agg == definition.Last {
 		return "one of the fields of source " + strconv.Quote(src.Name) + " (" + strings.Join(names, ", ") + ")"
 	}
 	return "one of the numeric fields of source " + strconv.Quote(src.Name) + " (" + strings.Join(names, ", ") + ")"
 }
 
-func (l *loader) checkAggField(feat *Feature, src *Source, p pos, what string) {
+func (l *loader) checkAggField(feat *definition.Feature, src *definition.Source, p pos, what string) {
 	i := src.FieldIndex(feat.Field)
 	if i < 0 && l.isBroken(src, feat.Field) {
 		return
@@ -1872,12 +1877,12 @@ func (l *loader) checkAggField(feat *Feature, src *Source, p pos, what string) {
 		l.errorf(p, "%s: field %q is not a field of source %q (%sfields: %s)", what, feat.Field, src.Name, didYouMean(feat.Field, fieldNames(src)), orNone(fieldNames(src)))
 		return
 	}
-	if t := src.Fields[i].Type; feat.Agg != Last && feat.Agg != 0 && !t.Numeric() {
+	if t := src.Fields[i].Type; feat.Agg != definition.Last && feat.Agg != 0 && !t.Numeric() {
 		l.errorf(p, "%s: %s needs a numeric field (int64 or float64) but %q is %s: use %s, or agg last", what, feat.Agg, feat.Field, t, fieldChoices(feat.Agg, src))
 	}
 }
 
-func fieldNames(src *Source) []string {
+func fieldNames(src *definition.Source) []string {
 	var names []string
 	for _, f := range src.Fields {
 		names = append(names, f.Name)
@@ -1885,7 +1890,7 @@ func fieldNames(src *Source) []string {
 	return names
 }
 
-func (l *loader) windows(feat *Feature, we entry, what string) {
+func (l *loader) windows(feat *definition.Feature, we entry, what string) {
 	items, ok := l.list(we.val, "windows of "+what, "[1h, 24h]")
 	if !ok {
 		return
@@ -1916,7 +1921,7 @@ func (l *loader) windows(feat *Feature, we entry, what string) {
 	}
 }
 
-func (l *loader) where(feat *Feature, src *Source, we entry, what string) {
+func (l *loader) where(feat *definition.Feature, src *definition.Source, we entry, what string) {
 	const example = "{kind: view} or {kind: [like, share]}"
 	entries, ok := l.mapping(we.val, we.kpos, "where of "+what, example)
 	if !ok {
@@ -1930,7 +1935,7 @@ func (l *loader) where(feat *Feature, src *Source, we entry, what string) {
 		if !l.name(e.key, e.kpos, "filter field") {
 			continue
 		}
-		var field Field
+		var field definition.Field
 		known := false
 		if src != nil {
 			i := src.FieldIndex(e.key)
@@ -1961,7 +1966,7 @@ func (l *loader) where(feat *Feature, src *Source, we entry, what string) {
 		if !known {
 			continue
 		}
-		filter := Filter{Field: e.key}
+		filter := definition.Filter{Field: e.key}
 		for _, it := range items {
 			v, ok := l.filterValue(it, field, fwhat)
 			if !ok {
@@ -1986,7 +1991,7 @@ func (l *loader) where(feat *Feature, src *Source, we entry, what string) {
 }
 
 // filterValue converts a where value to the type of field.
-func (l *loader) filterValue(n ast.Node, field Field, what string) (event.Value, bool) {
+func (l *loader) filterValue(n ast.Node, field definition.Field, what string) (event.Value, bool) {
 	p := posOf(n)
 	if isNull(n) {
 		l.errorf(p, "%s: null is not a value a filter can match: write a %s value", what, field.Type)
@@ -2096,7 +2101,7 @@ func isIntText(s string) bool {
 	return true
 }
 
-func (l *loader) services(p *Project, e entry) {
+func (l *loader) services(p *definition.Project, e entry) {
 	entries, ok := l.mapping(e.val, e.kpos, "services", "{user_profile: {views: [user_engagement]}}")
 	if !ok {
 		return
@@ -2108,7 +2113,7 @@ func (l *loader) services(p *Project, e entry) {
 	for _, se := range entries {
 		l.name(se.key, se.kpos, "service name")
 		what := fmt.Sprintf("service %q", clip(se.key))
-		svc := &Service{Name: se.key}
+		svc := &definition.Service{Name: se.key}
 		p.Services = append(p.Services, svc)
 		kv, ok := l.mapping(se.val, se.kpos, what, "{views: [user_engagement]}")
 		if !ok {
@@ -2168,7 +2173,7 @@ func (l *loader) services(p *Project, e entry) {
 }
 
 // addRef adds ref to svc unless it is already there.
-func (l *loader) addRef(svc *Service, ref FeatureRef, added map[string]string, p pos, from, what string) {
+func (l *loader) addRef(svc *definition.Service, ref definition.FeatureRef, added map[string]string, p pos, from, what string) {
 	name := ref.Name()
 	if first, dup := added[name]; dup {
 		l.errorf(p, "feature %q is listed twice in %s (first %s): remove one", name, what, first)
@@ -2207,7 +2212,7 @@ func (l *loader) servedName(n ast.Node, at pos, what string) (string, pos, bool)
 }
 
 // findServed resolves a served name "view:feature[_window]".
-func (l *loader) findServed(p *Project, viewNames []string, text string, np pos, what string) (FeatureRef, bool) {
+func (l *loader) findServed(p *definition.Project, viewNames []string, text string, np pos, what string) (definition.FeatureRef, bool) {
 	viewName, short, ok := strings.Cut(text, ":")
 	if !ok {
 		var matches []string
@@ -2223,11 +2228,11 @@ func (l *loader) findServed(p *Project, viewNames []string, text string, np pos,
 			hint = "like " + strings.Join(matches, " or ")
 		}
 		l.errorf(np, "feature %q in %s: write view:feature_window, %s", clip(text), what, hint)
-		return FeatureRef{}, false
+		return definition.FeatureRef{}, false
 	}
 	if !contains(viewNames, viewName) {
 		l.errorf(np, "feature %q in %s: view %q is not defined (%sdefined: %s)", clip(text), what, clip(viewName), didYouMean(viewName, viewNames), orNone(viewNames))
-		return FeatureRef{}, false
+		return definition.FeatureRef{}, false
 	}
 	v := p.View(viewName)
 	var shorts []string
@@ -2242,7 +2247,7 @@ func (l *loader) findServed(p *Project, viewNames []string, text string, np pos,
 		hint = strings.Replace(s, `"`, `"`+viewName+":", 1)
 	}
 	l.errorf(np, "feature %q in %s: view %q serves no %q (%sits served names: %s)", clip(text), what, viewName, clip(short), hint, orNone(shorts))
-	return FeatureRef{}, false
+	return definition.FeatureRef{}, false
 }
 
 // ---- small helpers ----
