@@ -10,18 +10,14 @@ import (
 	"github.com/kiln-dev/kiln/internal/definition"
 )
 
-func (l *loader) kafkaSource(src *definition.Source, st *definition.Stream, m map[string]entry, at *streamAt, what string) {
-	if be, ok := m["brokers"]; ok {
+func (l *loader) kafkaSource(src *definition.Source, st *definition.Stream, m map[string]keyValue, at *streamAt, what string) {
+	if be, ok := l.need(m, "brokers", at.at, what+" of type kafka", " with the host:port of some of the Kafka brokers, like brokers: [kafka-1:9092]"); ok {
 		l.brokers(st, be, what)
-	} else {
-		l.errorf(at.at, "%s of type kafka has no brokers: add brokers: with the host:port of some of the Kafka brokers, like brokers: [kafka-1:9092]", what)
 	}
-	if te, ok := m["topic"]; ok {
+	if te, ok := l.need(m, "topic", at.at, what+" of type kafka", " with the Kafka topic to read, like topic: "+topicLike(src.Name)); ok {
 		if t, tp, ok := l.scalar(te.val, te.kpos, "topic of "+what, topicLike(src.Name)); ok && l.kafkaTopic(t, tp, "topic", what) {
 			st.Topic = t
 		}
-	} else {
-		l.errorf(at.at, "%s of type kafka has no topic: add topic: with the Kafka topic to read, like topic: %s", what, topicLike(src.Name))
 	}
 	if ge, ok := m["group"]; ok {
 		if g, gp, ok := l.scalar(ge.val, ge.kpos, "group of "+what, st.Group); ok {
@@ -36,14 +32,10 @@ func (l *loader) kafkaSource(src *definition.Source, st *definition.Stream, m ma
 }
 
 // brokers reads the seed brokers of a kafka source.
-func (l *loader) brokers(st *definition.Stream, be entry, what string) {
+func (l *loader) brokers(st *definition.Stream, be keyValue, what string) {
 	const example = "[kafka-1:9092, kafka-2:9092]"
-	items, ok := l.list(be.val, "brokers of "+what, example)
+	items, ok := l.filledList(be.val, be.kpos, "brokers of "+what, example, "list the host:port of at least one Kafka broker, like brokers: "+example)
 	if !ok {
-		return
-	}
-	if len(items) == 0 {
-		l.errorf(be.kpos, "brokers of %s is empty: list the host:port of at least one Kafka broker, like brokers: %s", what, example)
 		return
 	}
 	seen := map[string]pos{}
@@ -56,12 +48,9 @@ func (l *loader) brokers(st *definition.Stream, be entry, what string) {
 			l.errorf(ap, "broker %q of %s: write host:port, like %s", clip(a), what, suggestHostPort(a, "9092"))
 			continue
 		}
-		if first, dup := seen[a]; dup {
-			l.errorf(ap, "broker %q is listed twice in %s (first at %v): remove one", a, what, first)
-			continue
+		if l.firstListing(seen, "broker", a, ap, what) {
+			st.Brokers = append(st.Brokers, a)
 		}
-		seen[a] = ap
-		st.Brokers = append(st.Brokers, a)
 	}
 }
 

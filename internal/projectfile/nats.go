@@ -9,11 +9,12 @@ import (
 	"unicode"
 
 	"github.com/goccy/go-yaml/ast"
+
 	"github.com/kiln-dev/kiln/internal/definition"
 )
 
-func (l *loader) natsSource(src *definition.Source, st *definition.Stream, m map[string]entry, at *streamAt, what string) {
-	if ue, ok := m["url"]; ok {
+func (l *loader) natsSource(src *definition.Source, st *definition.Stream, m map[string]keyValue, at *streamAt, what string) {
+	if ue, ok := l.need(m, "url", at.at, what+" of type nats", " with the NATS server, like url: nats://127.0.0.1:4222"); ok {
 		if u, up, ok := l.scalar(ue.val, ue.kpos, "url of "+what, "nats://127.0.0.1:4222"); ok {
 			if shown, suggestion, ok := checkNATSURL(u); ok {
 				st.URL = u
@@ -21,16 +22,12 @@ func (l *loader) natsSource(src *definition.Source, st *definition.Stream, m map
 				l.errorf(up, "url %q of %s: write nats://host:port, like %s", clip(shown), what, suggestion)
 			}
 		}
-	} else {
-		l.errorf(at.at, "%s of type nats has no url: add url: with the NATS server, like url: nats://127.0.0.1:4222", what)
 	}
 	streamExample := strings.ToUpper(natsNameLike(src.Name))
-	if se, ok := m["stream"]; ok {
+	if se, ok := l.need(m, "stream", at.at, what+" of type nats", " with the name of the JetStream stream to read, like stream: "+streamExample); ok {
 		if s, sp, ok := l.scalar(se.val, se.kpos, "stream of "+what, streamExample); ok && l.natsName(s, sp, "stream", what) {
 			st.Name = s
 		}
-	} else {
-		l.errorf(at.at, "%s of type nats has no stream: add stream: with the name of the JetStream stream to read, like stream: %s", what, streamExample)
 	}
 	if se, ok := m["subject"]; ok {
 		if s, sp, ok := l.subjectValue(se.val, se.kpos, "subject of "+what); ok {

@@ -1,11 +1,11 @@
 package projectfile
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/goccy/go-yaml/ast"
+
 	"github.com/kiln-dev/kiln/internal/definition"
 )
 
@@ -43,28 +43,20 @@ func (l *loader) project(data []byte) *definition.Project {
 	start := posOf(body)
 
 	p := &definition.Project{}
-	if e, ok := top["project"]; ok {
-		if name, _, ok := l.nameValue(e.val, e.kpos, "project name", "feed"); ok {
-			p.Name = name
+	for _, sec := range []struct {
+		key, advice string
+		read        func(*definition.Project, keyValue)
+	}{
+		{"project", "name the project, like project: feed", l.projectName},
+		{"entities", "declare the kinds of keys, like entities: {user: {keys: [user_id]}}", l.entities},
+		{"sources", "declare where events come from, like sources: {engagements: {type: push, event_time: ts, fields: {user_id: int64}}}", l.sources},
+		{"views", "declare at least one feature view (see docs/definitions.md)", l.views},
+	} {
+		if e, ok := top[sec.key]; ok {
+			sec.read(p, e)
+		} else {
+			l.errorf(start, "missing key %q: %s", sec.key, sec.advice)
 		}
-	} else {
-		l.errorf(start, "missing key \"project\": name the project, like project: feed")
-	}
-
-	if e, ok := top["entities"]; ok {
-		l.entities(p, e)
-	} else {
-		l.errorf(start, "missing key \"entities\": declare the kinds of keys, like entities: {user: {keys: [user_id]}}")
-	}
-	if e, ok := top["sources"]; ok {
-		l.sources(p, e)
-	} else {
-		l.errorf(start, "missing key \"sources\": declare where events come from, like sources: {engagements: {type: push, event_time: ts, fields: {user_id: int64}}}")
-	}
-	if e, ok := top["views"]; ok {
-		l.views(p, e)
-	} else {
-		l.errorf(start, "missing key \"views\": declare at least one feature view (see docs/definitions.md)")
 	}
 	if e, ok := top["services"]; ok {
 		l.services(p, e)
@@ -75,8 +67,15 @@ func (l *loader) project(data []byte) *definition.Project {
 	return p
 }
 
+// projectName reads project: the project's name.
+func (l *loader) projectName(p *definition.Project, e keyValue) {
+	if name, _, ok := l.nameValue(e.val, e.kpos, "project name", "feed"); ok {
+		p.Name = name
+	}
+}
+
 // onlineStore reads online_store: {type: redis, addrs: [host:port, ...]}.
-func (l *loader) onlineStore(p *definition.Project, e entry) {
+func (l *loader) onlineStore(p *definition.Project, e keyValue) {
 	const example = "{type: redis, addrs: [127.0.0.1:6379]}"
 	entries, ok := l.mapping(e.val, e.kpos, "online_store", example)
 	if !ok {
@@ -134,51 +133,34 @@ func (l *loader) onlineStore(p *definition.Project, e entry) {
 	}
 }
 
-func (l *loader) entities(p *definition.Project, e entry) {
+func (l *loader) entities(p *definition.Project, e keyValue) {
 	const example = "{user: {keys: [user_id]}}"
-	entries, ok := l.mapping(e.val, e.kpos, "entities", example)
+	entries, ok := l.filledMapping(e.val, e.kpos, "entities", example, "declare at least one entity, like entities: "+example)
 	if !ok {
 		return
 	}
-	if len(entries) == 0 {
-		l.errorf(e.kpos, "entities is empty: declare at least one entity, like entities: %s", example)
-		return
-	}
 	for _, ee := range entries {
-		l.name(ee.key, ee.kpos, "entity name")
-		what := fmt.Sprintf("entity %q", clip(ee.key))
 		ent := &definition.Entity{Name: ee.key}
 		p.Entities = append(p.Entities, ent)
-		fields, ok := l.mapping(ee.val, ee.kpos, what, "{keys: [user_id]}")
+		what, fields, ok := l.declaration(ee, "entity", "{keys: [user_id]}")
 		if !ok {
 			continue
 		}
 		m := l.keys(fields, what, "keys")
-		ke, ok := m["keys"]
-		if !ok {
-			l.errorf(ee.kpos, "%s has no keys: add keys: with its key fields, like {keys: [%s_id]}", what, ee.key)
-			continue
-		}
-		items, ok := l.list(ke.val, "keys of "+what, "[user_id]")
+		ke, ok := l.need(m, "keys", ee.kpos, what, " with its key fields, like {keys: ["+ee.key+"_id]}")
 		if !ok {
 			continue
 		}
-		if len(items) == 0 {
-			l.errorf(ke.kpos, "keys of %s is empty: list at least one key field, like [%s_id]", what, ee.key)
+		items, ok := l.filledList(ke.val, ke.kpos, "keys of "+what, "[user_id]", "list at least one key field, like ["+ee.key+"_id]")
+		if !ok {
 			continue
 		}
 		seen := map[string]pos{}
 		for _, it := range items {
 			k, kp, ok := l.nameValue(it, ke.kpos, "key field of "+what, "user_id")
-			if !ok {
-				continue
+			if ok && l.firstListing(seen, "key field", k, kp, what) {
+				ent.Keys = append(ent.Keys, k)
 			}
-			if first, dup := seen[k]; dup {
-				l.errorf(kp, "key field %q is listed twice in %s (first at %v): remove one", k, what, first)
-				continue
-			}
-			seen[k] = kp
-			ent.Keys = append(ent.Keys, k)
 		}
 	}
 }

@@ -2,27 +2,24 @@ package projectfile
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/goccy/go-yaml/ast"
+
 	"github.com/kiln-dev/kiln/internal/definition"
 )
 
-func (l *loader) services(p *definition.Project, e entry) {
+func (l *loader) services(p *definition.Project, e keyValue) {
 	entries, ok := l.mapping(e.val, e.kpos, "services", "{user_profile: {views: [user_engagement]}}")
 	if !ok {
 		return
 	}
-	var viewNames []string
-	for _, v := range p.Views {
-		viewNames = append(viewNames, v.Name)
-	}
+	viewNames := namesOf(p.Views, func(v *definition.View) string { return v.Name })
 	for _, se := range entries {
-		l.name(se.key, se.kpos, "service name")
-		what := fmt.Sprintf("service %q", clip(se.key))
 		svc := &definition.Service{Name: se.key}
 		p.Services = append(p.Services, svc)
-		kv, ok := l.mapping(se.val, se.kpos, what, "{views: [user_engagement]}")
+		what, kv, ok := l.declaration(se, "service", "{views: [user_engagement]}")
 		if !ok {
 			continue
 		}
@@ -43,11 +40,9 @@ func (l *loader) services(p *definition.Project, e entry) {
 					if !ok || !l.resolve("view", name, np, viewNames) {
 						continue
 					}
-					if first, dup := seenView[name]; dup {
-						l.errorf(np, "view %q is listed twice in %s (first at %v): remove one", name, what, first)
+					if !l.firstListing(seenView, "view", name, np, what) {
 						continue
 					}
-					seenView[name] = np
 					for _, ref := range p.View(name).Outputs() {
 						l.addRef(svc, ref, added, np, fmt.Sprintf("via view %q at %v", name, np), what)
 					}
@@ -70,7 +65,7 @@ func (l *loader) services(p *definition.Project, e entry) {
 					l.addRef(svc, ref, added, np, "at "+np.String(), what)
 				}
 			default:
-				l.errorf(ke.kpos, "unknown key %q in %s (%sallowed: features, views)", clip(ke.key), what, didYouMean(ke.key, []string{"features", "views"}))
+				l.keys([]keyValue{ke}, what, "features", "views")
 			}
 		}
 		if listed == 0 {
@@ -91,26 +86,12 @@ func (l *loader) addRef(svc *definition.Service, ref definition.FeatureRef, adde
 }
 
 // servedName reads a served name from a services features list. The YAML
-// parser reads view:feature in a flow list as a one-entry mapping; accept it
+// parser reads view:feature in a flow list as a one-keyValue mapping; accept it
 // when it is written with no space around the colon.
 func (l *loader) servedName(n ast.Node, at pos, what string) (string, pos, bool) {
-	var mv *ast.MappingValueNode
-	switch m := n.(type) {
-	case *ast.MappingNode:
-		if len(m.Values) == 1 {
-			mv = m.Values[0]
-		}
-	case *ast.MappingValueNode:
-		mv = m
-	}
-	if mv != nil {
-		k, kok := mv.Key.(*ast.StringNode)
-		v, vok := mv.Value.(*ast.StringNode)
-		if kok && vok && !quoted(k) && !quoted(v) {
-			kp, vp := posOf(k), posOf(v)
-			if kp.line == vp.line && vp.col == kp.col+len(k.Value)+1 {
-				return k.Value + ":" + v.Value, kp, true
-			}
+	if text, kp, pair, ok := colonPair(n, plainString); pair {
+		if ok {
+			return text, kp, true
 		}
 		l.errorf(posOf(n), "features of %s: write each served name as view:feature_window with no spaces, like user_engagement:views_1h", what)
 		return "", posOf(n), false
@@ -137,7 +118,7 @@ func (l *loader) findServed(p *definition.Project, viewNames []string, text stri
 		l.errorf(np, "feature %q in %s: write view:feature_window, %s", clip(text), what, hint)
 		return definition.FeatureRef{}, false
 	}
-	if !contains(viewNames, viewName) {
+	if !slices.Contains(viewNames, viewName) {
 		l.errorf(np, "feature %q in %s: view %q is not defined (%sdefined: %s)", clip(text), what, clip(viewName), didYouMean(viewName, viewNames), orNone(viewNames))
 		return definition.FeatureRef{}, false
 	}

@@ -2,7 +2,7 @@ package projectfile
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/kiln-dev/kiln/internal/definition"
@@ -12,23 +12,17 @@ import (
 // sources reads the sources: mapping. Every source has a type, an event
 // time and fields; kafka and nats sources also say where they read from
 // (Source.Stream).
-func (l *loader) sources(p *definition.Project, e entry) {
+func (l *loader) sources(p *definition.Project, e keyValue) {
 	const example = "{engagements: {type: push, event_time: ts, fields: {user_id: int64}}}"
-	entries, ok := l.mapping(e.val, e.kpos, "sources", example)
+	entries, ok := l.filledMapping(e.val, e.kpos, "sources", example, "declare at least one source, like sources: "+example)
 	if !ok {
-		return
-	}
-	if len(entries) == 0 {
-		l.errorf(e.kpos, "sources is empty: declare at least one source, like sources: %s", example)
 		return
 	}
 	var streams []streamAt
 	for _, se := range entries {
-		l.name(se.key, se.kpos, "source name")
-		what := fmt.Sprintf("source %q", clip(se.key))
 		src := &definition.Source{Name: se.key, MaxFutureSkew: definition.DefaultMaxFutureSkew}
 		p.Sources = append(p.Sources, src)
-		kv, ok := l.mapping(se.val, se.kpos, what, "{type: push, event_time: ts, fields: {user_id: int64}}")
+		what, kv, ok := l.declaration(se, "source", "{type: push, event_time: ts, fields: {user_id: int64}}")
 		if !ok {
 			continue
 		}
@@ -42,12 +36,10 @@ func (l *loader) sources(p *definition.Project, e entry) {
 		}
 
 		var etPos pos
-		if ee, ok := m["event_time"]; ok {
+		if ee, ok := l.need(m, "event_time", se.kpos, what, " with the name of the event-time field, like event_time: ts"); ok {
 			if et, p, ok := l.nameValue(ee.val, ee.kpos, "event_time of "+what, "ts"); ok {
 				src.EventTime, etPos = et, p
 			}
-		} else {
-			l.errorf(se.kpos, "%s has no event_time: add event_time: with the name of the event-time field, like event_time: ts", what)
 		}
 
 		if me, ok := m["max_future_skew"]; ok {
@@ -64,17 +56,12 @@ func (l *loader) sources(p *definition.Project, e entry) {
 			}
 		}
 
-		fe, ok := m["fields"]
-		if !ok {
-			l.errorf(se.kpos, "%s has no fields: add fields: with the event schema, like fields: {user_id: int64, kind: string}", what)
-			continue
-		}
-		fields, ok := l.mapping(fe.val, fe.kpos, "fields of "+what, "{user_id: int64, kind: string}")
+		fe, ok := l.need(m, "fields", se.kpos, what, " with the event schema, like fields: {user_id: int64, kind: string}")
 		if !ok {
 			continue
 		}
-		if len(fields) == 0 {
-			l.errorf(fe.kpos, "fields of %s is empty: declare at least one field, like {user_id: int64}", what)
+		fields, ok := l.filledMapping(fe.val, fe.kpos, "fields of "+what, "{user_id: int64, kind: string}", "declare at least one field, like {user_id: int64}")
+		if !ok {
 			continue
 		}
 		typeNames := strings.Split(event.TypeNames, ", ")
@@ -117,7 +104,7 @@ var (
 
 // sourceType reads the type of a source: push, kafka or nats, or 0 when it
 // is missing or not one of these (reported here).
-func (l *loader) sourceType(kv []entry, at pos, what string) definition.SourceType {
+func (l *loader) sourceType(kv []keyValue, at pos, what string) definition.SourceType {
 	for _, e := range kv {
 		if e.key != "type" {
 			continue
@@ -135,9 +122,9 @@ func (l *loader) sourceType(kv []entry, at pos, what string) definition.SourceTy
 	// Guess the type from the keys the source has.
 	kafka, nats, stream := false, false, false
 	for _, e := range kv {
-		kafka = kafka || contains(kafkaOnlyKeys, e.key)
-		nats = nats || contains(natsOnlyKeys, e.key)
-		stream = stream || contains(streamSourceKeys, e.key)
+		kafka = kafka || slices.Contains(kafkaOnlyKeys, e.key)
+		nats = nats || slices.Contains(natsOnlyKeys, e.key)
+		stream = stream || slices.Contains(streamSourceKeys, e.key)
 	}
 	switch {
 	case kafka && !nats:
@@ -155,43 +142,41 @@ func (l *loader) sourceType(kv []entry, at pos, what string) definition.SourceTy
 // sourceKeys checks the keys of a source of type typ and returns them by
 // key. A key of another type says which type takes it; when typ is 0
 // (missing or unknown) the keys of every type are accepted.
-func (l *loader) sourceKeys(kv []entry, typ definition.SourceType, what string) map[string]entry {
+func (l *loader) sourceKeys(kv []keyValue, typ definition.SourceType, what string) map[string]keyValue {
 	var allowed []string
 	switch typ {
 	case definition.Push:
 		allowed = pushSourceKeys
 	case definition.Kafka:
-		allowed = concat(pushSourceKeys, kafkaOnlyKeys, streamSourceKeys)
+		allowed = slices.Concat(pushSourceKeys, kafkaOnlyKeys, streamSourceKeys)
 	case definition.NATS:
-		allowed = concat(pushSourceKeys, natsOnlyKeys, streamSourceKeys)
+		allowed = slices.Concat(pushSourceKeys, natsOnlyKeys, streamSourceKeys)
 	default:
-		return l.keys(kv, what, concat(pushSourceKeys, kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)...)
+		return l.keys(kv, what, slices.Concat(pushSourceKeys, kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)...)
 	}
-	m := make(map[string]entry, len(kv))
+	m := make(map[string]keyValue, len(kv))
 	for _, e := range kv {
 		k := e.key
 		switch {
-		case contains(allowed, k):
+		case slices.Contains(allowed, k):
 			m[k] = e
-		case typ == definition.Push && contains(kafkaOnlyKeys, k):
+		case typ == definition.Push && slices.Contains(kafkaOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type push: remove it, or set type: kafka", k, what)
-		case typ == definition.Push && contains(natsOnlyKeys, k):
+		case typ == definition.Push && slices.Contains(natsOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for nats sources, but %s has type push: remove it, or set type: nats", k, what)
-		case typ == definition.Push && contains(streamSourceKeys, k):
+		case typ == definition.Push && slices.Contains(streamSourceKeys, k):
 			l.errorf(e.kpos, "key %q is for kafka and nats sources, but %s has type push (its events arrive through the push API): remove it, or set type: kafka or type: nats", k, what)
-		case typ == definition.Kafka && contains(natsOnlyKeys, k):
+		case typ == definition.Kafka && slices.Contains(natsOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for nats sources, but %s has type kafka: use %s instead (or set type: nats)", k, what, kafkaEquivalent[k])
-		case typ == definition.NATS && contains(kafkaOnlyKeys, k):
+		case typ == definition.NATS && slices.Contains(kafkaOnlyKeys, k):
 			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type nats: use %s instead (or set type: kafka)", k, what, natsEquivalent[k])
 		default:
 			// A typo of a key of another type says so.
-			if c := closest(k, concat(kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)); c != "" && c != closest(k, allowed) && !contains(allowed, c) {
-				sorted := append([]string(nil), allowed...)
-				sort.Strings(sorted)
-				l.errorf(e.kpos, "unknown key %q in %s (did you mean %q? it is a key of %s sources; allowed for type %s: %s)", clip(k), what, c, streamTypesOf(c), typ, strings.Join(sorted, ", "))
+			if c := closest(k, slices.Concat(kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)); c != "" && c != closest(k, allowed) && !slices.Contains(allowed, c) {
+				l.errorf(e.kpos, "unknown key %q in %s (did you mean %q? it is a key of %s sources; allowed for type %s: %s)", clip(k), what, c, streamTypesOf(c), typ, sortedList(allowed))
 				continue
 			}
-			l.keys([]entry{e}, what, allowed...)
+			l.keys([]keyValue{e}, what, allowed...)
 		}
 	}
 	return m
@@ -200,18 +185,10 @@ func (l *loader) sourceKeys(kv []entry, typ definition.SourceType, what string) 
 // streamTypesOf names the source types that take a streaming key.
 func streamTypesOf(key string) string {
 	switch {
-	case contains(kafkaOnlyKeys, key):
+	case slices.Contains(kafkaOnlyKeys, key):
 		return "kafka"
-	case contains(natsOnlyKeys, key):
+	case slices.Contains(natsOnlyKeys, key):
 		return "nats"
 	}
 	return "kafka and nats"
-}
-
-func concat(lists ...[]string) []string {
-	var out []string
-	for _, l := range lists {
-		out = append(out, l...)
-	}
-	return out
 }

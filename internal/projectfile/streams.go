@@ -1,6 +1,7 @@
 package projectfile
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
@@ -29,7 +30,7 @@ type streamAt struct {
 }
 
 // stream reads the keys of a kafka or nats source.
-func (l *loader) stream(p *definition.Project, src *definition.Source, m map[string]entry, at *streamAt, what string) *definition.Stream {
+func (l *loader) stream(p *definition.Project, src *definition.Source, m map[string]keyValue, at *streamAt, what string) *definition.Stream {
 	st := &definition.Stream{Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes}
 	at.consumerAt, at.fileAt = at.at, at.at
 	consumer := "kiln-" + p.Name + "-" + src.Name
@@ -86,7 +87,7 @@ func (l *loader) stream(p *definition.Project, src *definition.Source, m map[str
 
 // maxMessageBytes reads max_message_bytes: a whole number of bytes, or a
 // whole number followed by KiB or MiB.
-func (l *loader) maxMessageBytes(me entry, what string) (int, bool) {
+func (l *loader) maxMessageBytes(me keyValue, what string) (int, bool) {
 	s, sp, ok := l.scalar(me.val, me.kpos, "max_message_bytes of "+what, "1MiB")
 	if !ok {
 		return 0, false
@@ -107,21 +108,17 @@ func (l *loader) maxMessageBytes(me entry, what string) (int, bool) {
 
 // deadLetter reads dead_letter: exactly one of topic: (kafka), subject:
 // (nats) or file:.
-func (l *loader) deadLetter(src *definition.Source, st *definition.Stream, de entry, at *streamAt, what string) {
+func (l *loader) deadLetter(src *definition.Source, st *definition.Stream, de keyValue, at *streamAt, what string) {
 	dwhat := "dead_letter of " + what
 	place, example := "topic", "{topic: "+topicLike(src.Name+"-dead")+"}"
 	if src.Type == definition.NATS {
 		place, example = "subject", "{subject: "+topicLike(src.Name+".dead")+"}"
 	}
-	entries, ok := l.mapping(de.val, de.kpos, dwhat, example)
+	entries, ok := l.filledMapping(de.val, de.kpos, dwhat, example, fmt.Sprintf("write one of %s: or file:, like dead_letter: %s, or remove dead_letter for the default file, dead-letter/%s.jsonl under the server's --data directory", place, example, src.Name))
 	if !ok {
 		return
 	}
-	if len(entries) == 0 {
-		l.errorf(de.kpos, "%s is empty: write one of %s: or file:, like dead_letter: %s, or remove dead_letter for the default file, dead-letter/%s.jsonl under the server's --data directory", dwhat, place, example, src.Name)
-		return
-	}
-	var first *entry
+	var first *keyValue
 	for i := range entries {
 		e := &entries[i]
 		switch {
@@ -133,7 +130,7 @@ func (l *loader) deadLetter(src *definition.Source, st *definition.Stream, de en
 			l.errorf(e.kpos, "key \"topic\" of %s is for kafka sources: a nats source sends its dead letters to a subject: or a file:", dwhat)
 			continue
 		default:
-			l.keys([]entry{*e}, dwhat, place, "file")
+			l.keys([]keyValue{*e}, dwhat, place, "file")
 			continue
 		}
 		if first != nil {

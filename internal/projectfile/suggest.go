@@ -2,6 +2,7 @@ package projectfile
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -26,13 +27,18 @@ var aggAliases = map[string]string{
 	"latest": "last", "minimum": "min", "maximum": "max",
 }
 
-func contains(list []string, s string) bool {
+// namesOf returns the names of list's elements, in order; nil for none.
+func namesOf[T any](list []T, name func(T) string) []string {
+	var names []string
 	for _, x := range list {
-		if x == s {
-			return true
-		}
+		names = append(names, name(x))
 	}
-	return false
+	return names
+}
+
+// sortedList lists names in sorted order, for messages.
+func sortedList(names []string) string {
+	return strings.Join(slices.Sorted(slices.Values(names)), ", ")
 }
 
 func orNone(list []string) string {

@@ -2,6 +2,7 @@ package projectfile
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,7 +14,7 @@ import (
 // resolve finds a declared name; it reports an error listing the declared
 // ones when there is none.
 func (l *loader) resolve(kind, name string, p pos, defined []string) bool {
-	if contains(defined, name) {
+	if slices.Contains(defined, name) {
 		return true
 	}
 	if len(defined) == 0 {
@@ -24,69 +25,49 @@ func (l *loader) resolve(kind, name string, p pos, defined []string) bool {
 	return false
 }
 
-func (l *loader) views(p *definition.Project, e entry) {
+func (l *loader) views(p *definition.Project, e keyValue) {
 	const example = "{user_engagement: {entity: user, source: engagements, features: {views: {agg: count, windows: [1h]}}}}"
-	entries, ok := l.mapping(e.val, e.kpos, "views", example)
+	entries, ok := l.filledMapping(e.val, e.kpos, "views", example, "declare at least one feature view, like views: "+example)
 	if !ok {
 		return
 	}
-	if len(entries) == 0 {
-		l.errorf(e.kpos, "views is empty: declare at least one feature view, like views: %s", example)
-		return
-	}
-	var entityNames, sourceNames []string
-	for _, ent := range p.Entities {
-		entityNames = append(entityNames, ent.Name)
-	}
-	for _, src := range p.Sources {
-		sourceNames = append(sourceNames, src.Name)
-	}
+	entityNames := namesOf(p.Entities, func(e *definition.Entity) string { return e.Name })
+	sourceNames := namesOf(p.Sources, func(s *definition.Source) string { return s.Name })
 	for _, ve := range entries {
-		l.name(ve.key, ve.kpos, "view name")
-		what := fmt.Sprintf("view %q", clip(ve.key))
 		v := &definition.View{Name: ve.key}
 		p.Views = append(p.Views, v)
-		kv, ok := l.mapping(ve.val, ve.kpos, what, "{entity: user, source: engagements, features: {...}}")
+		what, kv, ok := l.declaration(ve, "view", "{entity: user, source: engagements, features: {...}}")
 		if !ok {
 			continue
 		}
 		m := l.keys(kv, what, "entity", "source", "features")
 
 		var entityPos pos
-		if ee, ok := m["entity"]; ok {
+		if ee, ok := l.need(m, "entity", ve.kpos, what, " with one of the entities ("+orNone(entityNames)+")"); ok {
 			if name, np, ok := l.scalar(ee.val, ee.kpos, "entity of "+what, "user"); ok {
 				entityPos = np
 				if l.resolve("entity", name, np, entityNames) {
 					v.Entity = p.Entity(name)
 				}
 			}
-		} else {
-			l.errorf(ve.kpos, "%s has no entity: add entity: with one of the entities (%s)", what, orNone(entityNames))
 		}
-		if se, ok := m["source"]; ok {
+		if se, ok := l.need(m, "source", ve.kpos, what, " with one of the sources ("+orNone(sourceNames)+")"); ok {
 			if name, np, ok := l.scalar(se.val, se.kpos, "source of "+what, "engagements"); ok {
 				if l.resolve("source", name, np, sourceNames) {
 					v.Source = p.Source(name)
 				}
 			}
-		} else {
-			l.errorf(ve.kpos, "%s has no source: add source: with one of the sources (%s)", what, orNone(sourceNames))
 		}
 		if v.Entity != nil && v.Source != nil {
 			l.checkKeys(v, entityPos)
 		}
 
-		fe, ok := m["features"]
-		if !ok {
-			l.errorf(ve.kpos, "%s has no features: add features:, like features: {views: {agg: count, windows: [1h, 24h]}}", what)
-			continue
-		}
-		features, ok := l.mapping(fe.val, fe.kpos, "features of "+what, "{views: {agg: count, windows: [1h, 24h]}}")
+		fe, ok := l.need(m, "features", ve.kpos, what, ", like features: {views: {agg: count, windows: [1h, 24h]}}")
 		if !ok {
 			continue
 		}
-		if len(features) == 0 {
-			l.errorf(fe.kpos, "features of %s is empty: declare at least one feature, like {views: {agg: count, windows: [1h, 24h]}}", what)
+		features, ok := l.filledMapping(fe.val, fe.kpos, "features of "+what, "{views: {agg: count, windows: [1h, 24h]}}", "declare at least one feature, like {views: {agg: count, windows: [1h, 24h]}}")
+		if !ok {
 			continue
 		}
 		// served name -> what serves it
@@ -135,7 +116,7 @@ func (l *loader) checkKeys(v *definition.View, p pos) {
 	}
 }
 
-func (l *loader) feature(v *definition.View, fe entry) *definition.Feature {
+func (l *loader) feature(v *definition.View, fe keyValue) *definition.Feature {
 	feat := &definition.Feature{Name: fe.key}
 	l.name(fe.key, fe.kpos, "feature name")
 	what := fmt.Sprintf("feature %q of view %q", clip(fe.key), clip(v.Name))
@@ -233,20 +214,12 @@ func (l *loader) checkAggField(feat *definition.Feature, src *definition.Source,
 }
 
 func fieldNames(src *definition.Source) []string {
-	var names []string
-	for _, f := range src.Fields {
-		names = append(names, f.Name)
-	}
-	return names
+	return namesOf(src.Fields, func(f definition.Field) string { return f.Name })
 }
 
-func (l *loader) windows(feat *definition.Feature, we entry, what string) {
-	items, ok := l.list(we.val, "windows of "+what, "[1h, 24h]")
+func (l *loader) windows(feat *definition.Feature, we keyValue, what string) {
+	items, ok := l.filledList(we.val, we.kpos, "windows of "+what, "[1h, 24h]", "list at least one window, like [1h, 24h], or remove windows for an all-time feature")
 	if !ok {
-		return
-	}
-	if len(items) == 0 {
-		l.errorf(we.kpos, "windows of %s is empty: list at least one window, like [1h, 24h], or remove windows for an all-time feature", what)
 		return
 	}
 	first := map[time.Duration]string{}

@@ -6,18 +6,15 @@ import (
 	"strconv"
 
 	"github.com/goccy/go-yaml/ast"
+
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 )
 
-func (l *loader) where(feat *definition.Feature, src *definition.Source, we entry, what string) {
+func (l *loader) where(feat *definition.Feature, src *definition.Source, we keyValue, what string) {
 	const example = "{kind: view} or {kind: [like, share]}"
-	entries, ok := l.mapping(we.val, we.kpos, "where of "+what, example)
+	entries, ok := l.filledMapping(we.val, we.kpos, "where of "+what, example, "add field: value, like where: "+example+", or remove where")
 	if !ok {
-		return
-	}
-	if len(entries) == 0 {
-		l.errorf(we.kpos, "where of %s is empty: add field: value, like where: %s, or remove where", what, example)
 		return
 	}
 	for _, e := range entries {

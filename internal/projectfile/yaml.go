@@ -3,8 +3,7 @@ package projectfile
 import (
 	"errors"
 	"fmt"
-	"sort"
-	"strings"
+	"slices"
 
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
@@ -85,8 +84,8 @@ func (l *loader) supported(n ast.Node) bool {
 	return true
 }
 
-// entry is one key: value of a mapping.
-type entry struct {
+// keyValue is one key: value of a mapping, with where the key is.
+type keyValue struct {
 	key  string
 	kpos pos
 	val  ast.Node // nil when the value is null
@@ -96,7 +95,7 @@ type entry struct {
 // dropping duplicate keys. what names n for messages ("feature \"views\""),
 // example shows what to write. A null n is an empty mapping; ok is false
 // when n is not a mapping.
-func (l *loader) mapping(n ast.Node, at pos, what, example string) (entries []entry, ok bool) {
+func (l *loader) mapping(n ast.Node, at pos, what, example string) (entries []keyValue, ok bool) {
 	if isNull(n) {
 		return nil, true
 	}
@@ -131,7 +130,7 @@ func (l *loader) mapping(n ast.Node, at pos, what, example string) (entries []en
 		if isNull(val) {
 			val = nil
 		}
-		entries = append(entries, entry{key: key, kpos: kpos, val: val})
+		entries = append(entries, keyValue{key: key, kpos: kpos, val: val})
 	}
 	return entries, true
 }
@@ -162,18 +161,70 @@ func (l *loader) keyText(k ast.MapKeyNode) (string, pos, bool) {
 
 // keys checks entries against the allowed keys of a mapping and returns
 // them by key.
-func (l *loader) keys(entries []entry, what string, allowed ...string) map[string]entry {
-	m := make(map[string]entry, len(entries))
+func (l *loader) keys(entries []keyValue, what string, allowed ...string) map[string]keyValue {
+	m := make(map[string]keyValue, len(entries))
 	for _, e := range entries {
-		if !contains(allowed, e.key) {
-			sorted := append([]string(nil), allowed...)
-			sort.Strings(sorted)
-			l.errorf(e.kpos, "unknown key %q in %s (%sallowed: %s)", clip(e.key), what, didYouMean(e.key, allowed), strings.Join(sorted, ", "))
+		if !slices.Contains(allowed, e.key) {
+			l.errorf(e.kpos, "unknown key %q in %s (%sallowed: %s)", clip(e.key), what, didYouMean(e.key, allowed), sortedList(allowed))
 			continue
 		}
 		m[e.key] = e
 	}
 	return m
+}
+
+// declaration checks the name of a declared entity, source, view or
+// service (kind) and reads the mapping that declares it; what names it in
+// messages: view "clicks".
+func (l *loader) declaration(d keyValue, kind, example string) (what string, kv []keyValue, ok bool) {
+	l.name(d.key, d.kpos, kind+" name")
+	what = fmt.Sprintf("%s %q", kind, clip(d.key))
+	kv, ok = l.mapping(d.val, d.kpos, what, example)
+	return what, kv, ok
+}
+
+// need returns the entry of key in m. When there is none it reports, at
+// at, "<what> has no <key>: add <key>:<advice>".
+func (l *loader) need(m map[string]keyValue, key string, at pos, what, advice string) (keyValue, bool) {
+	e, ok := m[key]
+	if !ok {
+		l.errorf(at, "%s has no %s: add %s:%s", what, key, key, advice)
+	}
+	return e, ok
+}
+
+// filledMapping is mapping for a mapping that must not be empty: an empty
+// one is reported at at, "<what> is empty: <advice>", and ok is false.
+func (l *loader) filledMapping(n ast.Node, at pos, what, example, advice string) (entries []keyValue, ok bool) {
+	entries, ok = l.mapping(n, at, what, example)
+	if ok && len(entries) == 0 {
+		l.errorf(at, "%s is empty: %s", what, advice)
+		return nil, false
+	}
+	return entries, ok
+}
+
+// filledList is list for a list that must not be empty: an empty one is
+// reported at at, "<what> is empty: <advice>", and ok is false.
+func (l *loader) filledList(n ast.Node, at pos, what, example, advice string) (items []ast.Node, ok bool) {
+	items, ok = l.list(n, what, example)
+	if ok && len(items) == 0 {
+		l.errorf(at, "%s is empty: %s", what, advice)
+		return nil, false
+	}
+	return items, ok
+}
+
+// firstListing reports whether s is listed for the first time, recording
+// where in seen; a repeat is reported as "<kind> "s" is listed twice in
+// <what> (first at line N): remove one".
+func (l *loader) firstListing(seen map[string]pos, kind, s string, p pos, what string) bool {
+	if first, dup := seen[s]; dup {
+		l.errorf(p, "%s %q is listed twice in %s (first at %v): remove one", kind, s, what, first)
+		return false
+	}
+	seen[s] = p
+	return true
 }
 
 // list returns the items of the sequence n. A null n is an empty list; ok
@@ -234,10 +285,25 @@ func quoted(n ast.Node) bool {
 }
 
 // hostPort reads an address (of online_store, or a Kafka broker). In a flow
-// list, YAML parses host:7000 as a one-entry mapping; written without spaces
+// list, YAML parses host:7000 as a one-keyValue mapping; written without spaces
 // it is taken as the address. what names the address in messages ("address
 // of online_store"), example shows one.
 func (l *loader) hostPort(n ast.Node, at pos, what, example string) (string, pos, bool) {
+	if text, kp, pair, ok := colonPair(n, tokenText); pair {
+		if ok {
+			return text, kp, true
+		}
+		l.errorf(posOf(n), "%s: write host:port with no spaces, like %s", what, example)
+		return "", posOf(n), false
+	}
+	return l.scalar(n, at, what, example)
+}
+
+// colonPair reads a:b in a flow list, which YAML parses as a mapping of
+// one keyValue. pair reports whether n is such a mapping; ok, that a is a
+// plain string, b's text is accepted by value, and the two are written
+// with no space around the colon; text is then "a:b", at a's position.
+func colonPair(n ast.Node, value func(ast.Node) (string, bool)) (text string, p pos, pair, ok bool) {
 	var mv *ast.MappingValueNode
 	switch m := n.(type) {
 	case *ast.MappingNode:
@@ -247,19 +313,36 @@ func (l *loader) hostPort(n ast.Node, at pos, what, example string) (string, pos
 	case *ast.MappingValueNode:
 		mv = m
 	}
-	if mv != nil {
-		if k, ok := mv.Key.(*ast.StringNode); ok && !quoted(k) && mv.Value != nil {
-			if tk := mv.Value.GetToken(); tk != nil {
-				kp, vp := posOf(k), posOf(mv.Value)
-				if kp.line == vp.line && vp.col == kp.col+len(k.Value)+1 {
-					return k.Value + ":" + tk.Value, kp, true
-				}
-			}
-		}
-		l.errorf(posOf(n), "%s: write host:port with no spaces, like %s", what, example)
-		return "", posOf(n), false
+	if mv == nil {
+		return "", pos{}, false, false
 	}
-	return l.scalar(n, at, what, example)
+	k, isString := mv.Key.(*ast.StringNode)
+	if !isString || quoted(k) || mv.Value == nil {
+		return "", pos{}, true, false
+	}
+	v, valueOK := value(mv.Value)
+	kp, vp := posOf(k), posOf(mv.Value)
+	if !valueOK || kp.line != vp.line || vp.col != kp.col+len(k.Value)+1 {
+		return "", pos{}, true, false
+	}
+	return k.Value + ":" + v, kp, true, true
+}
+
+// tokenText returns the text of a scalar as written.
+func tokenText(n ast.Node) (string, bool) {
+	if tk := n.GetToken(); tk != nil {
+		return tk.Value, true
+	}
+	return "", false
+}
+
+// plainString returns the value of an unquoted string.
+func plainString(n ast.Node) (string, bool) {
+	s, ok := n.(*ast.StringNode)
+	if !ok || quoted(s) {
+		return "", false
+	}
+	return s.Value, true
 }
 
 // parseYAML parses data into a YAML syntax tree, keeping duplicate keys
