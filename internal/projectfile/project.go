@@ -43,6 +43,8 @@ func (l *loader) project(data []byte) *definition.Project {
 	start := posOf(body)
 
 	p := &definition.Project{}
+	// The sections a project must have, in the order they are read: views
+	// resolve the entities and sources before them, services the views.
 	for _, sec := range []struct {
 		key, advice string
 		read        func(*definition.Project, keyValue)
