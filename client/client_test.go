@@ -20,10 +20,10 @@ import (
 
 	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/examples"
-	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/query"
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
@@ -99,7 +99,7 @@ type cluster struct {
 // each with its own grpcapi.Server (so prepared ids are per server).
 func startCluster(t testing.TB, n int, apiOpts grpcapi.Options) *cluster {
 	t.Helper()
-	p, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}

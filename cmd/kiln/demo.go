@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
@@ -43,7 +44,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	gogc, memLimit := applyGCDefaults()
 	logger.Info("garbage collector", "GOGC", gogc, "GOMEMLIMIT", memLimit, "note", "-1: left to the environment")
-	project, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	project, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		return err
 	}

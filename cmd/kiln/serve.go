@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -53,12 +54,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	gogc, memLimit := applyGCDefaults()
 	logger.Info("garbage collector", "GOGC", gogc, "GOMEMLIMIT", memLimit, "note", "-1: left to the environment")
-	project, err := definition.Load(*config)
+	project, err := projectfile.Load(*config)
+	if err != nil {
+		return err
+	}
+	nodeRole, err := node.ParseRole(*role)
 	if err != nil {
 		return err
 	}
 	n, err := node.Start(node.Config{
-		Project: project, Role: *role, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
+		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
 		Ingest: ingest.Options{Partitions: *partitions, MaxCachedRows: *writeRows / max(*partitions, 1), WriteThrough: *writeThrough,
 			CheckpointInterval: *checkpointEvery, CheckpointRows: *checkpointRows, CheckpointLogBytes: int(*checkpointLog)},
@@ -67,7 +72,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	where := *data
-	if project.OnlineStore.Type == "redis" {
+	if project.OnlineStore.Type == definition.Redis {
 		where = "redis " + strings.Join(project.OnlineStore.Addrs, ",")
 	}
 	fmt.Fprintf(stdout, "kiln: %s: serving project %s from %s on %s\n", n.Role, project.Name, where, n.URL())

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
@@ -19,7 +20,7 @@ func runValidate(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	project, err := definition.Load(*config)
+	project, err := projectfile.Load(*config)
 	if err != nil {
 		return err
 	}

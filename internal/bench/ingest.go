@@ -27,6 +27,7 @@ import (
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
@@ -393,7 +394,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err er
 	if r.log == nil {
 		r.log = io.Discard
 	}
-	if r.project, err = definition.Parse(examples.FeedProjectName, examples.FeedProject); err != nil {
+	if r.project, err = projectfile.Parse(examples.FeedProjectName, examples.FeedProject); err != nil {
 		return nil, err
 	}
 	src := r.project.Source(workload.SourceName)
@@ -532,11 +533,11 @@ func KafkaFeedProject(addr, topic, group string) ([]byte, error) {
 	if !done {
 		return nil, fmt.Errorf("bench ingest: %s has no type line in source %s", examples.FeedProjectName, workload.SourceName)
 	}
-	p, err := definition.Parse("kafka variant of "+examples.FeedProjectName, out.Bytes())
+	p, err := projectfile.Parse("kafka variant of "+examples.FeedProjectName, out.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("bench ingest: the kafka variant of %s: %w", examples.FeedProjectName, err)
 	}
-	if src := p.Source(workload.SourceName); src == nil || src.Type != "kafka" || src.Stream == nil || src.Stream.Topic != topic {
+	if src := p.Source(workload.SourceName); src == nil || src.Type != definition.Kafka || src.Stream == nil || src.Stream.Topic != topic {
 		return nil, fmt.Errorf("bench ingest: the kafka variant of %s does not read %s from Kafka", examples.FeedProjectName, workload.SourceName)
 	}
 	return out.Bytes(), nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
@@ -18,16 +19,16 @@ func TestKafkaFeedProject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kp, err := definition.Parse("kafka", b)
+	kp, err := projectfile.Parse("kafka", b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pp, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	pp, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ks, ps := kp.Source(workload.SourceName), pp.Source(workload.SourceName)
-	if ks.Type != "kafka" || ks.Stream == nil {
+	if ks.Type != definition.Kafka || ks.Stream == nil {
 		t.Fatalf("source type %q, stream %+v: want kafka", ks.Type, ks.Stream)
 	}
 	if st := ks.Stream; !reflect.DeepEqual(st.Brokers, []string{"127.0.0.1:9092"}) || st.Topic != "events" || st.Group != "g1" {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
@@ -207,7 +208,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if b.log == nil {
 		b.log = io.Discard
 	}
-	b.project, err = definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	b.project, err = projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		return nil, err
 	}

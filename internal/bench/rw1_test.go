@@ -17,15 +17,15 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kiln-dev/kiln/examples"
-	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
 	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 )
 
 // startNode runs an RW1 node in-process, with the gRPC API beside it.
 func startNode(t *testing.T) (url, grpcAddr string) {
 	t.Helper()
-	project, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	project, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}

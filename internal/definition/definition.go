@@ -1,13 +1,11 @@
-// Package definition owns the project file: the entities, sources, feature
-// views and feature services a Kiln project declares, their strict YAML form,
-// and the checks that make a project usable (every reference resolves, every
-// aggregation has a field of a type it can aggregate, every window is in
-// range).
+// Package definition owns the resolved model of a Kiln project: the
+// entities, sources, feature views and feature services a project declares,
+// with their references resolved (a View points at its Entity and Source),
+// and the words a project file uses for them (aggregations, source and
+// store types, window lengths).
 //
-// Load or Parse return a *Project whose references are resolved (a View
-// points at its Entity and Source) or an *Errors listing every problem found,
-// each with the file, line and what to write instead. A Project is immutable
-// after it is returned and safe to share between goroutines.
+// Package projectfile reads a project file into this model. A Project is
+// immutable once built and safe to share between goroutines.
 package definition
 
 import (
@@ -22,6 +20,10 @@ const (
 	WindowMin = time.Minute
 	WindowMax = 400 * 24 * time.Hour
 )
+
+// DefaultMaxFutureSkew is Source.MaxFutureSkew when the project file does
+// not set max_future_skew.
+const DefaultMaxFutureSkew = time.Minute
 
 // Project is a parsed and checked project file.
 type Project struct {
@@ -43,9 +45,9 @@ type Project struct {
 
 // OnlineStore configures the online store.
 type OnlineStore struct {
-	// Type is "pebble" (embedded, the default) or "redis" (one Redis server
-	// or a Redis Cluster: the same configuration serves both).
-	Type string
+	// Type is Pebble (embedded, the default) or Redis (one Redis server or
+	// a Redis Cluster: the same configuration serves both).
+	Type StoreType
 	// Addrs are the Redis addresses (host:port); a cluster needs only some
 	// of its nodes, the client discovers the rest.
 	Addrs []string
@@ -59,8 +61,35 @@ type OnlineStore struct {
 	MaxStaleness time.Duration
 }
 
+// StoreType is the kind of online store.
+type StoreType uint8
+
+const (
+	// Pebble is the embedded store in the server's data directory: the
+	// zero value.
+	Pebble StoreType = iota
+	// Redis is one Redis server or a Redis Cluster, shared by processes.
+	Redis
+)
+
+var storeTypeNames = [...]string{Pebble: "pebble", Redis: "redis"}
+
 // OnlineStoreTypes lists the online-store types a project file may use.
 const OnlineStoreTypes = "pebble, redis"
+
+// ParseStoreType returns the StoreType a project file names s.
+func ParseStoreType(s string) (StoreType, bool) {
+	return parseName[StoreType](s, storeTypeNames[:])
+}
+
+// String returns the word a project file uses for t.
+func (t StoreType) String() string {
+	return nameOf(t, storeTypeNames[:], "store?")
+}
+
+// MarshalText encodes t as its String, so JSON shows the project file's
+// word.
+func (t StoreType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
 // Entity is a kind of key, made of one or more key fields.
 type Entity struct {
@@ -71,10 +100,10 @@ type Entity struct {
 // Source is where events come from, with their schema.
 type Source struct {
 	Name string
-	// Type is the kind of source: "push" (the HTTP push API), "kafka" (a
-	// Kafka topic read by a consumer group) or "nats" (a NATS JetStream
-	// stream read by a durable consumer).
-	Type string
+	// Type is the kind of source: Push (the HTTP push API), Kafka (a Kafka
+	// topic read by a consumer group) or NATS (a NATS JetStream stream read
+	// by a durable consumer).
+	Type SourceType
 	// EventTime names the event-time field. It is not one of Fields: its
 	// value is the event's Event.TS.
 	EventTime string
@@ -82,8 +111,8 @@ type Source struct {
 	// are indexed the same way.
 	Fields []Field
 	// MaxFutureSkew is how far ahead of the server's clock an event time
-	// may be before the event is refused. Parse sets it to
-	// DefaultMaxFutureSkew (one minute) when the file leaves max_future_skew
+	// may be before the event is refused. projectfile.Parse sets it
+	// to DefaultMaxFutureSkew (one minute) when the file leaves max_future_skew
 	// out, so zero means what the file says: max_future_skew: 0s refuses
 	// every event time ahead of the clock.
 	MaxFutureSkew time.Duration
@@ -136,8 +165,41 @@ type DeadLetter struct {
 	File    string // a local file of JSON lines
 }
 
+// SourceType is the kind of a source. The zero value is no type: a loader
+// uses it for a source whose type is missing or unknown.
+type SourceType uint8
+
+const (
+	// Push sources take events through the HTTP push API.
+	Push SourceType = iota + 1
+	// Kafka sources read a Kafka topic in a consumer group.
+	Kafka
+	// NATS sources read a NATS JetStream stream with a durable consumer.
+	NATS
+)
+
+var sourceTypeNames = [...]string{Push: "push", Kafka: "kafka", NATS: "nats"}
+
 // SourceTypes lists the source types a project file may use.
 const SourceTypes = "push, kafka, nats"
+
+// ParseSourceType returns the SourceType a project file names s.
+func ParseSourceType(s string) (SourceType, bool) {
+	return parseName[SourceType](s, sourceTypeNames[:])
+}
+
+// String returns the word a project file uses for t.
+func (t SourceType) String() string {
+	return nameOf(t, sourceTypeNames[:], "source?")
+}
+
+// MarshalText encodes t as its String, so JSON shows the project file's
+// word.
+func (t SourceType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// Streaming reports whether a source of type t reads a stream (kafka or
+// nats) and so has a Stream.
+func (t SourceType) Streaming() bool { return t == Kafka || t == NATS }
 
 // DefaultMaxMessageBytes is the default Stream.MaxMessageBytes.
 const DefaultMaxMessageBytes = 1 << 20
@@ -181,41 +243,15 @@ const (
 // AggNames lists the aggregation names a project file may use.
 const AggNames = "count, sum, mean, min, max, last"
 
+var aggNames = [...]string{Count: "count", Sum: "sum", Mean: "mean", Min: "min", Max: "max", Last: "last"}
+
 // ParseAgg returns the Agg named s.
 func ParseAgg(s string) (Agg, bool) {
-	switch s {
-	case "count":
-		return Count, true
-	case "sum":
-		return Sum, true
-	case "mean":
-		return Mean, true
-	case "min":
-		return Min, true
-	case "max":
-		return Max, true
-	case "last":
-		return Last, true
-	}
-	return 0, false
+	return parseName[Agg](s, aggNames[:])
 }
 
 func (a Agg) String() string {
-	switch a {
-	case Count:
-		return "count"
-	case Sum:
-		return "sum"
-	case Mean:
-		return "mean"
-	case Min:
-		return "min"
-	case Max:
-		return "max"
-	case Last:
-		return "last"
-	}
-	return "agg?"
+	return nameOf(a, aggNames[:], "agg?")
 }
 
 // Feature is one aggregation of a view, over zero or more windows. Without
@@ -335,6 +371,28 @@ func FormatWindow(d time.Duration) string {
 		}
 	}
 	return d.String()
+}
+
+// parseName returns the index of s in names, for the enums above; the
+// empty string is never a name.
+func parseName[T ~uint8](s string, names []string) (T, bool) {
+	if s == "" {
+		return 0, false
+	}
+	for i, n := range names {
+		if n == s {
+			return T(i), true
+		}
+	}
+	return 0, false
+}
+
+// nameOf returns names[t], or unknown when t has no name.
+func nameOf[T ~uint8](t T, names []string, unknown string) string {
+	if int(t) < len(names) && names[t] != "" {
+		return names[t]
+	}
+	return unknown
 }
 
 func itoa(n int64) string {

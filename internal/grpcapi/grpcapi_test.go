@@ -30,6 +30,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/grpcapi"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/query"
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
@@ -73,7 +74,7 @@ type testEnv struct {
 // when nil).
 func start(tb testing.TB, name string, src []byte, engine func(*node.Node, *definition.Project) *query.Engine, opts grpcapi.Options, sopts ...grpc.ServerOption) *testEnv {
 	tb.Helper()
-	p, err := definition.Parse(name, src)
+	p, err := projectfile.Parse(name, src)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -164,7 +164,7 @@ func (d *Decoder) DecodePushInto(body []byte, now int64, buf *PushBuffer) (*defi
 	if src == nil {
 		return nil, nil, &RequestError{Message: fmt.Sprintf("source %q is not defined (defined: %s)", name, d.sourceNames())}
 	}
-	if src.Type != "push" {
+	if src.Type != definition.Push {
 		return nil, nil, &RequestError{Message: fmt.Sprintf("source %q is of type %s and does not take pushed events", src.Name, src.Type)}
 	}
 	n := shape.events
@@ -236,7 +236,7 @@ func (d *Decoder) decodeUsualPush(body []byte, now int64, buf *PushBuffer) (src 
 	if serr != nil || !plain {
 		return nil, nil, nil, false
 	}
-	if src = d.project.Source(string(body[i+1 : end-1])); src == nil || src.Type != "push" {
+	if src = d.project.Source(string(body[i+1 : end-1])); src == nil || src.Type != definition.Push {
 		return nil, nil, nil, false
 	}
 	if i = skipSpace(body, end); i == len(body) || body[i] != ',' {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 )
 
 // checkPushSame decodes body with d and with the reference and fails t
@@ -117,11 +118,11 @@ func checkEventSame(t testing.TB, d *Decoder, src *definition.Source, raw []byte
 // DecodeEvent takes events of any source type.
 func streamDecoder(t testing.TB) (*Decoder, *definition.Source) {
 	yaml := strings.Replace(testProject, "    type: push\n", "    type: kafka\n    brokers: [localhost:9092]\n    topic: clicks\n", 1)
-	p, err := definition.Parse("test.yaml", []byte(yaml))
+	p, err := projectfile.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Source("clicks").Type != "kafka" {
+	if p.Source("clicks").Type != definition.Kafka {
 		t.Fatal("the source of the stream decoder is not of type kafka")
 	}
 	return NewDecoder(p), p.Source("clicks")

@@ -34,7 +34,7 @@ func refDecodePush(d *Decoder, body []byte, now int64) (*definition.Source, []ev
 	if src == nil {
 		return nil, nil, &RequestError{Message: fmt.Sprintf("source %q is not defined (defined: %s)", req.Source, d.sourceNames())}
 	}
-	if src.Type != "push" {
+	if src.Type != definition.Push {
 		return nil, nil, &RequestError{Message: fmt.Sprintf("source %q is of type %s and does not take pushed events", src.Name, src.Type)}
 	}
 	if len(req.Events) > MaxEventsPerPush {

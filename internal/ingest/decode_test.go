@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 )
 
 func testDecoder(t testing.TB) *Decoder {
-	p, err := definition.Parse("test.yaml", []byte(testProject))
+	p, err := projectfile.Parse("test.yaml", []byte(testProject))
 	if err != nil {
 		t.Fatal(err)
 	}

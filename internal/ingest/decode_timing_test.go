@@ -7,6 +7,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
@@ -21,7 +22,7 @@ type rw1Bench struct {
 }
 
 func newRW1Bench(b *testing.B, n int) *rw1Bench {
-	p, err := definition.Load("../../examples/feed/kiln.yaml")
+	p, err := projectfile.Load("../../examples/feed/kiln.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}

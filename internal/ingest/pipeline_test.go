@@ -12,6 +12,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/tile"
@@ -60,7 +61,7 @@ type fixture struct {
 // compileProject parses and compiles a project file's text.
 func compileProject(t testing.TB, yaml string) (*definition.Project, map[*definition.View]*tile.Plan) {
 	t.Helper()
-	p, err := definition.Parse("test.yaml", []byte(yaml))
+	p, err := projectfile.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}

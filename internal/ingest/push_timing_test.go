@@ -8,8 +8,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/kiln-dev/kiln/examples"
-	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/tile"
@@ -66,7 +66,7 @@ func (discardRows) Close() error                            { return nil }
 // benchmarkPushes pushes RW1 live events, per to a push, through a
 // pipeline over st, and reports events/s.
 func benchmarkPushes(b *testing.B, st store.Store, per int) {
-	p, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		b.Fatal(err)
 	}

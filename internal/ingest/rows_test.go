@@ -10,14 +10,14 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/kiln-dev/kiln/examples"
-	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
 // feedPlan is the plan of the feed example's first view.
 func feedPlan(t *testing.T) *tile.Plan {
 	t.Helper()
-	p, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}

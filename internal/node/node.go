@@ -38,17 +38,47 @@ import (
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
+// Role is what a process does.
+type Role uint8
+
 // Roles a process can take.
 const (
-	// RoleAll ingests and serves: the embedded default.
-	RoleAll = "all"
+	// RoleAll ingests and serves: the embedded default, and the zero value.
+	RoleAll Role = iota
 	// RoleIngest owns the partitions and writes rows; it takes pushes and
 	// serves no features.
-	RoleIngest = "ingest"
+	RoleIngest
 	// RoleServe only reads rows and serves features; any number of serve
 	// processes can answer from one shared store.
-	RoleServe = "serve"
+	RoleServe
 )
+
+var roleNames = [...]string{RoleAll: "all", RoleIngest: "ingest", RoleServe: "serve"}
+
+// ParseRole returns the role named s (all, ingest or serve), as the
+// --role flag spells it; empty is RoleAll, the default.
+func ParseRole(s string) (Role, error) {
+	if s == "" {
+		return RoleAll, nil
+	}
+	for r, name := range roleNames {
+		if name == s {
+			return Role(r), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown role %q: use all, ingest or serve", s)
+}
+
+// String returns the role's name: all, ingest or serve.
+func (r Role) String() string {
+	if int(r) < len(roleNames) {
+		return roleNames[r]
+	}
+	return "role?"
+}
+
+// MarshalText encodes r as its name, for the stats.
+func (r Role) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
 // DefaultMaxStaleness bounds how old a cached row a process serves when
 // other processes write the store (the project's online_store.max_staleness
@@ -61,7 +91,7 @@ type Config struct {
 	Project *definition.Project
 	// Role is RoleAll (default), RoleIngest or RoleServe. Ingest and serve
 	// need a shared online store (online_store type redis).
-	Role string
+	Role Role
 	// DataDir is the embedded store's directory; it is created if missing.
 	// Unused with Redis.
 	DataDir string
@@ -99,7 +129,7 @@ type Node struct {
 	// (empty without one).
 	Addr     string
 	GRPCAddr string
-	Role     string
+	Role     Role
 	Plans    map[*definition.View]*tile.Plan
 	Store    store.Store
 	Pipeline *ingest.Pipeline // nil in a serve-only process
@@ -125,9 +155,6 @@ func Start(cfg Config) (_ *Node, err error) {
 	if cfg.Project == nil {
 		return nil, errors.New("node: Config needs a Project")
 	}
-	if cfg.Role == "" {
-		cfg.Role = RoleAll
-	}
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:7070"
 	}
@@ -142,11 +169,11 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	online := cfg.Project.OnlineStore
 	switch {
-	case cfg.Role != RoleAll && cfg.Role != RoleIngest && cfg.Role != RoleServe:
+	case cfg.Role > RoleServe:
 		return nil, fmt.Errorf("unknown role %q: use all, ingest or serve", cfg.Role)
-	case cfg.Role != RoleAll && online.Type != "redis":
+	case cfg.Role != RoleAll && online.Type != definition.Redis:
 		return nil, fmt.Errorf("role %s needs an online store shared by several processes: set online_store: {type: redis, addrs: [...]} in %s (the embedded store belongs to one process)", cfg.Role, cfg.Project.File)
-	case online.Type != "redis" && cfg.DataDir == "":
+	case online.Type != definition.Redis && cfg.DataDir == "":
 		return nil, errors.New("node: the embedded store needs a data directory (--data)")
 	}
 	plans, err := tile.CompileProject(cfg.Project)
@@ -172,7 +199,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	var cache *rowcache.Cache
 	if cfg.Role != RoleIngest && cfg.RowCacheBytes >= 0 {
 		opts := rowcache.Options{MaxBytes: cfg.RowCacheBytes}
-		if online.Type == "redis" {
+		if online.Type == definition.Redis {
 			// Other processes write the store: bound the age of what is served.
 			opts.MaxAge = online.MaxStaleness
 			if opts.MaxAge == 0 {
@@ -292,7 +319,7 @@ func Start(cfg Config) (_ *Node, err error) {
 // openStore opens the online store the project names.
 func openStore(cfg Config) (store.Store, error) {
 	online := cfg.Project.OnlineStore
-	if online.Type == "redis" {
+	if online.Type == definition.Redis {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		return redis.Open(ctx, redis.Options{Addrs: online.Addrs, Timeout: online.Timeout, Logger: cfg.Logger})
@@ -348,9 +375,9 @@ func (n *Node) startSources(cfg Config) error {
 		log := cfg.Logger.With("source", src.Name)
 		var r runner
 		switch src.Type {
-		case "kafka":
+		case definition.Kafka:
 			r, err = kafka.New(kafka.Options{Source: src, Applier: a, Logger: log, SessionTimeout: st.SessionTimeout})
-		case "nats":
+		case definition.NATS:
 			r, err = nats.New(nats.Options{Source: src, Applier: a, Logger: log, PinnedTTL: st.SessionTimeout})
 		default:
 			err = fmt.Errorf("unknown source type %q", src.Type)

@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/tile"
@@ -34,7 +35,7 @@ type world struct {
 // post has none) from random events.
 func newWorld(t testing.TB, users, posts int) *world {
 	t.Helper()
-	p, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func TestReadMatchesRows(t *testing.T) {
 // A key with a row in one view of its entity and not another gets the
 // empty values of the other: 0 counts, null means.
 func TestPartiallyPresentEntity(t *testing.T) {
-	p, err := definition.Parse("two.yaml", []byte(`
+	p, err := projectfile.Parse("two.yaml", []byte(`
 project: two
 entities: {user: {keys: [uid]}}
 sources:

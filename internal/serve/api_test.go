@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/examples"
-	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/serve"
 )
 
@@ -25,7 +25,7 @@ var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 // with a clock the test moves.
 func testNode(t *testing.T, dir string, clock *atomic.Int64) *node.Node {
 	t.Helper()
-	p, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}

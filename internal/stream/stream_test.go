@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
@@ -53,7 +54,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	p, err := definition.Parse("t.yaml", []byte(testProject))
+	p, err := projectfile.Parse("t.yaml", []byte(testProject))
 	if err != nil {
 		t.Fatal(err)
 	}

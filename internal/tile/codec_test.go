@@ -35,7 +35,7 @@ func feedView() *definition.View {
 	kind := func(k string) []definition.Filter {
 		return []definition.Filter{{Field: "kind", Values: []event.Value{event.StringValue(k)}}}
 	}
-	src := &definition.Source{Name: "engagements", Type: "push", EventTime: "ts", Fields: []definition.Field{
+	src := &definition.Source{Name: "engagements", Type: definition.Push, EventTime: "ts", Fields: []definition.Field{
 		{Name: "user_id", Type: event.Int64}, {Name: "post_id", Type: event.Int64},
 		{Name: "kind", Type: event.String}, {Name: "dwell_ms", Type: event.Float64},
 	}}

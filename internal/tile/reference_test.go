@@ -19,7 +19,7 @@ import (
 
 // testSource is the schema of the generated events.
 var testSource = &definition.Source{
-	Name: "src", Type: "push", EventTime: "ts",
+	Name: "src", Type: definition.Push, EventTime: "ts",
 	Fields: []definition.Field{
 		{Name: "id", Type: event.Int64},
 		{Name: "kind", Type: event.String},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 )
 
 // TestScripts runs the window scripts in testdata/windows: a small language
@@ -153,7 +154,7 @@ func parseScriptFeature(s string) (*definition.Feature, error) {
 	f := &definition.Feature{Name: name}
 	if i := strings.Index(rest, "["); i >= 0 {
 		for _, w := range strings.Fields(strings.Trim(rest[i:], "[] ")) {
-			d, err := definition.ParseDuration(w)
+			d, err := projectfile.ParseDuration(w)
 			if err != nil {
 				return nil, err
 			}

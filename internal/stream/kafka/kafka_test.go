@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/stream"
 	"github.com/kiln-dev/kiln/internal/tile"
@@ -20,7 +21,7 @@ import (
 
 func project(t *testing.T, addr string) *definition.Project {
 	t.Helper()
-	p, err := definition.Parse("t.yaml", fmt.Appendf(nil, `
+	p, err := projectfile.Parse("t.yaml", fmt.Appendf(nil, `
 project: t
 entities: {user: {keys: [user_id]}}
 sources:

@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/stream"
@@ -133,7 +134,7 @@ type fixture struct {
 func newFixture(t *testing.T, features string) *fixture {
 	t.Helper()
 	_, url := brokertest.NATS(t)
-	p, err := definition.Parse("test.yaml", fmt.Appendf(nil, projectYAML, url, features))
+	p, err := projectfile.Parse("test.yaml", fmt.Appendf(nil, projectYAML, url, features))
 	if err != nil {
 		t.Fatal(err)
 	}

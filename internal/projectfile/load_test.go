@@ -1,4 +1,4 @@
-package definition_test
+package projectfile_test
 
 import (
 	"errors"
@@ -6,7 +6,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 )
 
 const day = 24 * time.Hour
@@ -54,7 +54,7 @@ services:
 `
 
 func TestParseValid(t *testing.T) {
-	p, err := definition.Parse("kiln.yaml", []byte(validFile))
+	p, err := projectfile.Parse("kiln.yaml", []byte(validFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,12 +69,12 @@ func TestParseValid(t *testing.T) {
 	}
 
 	src := p.Source("engagements")
-	if src == nil || src.Type != "push" || src.EventTime != "ts" || src.MaxFutureSkew != 30*time.Second {
+	if src == nil || src.Type != definition.Push || src.EventTime != "ts" || src.MaxFutureSkew != 30*time.Second {
 		t.Fatalf("source %+v", src)
 	}
 	wantFields := []definition.Field{
-		{"user_id", event.Int64}, {"post_id", event.Int64}, {"kind", event.String},
-		{"dwell_ms", event.Float64}, {"paid", event.Bool},
+		{Name: "user_id", Type: event.Int64}, {Name: "post_id", Type: event.Int64}, {Name: "kind", Type: event.String},
+		{Name: "dwell_ms", Type: event.Float64}, {Name: "paid", Type: event.Bool},
 	}
 	if fmt.Sprint(src.Fields) != fmt.Sprint(wantFields) {
 		t.Errorf("fields %v, want %v", src.Fields, wantFields)
@@ -161,7 +161,7 @@ func TestMaxFutureSkew(t *testing.T) {
 		{"max_future_skew: 1d", day},
 		{"max_future_skew: 24h", day},
 	} {
-		p, err := definition.Parse("t.yaml", []byte(strings.Replace(validFile, "max_future_skew: 30s", tc.line, 1)))
+		p, err := projectfile.Parse("t.yaml", []byte(strings.Replace(validFile, "max_future_skew: 30s", tc.line, 1)))
 		if err != nil {
 			t.Errorf("%q: %v", tc.line, err)
 			continue
@@ -173,11 +173,11 @@ func TestMaxFutureSkew(t *testing.T) {
 }
 
 func TestExampleFeedProject(t *testing.T) {
-	p, err := definition.Load(filepath.Join("..", "..", examples.FeedProjectName))
+	p, err := projectfile.Load(filepath.Join("..", "..", examples.FeedProjectName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	embedded, err := definition.Parse(examples.FeedProjectName, examples.FeedProject)
+	embedded, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,15 +213,15 @@ func TestLoad(t *testing.T) {
 	if err := os.WriteFile(path, []byte("project: x\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := definition.Load(path)
-	var errs *definition.Errors
+	_, err := projectfile.Load(path)
+	var errs *projectfile.Errors
 	if !errors.As(err, &errs) {
 		t.Fatalf("Load: %v, want *Errors", err)
 	}
 	if !strings.HasPrefix(errs.List[0].Error(), path+":1:1: ") {
 		t.Errorf("error %q does not start with %s:1:1:", errs.List[0], path)
 	}
-	if _, err := definition.Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := projectfile.Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load of a missing file: %v", err)
 	}
 }
@@ -248,14 +248,14 @@ views:
 func TestParseErrors(t *testing.T) {
 	f := func(yaml string, wants ...string) {
 		t.Helper()
-		p, err := definition.Parse("t.yaml", []byte(yaml))
+		p, err := projectfile.Parse("t.yaml", []byte(yaml))
 		if err == nil {
 			t.Errorf("no error for\n%s\ngot project %+v", yaml, p)
 			return
 		}
-		var errs *definition.Errors
+		var errs *projectfile.Errors
 		if !errors.As(err, &errs) {
-			t.Errorf("error %T %v is not *definition.Errors", err, err)
+			t.Errorf("error %T %v is not *projectfile.Errors", err, err)
 			return
 		}
 		if p != nil {
@@ -521,8 +521,8 @@ func TestParseReportsAllErrors(t *testing.T) {
 	yaml := strings.Replace(header, "entity: user", "entity: usr", 1) +
 		"      n: {agg: count, windows: [7days]}\n" +
 		"      m: {agg: sum, field: kind}\n"
-	_, err := definition.Parse("t.yaml", []byte(yaml))
-	var errs *definition.Errors
+	_, err := projectfile.Parse("t.yaml", []byte(yaml))
+	var errs *projectfile.Errors
 	if !errors.As(err, &errs) {
 		t.Fatalf("got %v, want *Errors", err)
 	}
@@ -546,12 +546,12 @@ func TestParseReportsAllErrors(t *testing.T) {
 
 func TestParseDuration(t *testing.T) {
 	for s, want := range map[string]time.Duration{"0s": 0, "90s": 90 * time.Second, "5m": 5 * time.Minute, "24h": day, "400d": 400 * day} {
-		if got, err := definition.ParseDuration(s); err != nil || got != want {
+		if got, err := projectfile.ParseDuration(s); err != nil || got != want {
 			t.Errorf("ParseDuration(%q) = %v, %v; want %v", s, got, err, want)
 		}
 	}
 	for _, s := range []string{"", "h", "1", "1w", "1.5h", "-1h", "1h30m", "01h", " 1h", "1 h"} {
-		if _, err := definition.ParseDuration(s); err == nil {
+		if _, err := projectfile.ParseDuration(s); err == nil {
 			t.Errorf("ParseDuration(%q) succeeded", s)
 		}
 	}
@@ -600,9 +600,9 @@ func TestParseMutations(t *testing.T) {
 // project or an *Errors with positions.
 func checkParse(t *testing.T, data []byte) {
 	t.Helper()
-	p, err := definition.Parse("x.yaml", data)
+	p, err := projectfile.Parse("x.yaml", data)
 	if err != nil {
-		var errs *definition.Errors
+		var errs *projectfile.Errors
 		if !errors.As(err, &errs) || len(errs.List) == 0 || p != nil {
 			t.Fatalf("Parse returned %v, %T %v for:\n%s", p, err, err, data)
 		}
@@ -636,47 +636,6 @@ func checkParse(t *testing.T, data []byte) {
 			t.Fatalf("source %q: %s; stream %+v for:\n%s", src.Name, problem, src.Stream, data)
 		}
 	}
-}
-
-// checkStream says what is wrong with the parsed stream of a source, or "".
-func checkStream(src *definition.Source) string {
-	st := src.Stream
-	if src.Type == "push" {
-		if st != nil {
-			return "a push source has a stream"
-		}
-		return ""
-	}
-	if st == nil {
-		return "no stream"
-	}
-	kafka := src.Type == "kafka"
-	dl := st.DeadLetter
-	set := 0
-	for _, f := range []string{dl.Topic, dl.Subject, dl.File} {
-		if f != "" {
-			set++
-		}
-	}
-	switch {
-	case src.Type != "kafka" && src.Type != "nats":
-		return "unknown type " + src.Type
-	case kafka && (len(st.Brokers) == 0 || st.Topic == "" || st.Group == ""):
-		return "kafka source without brokers, topic or group"
-	case kafka && (st.URL != "" || st.Name != "" || st.Subject != "" || st.Durable != "" || dl.Subject != ""):
-		return "kafka source with nats settings"
-	case !kafka && (st.URL == "" || st.Name == "" || st.Durable == ""):
-		return "nats source without url, stream or durable"
-	case !kafka && (st.Brokers != nil || st.Topic != "" || st.Group != "" || dl.Topic != ""):
-		return "nats source with kafka settings"
-	case st.Format != "json" || st.Start != "earliest" && st.Start != "latest":
-		return "bad format or start"
-	case st.MaxMessageBytes < 1 || st.MaxMessageBytes > definition.MaxMessageBytesMax:
-		return "max_message_bytes out of range"
-	case set > 1:
-		return "more than one dead-letter destination"
-	}
-	return ""
 }
 
 func FuzzParse(f *testing.F) {
@@ -725,24 +684,24 @@ func numbered(s string) string {
 }
 
 func TestOnlineStore(t *testing.T) {
-	p, err := definition.Parse("kiln.yaml", []byte(validFile))
+	p, err := projectfile.Parse("kiln.yaml", []byte(validFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.OnlineStore.Type != "pebble" || p.OnlineStore.Addrs != nil {
+	if p.OnlineStore.Type != definition.Pebble || p.OnlineStore.Addrs != nil {
 		t.Fatalf("default online store %+v, want pebble", p.OnlineStore)
 	}
-	p, err = definition.Parse("kiln.yaml", []byte("online_store: {type: redis, addrs: [127.0.0.1:7000, redis-1:7001], timeout: 500ms, max_staleness: 2s}\n"+validFile))
+	p, err = projectfile.Parse("kiln.yaml", []byte("online_store: {type: redis, addrs: [127.0.0.1:7000, redis-1:7001], timeout: 500ms, max_staleness: 2s}\n"+validFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := definition.OnlineStore{Type: "redis", Addrs: []string{"127.0.0.1:7000", "redis-1:7001"}, Timeout: 500 * time.Millisecond, MaxStaleness: 2 * time.Second}
+	want := definition.OnlineStore{Type: definition.Redis, Addrs: []string{"127.0.0.1:7000", "redis-1:7001"}, Timeout: 500 * time.Millisecond, MaxStaleness: 2 * time.Second}
 	if fmt.Sprint(p.OnlineStore) != fmt.Sprint(want) {
 		t.Fatalf("online store %+v, want %+v", p.OnlineStore, want)
 	}
 	f := func(store string, wants ...string) {
 		t.Helper()
-		_, err := definition.Parse("kiln.yaml", []byte(store+"\n"+validFile))
+		_, err := projectfile.Parse("kiln.yaml", []byte(store+"\n"+validFile))
 		if err == nil {
 			t.Fatalf("%s: accepted", store)
 		}
@@ -758,212 +717,4 @@ func TestOnlineStore(t *testing.T) {
 	f("online_store: {type: redis, addrs: [localhost]}", `address "localhost" of online_store: write host:port`)
 	f("online_store: {type: redis, addrs: [a:1], timeout: forever}", `timeout "forever"`)
 	f("online_store: {type: redis, adrs: [a:1]}", `unknown key "adrs"`)
-}
-
-// streamFile has a source of each type, with every key of kafka and nats
-// sources set in clicks and orders and left to defaults in the others.
-const streamFile = `project: feed
-entities:
-  user: {keys: [user_id]}
-sources:
-  clicks:
-    type: kafka
-    event_time: ts
-    max_future_skew: 5m
-    fields: {user_id: int64, url: string}
-    brokers: [kafka-1:9092, "kafka-2:9093", "[::1]:9094"]
-    topic: web.clicks
-    group: ranking-clicks
-    format: json
-    start: latest
-    max_message_bytes: 512KiB
-    dead_letter: {topic: web.clicks-dead}
-  orders:
-    type: nats
-    event_time: ts
-    fields: {user_id: int64, amount: float64}
-    url: nats://nats-1:4222
-    stream: ORDERS
-    subject: orders.*.created
-    durable: ranking-orders
-    format: json
-    start: earliest
-    max_message_bytes: 2097152
-    dead_letter: {subject: dead.orders}
-  kafka_defaults:
-    type: kafka
-    event_time: ts
-    fields: {user_id: int64}
-    brokers:
-      - 127.0.0.1:9092
-    topic: defaults
-  nats_defaults:
-    type: nats
-    event_time: ts
-    fields: {user_id: int64}
-    url: nats://127.0.0.1:4222
-    stream: DEFAULTS
-  to_files:
-    type: nats
-    event_time: ts
-    fields: {user_id: int64}
-    url: nats://127.0.0.1:4222
-    stream: DEFAULTS
-    durable: to_files
-    subject: ">"
-    max_message_bytes: 64MiB
-    dead_letter:
-      file: /var/lib/kiln/dead/to_files.jsonl
-  pushed:
-    type: push
-    event_time: ts
-    fields: {user_id: int64}
-views:
-  user_clicks:
-    entity: user
-    source: clicks
-    features:
-      clicks: {agg: count, windows: [1h]}
-  user_orders:
-    entity: user
-    source: orders
-    features:
-      spend: {agg: sum, field: amount, windows: [1d]}
-`
-
-func TestStreamSources(t *testing.T) {
-	p, err := definition.Parse("kiln.yaml", []byte(streamFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		source, typ string
-		skew        time.Duration
-		stream      *definition.Stream
-	}{
-		{"clicks", "kafka", 5 * time.Minute, &definition.Stream{
-			Brokers: []string{"kafka-1:9092", "kafka-2:9093", "[::1]:9094"}, Topic: "web.clicks", Group: "ranking-clicks",
-			Format: "json", Start: "latest", MaxMessageBytes: 512 << 10,
-			DeadLetter: definition.DeadLetter{Topic: "web.clicks-dead"},
-		}},
-		{"orders", "nats", time.Minute, &definition.Stream{
-			URL: "nats://nats-1:4222", Name: "ORDERS", Subject: "orders.*.created", Durable: "ranking-orders",
-			Format: "json", Start: "earliest", MaxMessageBytes: 2 << 20,
-			DeadLetter: definition.DeadLetter{Subject: "dead.orders"},
-		}},
-		{"kafka_defaults", "kafka", time.Minute, &definition.Stream{
-			Brokers: []string{"127.0.0.1:9092"}, Topic: "defaults", Group: "kiln-feed-kafka_defaults",
-			Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes,
-		}},
-		{"nats_defaults", "nats", time.Minute, &definition.Stream{
-			URL: "nats://127.0.0.1:4222", Name: "DEFAULTS", Durable: "kiln-feed-nats_defaults",
-			Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes,
-		}},
-		{"to_files", "nats", time.Minute, &definition.Stream{
-			URL: "nats://127.0.0.1:4222", Name: "DEFAULTS", Subject: ">", Durable: "to_files",
-			Format: "json", Start: "earliest", MaxMessageBytes: definition.MaxMessageBytesMax,
-			DeadLetter: definition.DeadLetter{File: "/var/lib/kiln/dead/to_files.jsonl"},
-		}},
-		{"pushed", "push", time.Minute, nil},
-	} {
-		src := p.Source(tc.source)
-		if src == nil {
-			t.Fatalf("no source %q", tc.source)
-		}
-		if src.Type != tc.typ || src.EventTime != "ts" || src.MaxFutureSkew != tc.skew {
-			t.Errorf("source %s: type %q event_time %q max_future_skew %v; want %s, ts, %v", tc.source, src.Type, src.EventTime, src.MaxFutureSkew, tc.typ, tc.skew)
-		}
-		if !reflect.DeepEqual(src.Stream, tc.stream) {
-			t.Errorf("source %s: stream\n %+v\nwant\n %+v", tc.source, src.Stream, tc.stream)
-		}
-	}
-	if got := fmt.Sprint(p.Source("orders").Fields); got != fmt.Sprint([]definition.Field{{"user_id", event.Int64}, {"amount", event.Float64}}) {
-		t.Errorf("orders fields %s", got)
-	}
-	if p.View("user_orders").Source != p.Source("orders") {
-		t.Errorf("view user_orders does not read source orders")
-	}
-	if p, err := definition.Parse("kiln.yaml", []byte(validFile)); err != nil || p.Source("engagements").Stream != nil {
-		t.Errorf("a push source has a stream (err %v)", err)
-	}
-}
-
-// sourceProject is a project whose only source, ev, has the given keys, one
-// per line from line 6.
-func sourceProject(keys ...string) string {
-	var b strings.Builder
-	b.WriteString("project: p\nentities:\n  user: {keys: [user_id]}\nsources:\n  ev:\n")
-	for _, k := range keys {
-		b.WriteString("    " + k + "\n")
-	}
-	b.WriteString("views:\n  v:\n    entity: user\n    source: ev\n    features:\n      n: {agg: count}\n")
-	return b.String()
-}
-
-// kafkaProject and natsProject are projects with a valid kafka or nats
-// source ev (lines 6 to 10) followed by the extra keys (from line 11).
-func kafkaProject(extra ...string) string {
-	return sourceProject(append([]string{"type: kafka", "event_time: ts", "fields: {user_id: int64}", "brokers: [kafka-1:9092]", "topic: engagements"}, extra...)...)
-}
-
-func natsProject(extra ...string) string {
-	return sourceProject(append([]string{"type: nats", "event_time: ts", "fields: {user_id: int64}", "url: nats://127.0.0.1:4222", "stream: ENGAGEMENTS"}, extra...)...)
-}
-
-func TestMaxMessageBytes(t *testing.T) {
-	for text, want := range map[string]int{
-		"1": 1, "1000": 1000, "1048576": 1 << 20, "1KiB": 1 << 10, "512KiB": 512 << 10, "1MiB": 1 << 20, "64MiB": 64 << 20, "67108864": 64 << 20,
-	} {
-		for _, project := range []string{kafkaProject("max_message_bytes: " + text), natsProject("max_message_bytes: " + text)} {
-			p, err := definition.Parse("t.yaml", []byte(project))
-			if err != nil {
-				t.Errorf("%s: %v", text, err)
-				continue
-			}
-			if got := p.Source("ev").Stream.MaxMessageBytes; got != want {
-				t.Errorf("%s: MaxMessageBytes %d, want %d", text, got, want)
-			}
-		}
-	}
-}
-
-func TestStreamDefaults(t *testing.T) {
-	for _, project := range []string{kafkaProject(), natsProject()} {
-		p, err := definition.Parse("t.yaml", []byte(project))
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := p.Source("ev").Stream
-		want := &definition.Stream{Format: "json", Start: "earliest", MaxMessageBytes: definition.DefaultMaxMessageBytes}
-		if p.Source("ev").Type == "kafka" {
-			want.Brokers, want.Topic, want.Group = []string{"kafka-1:9092"}, "engagements", "kiln-p-ev"
-		} else {
-			want.URL, want.Name, want.Durable = "nats://127.0.0.1:4222", "ENGAGEMENTS", "kiln-p-ev"
-		}
-		if !reflect.DeepEqual(st, want) {
-			t.Errorf("stream\n %+v\nwant\n %+v", st, want)
-		}
-	}
-}
-
-func TestSessionTimeout(t *testing.T) {
-	p, err := definition.Parse("t.yaml", []byte(kafkaProject("session_timeout: 6s")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := p.Source("ev").Stream.SessionTimeout; got != 6*time.Second {
-		t.Fatalf("session_timeout 6s parsed as %v", got)
-	}
-	for _, bad := range []string{"0s", "500ms", "1h", "soon"} {
-		if _, err := definition.Parse("t.yaml", []byte(kafkaProject("session_timeout: "+bad))); err == nil || !strings.Contains(err.Error(), "session_timeout") {
-			t.Errorf("session_timeout: %s: err %v, want an error about session_timeout", bad, err)
-		}
-	}
-	p, err = definition.Parse("t.yaml", []byte(natsProject("session_timeout: 3s")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := p.Source("ev").Stream.SessionTimeout; got != 3*time.Second {
-		t.Fatalf("nats session_timeout 3s parsed as %v", got)
-	}
 }

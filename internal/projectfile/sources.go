@@ -1,0 +1,194 @@
+package projectfile
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/event"
+)
+
+// sources reads the sources: mapping. Every source has a type, an event
+// time and fields; kafka and nats sources also say where they read from
+// (Source.Stream).
+func (l *loader) sources(p *definition.Project, e keyValue) {
+	const example = "{engagements: {type: push, event_time: ts, fields: {user_id: int64}}}"
+	entries, ok := l.filledMapping(e.val, e.kpos, "sources", example, "declare at least one source, like sources: "+example)
+	if !ok {
+		return
+	}
+	var streams []streamAt
+	for _, se := range entries {
+		src := &definition.Source{Name: se.key, MaxFutureSkew: definition.DefaultMaxFutureSkew}
+		p.Sources = append(p.Sources, src)
+		what, kv, ok := l.declaration(se, "source", "{type: push, event_time: ts, fields: {user_id: int64}}")
+		if !ok {
+			continue
+		}
+		// The type says which keys the source takes, so it is read first.
+		src.Type = l.sourceType(kv, se.kpos, what)
+		m := l.sourceKeys(kv, src.Type, what)
+		if src.Type.Streaming() {
+			at := streamAt{src: src, at: se.kpos}
+			src.Stream = l.stream(p, src, m, &at, what)
+			streams = append(streams, at)
+		}
+
+		var etPos pos
+		if ee, ok := l.need(m, "event_time", se.kpos, what, " with the name of the event-time field, like event_time: ts"); ok {
+			if et, p, ok := l.nameValue(ee.val, ee.kpos, "event_time of "+what, "ts"); ok {
+				src.EventTime, etPos = et, p
+			}
+		}
+
+		if me, ok := m["max_future_skew"]; ok {
+			if s, sp, ok := l.scalar(me.val, me.kpos, "max_future_skew of "+what, "1m"); ok {
+				d, problem := parseDuration(s)
+				switch {
+				case problem != "":
+					l.errorf(sp, "max_future_skew %q: %s", clip(s), problem)
+				case d > MaxFutureSkewMax:
+					l.errorf(sp, "max_future_skew %q is longer than the maximum, %s", clip(s), definition.FormatWindow(MaxFutureSkewMax))
+				default:
+					src.MaxFutureSkew = d
+				}
+			}
+		}
+
+		fe, ok := l.need(m, "fields", se.kpos, what, " with the event schema, like fields: {user_id: int64, kind: string}")
+		if !ok {
+			continue
+		}
+		fields, ok := l.filledMapping(fe.val, fe.kpos, "fields of "+what, "{user_id: int64, kind: string}", "declare at least one field, like {user_id: int64}")
+		if !ok {
+			continue
+		}
+		typeNames := strings.Split(event.TypeNames, ", ")
+		for _, f := range fields {
+			l.name(f.key, f.kpos, "field name")
+			if f.key == src.EventTime {
+				l.errorf(f.kpos, "field %q is the event_time of %s (%v) and must not also be in fields: remove it from fields (its value becomes the event time)", f.key, what, etPos)
+				continue
+			}
+			fwhat := fmt.Sprintf("type of field %q of %s", f.key, what)
+			tn, tp, ok := l.scalar(f.val, f.kpos, fwhat, "int64")
+			if !ok {
+				l.markBroken(src, f.key)
+				continue
+			}
+			t, ok := event.ParseType(tn)
+			if !ok {
+				l.errorf(tp, "unknown type %q of field %q in %s (%sallowed: %s)", clip(tn), f.key, what, didYouMean(tn, typeNames, typeAliases), event.TypeNames)
+				l.markBroken(src, f.key)
+				continue
+			}
+			src.Fields = append(src.Fields, definition.Field{Name: f.key, Type: t})
+		}
+	}
+	l.checkStreams(streams)
+}
+
+// The keys of a source, by the types that take them.
+var (
+	pushSourceKeys   = []string{"type", "event_time", "max_future_skew", "fields"}
+	kafkaOnlyKeys    = []string{"brokers", "topic", "group"}
+	natsOnlyKeys     = []string{"url", "stream", "subject", "durable"}
+	streamSourceKeys = []string{"format", "start", "max_message_bytes", "dead_letter", "session_timeout"}
+
+	// kafkaEquivalent and natsEquivalent name the key of one streaming
+	// type that does the job of a key of the other.
+	kafkaEquivalent = map[string]string{"url": "brokers", "stream": "topic", "subject": "topic", "durable": "group"}
+	natsEquivalent  = map[string]string{"brokers": "url", "topic": "stream (or subject)", "group": "durable"}
+)
+
+// sourceType reads the type of a source: push, kafka or nats, or 0 when it
+// is missing or not one of these (reported here).
+func (l *loader) sourceType(kv []keyValue, at pos, what string) definition.SourceType {
+	for _, e := range kv {
+		if e.key != "type" {
+			continue
+		}
+		t, tp, ok := l.scalar(e.val, e.kpos, "type of "+what, "push")
+		if !ok {
+			return 0
+		}
+		if st, ok := definition.ParseSourceType(t); ok {
+			return st
+		}
+		l.errorf(tp, "unknown type %q of %s (%sallowed: %s)", clip(t), what, didYouMean(t, strings.Split(definition.SourceTypes, ", "), sourceTypeAliases), definition.SourceTypes)
+		return 0
+	}
+	// Guess the type from the keys the source has.
+	kafka, nats, stream := false, false, false
+	for _, e := range kv {
+		kafka = kafka || slices.Contains(kafkaOnlyKeys, e.key)
+		nats = nats || slices.Contains(natsOnlyKeys, e.key)
+		stream = stream || slices.Contains(streamSourceKeys, e.key)
+	}
+	switch {
+	case kafka && !nats:
+		l.errorf(at, "%s has no type: add type: kafka", what)
+	case nats && !kafka:
+		l.errorf(at, "%s has no type: add type: nats", what)
+	case kafka || nats || stream:
+		l.errorf(at, "%s has no type: add type: kafka or type: nats", what)
+	default:
+		l.errorf(at, "%s has no type: add type: push", what)
+	}
+	return 0
+}
+
+// sourceKeys checks the keys of a source of type typ and returns them by
+// key. A key of another type says which type takes it; when typ is 0
+// (missing or unknown) the keys of every type are accepted.
+func (l *loader) sourceKeys(kv []keyValue, typ definition.SourceType, what string) map[string]keyValue {
+	var allowed []string
+	switch typ {
+	case definition.Push:
+		allowed = pushSourceKeys
+	case definition.Kafka:
+		allowed = slices.Concat(pushSourceKeys, kafkaOnlyKeys, streamSourceKeys)
+	case definition.NATS:
+		allowed = slices.Concat(pushSourceKeys, natsOnlyKeys, streamSourceKeys)
+	default:
+		return l.keys(kv, what, slices.Concat(pushSourceKeys, kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)...)
+	}
+	m := make(map[string]keyValue, len(kv))
+	for _, e := range kv {
+		k := e.key
+		switch {
+		case slices.Contains(allowed, k):
+			m[k] = e
+		case typ == definition.Push && slices.Contains(kafkaOnlyKeys, k):
+			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type push: remove it, or set type: kafka", k, what)
+		case typ == definition.Push && slices.Contains(natsOnlyKeys, k):
+			l.errorf(e.kpos, "key %q is for nats sources, but %s has type push: remove it, or set type: nats", k, what)
+		case typ == definition.Push && slices.Contains(streamSourceKeys, k):
+			l.errorf(e.kpos, "key %q is for kafka and nats sources, but %s has type push (its events arrive through the push API): remove it, or set type: kafka or type: nats", k, what)
+		case typ == definition.Kafka && slices.Contains(natsOnlyKeys, k):
+			l.errorf(e.kpos, "key %q is for nats sources, but %s has type kafka: use %s instead (or set type: nats)", k, what, kafkaEquivalent[k])
+		case typ == definition.NATS && slices.Contains(kafkaOnlyKeys, k):
+			l.errorf(e.kpos, "key %q is for kafka sources, but %s has type nats: use %s instead (or set type: kafka)", k, what, natsEquivalent[k])
+		default:
+			// A typo of a key of another type says so.
+			if c := closest(k, slices.Concat(kafkaOnlyKeys, natsOnlyKeys, streamSourceKeys)); c != "" && c != closest(k, allowed) && !slices.Contains(allowed, c) {
+				l.errorf(e.kpos, "unknown key %q in %s (did you mean %q? it is a key of %s sources; allowed for type %s: %s)", clip(k), what, c, streamTypesOf(c), typ, sortedList(allowed))
+				continue
+			}
+			l.keys([]keyValue{e}, what, allowed...)
+		}
+	}
+	return m
+}
+
+// streamTypesOf names the source types that take a streaming key.
+func streamTypesOf(key string) string {
+	switch {
+	case slices.Contains(kafkaOnlyKeys, key):
+		return "kafka"
+	case slices.Contains(natsOnlyKeys, key):
+		return "nats"
+	}
+	return "kafka and nats"
+}
