@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -24,8 +23,8 @@ import (
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/store"
-	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/stream"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
@@ -133,20 +132,8 @@ type fixture struct {
 func newFixture(t *testing.T, features string) *fixture {
 	t.Helper()
 	_, url := brokertest.NATS(t)
-	p, err := definition.Parse("test.yaml", fmt.Appendf(nil, projectYAML, url, features))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plans, err := tile.CompileProject(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ps.Close() })
-	st := &testStore{Store: ps}
+	p, plans := kilntest.Compile(t, "test.yaml", fmt.Appendf(nil, projectYAML, url, features))
+	st := &testStore{Store: kilntest.MemStore(t)}
 	pl, err := ingest.New(p, plans, st, ingest.Options{Partitions: 3, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
