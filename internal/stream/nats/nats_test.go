@@ -139,18 +139,7 @@ func newFixture(t *testing.T, features string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pl.Close() })
-	nc, err := natsgo.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "CLICKS", Subjects: []string{"clicks.>"}}); err != nil {
-		t.Fatal(err)
-	}
+	js := brokertest.JetStream(t, url, "CLICKS", "clicks.>")
 	return &fixture{
 		t: t, url: url, project: p, src: p.Source("clicks"), plans: plans, store: st, pl: pl,
 		dec: ingest.NewDecoder(p), js: js,
