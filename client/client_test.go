@@ -21,9 +21,8 @@ import (
 	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
-	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
-	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/node/nodetest"
 	"github.com/kiln-dev/kiln/internal/query"
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
@@ -99,18 +98,7 @@ type cluster struct {
 // each with its own grpcapi.Server (so prepared ids are per server).
 func startCluster(t testing.TB, n int, apiOpts grpcapi.Options) *cluster {
 	t.Helper()
-	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nd, err := node.Start(node.Config{
-		Project: p, DataDir: t.TempDir(), Addr: "127.0.0.1:0",
-		Ingest: ingest.Options{Now: func() time.Time { return t0 }},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nd.Close() })
+	nd, _ := nodetest.Start(t, examples.FeedProjectName, examples.FeedProject, t0)
 	push(t, nd)
 	cl := &cluster{node: nd}
 	for range n {

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kiln-dev/kiln/internal/brokertest"
@@ -407,20 +405,9 @@ func TestNATSSurvivesKills(t *testing.T) {
 		t.Skip("runs kiln subprocesses against an embedded NATS server")
 	}
 	_, url := brokertest.NATS(t)
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := brokertest.JetStream(t, url, "EVENTS", "events.>")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"events.>"}}); err != nil {
-		t.Fatal(err)
-	}
 	bin := buildKiln(t)
 	dir := t.TempDir()
 	project := writeProject(t, dir, fmt.Sprintf("    type: nats\n    url: %s\n    stream: EVENTS\n    durable: kiln-st\n    session_timeout: 2s\n    ", url))

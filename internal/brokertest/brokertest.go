@@ -6,10 +6,13 @@
 package brokertest
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -59,4 +62,25 @@ func NATS(t testing.TB) (*natsserver.Server, string) {
 		s.WaitForShutdown()
 	})
 	return s, s.ClientURL()
+}
+
+// JetStream connects to the NATS server at url and creates the stream name
+// over subjects. The connection is closed when t ends.
+func JetStream(t testing.TB, url, name string, subjects ...string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subjects}); err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

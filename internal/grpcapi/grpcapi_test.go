@@ -28,9 +28,8 @@ import (
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
-	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
-	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/node/nodetest"
 	"github.com/kiln-dev/kiln/internal/query"
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
@@ -74,18 +73,7 @@ type testEnv struct {
 // when nil).
 func start(tb testing.TB, name string, src []byte, engine func(*node.Node, *definition.Project) *query.Engine, opts grpcapi.Options, sopts ...grpc.ServerOption) *testEnv {
 	tb.Helper()
-	p, err := projectfile.Parse(name, src)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	n, err := node.Start(node.Config{
-		Project: p, DataDir: tb.TempDir(), Addr: "127.0.0.1:0",
-		Ingest: ingest.Options{Now: func() time.Time { return t0 }},
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { n.Close() })
+	n, p := nodetest.Start(tb, name, src, t0)
 	eng := n.Engine
 	if engine != nil {
 		eng = engine(n, p)

@@ -8,13 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
-	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/store"
-	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
@@ -61,27 +58,14 @@ type fixture struct {
 // compileProject parses and compiles a project file's text.
 func compileProject(t testing.TB, yaml string) (*definition.Project, map[*definition.View]*tile.Plan) {
 	t.Helper()
-	p, err := projectfile.Parse("test.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plans, err := tile.CompileProject(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, plans
+	return kilntest.Compile(t, "test.yaml", []byte(yaml))
 }
 
 func newFixture(t testing.TB, st store.Store, opts Options) *fixture {
 	t.Helper()
 	p, plans := compileProject(t, testProject)
 	if st == nil {
-		ps, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ps.Close() })
-		st = ps
+		st = kilntest.MemStore(t)
 	}
 	c := &clock{}
 	c.ms.Store(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC).UnixMilli())
@@ -245,12 +229,7 @@ func (s *failingStore) Write(ctx context.Context, batch []store.KV) error {
 }
 
 func TestFailedWriteAcknowledgesNothing(t *testing.T) {
-	ps, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ps.Close()
-	fs := &failingStore{Store: ps}
+	fs := &failingStore{Store: kilntest.MemStore(t)}
 	f := newFixture(t, fs, Options{Partitions: 1})
 	src := f.project.Source("clicks")
 	if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); err != nil {

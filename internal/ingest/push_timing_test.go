@@ -5,14 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/event"
-	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/store"
-	"github.com/kiln-dev/kiln/internal/store/pebble"
-	"github.com/kiln-dev/kiln/internal/tile"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
@@ -20,13 +16,8 @@ import (
 // in-memory Pebble store: the write path without HTTP or decoding. It
 // reports events/s and, through -benchmem, what one push allocates.
 func BenchmarkPushRW1(b *testing.B) {
-	st, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
 	b.ReportAllocs()
-	benchmarkPushes(b, st, 1000)
+	benchmarkPushes(b, kilntest.MemStore(b), 1000)
 }
 
 // BenchmarkPushCeiling is BenchmarkPushRW1 over a store that costs nothing,
@@ -66,14 +57,7 @@ func (discardRows) Close() error                            { return nil }
 // benchmarkPushes pushes RW1 live events, per to a push, through a
 // pipeline over st, and reports events/s.
 func benchmarkPushes(b *testing.B, st store.Store, per int) {
-	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
-	if err != nil {
-		b.Fatal(err)
-	}
-	plans, err := tile.CompileProject(p)
-	if err != nil {
-		b.Fatal(err)
-	}
+	p, plans := kilntest.Compile(b, examples.FeedProjectName, examples.FeedProject)
 	now := workload.DefaultNow
 	pl, err := New(p, plans, st, Options{Now: func() time.Time { return now }})
 	if err != nil {

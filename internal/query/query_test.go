@@ -10,14 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
-	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/store"
-	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
@@ -35,19 +32,8 @@ type world struct {
 // post has none) from random events.
 func newWorld(t testing.TB, users, posts int) *world {
 	t.Helper()
-	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plans, err := tile.CompileProject(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	p, plans := kilntest.Compile(t, examples.FeedProjectName, examples.FeedProject)
+	st := kilntest.MemStore(t)
 	w := &world{project: p, plans: plans, store: st, rows: map[string]*tile.Row{}}
 	rng := rand.New(rand.NewPCG(1, 2))
 	kinds := []string{"view", "view", "like", "share", "comment"}
@@ -158,7 +144,7 @@ func TestReadMatchesRows(t *testing.T) {
 // A key with a row in one view of its entity and not another gets the
 // empty values of the other: 0 counts, null means.
 func TestPartiallyPresentEntity(t *testing.T) {
-	p, err := projectfile.Parse("two.yaml", []byte(`
+	p, plans := kilntest.Compile(t, "two.yaml", []byte(`
 project: two
 entities: {user: {keys: [uid]}}
 sources:
@@ -168,12 +154,7 @@ views:
   va: {entity: user, source: a, features: {n: {agg: count, windows: [1h]}}}
   vb: {entity: user, source: b, features: {n: {agg: count, windows: [1h]}, m: {agg: mean, field: y, windows: [1h]}}}
 `))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plans, _ := tile.CompileProject(p)
-	st, _ := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-	defer st.Close()
+	st := kilntest.MemStore(t)
 	pa := plans[p.View("va")]
 	row := pa.NewRow()
 	pa.Fold(row, &event.Event{TS: now - 1000, Fields: []event.Value{event.IntValue(7), event.FloatValue(1)}}, now)

@@ -7,14 +7,11 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/event"
-	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/store"
-	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
@@ -22,16 +19,8 @@ import (
 // store holding a few rows: the server answers every one with a JSON
 // status it documents and never panics.
 func FuzzFeaturesRequest(f *testing.F) {
-	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
-	if err != nil {
-		f.Fatal(err)
-	}
-	plans, _ := tile.CompileProject(p)
-	st, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer st.Close()
+	p, plans := kilntest.Compile(f, examples.FeedProjectName, examples.FeedProject)
+	st := kilntest.MemStore(f)
 	const now = int64(1_790_000_000_000)
 	for _, view := range []string{"user_engagement", "post_engagement"} {
 		plan := plans[p.View(view)]

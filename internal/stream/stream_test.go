@@ -11,12 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/ingest"
-	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
@@ -54,19 +52,8 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	p, err := projectfile.Parse("t.yaml", []byte(testProject))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plans, err := tile.CompileProject(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	p, plans := kilntest.Compile(t, "t.yaml", []byte(testProject))
+	st := kilntest.MemStore(t)
 	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	pl, err := ingest.New(p, plans, st, ingest.Options{Now: func() time.Time { return now }})
 	if err != nil {

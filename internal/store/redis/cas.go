@@ -44,15 +44,9 @@ var casSHA = func() string {
 func (s *Store) WriteIf(ctx context.Context, batch []store.CondKV, conflict func(i int)) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	c := s.client
+	c, err := s.begin(ctx, "write", len(batch))
 	if c == nil {
-		return store.ErrClosed
-	}
-	if len(batch) == 0 {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("store/redis: write: %w", err)
+		return err
 	}
 	size := 0
 	for _, kv := range batch {

@@ -247,6 +247,24 @@ func openError(where string, nAddrs int, err error) error {
 	return fmt.Errorf("store/redis: open %s: %w: %w", where, store.ErrUnavailable, err)
 }
 
+// begin starts a call of n keys or rows (op names it in errors): it returns
+// the client, or a nil client and what the call returns at once: nil when
+// n is 0, ErrClosed when the store is closed, or the context's error. The
+// caller holds s.mu for reading until the call ends.
+func (s *Store) begin(ctx context.Context, op string, n int) (rueidis.Client, error) {
+	c := s.client
+	if c == nil {
+		return nil, store.ErrClosed
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store/redis: %s: %w", op, err)
+	}
+	return c, nil
+}
+
 // Get calls fn once per key, in order, with the value stored under keys[i]
 // or with found == false when there is none. It reads every key in one
 // DoMulti. The value is a view of rueidis's reply, valid only during the
@@ -258,15 +276,9 @@ func openError(where string, nAddrs int, err error) error {
 func (s *Store) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	c := s.client
+	c, err := s.begin(ctx, "get", len(keys))
 	if c == nil {
-		return store.ErrClosed
-	}
-	if len(keys) == 0 {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("store/redis: get: %w", err)
+		return err
 	}
 
 	size := 0
@@ -308,15 +320,9 @@ func (s *Store) Get(ctx context.Context, keys [][]byte, fn func(i int, value []b
 func (s *Store) Write(ctx context.Context, batch []store.KV) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	c := s.client
+	c, err := s.begin(ctx, "write", len(batch))
 	if c == nil {
-		return store.ErrClosed
-	}
-	if len(batch) == 0 {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("store/redis: write: %w", err)
+		return err
 	}
 
 	size := 0

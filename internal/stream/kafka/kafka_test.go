@@ -6,22 +6,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kiln-dev/kiln/internal/brokertest"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/ingest"
-	"github.com/kiln-dev/kiln/internal/projectfile"
-	"github.com/kiln-dev/kiln/internal/store/pebble"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/stream"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
-func project(t *testing.T, addr string) *definition.Project {
+func project(t *testing.T, addr string) (*definition.Project, map[*definition.View]*tile.Plan) {
 	t.Helper()
-	p, err := projectfile.Parse("t.yaml", fmt.Appendf(nil, `
+	return kilntest.Compile(t, "t.yaml", fmt.Appendf(nil, `
 project: t
 entities: {user: {keys: [user_id]}}
 sources:
@@ -38,10 +36,6 @@ views:
     source: clicks
     features: {n: {agg: count, windows: [1h]}}
 `, addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // TestConsumeDeadLetterAndResume consumes a topic, sends poison to a
@@ -49,16 +43,8 @@ views:
 // event is counted once.
 func TestConsumeDeadLetterAndResume(t *testing.T) {
 	_, addr := brokertest.Kafka(t, 3, "clicks", "clicks-dead")
-	p := project(t, addr)
-	plans, err := tile.CompileProject(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	p, plans := project(t, addr)
+	st := kilntest.MemStore(t)
 	pl, err := ingest.New(p, plans, st, ingest.Options{})
 	if err != nil {
 		t.Fatal(err)

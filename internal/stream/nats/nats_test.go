@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -24,9 +23,8 @@ import (
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/ingest"
-	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/store"
-	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/stream"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
@@ -134,37 +132,14 @@ type fixture struct {
 func newFixture(t *testing.T, features string) *fixture {
 	t.Helper()
 	_, url := brokertest.NATS(t)
-	p, err := projectfile.Parse("test.yaml", fmt.Appendf(nil, projectYAML, url, features))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plans, err := tile.CompileProject(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := pebble.Open("db", pebble.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ps.Close() })
-	st := &testStore{Store: ps}
+	p, plans := kilntest.Compile(t, "test.yaml", fmt.Appendf(nil, projectYAML, url, features))
+	st := &testStore{Store: kilntest.MemStore(t)}
 	pl, err := ingest.New(p, plans, st, ingest.Options{Partitions: 3, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pl.Close() })
-	nc, err := natsgo.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "CLICKS", Subjects: []string{"clicks.>"}}); err != nil {
-		t.Fatal(err)
-	}
+	js := brokertest.JetStream(t, url, "CLICKS", "clicks.>")
 	return &fixture{
 		t: t, url: url, project: p, src: p.Source("clicks"), plans: plans, store: st, pl: pl,
 		dec: ingest.NewDecoder(p), js: js,

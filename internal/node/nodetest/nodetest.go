@@ -1,0 +1,33 @@
+// Package nodetest starts whole Kiln processes (package node) inside tests.
+package nodetest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/node"
+	"github.com/kiln-dev/kiln/internal/projectfile"
+)
+
+// Start parses the project file text src (name is the file name errors
+// give) and starts a node on it: its data in a temporary directory, its
+// HTTP API on a free loopback port, and the write path's clock stopped at
+// now. The node is closed when tb ends.
+func Start(tb testing.TB, name string, src []byte, now time.Time) (*node.Node, *definition.Project) {
+	tb.Helper()
+	p, err := projectfile.Parse(name, src)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n, err := node.Start(node.Config{
+		Project: p, DataDir: tb.TempDir(), Addr: "127.0.0.1:0",
+		Ingest: ingest.Options{Now: func() time.Time { return now }},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { n.Close() })
+	return n, p
+}
