@@ -3,10 +3,13 @@
 //	kiln demo                          the example project with a synthetic event stream
 //	kiln serve -c kiln.yaml --data DIR serve a project on the embedded store
 //	kiln validate -c kiln.yaml         check a project file and print its tile plan
-//	kiln bench                         run the RW1 benchmark
-//	kiln bench ingest                  measure ingestion: push, Kafka, freshness
 //
 // Run "kiln <command> -h" for a command's flags.
+//
+// The benchmarks are a command of their own, cmd/kiln-bench, so that this
+// binary links neither them nor the in-process Kafka broker they use; "kiln
+// bench" says so. The RW1 workload generator (internal/workload) is linked
+// only because "kiln demo" draws its synthetic event stream from it.
 package main
 
 import (
@@ -26,8 +29,6 @@ usage:
   kiln demo [flags]                    run the example project with a synthetic event stream
   kiln serve -c kiln.yaml [flags]      serve a project (embedded store in --data)
   kiln validate -c kiln.yaml           check a project file and print its tile plan
-  kiln bench [flags]                   run the RW1 benchmark (latency, throughput, the floor)
-  kiln bench ingest [flags]            measure ingestion (push API, Kafka) and freshness
 
 Run "kiln <command> -h" for a command's flags. Docs: docs/ in the repository.
 `
@@ -66,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
 	case "bench":
-		return runBench(ctx, args[1:], stdout, stderr)
+		return fmt.Errorf("%w: the benchmarks are a command of their own: run them with go run ./cmd/kiln-bench (-h for the flags) in Kiln's source tree", errUsage)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -73,7 +73,7 @@ const (
 // documented defaults.
 type IngestConfig struct {
 	// ServerCommand is the argv that starts "kiln serve" (flags are
-	// added); empty: this executable with "serve".
+	// added): a kiln binary, "serve" and any flags of its own.
 	ServerCommand []string
 	// DataDir holds the servers' data directories (push/, kafka/); empty
 	// means a temporary directory, removed at the end.
@@ -118,7 +118,7 @@ type IngestConfig struct {
 	Command string
 }
 
-// DefaultIngestConfig returns the defaults of kiln bench ingest.
+// DefaultIngestConfig returns the defaults of kiln-bench ingest.
 func DefaultIngestConfig() IngestConfig {
 	return IngestConfig{
 		Phases: []string{PhasePush, PhaseKafka, PhaseFreshness},
@@ -131,7 +131,8 @@ func DefaultIngestConfig() IngestConfig {
 	}
 }
 
-func (c *IngestConfig) check() error {
+// Check reports the values out of range, as an error wrapping ErrConfig.
+func (c *IngestConfig) Check() error {
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	if len(c.Phases) == 0 {
@@ -386,7 +387,7 @@ type ingestRun struct {
 // after a phase was measured it returns the report so far with the error;
 // results.json is written then too.
 func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err error) {
-	if err := cfg.check(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
 	r := &ingestRun{cfg: cfg, log: cfg.Log}
@@ -403,11 +404,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err er
 	r.enc = newPushEncoder(src.Name, src.EventTime)
 	r.argv = cfg.ServerCommand
 	if len(r.argv) == 0 {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("bench ingest: finding this executable to start the server: %w", err)
-		}
-		r.argv = []string{exe, "serve"}
+		return nil, fmt.Errorf("bench ingest: %w: no command to start the servers with", ErrConfig)
 	}
 	if cfg.OutDir != "" {
 		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {

@@ -52,8 +52,8 @@ type Config struct {
 	// GRPCTarget is host:port of Target's gRPC API (with Transport grpc).
 	GRPCTarget string
 	// ServerCommand is the argv that starts "kiln serve" (Run adds -c,
-	// --data, --addr, --log-level and, for gRPC, --grpc-addr). Empty: this
-	// executable with "serve".
+	// --data, --addr, --log-level and, for gRPC, --grpc-addr): a kiln
+	// binary and "serve". Needed unless Target is set.
 	ServerCommand []string
 	// DataDir is the started server's data directory; empty means a
 	// temporary one, removed at the end.
@@ -120,7 +120,7 @@ type Config struct {
 // ErrConfig marks an error in a Config.
 var ErrConfig = errors.New("invalid benchmark configuration")
 
-// DefaultConfig returns the defaults of kiln bench.
+// DefaultConfig returns the defaults of kiln-bench.
 func DefaultConfig() Config {
 	return Config{
 		Transport: TransportHTTP, Scale: 1, Seed: 1,
@@ -131,7 +131,8 @@ func DefaultConfig() Config {
 	}
 }
 
-func (c *Config) check() error {
+// Check reports the values out of range, as an error wrapping ErrConfig.
+func (c *Config) Check() error {
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	if c.Transport != TransportHTTP && c.Transport != TransportGRPC {
@@ -200,7 +201,7 @@ type rw1 struct {
 // measured, with the error. If OutDir is set it writes results.json and
 // latency.svg there, also after such an error.
 func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
-	if err := cfg.check(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
 	b := &rw1{cfg: cfg, log: cfg.Log}
@@ -365,11 +366,7 @@ func (b *rw1) startServer(ctx context.Context) error {
 	}
 	argv := cfg.ServerCommand
 	if len(argv) == 0 {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("bench: finding this executable to start the server: %w", err)
-		}
-		argv = []string{exe, "serve"}
+		return fmt.Errorf("bench: %w: no target and no command to start a server with", ErrConfig)
 	}
 	tmp, err := os.MkdirTemp("", "kiln-bench-")
 	if err != nil {
