@@ -226,9 +226,9 @@ func machineInfo() Machine {
 	return m
 }
 
-// writeJSON writes the report as results.json in dir.
-func (r *Report) writeJSON(dir string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+// writeResults writes a report as results.json in dir.
+func writeResults(dir string, report any) error {
+	b, err := json.MarshalIndent(report, "", "  ")
 	if err != nil {
 		return err
 	}
