@@ -31,7 +31,7 @@
 // loads the RW1 history through POST /v1/push, keeps a live event stream
 // going, and measures, for each query type (Q1: one user, Q2: one user and
 // 500 posts) and offered rate, Kiln's read path and then the floor (POST
-// /debug/floor: the store's raw multi-get of the same rows) with the same
+// /debug/rows: the store's raw multi-get of the same rows) with the same
 // pre-generated request sequence. It charges server CPU from GET
 // /debug/stats, then writes a table, results.json and latency.svg. The
 // client does no per-request generation work: every request body is built

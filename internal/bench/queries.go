@@ -45,7 +45,7 @@ type querySet struct {
 	postsPer int // 0 for Q1
 	users    []int64
 	posts    []int64
-	bodies   [][]byte // JSON of POST /v1/features and /debug/floor
+	bodies   [][]byte // JSON of POST /v1/features and /debug/rows
 	values   int      // feature values in one answer
 	rows     int      // rows one request reads (one per key and view)
 	bytes    int64    // sum of len(bodies)
@@ -218,13 +218,13 @@ func (h *httpFeatures) check(ctx context.Context, i int) error {
 	return nil
 }
 
-// floorAnswer is the answer of POST /debug/floor.
+// floorAnswer is the answer of POST /debug/rows.
 type floorAnswer struct {
 	RowsFound int64 `json:"rows_found"`
 	Bytes     int64 `json:"bytes"`
 }
 
-// httpFloor sends the same bodies to POST /debug/floor.
+// httpFloor sends the same bodies to POST /debug/rows.
 type httpFloor struct{ httpTarget }
 
 func (h *httpFloor) check(ctx context.Context, i int) error {

@@ -56,7 +56,7 @@ type Config struct {
 	DataDir string
 	// Transport of the Kiln reads: TransportHTTP or TransportGRPC. The
 	// floor is read over the same transport as Kiln's reads: POST
-	// /debug/floor, or gRPC GetRows.
+	// /debug/rows, or gRPC Diagnostics.GetRows.
 	Transport string
 
 	// Scale is RW1's scale factor S (> 0); Seed seeds the history, the
@@ -228,7 +228,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		return nil, err
 	}
 	defer b.features.closeIdle()
-	if b.floor, err = newRawClient(b.srv.url+"/debug/floor", cfg.RequestTimeout, conns); err != nil {
+	if b.floor, err = newRawClient(b.srv.url+"/debug/rows", cfg.RequestTimeout, conns); err != nil {
 		return nil, err
 	}
 	defer b.floor.closeIdle()
@@ -421,7 +421,7 @@ func (b *rw1) caller(ctx context.Context, q *querySet, target string) (caller, s
 			c, err := b.grpc.floor(ctx, q, b.cfg.RequestTimeout)
 			return c, TransportGRPC, err
 		}
-		return &httpFloor{httpTarget{c: b.floor, url: b.srv.url + "/debug/floor", q: q}}, TransportHTTP, nil
+		return &httpFloor{httpTarget{c: b.floor, url: b.srv.url + "/debug/rows", q: q}}, TransportHTTP, nil
 	}
 	if b.cfg.Transport == TransportGRPC {
 		c, err := b.grpc.features(ctx, q, b.cfg.RequestTimeout)
@@ -730,7 +730,7 @@ func (b *rw1) floorInto(ctx context.Context, rs *RowSize, body []byte, keys int6
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
 	defer cancel()
 	var ans floorAnswer
-	if err := postJSON(ctx, b.ctl, b.srv.url+"/debug/floor", body, &ans); err != nil {
+	if err := postJSON(ctx, b.ctl, b.srv.url+"/debug/rows", body, &ans); err != nil {
 		return fmt.Errorf("bench: measuring row sizes: %w", err)
 	}
 	rs.Keys += keys
