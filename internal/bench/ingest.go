@@ -30,8 +30,9 @@ import (
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
-// The ingest benchmark (kiln bench ingest) measures issue 5's figures on the
-// embedded store, each against a kiln serve child process of its own:
+// The ingest benchmark (kiln-bench ingest) measures ingestion against the
+// ingestion targets (docs/workload.md) on the embedded store, each phase
+// against a kiln serve child process of its own:
 //
 //  1. push: RW1 live events POSTed to /v1/push in batches from several
 //     connections, back to back, for a fixed period; events accepted per
@@ -51,7 +52,8 @@ const (
 	PhaseFreshness = "freshness"
 )
 
-// Issue 5's aims.
+// The ingestion targets: push and Kafka throughput per server core, and
+// freshness (event to durable and visible) on the embedded store.
 const (
 	AimPushPerCore  = 500_000 // events/s per core, push API batch path
 	AimKafkaPerCore = 200_000 // events/s per core, from Kafka
@@ -1105,7 +1107,7 @@ func (r *ingestRun) waitApplied(ctx context.Context, want int64, within time.Dur
 	}
 }
 
-// PrintSummary writes the figures of the run against issue 5's aims.
+// PrintSummary writes the figures of the run against the ingestion targets.
 func (rep *IngestReport) PrintSummary(w io.Writer) {
 	fmt.Fprintf(w, "kiln-bench ingest: RW1 (scale %g, seed %d: %d users, %d posts), embedded store (Pebble); %d CPUs (%s)\n",
 		rep.Config.Scale, rep.Config.Seed, rep.Config.Users, rep.Config.Posts, rep.Machine.CPUs, rep.Machine.CPUModel)

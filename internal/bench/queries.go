@@ -11,7 +11,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
-// The RW1 names the benchmark relies on (WORKLOAD.md, examples/feed).
+// The RW1 names the benchmark relies on (docs/workload.md, examples/feed).
 const (
 	entityUser  = "user"
 	entityPost  = "post"
