@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/kiln-dev/kiln/internal/bench"
@@ -37,10 +36,7 @@ Prints a table against the ingestion targets (push ≥ 500,000 events/s per
 server core, Kafka ≥ 200,000 events/s per core, freshness p99 ≤ 100 ms;
 docs/workload.md) and writes results.json to --out.
 
-The kiln binary it starts is --kiln; without it, inside Kiln's source tree
-./cmd/kiln is built with "go build" into a temporary directory, and
-elsewhere the kiln beside this executable, or else on PATH, is started.
-
+`+kilnHelp+`
 flags:
 `)
 		fs.PrintDefaults()
@@ -86,15 +82,11 @@ flags:
 	if err := cfg.Check(); err != nil {
 		return finish(nil, err, stdout, "")
 	}
-	tmp, err := os.MkdirTemp("", "kiln-bench-bin-")
+	bin, cleanup, err := kilnBinary(*kiln, stderr)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	bin, err := kilnBinary(*kiln, tmp, stderr)
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	cfg.ServerCommand = append([]string{bin, "serve"}, strings.Fields(*serverFlags)...)
 	cfg.Command = strings.Join(append([]string{"kiln-bench", "ingest"}, args...), " ")
 	rep, err := bench.RunIngest(ctx, cfg)

@@ -17,30 +17,42 @@ const modulePath = "github.com/kiln-dev/kiln"
 
 // kilnBinary returns the kiln executable the benchmarks start, in this
 // order: path if not empty; inside Kiln's source tree (the working
-// directory or a parent holds Kiln's go.mod), ./cmd/kiln built into tmp;
-// a kiln beside this executable; a kiln on PATH.
-func kilnBinary(path, tmp string, log io.Writer) (string, error) {
+// directory or a parent holds Kiln's go.mod), ./cmd/kiln built into a
+// temporary directory; a kiln beside this executable; a kiln on PATH.
+// cleanup removes what it built; call it once the servers have stopped.
+func kilnBinary(path string, log io.Writer) (bin string, cleanup func(), err error) {
+	nothing := func() {}
 	if path != "" {
 		if _, err := os.Stat(path); err != nil {
-			return "", fmt.Errorf("--kiln: %w", err)
+			return "", nothing, fmt.Errorf("--kiln: %w", err)
 		}
-		return path, nil
+		return path, nothing, nil
 	}
 	if wd, err := os.Getwd(); err == nil {
 		if root := sourceRoot(wd); root != "" {
-			return buildServer(root, tmp, log)
+			tmp, err := os.MkdirTemp("", "kiln-bench-bin-")
+			if err != nil {
+				return "", nothing, err
+			}
+			cleanup := func() { os.RemoveAll(tmp) }
+			bin, err := buildServer(root, tmp, log)
+			if err != nil {
+				cleanup()
+				return "", nothing, err
+			}
+			return bin, cleanup, nil
 		}
 	}
 	if exe, err := os.Executable(); err == nil {
 		beside := filepath.Join(filepath.Dir(exe), "kiln")
 		if fi, err := os.Stat(beside); err == nil && fi.Mode().IsRegular() {
-			return beside, nil
+			return beside, nothing, nil
 		}
 	}
 	if p, err := exec.LookPath("kiln"); err == nil {
-		return p, nil
+		return p, nothing, nil
 	}
-	return "", errors.New(`no kiln binary to start the servers with: give one with --kiln, run kiln-bench inside Kiln's source tree (it builds ./cmd/kiln), or put kiln beside kiln-bench or on PATH`)
+	return "", nothing, errors.New(`no kiln binary to start the servers with: give one with --kiln, run kiln-bench inside Kiln's source tree (it builds ./cmd/kiln), or put kiln beside kiln-bench or on PATH`)
 }
 
 // sourceRoot returns the directory, dir or a parent, whose go.mod declares

@@ -19,35 +19,20 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/kiln-dev/kiln/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "kiln-bench:", err)
-		}
-		os.Exit(exitCode(err))
-	}
-}
+func main() { cli.Main("kiln-bench", run) }
 
-// errUsage marks errors in how kiln-bench was called.
-var errUsage = errors.New("usage")
-
-func exitCode(err error) int {
-	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
-		return 2
-	}
-	return 1
-}
+// errUsage marks errors in how kiln-bench was called; exitCode and
+// parseFlags are the commands' shared ones.
+var (
+	errUsage   = cli.ErrUsage
+	exitCode   = cli.ExitCode
+	parseFlags = cli.ParseFlags
+)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "ingest" {
@@ -56,19 +41,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runRW1(ctx, args, stdout, stderr)
 }
 
-// parseFlags parses a command's flags; extra arguments are an error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	return nil
-}
-
-// kilnFlagUsage is the help of --kiln, the same in both commands.
-const kilnFlagUsage = `the kiln binary to start the servers with (default: inside Kiln's source tree, ./cmd/kiln built with "go build" into a temporary directory; elsewhere the kiln beside this executable, or on PATH)`
+// kilnFlagUsage and kilnHelp say, in both commands' help, which kiln
+// binary they start.
+const (
+	kilnFlagUsage = `the kiln binary to start the servers with (default: inside Kiln's source tree, ./cmd/kiln built with "go build" into a temporary directory; elsewhere the kiln beside this executable, or on PATH)`
+	kilnHelp      = `The kiln binary it starts is --kiln; without it, inside Kiln's source tree
+./cmd/kiln is built with "go build" into a temporary directory, and
+elsewhere the kiln beside this executable, or else on PATH, is started.
+`
+)

@@ -54,14 +54,14 @@ func TestHelpNamesTheKilnBinary(t *testing.T) {
 }
 
 func TestKilnBinary(t *testing.T) {
-	if _, err := kilnBinary(filepath.Join(t.TempDir(), "no-such-kiln"), t.TempDir(), io.Discard); err == nil {
+	if _, _, err := kilnBinary(filepath.Join(t.TempDir(), "no-such-kiln"), io.Discard); err == nil {
 		t.Error("a --kiln that does not exist was taken")
 	}
 	given := filepath.Join(t.TempDir(), "kiln")
 	if err := os.WriteFile(given, nil, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := kilnBinary(given, t.TempDir(), io.Discard); err != nil || got != given {
+	if got, _, err := kilnBinary(given, io.Discard); err != nil || got != given {
 		t.Errorf("--kiln %s: %q, %v", given, got, err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 
@@ -29,10 +28,7 @@ store's raw multi-get of the same rows, POST /debug/rows or the Diagnostics
 service's GetRows) with the same requests, and a Q2 saturation step. Prints
 a table and writes results.json and latency.svg to --out.
 
-The kiln binary it starts is --kiln; without it, inside Kiln's source tree
-./cmd/kiln is built with "go build" into a temporary directory, and
-elsewhere the kiln beside this executable, or else on PATH, is started.
-
+`+kilnHelp+`
 flags:
 `)
 		fs.PrintDefaults()
@@ -79,15 +75,11 @@ flags:
 		return finish(nil, err, stdout, "")
 	}
 	if cfg.Target == "" {
-		tmp, err := os.MkdirTemp("", "kiln-bench-bin-")
+		bin, cleanup, err := kilnBinary(*kiln, stderr)
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(tmp)
-		bin, err := kilnBinary(*kiln, tmp, stderr)
-		if err != nil {
-			return err
-		}
+		defer cleanup()
 		cfg.ServerCommand = []string{bin, "serve"}
 	}
 	rep, err := bench.Run(ctx, cfg)

@@ -14,13 +14,10 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/kiln-dev/kiln/internal/cli"
 )
 
 const usage = `kiln: a real-time feature store
@@ -33,26 +30,15 @@ usage:
 Run "kiln <command> -h" for a command's flags. Docs: docs/ in the repository.
 `
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "kiln:", err)
-		}
-		os.Exit(exitCode(err))
-	}
-}
+func main() { cli.Main("kiln", run) }
 
-// errUsage marks errors in how kiln was called.
-var errUsage = errors.New("usage")
-
-func exitCode(err error) int {
-	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
-		return 2
-	}
-	return 1
-}
+// errUsage marks errors in how kiln was called; exitCode and parseFlags are
+// the commands' shared ones.
+var (
+	errUsage   = cli.ErrUsage
+	exitCode   = cli.ExitCode
+	parseFlags = cli.ParseFlags
+)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -74,18 +60,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
-}
-
-// parseFlags parses a command's flags; extra arguments are an error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	return nil
 }
