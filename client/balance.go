@@ -22,10 +22,10 @@ const (
 	LatencyDecay = time.Second
 	// latencyAlpha is how far one faster answer pulls the estimate down.
 	latencyAlpha = 0.25
-	// latencyFloor stands for the latency of a replica not yet measured
+	// unmeasuredLatency stands for the latency of a replica not yet measured
 	// (or decayed to nothing): low, so that it is tried soon, but not
 	// zero, so that calls in flight still count.
-	latencyFloor = 10 * time.Microsecond
+	unmeasuredLatency = 10 * time.Microsecond
 	// AffinityLoadFactor bounds the share of the calls in flight that an
 	// affinity owner takes before calls spill to other replicas: at most
 	// ⌈AffinityLoadFactor × (in flight + 1) / replicas up⌉ (consistent
@@ -97,7 +97,7 @@ func (r *replica) observe(now, rtt int64, lowerBound bool) {
 // cost is what power of two choices compares: expected wait for one more
 // call.
 func (r *replica) cost(now int64) float64 {
-	return float64(r.inflight.Load()+1) * max(r.latency(now), float64(latencyFloor))
+	return float64(r.inflight.Load()+1) * max(r.latency(now), float64(unmeasuredLatency))
 }
 
 func (r *replica) down(now int64) bool { return r.downUntil.Load() > now }

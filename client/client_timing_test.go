@@ -15,7 +15,7 @@ import (
 
 // BenchmarkGet measures one ranking call (1 user, 50 posts, 31 features)
 // over loopback: the client beside a direct call of the generated stub on
-// one connection, the floor the client adds its routing to.
+// one connection, the baseline the client adds its routing to.
 func BenchmarkGet(b *testing.B) {
 	cl := startCluster(b, 2, grpcapi.Options{})
 	ctx := context.Background()

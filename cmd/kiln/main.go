@@ -3,21 +3,21 @@
 //	kiln demo                          the example project with a synthetic event stream
 //	kiln serve -c kiln.yaml --data DIR serve a project on the embedded store
 //	kiln validate -c kiln.yaml         check a project file and print its tile plan
-//	kiln bench                         run the RW1 benchmark
-//	kiln bench ingest                  measure ingestion: push, Kafka, freshness
 //
 // Run "kiln <command> -h" for a command's flags.
+//
+// The benchmarks are a command of their own, cmd/kiln-bench, so that this
+// binary links neither them nor the in-process Kafka broker they use; "kiln
+// bench" says so. The RW1 workload generator (internal/workload) is linked
+// only because "kiln demo" draws its synthetic event stream from it.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/kiln-dev/kiln/internal/cli"
 )
 
 const usage = `kiln: a real-time feature store
@@ -26,32 +26,19 @@ usage:
   kiln demo [flags]                    run the example project with a synthetic event stream
   kiln serve -c kiln.yaml [flags]      serve a project (embedded store in --data)
   kiln validate -c kiln.yaml           check a project file and print its tile plan
-  kiln bench [flags]                   run the RW1 benchmark (latency, throughput, the floor)
-  kiln bench ingest [flags]            measure ingestion (push API, Kafka) and freshness
 
 Run "kiln <command> -h" for a command's flags. Docs: docs/ in the repository.
 `
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "kiln:", err)
-		}
-		os.Exit(exitCode(err))
-	}
-}
+func main() { cli.Main("kiln", run) }
 
-// errUsage marks errors in how kiln was called.
-var errUsage = errors.New("usage")
-
-func exitCode(err error) int {
-	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
-		return 2
-	}
-	return 1
-}
+// errUsage marks errors in how kiln was called; exitCode and parseFlags are
+// the commands' shared ones.
+var (
+	errUsage   = cli.ErrUsage
+	exitCode   = cli.ExitCode
+	parseFlags = cli.ParseFlags
+)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -66,25 +53,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
 	case "bench":
-		return runBench(ctx, args[1:], stdout, stderr)
+		return fmt.Errorf("%w: the benchmarks are a command of their own: run them with go run ./cmd/kiln-bench (-h for the flags) in Kiln's source tree", errUsage)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
-}
-
-// parseFlags parses a command's flags; extra arguments are an error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	return nil
 }

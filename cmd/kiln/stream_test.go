@@ -23,7 +23,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/redistest"
 )
 
-// The streaming tests of issue 5: kiln serve runs as a subprocess consuming
+// The streaming tests of the Kafka and NATS sources: kiln serve runs as a subprocess consuming
 // a topic (or a JetStream stream) while the test produces to it; it is
 // killed with SIGKILL at random moments and restarted, and at the end every
 // feature of every entity must equal a reference computed from the whole

@@ -1,5 +1,6 @@
-// Package bench owns Kiln's load generator and the RW1 benchmark (the
-// reference workload of WORKLOAD.md in the shared docs).
+// Package bench owns Kiln's load generator and its two benchmarks on RW1,
+// the reference workload of docs/workload.md: the read benchmark (Run) and
+// the ingestion benchmark (RunIngest). cmd/kiln-bench runs them.
 //
 // # The load generator
 //
@@ -31,9 +32,23 @@
 // loads the RW1 history through POST /v1/push, keeps a live event stream
 // going, and measures, for each query type (Q1: one user, Q2: one user and
 // 500 posts) and offered rate, Kiln's read path and then the floor (POST
-// /debug/floor: the store's raw multi-get of the same rows) with the same
-// pre-generated request sequence. It charges server CPU from GET
-// /debug/stats, then writes a table, results.json and latency.svg. The
-// client does no per-request generation work: every request body is built
-// before the clock starts.
+// /debug/rows or gRPC Diagnostics.GetRows: the store's raw multi-get of the
+// same rows) with the same pre-generated request sequence. It charges
+// server CPU from GET /debug/stats, then writes a table, results.json and
+// latency.svg. The client does no per-request generation work: every
+// request body is built before the clock starts.
+//
+// # The ingestion benchmark
+//
+// RunIngest measures, each phase against a server of its own on the
+// embedded store, push throughput per server core, Kafka throughput per
+// core from a backlog in an in-process broker (franz-go's kfake), and
+// freshness while Q2 runs, against the ingestion targets.
+//
+// # Shared parts
+//
+// Both start and stop the server the same way (server.go, harness.go),
+// sample latencies into the same histograms and the server's resources
+// between the same marks (sample.go), check their configuration alike
+// (config.go) and write results.json the same way (report.go).
 package bench

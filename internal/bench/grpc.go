@@ -18,10 +18,12 @@ const (
 	grpcConnectTimeout  = 30 * time.Second
 )
 
-// grpcConn is a connection to Kiln's gRPC API (kiln.v1.FeatureService).
+// grpcConn is a connection to Kiln's gRPC API (kiln.v1.FeatureService and
+// kiln.v1.Diagnostics).
 type grpcConn struct {
-	cc *grpc.ClientConn
-	fs kilnv1.FeatureServiceClient
+	cc   *grpc.ClientConn
+	fs   kilnv1.FeatureServiceClient
+	diag kilnv1.DiagnosticsClient
 }
 
 // dialGRPC connects to the gRPC API at addr and waits until it answers.
@@ -32,7 +34,7 @@ func dialGRPC(ctx context.Context, addr string) (*grpcConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: gRPC client of %s: %w", addr, err)
 	}
-	g := &grpcConn{cc: cc, fs: kilnv1.NewFeatureServiceClient(cc)}
+	g := &grpcConn{cc: cc, fs: kilnv1.NewFeatureServiceClient(cc), diag: kilnv1.NewDiagnosticsClient(cc)}
 	cctx, cancel := context.WithTimeout(ctx, grpcConnectTimeout)
 	defer cancel()
 	// Prepare answers as soon as the server serves; wait for it.
@@ -149,22 +151,22 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 
 func (rawCodec) Name() string { return "proto" }
 
-// grpcFloor sends the same pre-encoded requests to GetRows: the floor over
-// the same transport as Kiln's gRPC reads.
+// grpcFloor sends the same pre-encoded requests to Diagnostics.GetRows: the
+// floor over the same transport as Kiln's gRPC reads.
 type grpcFloor struct{ *grpcFeatures }
 
 func (c grpcFloor) call(ctx context.Context, i int) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var discard rawMessage
-	return c.g.cc.Invoke(ctx, kilnv1.FeatureService_GetRows_FullMethodName,
+	return c.g.cc.Invoke(ctx, kilnv1.Diagnostics_GetRows_FullMethodName,
 		rawMessage(c.wire[i%len(c.wire)]), &discard, grpc.ForceCodec(rawCodec{}))
 }
 
 func (c grpcFloor) check(ctx context.Context, i int) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	resp, err := c.g.fs.GetRows(ctx, c.msgs[i%len(c.msgs)])
+	resp, err := c.g.diag.GetRows(ctx, c.msgs[i%len(c.msgs)])
 	if err != nil {
 		return fmt.Errorf("%s gRPC GetRows: %w", c.q.name, err)
 	}

@@ -31,8 +31,9 @@ import (
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
-// The ingest benchmark (kiln bench ingest) measures issue 5's figures on the
-// embedded store, each against a kiln serve child process of its own:
+// The ingest benchmark (kiln-bench ingest) measures ingestion against the
+// ingestion targets (docs/workload.md) on the embedded store, each phase
+// against a kiln serve child process of its own:
 //
 //  1. push: RW1 live events POSTed to /v1/push in batches from several
 //     connections, back to back, for a fixed period; events accepted per
@@ -52,7 +53,8 @@ const (
 	PhaseFreshness = "freshness"
 )
 
-// Issue 5's aims.
+// The ingestion targets: push and Kafka throughput per server core, and
+// freshness (event to durable and visible) on the embedded store.
 const (
 	AimPushPerCore  = 500_000 // events/s per core, push API batch path
 	AimKafkaPerCore = 200_000 // events/s per core, from Kafka
@@ -74,7 +76,7 @@ const (
 // documented defaults.
 type IngestConfig struct {
 	// ServerCommand is the argv that starts "kiln serve" (flags are
-	// added); empty: this executable with "serve".
+	// added): a kiln binary, "serve" and any flags of its own.
 	ServerCommand []string
 	// DataDir holds the servers' data directories (push/, kafka/); empty
 	// means a temporary directory, removed at the end.
@@ -119,7 +121,7 @@ type IngestConfig struct {
 	Command string
 }
 
-// DefaultIngestConfig returns the defaults of kiln bench ingest.
+// DefaultIngestConfig returns the defaults of kiln-bench ingest.
 func DefaultIngestConfig() IngestConfig {
 	return IngestConfig{
 		Phases: []string{PhasePush, PhaseKafka, PhaseFreshness},
@@ -132,60 +134,53 @@ func DefaultIngestConfig() IngestConfig {
 	}
 }
 
-func (c *IngestConfig) check() error {
-	var errs []string
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+// Check reports the values out of range, as an error wrapping ErrConfig.
+func (c *IngestConfig) Check() error {
+	var bad problems
 	if len(c.Phases) == 0 {
-		bad("no phase to run: name some of %s, %s, %s", PhasePush, PhaseKafka, PhaseFreshness)
+		bad.add("no phase to run: name some of %s, %s, %s", PhasePush, PhaseKafka, PhaseFreshness)
 	}
 	for _, p := range c.Phases {
 		if p != PhasePush && p != PhaseKafka && p != PhaseFreshness {
-			bad("phase %q: use %s, %s or %s", p, PhasePush, PhaseKafka, PhaseFreshness)
+			bad.add("phase %q: use %s, %s or %s", p, PhasePush, PhaseKafka, PhaseFreshness)
 		}
 	}
 	if c.has(PhaseFreshness) && !c.has(PhaseKafka) {
-		bad("phase %s runs on the data and consumer group of phase %s: run both", PhaseFreshness, PhaseKafka)
+		bad.add("phase %s runs on the data and consumer group of phase %s: run both", PhaseFreshness, PhaseKafka)
 	}
-	if !(c.Scale > 0) || math.IsInf(c.Scale, 0) || c.Scale > 100 {
-		bad("scale %v: want 0 < scale ≤ 100", c.Scale)
-	}
+	bad.scale(c.Scale)
 	if c.PushConns < 1 || c.PushConns > 256 {
-		bad("push connections %d: want 1..256", c.PushConns)
+		bad.add("push connections %d: want 1..256", c.PushConns)
 	}
 	if c.PushBatch < 1 || c.PushBatch > maxPushEvents {
-		bad("push batch %d: want 1..%d events", c.PushBatch, maxPushEvents)
+		bad.add("push batch %d: want 1..%d events", c.PushBatch, maxPushEvents)
 	}
 	if c.PushPool < c.PushBatch || c.PushPool > 20_000_000 {
-		bad("push pool %d: want batch..20000000 events", c.PushPool)
+		bad.add("push pool %d: want batch..20000000 events", c.PushPool)
 	}
 	if c.PushDuration <= 0 || c.PushWarmup < 0 {
-		bad("push duration %v, warm-up %v: want duration > 0, warm-up ≥ 0", c.PushDuration, c.PushWarmup)
+		bad.add("push duration %v, warm-up %v: want duration > 0, warm-up ≥ 0", c.PushDuration, c.PushWarmup)
 	}
 	if c.KafkaEvents < 1 || c.KafkaEvents > maxKafkaEvents {
-		bad("kafka events %d: want 1..%d", c.KafkaEvents, maxKafkaEvents)
+		bad.add("kafka events %d: want 1..%d", c.KafkaEvents, maxKafkaEvents)
 	}
 	if c.KafkaPartitions < 1 || c.KafkaPartitions > 1024 {
-		bad("kafka partitions %d: want 1..1024", c.KafkaPartitions)
+		bad.add("kafka partitions %d: want 1..1024", c.KafkaPartitions)
 	}
 	if c.KafkaTimeout <= 0 {
-		bad("kafka timeout %v: want > 0", c.KafkaTimeout)
+		bad.add("kafka timeout %v: want > 0", c.KafkaTimeout)
 	}
 	if !(c.FreshRate > 0) || c.FreshRate > 1e6 || !(c.Q2Rate > 0) || c.Q2Rate > 1e5 {
-		bad("freshness rate %v events/s and Q2 rate %v/s: want 0 < events ≤ 1e6, 0 < Q2 ≤ 1e5", c.FreshRate, c.Q2Rate)
+		bad.add("freshness rate %v events/s and Q2 rate %v/s: want 0 < events ≤ 1e6, 0 < Q2 ≤ 1e5", c.FreshRate, c.Q2Rate)
 	}
 	if c.FreshDuration <= 0 || c.FreshWarmup < 0 {
-		bad("freshness duration %v, warm-up %v: want duration > 0, warm-up ≥ 0", c.FreshDuration, c.FreshWarmup)
+		bad.add("freshness duration %v, warm-up %v: want duration > 0, warm-up ≥ 0", c.FreshDuration, c.FreshWarmup)
 	}
-	if c.MaxInFlight < 1 || c.MaxInFlight > 10_000 {
-		bad("max in flight %d: want 1..10000", c.MaxInFlight)
-	}
+	bad.maxInFlight(c.MaxInFlight)
 	if c.RequestTimeout <= 0 || c.Profile < 0 {
-		bad("request timeout %v, profile %v: want timeout > 0, profile ≥ 0", c.RequestTimeout, c.Profile)
+		bad.add("request timeout %v, profile %v: want timeout > 0, profile ≥ 0", c.RequestTimeout, c.Profile)
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("bench ingest: %w: %s", ErrConfig, strings.Join(errs, "; "))
-	}
-	return nil
+	return bad.err("bench ingest")
 }
 
 func (c *IngestConfig) has(phase string) bool { return slices.Contains(c.Phases, phase) }
@@ -347,73 +342,32 @@ type SourceFreshness struct {
 	Max   float64 `json:"max"`
 }
 
-// ingestStats is the part of GET /debug/stats the ingest benchmark reads.
-type ingestStats struct {
-	CPUSeconds float64 `json:"cpu_seconds"`
-	RSSBytes   int64   `json:"rss_bytes"`
-	HeapBytes  int64   `json:"heap_bytes"`
-	GCCycles   int64   `json:"gc_cycles"`
-	Ingest     struct {
-		Accepted, DroppedLate, RowsWritten, Writes, WriteErrors, Replayed int64
-	} `json:"ingest"`
-	Sources []struct {
-		Source      string          `json:"source"`
-		Lag         int64           `json:"lag"`
-		Messages    int64           `json:"messages"`
-		DeadLetters int64           `json:"dead_letters"`
-		Freshness   SourceFreshness `json:"freshness_ms"`
-		Partitions  []struct {
-			Partition string `json:"partition"`
-		} `json:"partitions"`
-	} `json:"sources"`
-}
-
 // ingestRun is one run in progress.
 type ingestRun struct {
+	harness
 	cfg     IngestConfig
-	log     io.Writer
 	argv    []string
 	tmp     string // temporary files (project files; data unless DataDir)
 	dataDir string
 	rep     *IngestReport
-	ctl     *http.Client
 	gen     *workload.Generator
-	project *definition.Project
-	enc     *pushEncoder
-	srv     *server // the running server, if any
 }
 
 // RunIngest runs the ingest benchmark and returns its report. On an error
 // after a phase was measured it returns the report so far with the error;
 // results.json is written then too.
 func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err error) {
-	if err := cfg.check(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	r := &ingestRun{cfg: cfg, log: cfg.Log}
-	if r.log == nil {
-		r.log = io.Discard
+	if len(cfg.ServerCommand) == 0 {
+		return nil, fmt.Errorf("bench ingest: %w: no command to start the servers with", ErrConfig)
 	}
-	if r.project, err = projectfile.Parse(examples.FeedProjectName, examples.FeedProject); err != nil {
+	ctl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, DisableCompression: true}}
+	defer ctl.CloseIdleConnections()
+	r := &ingestRun{cfg: cfg, argv: cfg.ServerCommand}
+	if r.harness, err = newHarness("kiln-bench ingest", cfg.Log, cfg.OutDir, ctl); err != nil {
 		return nil, err
-	}
-	src := r.project.Source(workload.SourceName)
-	if src == nil {
-		return nil, fmt.Errorf("bench ingest: the RW1 project has no source %s", workload.SourceName)
-	}
-	r.enc = newPushEncoder(src.Name, src.EventTime)
-	r.argv = cfg.ServerCommand
-	if len(r.argv) == 0 {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("bench ingest: finding this executable to start the server: %w", err)
-		}
-		r.argv = []string{exe, "serve"}
-	}
-	if cfg.OutDir != "" {
-		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-			return nil, err
-		}
 	}
 	if r.tmp, err = os.MkdirTemp("", "kiln-bench-ingest-"); err != nil {
 		return nil, err
@@ -423,8 +377,6 @@ func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err er
 	if r.dataDir == "" {
 		r.dataDir = filepath.Join(r.tmp, "data")
 	}
-	r.ctl = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, DisableCompression: true}}
-	defer r.ctl.CloseIdleConnections()
 	defer r.stopServer()
 
 	start := time.Now()
@@ -442,7 +394,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err er
 	defer func() {
 		r.rep.Seconds = time.Since(start).Seconds()
 		if cfg.OutDir != "" && measured {
-			if werr := r.rep.writeJSON(cfg.OutDir); werr != nil && err == nil {
+			if werr := writeResults(cfg.OutDir, r.rep); werr != nil && err == nil {
 				err = werr
 			}
 		}
@@ -546,62 +498,20 @@ func KafkaFeedProject(addr, topic, group string) ([]byte, error) {
 // startServerOn starts a server on projectFile and dataDir and waits until
 // it is ready.
 func (r *ingestRun) startServerOn(ctx context.Context, projectFile, dataDir string) error {
-	srv, err := startServer(ctx, r.argv, projectFile, dataDir, false, r.log)
-	if err != nil {
-		return err
-	}
-	r.srv = srv
-	fmt.Fprintf(r.log, "kiln bench ingest: started %s\n", strings.Join(srv.command, " "))
-	deadline := time.Now().Add(readyTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		var v map[string]any
-		if last = getJSON(ctx, r.ctl, srv.url+"/readyz", &v); last == nil {
-			return nil
-		}
-		if err := srv.alive(); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s is not ready after %v: %w", srv.url, readyTimeout, last)
+	return r.launch(ctx, r.argv, projectFile, dataDir, false)
 }
 
-// stopServer stops the running server, if any.
-func (r *ingestRun) stopServer() {
-	if r.srv == nil {
-		return
-	}
-	if err := r.srv.stop(); err != nil {
-		fmt.Fprintln(r.log, "kiln bench ingest: stopping the server:", err)
-	}
-	r.srv = nil
-}
-
-func (r *ingestRun) stats(ctx context.Context) (ingestStats, error) {
-	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
-	defer cancel()
-	var s ingestStats
-	if err := getJSON(ctx, r.ctl, r.srv.url+"/debug/stats", &s); err != nil {
-		return s, errors.Join(fmt.Errorf("reading the server's stats: %w", err), r.srv.alive())
-	}
-	return s, nil
-}
-
-// throughput fills the window between two stats snapshots.
-func throughput(events int64, s0, s1 ingestStats, seconds, clientCPU float64) Throughput {
+// throughput fills the window between two marks.
+func throughput(events int64, m0, m1 mark) Throughput {
+	u, s0, s1 := m0.until(m1), m0.stats, m1.stats
 	t := Throughput{
-		Events: events, Seconds: seconds, ServerCPUSeconds: s1.CPUSeconds - s0.CPUSeconds, ClientCPUSeconds: clientCPU,
-		ServerGCCycles: s1.GCCycles - s0.GCCycles,
+		Events: events, Seconds: u.seconds, ServerCPUSeconds: u.serverCPU, ClientCPUSeconds: u.clientCPU,
+		ServerGCCycles: u.gcCycles,
 		RowsWritten:    s1.Ingest.RowsWritten - s0.Ingest.RowsWritten, Writes: s1.Ingest.Writes - s0.Ingest.Writes,
 		ServerRSSBytes: s1.RSSBytes,
 	}
-	t.EventsPerS = ratio(float64(events), seconds)
-	t.ServerCores = ratio(t.ServerCPUSeconds, seconds)
+	t.EventsPerS = ratio(float64(events), u.seconds)
+	t.ServerCores = u.cores()
 	t.EventsPerCoreS = ratio(float64(events), t.ServerCPUSeconds)
 	return t
 }
@@ -623,7 +533,7 @@ func (r *ingestRun) profile(ctx context.Context, name string, d time.Duration) (
 		}
 		resp, err := r.ctl.Do(req)
 		if err != nil {
-			fmt.Fprintf(r.log, "kiln bench ingest: profile %s: %v\n", name, err)
+			fmt.Fprintf(r.log, "kiln-bench ingest: profile %s: %v\n", name, err)
 			return
 		}
 		defer resp.Body.Close()
@@ -632,10 +542,10 @@ func (r *ingestRun) profile(ctx context.Context, name string, d time.Duration) (
 			err = os.WriteFile(path, b, 0o644)
 		}
 		if err != nil {
-			fmt.Fprintf(r.log, "kiln bench ingest: profile %s: %v\n", name, err)
+			fmt.Fprintf(r.log, "kiln-bench ingest: profile %s: %v\n", name, err)
 			return
 		}
-		fmt.Fprintf(r.log, "kiln bench ingest: server CPU profile in %s\n", path)
+		fmt.Fprintf(r.log, "kiln-bench ingest: server CPU profile in %s\n", path)
 	}()
 	return func() { <-done }
 }
@@ -643,7 +553,7 @@ func (r *ingestRun) profile(ctx context.Context, name string, d time.Duration) (
 // pushPhase is phase 1: closed-loop pushes of pre-encoded batches.
 func (r *ingestRun) pushPhase(ctx context.Context) (*PushPhase, error) {
 	cfg := r.cfg
-	fmt.Fprintf(r.log, "kiln bench ingest: push: encoding %d RW1 live events in batches of %d\n", cfg.PushPool, cfg.PushBatch)
+	fmt.Fprintf(r.log, "kiln-bench ingest: push: encoding %d RW1 live events in batches of %d\n", cfg.PushPool, cfg.PushBatch)
 	pool := r.pushPool()
 	projectFile := filepath.Join(r.tmp, "kiln-push.yaml")
 	if err := os.WriteFile(projectFile, examples.FeedProject, 0o644); err != nil {
@@ -704,22 +614,20 @@ func (r *ingestRun) pushPhase(ctx context.Context) (*PushPhase, error) {
 		})
 	}
 	finish := func() { stop.Store(true); wg.Wait() }
-	fmt.Fprintf(r.log, "kiln bench ingest: push: %d connections, %v warm-up, %v measured\n", cfg.PushConns, cfg.PushWarmup, cfg.PushDuration)
+	fmt.Fprintf(r.log, "kiln-bench ingest: push: %d connections, %v warm-up, %v measured\n", cfg.PushConns, cfg.PushWarmup, cfg.PushDuration)
 	if !sleepCtx(ctx, cfg.PushWarmup) {
 		finish()
 		return nil, ctx.Err()
 	}
-	s0, err := r.stats(ctx)
+	m0, err := markNow(ctx, r.srv, r.ctl)
 	if err != nil {
 		finish()
 		return nil, err
 	}
-	c0, t0 := clientCPUSeconds(), time.Now()
 	measuring.Store(true)
 	waitProfile := r.profile(ctx, PhasePush, min(cfg.Profile, cfg.PushDuration))
 	ok := sleepCtx(ctx, cfg.PushDuration)
-	s1, serr := r.stats(ctx)
-	secs, c1 := time.Since(t0).Seconds(), clientCPUSeconds()
+	m1, serr := markNow(ctx, r.srv, r.ctl)
 	measuring.Store(false)
 	finish()
 	waitProfile()
@@ -730,16 +638,16 @@ func (r *ingestRun) pushPhase(ctx context.Context) (*PushPhase, error) {
 		return nil, serr
 	}
 	p := &PushPhase{
-		Throughput:  throughput(s1.Ingest.Accepted-s0.Ingest.Accepted, s0, s1, secs, c1-c0),
+		Throughput:  throughput(m1.stats.Ingest.Accepted-m0.stats.Ingest.Accepted, m0, m1),
 		Connections: cfg.PushConns, BatchEvents: cfg.PushBatch,
-		Pushes: pushes.Load(), Errors: errs.Load(), DroppedLate: s1.Ingest.DroppedLate - s0.Ingest.DroppedLate,
+		Pushes: pushes.Load(), Errors: errs.Load(), DroppedLate: m1.stats.Ingest.DroppedLate - m0.stats.Ingest.DroppedLate,
 		ClientAccepted: accepted.Load(),
 		PushLatency:    percentilesOf(hist),
 	}
 	if firstErr != nil {
 		p.FirstError = firstErr.Error()
 	}
-	fmt.Fprintf(r.log, "kiln bench ingest: push: %d events in %.1f s = %.0f events/s; server %.2f CPU-s (%.2f cores) = %.0f events/s per core; %d errors\n",
+	fmt.Fprintf(r.log, "kiln-bench ingest: push: %d events in %.1f s = %.0f events/s; server %.2f CPU-s (%.2f cores) = %.0f events/s per core; %d errors\n",
 		p.Events, p.Seconds, p.EventsPerS, p.ServerCPUSeconds, p.ServerCores, p.EventsPerCoreS, p.Errors)
 	if p.Errors > 0 {
 		return p, fmt.Errorf("%d pushes failed; first: %s", p.Errors, p.FirstError)
@@ -770,10 +678,16 @@ func (r *ingestRun) pushPool() [][]byte {
 	return pool
 }
 
-// eventValue appends one RW1 event as a Kafka message value: the JSON of
-// one element of a push's events.
-func (r *ingestRun) eventValue(b []byte, ev *event.Event) []byte {
-	return r.enc.add(b, 0, ev)
+// nextRecord draws the live stream's next event at now into ev and returns
+// it as a Kafka record: keyed by user, the JSON of one element of a push's
+// events as its value, stamped with stamp.
+func (r *ingestRun) nextRecord(live *workload.Live, ev *event.Event, now, stamp time.Time) *kgo.Record {
+	live.Next(now, ev)
+	return &kgo.Record{
+		Key:       strconv.AppendInt(nil, ev.Fields[workload.FieldUserID].Int, 10),
+		Value:     r.enc.add(make([]byte, 0, 112), 0, ev),
+		Timestamp: stamp,
+	}
 }
 
 // newProducer returns a Kafka producer of topic ingestTopic.
@@ -792,7 +706,7 @@ func newProducer(addr string, linger time.Duration) (*kgo.Client, error) {
 func (r *ingestRun) kafkaPhase(ctx context.Context, addr, projectFile string) (*KafkaPhase, error) {
 	cfg := r.cfg
 	k := &KafkaPhase{Partitions: cfg.KafkaPartitions}
-	fmt.Fprintf(r.log, "kiln bench ingest: kafka: producing %d RW1 events to %s (%d partitions, keyed by user)\n", cfg.KafkaEvents, ingestTopic, cfg.KafkaPartitions)
+	fmt.Fprintf(r.log, "kiln-bench ingest: kafka: producing %d RW1 events to %s (%d partitions, keyed by user)\n", cfg.KafkaEvents, ingestTopic, cfg.KafkaPartitions)
 	cl, err := newProducer(addr, 5*time.Millisecond)
 	if err != nil {
 		return nil, err
@@ -807,12 +721,7 @@ func (r *ingestRun) kafkaPhase(ctx context.Context, addr, projectFile string) (*
 			break
 		}
 		now := time.Now()
-		live.Next(now, &ev)
-		rec := &kgo.Record{
-			Key:       strconv.AppendInt(nil, ev.Fields[workload.FieldUserID].Int, 10),
-			Value:     r.eventValue(make([]byte, 0, 112), &ev),
-			Timestamp: now,
-		}
+		rec := r.nextRecord(live, &ev, now, now)
 		cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 			if err != nil && failed.Add(1) == 1 {
 				firstErr.Store(err)
@@ -830,29 +739,30 @@ func (r *ingestRun) kafkaPhase(ctx context.Context, addr, projectFile string) (*
 	}
 	k.Produced = int64(cfg.KafkaEvents)
 	k.ProduceEventsPerS = ratio(float64(k.Produced), k.ProduceSeconds)
-	fmt.Fprintf(r.log, "kiln bench ingest: kafka: produced in %.1f s (%.0f events/s)\n", k.ProduceSeconds, k.ProduceEventsPerS)
+	fmt.Fprintf(r.log, "kiln-bench ingest: kafka: produced in %.1f s (%.0f events/s)\n", k.ProduceSeconds, k.ProduceEventsPerS)
 
 	started := time.Now()
 	if err := r.startServerOn(ctx, projectFile, filepath.Join(r.dataDir, "kafka")); err != nil {
 		return nil, err
 	}
 	defer r.stopServer()
-	s0, err := r.stats(ctx)
+	first, err := markNow(ctx, r.srv, r.ctl)
 	if err != nil {
 		return nil, err
 	}
-	c0, t1 := clientCPUSeconds(), time.Now()
 	waitProfile := r.profile(ctx, PhaseKafka, cfg.Profile)
 	defer waitProfile()
-	deadline := t1.Add(cfg.KafkaTimeout)
-	var s1 ingestStats
+	deadline := first.at.Add(cfg.KafkaTimeout)
+	var last mark
+	var s1 serverStats
 	for {
 		if !sleepCtx(ctx, ingestPollInterval) {
 			return nil, ctx.Err()
 		}
-		if s1, err = r.stats(ctx); err != nil {
+		if last, err = markNow(ctx, r.srv, r.ctl); err != nil {
 			return nil, err
 		}
+		s1 = last.stats
 		if len(s1.Sources) > 0 && s1.Sources[0].Lag == 0 && s1.Sources[0].Messages >= k.Produced &&
 			len(s1.Sources[0].Partitions) >= cfg.KafkaPartitions {
 			break
@@ -865,18 +775,17 @@ func (r *ingestRun) kafkaPhase(ctx context.Context, addr, projectFile string) (*
 			return nil, fmt.Errorf("the server applied %d of %d messages within %v", applied, k.Produced, cfg.KafkaTimeout)
 		}
 	}
-	done := time.Now()
-	k.FromStartSeconds = done.Sub(started).Seconds()
+	k.FromStartSeconds = last.at.Sub(started).Seconds()
 	var m0 int64
-	if len(s0.Sources) > 0 {
+	if s0 := first.stats; len(s0.Sources) > 0 {
 		m0 = s0.Sources[0].Messages
 	}
 	src := s1.Sources[0]
 	k.Applied, k.DeadLetters = src.Messages, src.DeadLetters
 	// The window runs from the first snapshot after the server was ready
 	// to the first one that saw the backlog applied.
-	k.Throughput = throughput(src.Messages-m0, s0, s1, done.Sub(t1).Seconds(), clientCPUSeconds()-c0)
-	fmt.Fprintf(r.log, "kiln bench ingest: kafka: %d messages applied (%d before the first snapshot) in %.1f s = %.0f events/s; server %.2f CPU-s (%.2f cores) = %.0f events/s per core; %.1f s from process start\n",
+	k.Throughput = throughput(src.Messages-m0, first, last)
+	fmt.Fprintf(r.log, "kiln-bench ingest: kafka: %d messages applied (%d before the first snapshot) in %.1f s = %.0f events/s; server %.2f CPU-s (%.2f cores) = %.0f events/s per core; %.1f s from process start\n",
 		k.Applied, m0, k.Seconds, k.EventsPerS, k.ServerCPUSeconds, k.ServerCores, k.EventsPerCoreS, k.FromStartSeconds)
 	if k.DeadLetters > 0 {
 		return k, fmt.Errorf("%d messages went to the dead letters", k.DeadLetters)
@@ -927,8 +836,7 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 			return nil, errors.New("the floor consumer received none of 30 probe messages")
 		}
 		now := time.Now()
-		live.Next(now, &ev)
-		probe := &kgo.Record{Key: strconv.AppendInt(nil, ev.Fields[workload.FieldUserID].Int, 10), Value: r.eventValue(nil, &ev), Timestamp: now.Add(time.Hour)}
+		probe := r.nextRecord(live, &ev, now, now.Add(time.Hour))
 		if err := cl.ProduceSync(ctx, probe).FirstErr(); err != nil {
 			return nil, fmt.Errorf("producing a probe: %w", err)
 		}
@@ -949,7 +857,7 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 	}
 	f.BeforeStream = s0.Sources[0].Freshness
 	if s0.Sources[0].Messages > probes {
-		fmt.Fprintf(r.log, "kiln bench ingest: freshness: the server applied %d messages before the stream (replayed from phase 2): they count in its freshness\n", s0.Sources[0].Messages)
+		fmt.Fprintf(r.log, "kiln-bench ingest: freshness: the server applied %d messages before the stream (replayed from phase 2): they count in its freshness\n", s0.Sources[0].Messages)
 	}
 
 	fc, err := newRawClient(r.srv.url+"/v1/features", cfg.RequestTimeout, cfg.MaxInFlight)
@@ -957,12 +865,12 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 		return nil, err
 	}
 	defer fc.closeIdle()
-	q2c := &httpFeatures{c: fc, url: r.srv.url + "/v1/features", q: q2}
+	q2c := &httpFeatures{httpTarget{c: fc, url: r.srv.url + "/v1/features", q: q2}}
 	if err := q2c.check(ctx, 0); err != nil {
 		return nil, errors.Join(err, r.srv.alive())
 	}
 
-	fmt.Fprintf(r.log, "kiln bench ingest: freshness: producing %g events/s for %v while Q2 runs at %g/s (%v warm-up)\n", cfg.FreshRate, span, cfg.Q2Rate, cfg.FreshWarmup)
+	fmt.Fprintf(r.log, "kiln-bench ingest: freshness: producing %g events/s for %v while Q2 runs at %g/s (%v warm-up)\n", cfg.FreshRate, span, cfg.Q2Rate, cfg.FreshWarmup)
 	c0, t0 := clientCPUSeconds(), time.Now()
 	pctx, stopProducing := context.WithCancel(ctx)
 	var produced, failed atomic.Int64
@@ -986,12 +894,7 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 			due := min(int64(math.Floor(time.Since(start).Seconds()*cfg.FreshRate)), total) - sent
 			for range due {
 				now := time.Now()
-				live.Next(now, &ev)
-				rec := &kgo.Record{
-					Key:       strconv.AppendInt(nil, ev.Fields[workload.FieldUserID].Int, 10),
-					Value:     r.eventValue(make([]byte, 0, 112), &ev),
-					Timestamp: now,
-				}
+				rec := r.nextRecord(live, &ev, now, now)
 				cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
 					if err != nil {
 						if failed.Add(1) == 1 {
@@ -1014,7 +917,7 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 	samplerDone := make(chan struct{})
 	go func() {
 		defer close(samplerDone)
-		f.Timeline = r.sampleFreshness(ctx, s0, stopSampler)
+		f.Timeline = sampleSeconds(ctx, r.srv, r.ctl, mark{stats: s0, at: time.Now()}, stopSampler, freshSecond)
 	}()
 	res, qerr := OpenLoop{
 		Rate: cfg.Q2Rate, Duration: cfg.FreshDuration, Warmup: cfg.FreshWarmup, MaxInFlight: cfg.MaxInFlight,
@@ -1047,7 +950,7 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 		return nil, err
 	}
 	if !ok {
-		fmt.Fprintf(r.log, "kiln bench ingest: freshness: the server had applied %d of %d messages %v after the stream\n", s1.Sources[0].Messages, want, drainTimeout)
+		fmt.Fprintf(r.log, "kiln-bench ingest: freshness: the server had applied %d of %d messages %v after the stream\n", s1.Sources[0].Messages, want, drainTimeout)
 	}
 	f.BrokerDelivery, f.BrokerDelivered = floor.stop()
 	src := s1.Sources[0]
@@ -1061,7 +964,7 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 	s.Timeline, s.Distribution = nil, nil // kept short: this is not a latency study
 	f.Q2 = s
 	fr := f.Freshness
-	fmt.Fprintf(r.log, "kiln bench ingest: freshness: %d events produced, %d applied; freshness p50 %.1f p99 %.1f p99.9 %.1f max %.1f ms (broker delivery p50 %.1f p99 %.1f max %.1f ms); Q2 p50 %.2f p99 %.2f ms, %d errors\n",
+	fmt.Fprintf(r.log, "kiln-bench ingest: freshness: %d events produced, %d applied; freshness p50 %.1f p99 %.1f p99.9 %.1f max %.1f ms (broker delivery p50 %.1f p99 %.1f max %.1f ms); Q2 p50 %.2f p99 %.2f ms, %d errors\n",
 		f.Produced, f.Applied, fr.P50, fr.P99, fr.P999, fr.Max, f.BrokerDelivery.P50, f.BrokerDelivery.P99, f.BrokerDelivery.Max, s.Latency.P50, s.Latency.P99, s.Errors)
 	if f.Applied < want {
 		return f, fmt.Errorf("the server applied %d of %d messages", f.Applied, want)
@@ -1168,47 +1071,29 @@ func startSyncProbe(path string) (stop func() (Percentiles, int64)) {
 	}
 }
 
-// sampleFreshness reads the server's stats every second, from prev on,
-// until stop is closed.
-func (r *ingestRun) sampleFreshness(ctx context.Context, prev ingestStats, stop <-chan struct{}) []FreshSecond {
-	var out []FreshSecond
-	t0 := time.Now()
-	prevT := t0
-	ticker := time.NewTicker(time.Second)
-	defer ticker.Stop()
-	for len(out) < maxTimeline {
-		select {
-		case <-stop:
-			return out
-		case <-ctx.Done():
-			return out
-		case <-ticker.C:
-		}
-		cur, err := r.stats(ctx)
-		if err != nil || len(cur.Sources) == 0 || len(prev.Sources) == 0 {
-			return out
-		}
-		now := time.Now()
-		src := cur.Sources[0]
-		out = append(out, FreshSecond{
-			Second: int(now.Sub(t0).Round(time.Second) / time.Second), Applied: src.Messages - prev.Sources[0].Messages, Lag: src.Lag,
-			FreshP99: src.Freshness.P99, FreshMax: src.Freshness.Max,
-			Cores: (cur.CPUSeconds - prev.CPUSeconds) / now.Sub(prevT).Seconds(), GCCycles: cur.GCCycles - prev.GCCycles,
-			HeapMiB: float64(cur.HeapBytes) / (1 << 20),
-		})
-		prev, prevT = cur, now
+// freshSecond is the server's state at the end of one second of the
+// freshness phase; none without a source.
+func freshSecond(second int, a, b mark) (FreshSecond, bool) {
+	if len(a.stats.Sources) == 0 || len(b.stats.Sources) == 0 {
+		return FreshSecond{}, false
 	}
-	return out
+	src := b.stats.Sources[0]
+	return FreshSecond{
+		Second: second, Applied: src.Messages - a.stats.Sources[0].Messages, Lag: src.Lag,
+		FreshP99: src.Freshness.P99, FreshMax: src.Freshness.Max,
+		Cores: a.until(b).cores(), GCCycles: b.stats.GCCycles - a.stats.GCCycles,
+		HeapMiB: float64(b.stats.HeapBytes) / (1 << 20),
+	}, true
 }
 
 // waitApplied polls the server's stats until its first source has applied
 // at least want messages (ok) or within has passed, and returns the last
 // stats. It counts messages, not the lag: after a restart, a partition this
 // process has not yet read a message from reports its whole length as lag.
-func (r *ingestRun) waitApplied(ctx context.Context, want int64, within time.Duration) (s ingestStats, ok bool, err error) {
+func (r *ingestRun) waitApplied(ctx context.Context, want int64, within time.Duration) (s serverStats, ok bool, err error) {
 	deadline := time.Now().Add(within)
 	for {
-		if s, err = r.stats(ctx); err != nil {
+		if s, err = r.srv.stats(ctx, r.ctl); err != nil {
 			return s, false, err
 		}
 		if len(s.Sources) > 0 && s.Sources[0].Messages >= want {
@@ -1223,33 +1108,9 @@ func (r *ingestRun) waitApplied(ctx context.Context, want int64, within time.Dur
 	}
 }
 
-// sleepCtx sleeps for d, or until ctx ends (then it returns false).
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// writeJSON writes the report as results.json in dir.
-func (rep *IngestReport) writeJSON(dir string) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644)
-}
-
-// PrintSummary writes the figures of the run against issue 5's aims.
+// PrintSummary writes the figures of the run against the ingestion targets.
 func (rep *IngestReport) PrintSummary(w io.Writer) {
-	fmt.Fprintf(w, "kiln bench ingest: RW1 (scale %g, seed %d: %d users, %d posts), embedded store (Pebble); %d CPUs (%s)\n",
+	fmt.Fprintf(w, "kiln-bench ingest: RW1 (scale %g, seed %d: %d users, %d posts), embedded store (Pebble); %d CPUs (%s)\n",
 		rep.Config.Scale, rep.Config.Seed, rep.Config.Users, rep.Config.Posts, rep.Machine.CPUs, rep.Machine.CPUModel)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\tevents\tseconds\tevents/s\tsrv CPU-s\tsrv cores\tevents/s per core\taim per core\tmet\tcli CPU-s\trows written/event\trows/write\t")

@@ -43,7 +43,7 @@ func TestKafkaFeedProject(t *testing.T) {
 }
 
 func TestIngestConfigChecked(t *testing.T) {
-	if err := func() error { c := DefaultIngestConfig(); return c.check() }(); err != nil {
+	if err := func() error { c := DefaultIngestConfig(); return c.Check() }(); err != nil {
 		t.Fatalf("defaults refused: %v", err)
 	}
 	for name, mod := range map[string]func(*IngestConfig){

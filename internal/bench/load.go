@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
-
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
@@ -167,7 +165,7 @@ func loadHistory(ctx context.Context, c *http.Client, pushURL string, gen *workl
 			if now := time.Now(); now.Sub(lastReport) >= progressEvery {
 				lastReport = now
 				el := now.Sub(start).Seconds()
-				fmt.Fprintf(progress, "kiln bench: loaded %d of %d events (%.0f%%), %.0f events/s\n",
+				fmt.Fprintf(progress, "kiln-bench: loaded %d of %d events (%.0f%%), %.0f events/s\n",
 					total, gen.HistoryLen(), 100*float64(total)/float64(max(gen.HistoryLen(), 1)), float64(total)/el)
 			}
 		}
@@ -281,23 +279,4 @@ func (l *liveStream) stop() LiveResult {
 	l.cancel() // the push in flight, if any, ends with the context
 	<-l.done
 	return l.res
-}
-
-// Percentiles are latency percentiles in milliseconds.
-type Percentiles struct {
-	P50  float64 `json:"p50"`
-	P90  float64 `json:"p90"`
-	P99  float64 `json:"p99"`
-	P999 float64 `json:"p99_9"`
-	Max  float64 `json:"max"`
-	Mean float64 `json:"mean"`
-}
-
-func percentilesOf(h *hdrhistogram.Histogram) Percentiles {
-	ms := func(us int64) float64 { return float64(us) / 1000 }
-	return Percentiles{
-		P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
-		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)),
-		Max: ms(h.Max()), Mean: h.Mean() / 1000,
-	}
 }

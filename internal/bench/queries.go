@@ -11,7 +11,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
-// The RW1 names the benchmark relies on (WORKLOAD.md, examples/feed).
+// The RW1 names the benchmark relies on (docs/workload.md, examples/feed).
 const (
 	entityUser  = "user"
 	entityPost  = "post"
@@ -45,7 +45,7 @@ type querySet struct {
 	postsPer int // 0 for Q1
 	users    []int64
 	posts    []int64
-	bodies   [][]byte // JSON of POST /v1/features and /debug/floor
+	bodies   [][]byte // JSON of POST /v1/features and /debug/rows
 	values   int      // feature values in one answer
 	rows     int      // rows one request reads (one per key and view)
 	bytes    int64    // sum of len(bodies)
@@ -176,17 +176,28 @@ type caller interface {
 	check(ctx context.Context, i int) error
 }
 
-// httpFeatures sends requests to POST /v1/features.
-type httpFeatures struct {
+// httpTarget sends a query type's bodies to one URL.
+type httpTarget struct {
 	c   *rawClient
 	url string
 	q   *querySet
 }
 
-func (h *httpFeatures) call(ctx context.Context, i int) error {
+func (h *httpTarget) call(ctx context.Context, i int) error {
 	_, err := h.c.post(ctx, h.q.bodies[i%h.q.len()], false)
 	return err
 }
+
+// answer sends request i and decodes its answer into v.
+func (h *httpTarget) answer(ctx context.Context, i int, v any) error {
+	if err := h.c.postJSON(ctx, h.q.bodies[i%h.q.len()], v); err != nil {
+		return fmt.Errorf("%s %s: %w", h.q.name, h.url, err)
+	}
+	return nil
+}
+
+// httpFeatures sends requests to POST /v1/features.
+type httpFeatures struct{ httpTarget }
 
 func (h *httpFeatures) check(ctx context.Context, i int) error {
 	var ans struct {
@@ -195,8 +206,8 @@ func (h *httpFeatures) check(ctx context.Context, i int) error {
 			Features json.RawMessage `json:"features"`
 		} `json:"entities"`
 	}
-	if err := h.c.postJSON(ctx, h.q.bodies[i%h.q.len()], &ans); err != nil {
-		return fmt.Errorf("%s %s: %w", h.q.name, h.url, err)
+	if err := h.answer(ctx, i, &ans); err != nil {
+		return err
 	}
 	if n := len(ans.Entities[entityUser]); n != 1 {
 		return fmt.Errorf("%s %s: %d users in the answer, want 1", h.q.name, h.url, n)
@@ -207,28 +218,19 @@ func (h *httpFeatures) check(ctx context.Context, i int) error {
 	return nil
 }
 
-// floorAnswer is the answer of POST /debug/floor.
+// floorAnswer is the answer of POST /debug/rows.
 type floorAnswer struct {
 	RowsFound int64 `json:"rows_found"`
 	Bytes     int64 `json:"bytes"`
 }
 
-// httpFloor sends the same bodies to POST /debug/floor.
-type httpFloor struct {
-	c   *rawClient
-	url string
-	q   *querySet
-}
-
-func (h *httpFloor) call(ctx context.Context, i int) error {
-	_, err := h.c.post(ctx, h.q.bodies[i%h.q.len()], false)
-	return err
-}
+// httpFloor sends the same bodies to POST /debug/rows.
+type httpFloor struct{ httpTarget }
 
 func (h *httpFloor) check(ctx context.Context, i int) error {
 	var ans floorAnswer
-	if err := h.c.postJSON(ctx, h.q.bodies[i%h.q.len()], &ans); err != nil {
-		return fmt.Errorf("%s %s: %w", h.q.name, h.url, err)
+	if err := h.answer(ctx, i, &ans); err != nil {
+		return err
 	}
 	if ans.RowsFound < 0 || ans.RowsFound > int64(h.q.rows) {
 		return fmt.Errorf("%s %s: %d rows found for a request of %d rows", h.q.name, h.url, ans.RowsFound, h.q.rows)

@@ -226,9 +226,9 @@ func machineInfo() Machine {
 	return m
 }
 
-// writeJSON writes the report as results.json in dir.
-func (r *Report) writeJSON(dir string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+// writeResults writes a report as results.json in dir.
+func writeResults(dir string, report any) error {
+	b, err := json.MarshalIndent(report, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -259,7 +259,7 @@ func (r *Report) PrintSummary(w io.Writer) {
 		fmt.Fprintf(w, "server memory at the end: RSS %s, Go heap %s\n", mib(m.RSSBytes), mib(m.HeapBytes))
 	}
 	if len(r.RowSizes) > 0 {
-		fmt.Fprintln(w, "bytes per row (from /debug/floor: bytes / rows_found; \"query keys\" are hot-key weighted, each key counted as often as queries ask for it):")
+		fmt.Fprintln(w, "bytes per row (from /debug/rows: bytes / rows_found; \"query keys\" are hot-key weighted, each key counted as often as queries ask for it):")
 		for _, s := range r.RowSizes {
 			fmt.Fprintf(w, "  %-16s %-11s %8.0f bytes/row  (%d keys read, %.1f%% had a row)\n",
 				s.View, s.Sample, s.BytesPerRow, s.Keys, 100*s.FoundFraction)

@@ -11,13 +11,6 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// Histogram bounds: latencies are recorded in microseconds.
-const (
-	histMinMicros = 1
-	histMaxMicros = 60_000_000 // 60 s
-	histDigits    = 3
-)
-
 // Defaults of the runners.
 const (
 	DefaultMaxInFlight  = 64
@@ -27,20 +20,6 @@ const (
 // maxScheduled bounds the requests one open-loop run schedules, so a typo in
 // a rate cannot make a run that never ends.
 const maxScheduled = 100_000_000
-
-// NewHistogram returns an empty latency histogram: microseconds, 1 µs – 60 s,
-// 3 significant digits.
-func NewHistogram() *hdrhistogram.Histogram {
-	return hdrhistogram.New(histMinMicros, histMaxMicros, histDigits)
-}
-
-// record adds d to h in microseconds, clamped to the histogram's range.
-func record(h *hdrhistogram.Histogram, d time.Duration) {
-	us := d.Microseconds()
-	us = max(us, histMinMicros)
-	us = min(us, histMaxMicros)
-	h.RecordValue(us) // cannot fail: us is in range
-}
 
 // Call performs request i of a sequence and returns an error if it failed.
 // It must return soon after ctx is cancelled.
@@ -85,10 +64,6 @@ type Second struct {
 	MeanMS   float64 `json:"mean_ms"`
 	MaxMS    float64 `json:"max_ms"`
 }
-
-// maxTimeline bounds the seconds a timeline keeps; later ones add to the
-// last.
-const maxTimeline = 3600
 
 // recorder collects completions from all workers.
 type recorder struct {

@@ -12,12 +12,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/examples"
-	"github.com/kiln-dev/kiln/internal/definition"
-	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
@@ -29,16 +26,14 @@ const (
 
 // Limits and fixed periods of an RW1 run.
 const (
-	readyTimeout       = 30 * time.Second
 	settleInterval     = time.Second
-	settleCoresQuiet   = 0.10  // the load has settled when the server uses less than this
-	settleQuietSeconds = 3     // for this many seconds in a row
-	rowSampleQ1        = 2000  // Q1 requests read for the user view's row size
-	rowSampleQ2        = 100   // Q2 requests (×500 posts) for the post view's
-	rowSampleUsers     = 5000  // uniform user ids
-	rowSamplePosts     = 50000 // uniform post ids
-	rowSampleBatch     = 500   // keys per floor request of the uniform samples
-	statsTimeout       = 10 * time.Second
+	settleCoresQuiet   = 0.10        // the load has settled when the server uses less than this
+	settleQuietSeconds = 3           // for this many seconds in a row
+	rowSampleQ1        = 2000        // Q1 requests read for the user view's row size
+	rowSampleQ2        = 100         // Q2 requests (×500 posts) for the post view's
+	rowSampleUsers     = 5000        // uniform user ids
+	rowSamplePosts     = 50000       // uniform post ids
+	rowSampleBatch     = 500         // keys per floor request of the uniform samples
 	minSliceRequests   = 50          // fewest requests a slice of an interleaved step measures
 	sliceWarmup        = time.Second // shortest warm-up of a slice, unless Warmup is shorter
 )
@@ -53,15 +48,15 @@ type Config struct {
 	// GRPCTarget is host:port of Target's gRPC API (with Transport grpc).
 	GRPCTarget string
 	// ServerCommand is the argv that starts "kiln serve" (Run adds -c,
-	// --data, --addr, --log-level and, for gRPC, --grpc-addr). Empty: this
-	// executable with "serve".
+	// --data, --addr, --log-level and, for gRPC, --grpc-addr): a kiln
+	// binary and "serve". Needed unless Target is set.
 	ServerCommand []string
 	// DataDir is the started server's data directory; empty means a
 	// temporary one, removed at the end.
 	DataDir string
 	// Transport of the Kiln reads: TransportHTTP or TransportGRPC. The
 	// floor is read over the same transport as Kiln's reads: POST
-	// /debug/floor, or gRPC GetRows.
+	// /debug/rows, or gRPC Diagnostics.GetRows.
 	Transport string
 
 	// Scale is RW1's scale factor S (> 0); Seed seeds the history, the
@@ -118,10 +113,7 @@ type Config struct {
 	Command string
 }
 
-// ErrConfig marks an error in a Config.
-var ErrConfig = errors.New("invalid benchmark configuration")
-
-// DefaultConfig returns the defaults of kiln bench.
+// DefaultConfig returns the defaults of kiln-bench.
 func DefaultConfig() Config {
 	return Config{
 		Transport: TransportHTTP, Scale: 1, Seed: 1,
@@ -132,65 +124,55 @@ func DefaultConfig() Config {
 	}
 }
 
-func (c *Config) check() error {
-	var errs []string
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+// Check reports the values out of range, as an error wrapping ErrConfig.
+func (c *Config) Check() error {
+	var bad problems
 	if c.Transport != TransportHTTP && c.Transport != TransportGRPC {
-		bad("transport %q: use %s or %s", c.Transport, TransportHTTP, TransportGRPC)
+		bad.add("transport %q: use %s or %s", c.Transport, TransportHTTP, TransportGRPC)
 	}
 	if c.Target != "" && !strings.HasPrefix(c.Target, "http://") {
-		bad("target %q: give the base URL, like http://127.0.0.1:7070", c.Target)
+		bad.add("target %q: give the base URL, like http://127.0.0.1:7070", c.Target)
 	}
 	if c.Target != "" && c.Transport == TransportGRPC && c.GRPCTarget == "" {
-		bad("with a target and transport grpc, give the gRPC address (host:port) too")
+		bad.add("with a target and transport grpc, give the gRPC address (host:port) too")
 	}
-	if !(c.Scale > 0) || math.IsInf(c.Scale, 0) || c.Scale > 100 {
-		bad("scale %v: want 0 < scale ≤ 100", c.Scale)
-	}
+	bad.scale(c.Scale)
 	if c.Pushers < 1 || c.Pushers > 64 {
-		bad("pushers %d: want 1..64", c.Pushers)
+		bad.add("pushers %d: want 1..64", c.Pushers)
 	}
 	if c.BatchEvents < 1 || c.BatchEvents > maxPushEvents {
-		bad("batch %d: want 1..%d events a push", c.BatchEvents, maxPushEvents)
+		bad.add("batch %d: want 1..%d events a push", c.BatchEvents, maxPushEvents)
 	}
 	if c.Live < 0 || math.IsInf(c.Live, 0) || math.IsNaN(c.Live) {
-		bad("live rate %v: want ≥ 0 events/s", c.Live)
+		bad.add("live rate %v: want ≥ 0 events/s", c.Live)
 	}
 	for _, r := range slices.Concat(c.Q1Rates, c.Q2Rates) {
 		if !(r > 0) || math.IsInf(r, 0) {
-			bad("rate %v: want > 0 requests/s", r)
+			bad.add("rate %v: want > 0 requests/s", r)
 		}
 	}
 	if c.Duration <= 0 || c.Warmup < 0 || c.Settle < 0 || c.Baseline < 0 {
-		bad("duration %v, warm-up %v, settle %v, baseline %v: want duration > 0, the others ≥ 0", c.Duration, c.Warmup, c.Settle, c.Baseline)
+		bad.add("duration %v, warm-up %v, settle %v, baseline %v: want duration > 0, the others ≥ 0", c.Duration, c.Warmup, c.Settle, c.Baseline)
 	}
 	if c.Interleave < 1 || c.Interleave > 100 {
-		bad("interleave %d: want 1..100 slices", c.Interleave)
+		bad.add("interleave %d: want 1..100 slices", c.Interleave)
 	}
 	if c.SaturationWorkers < 0 || c.SaturationWorkers > 1024 {
-		bad("saturation workers %d: want 0..1024", c.SaturationWorkers)
+		bad.add("saturation workers %d: want 0..1024", c.SaturationWorkers)
 	}
-	if c.MaxInFlight < 1 || c.MaxInFlight > 10_000 {
-		bad("max in flight %d: want 1..10000", c.MaxInFlight)
-	}
+	bad.maxInFlight(c.MaxInFlight)
 	if c.RequestTimeout <= 0 {
-		bad("request timeout %v: want > 0", c.RequestTimeout)
+		bad.add("request timeout %v: want > 0", c.RequestTimeout)
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("bench: %w: %s", ErrConfig, strings.Join(errs, "; "))
-	}
-	return nil
+	return bad.err("bench")
 }
 
 // rw1 is one run in progress.
 type rw1 struct {
+	harness // ctl: stats, pushes, row sizes
 	cfg     Config
-	log     io.Writer
-	project *definition.Project
-	srv     *server
 	tmp     string // the started server's project file (and data) live here
 	rep     *Report
-	ctl     *http.Client // stats, pushes, row sizes
 	// features and floor send the measured requests.
 	features, floor *rawClient
 	grpc            *grpcConn // nil unless Transport is grpc
@@ -201,21 +183,16 @@ type rw1 struct {
 // measured, with the error. If OutDir is set it writes results.json and
 // latency.svg there, also after such an error.
 func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
-	if err := cfg.check(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	b := &rw1{cfg: cfg, log: cfg.Log}
-	if b.log == nil {
-		b.log = io.Discard
-	}
-	b.project, err = projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
-	if err != nil {
+	ctl := &http.Client{Transport: &http.Transport{
+		MaxIdleConns: cfg.Pushers + 8, MaxIdleConnsPerHost: cfg.Pushers + 8, IdleConnTimeout: time.Minute, DisableCompression: true,
+	}}
+	defer ctl.CloseIdleConnections()
+	b := &rw1{cfg: cfg}
+	if b.harness, err = newHarness("kiln-bench", cfg.Log, cfg.OutDir, ctl); err != nil {
 		return nil, err
-	}
-	if cfg.OutDir != "" {
-		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-			return nil, err
-		}
 	}
 	start := time.Now()
 	b.rep = &Report{Started: start.UTC(), Command: cfg.Command, Machine: machineInfo()}
@@ -225,25 +202,15 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		SaturationWorkers: cfg.SaturationWorkers, MaxInFlight: cfg.MaxInFlight, RequestTimeout: cfg.RequestTimeout.String(),
 		Interleave: cfg.Interleave,
 	}
-	b.ctl = &http.Client{Transport: &http.Transport{
-		MaxIdleConns: cfg.Pushers + 8, MaxIdleConnsPerHost: cfg.Pushers + 8, IdleConnTimeout: time.Minute, DisableCompression: true,
-	}}
-	defer b.ctl.CloseIdleConnections()
-
-	if err := b.startServer(ctx); err != nil {
-		return nil, err
-	}
 	defer func() {
-		if b.srv.cmd != nil {
-			fmt.Fprintln(b.log, "kiln bench: stopping the server")
-			if serr := b.srv.stop(); serr != nil {
-				fmt.Fprintln(b.log, "kiln bench: stopping the server:", serr)
-			}
-		}
+		b.stopServer()
 		if b.tmp != "" {
 			os.RemoveAll(b.tmp)
 		}
 	}()
+	if err := b.startServer(ctx); err != nil {
+		return nil, err
+	}
 	measured := false
 	defer func() {
 		b.rep.Seconds = time.Since(start).Seconds()
@@ -256,15 +223,12 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			rep = b.rep
 		}
 	}()
-	if err := b.waitReady(ctx); err != nil {
-		return nil, err
-	}
 	conns := max(cfg.MaxInFlight, cfg.SaturationWorkers)
 	if b.features, err = newRawClient(b.srv.url+"/v1/features", cfg.RequestTimeout, conns); err != nil {
 		return nil, err
 	}
 	defer b.features.closeIdle()
-	if b.floor, err = newRawClient(b.srv.url+"/debug/floor", cfg.RequestTimeout, conns); err != nil {
+	if b.floor, err = newRawClient(b.srv.url+"/debug/rows", cfg.RequestTimeout, conns); err != nil {
 		return nil, err
 	}
 	defer b.floor.closeIdle()
@@ -277,19 +241,14 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 
 	gen := workload.NewGenerator(workload.Config{Seed: cfg.Seed, Scale: cfg.Scale, Now: time.Now()})
 	b.rep.Config.HistoryEvents, b.rep.Config.Users, b.rep.Config.Posts = gen.HistoryLen(), gen.Users(), gen.Posts()
-	src := b.project.Source(workload.SourceName)
-	if src == nil {
-		return nil, fmt.Errorf("bench: the RW1 project has no source %s", workload.SourceName)
-	}
-	enc := newPushEncoder(src.Name, src.EventTime)
 	if !cfg.SkipLoad {
-		fmt.Fprintf(b.log, "kiln bench: loading %d history events (scale %g) through POST /v1/push with %d pushers\n", gen.HistoryLen(), cfg.Scale, cfg.Pushers)
-		lr, err := loadHistory(ctx, b.ctl, b.srv.url+"/v1/push", gen, enc, cfg.Pushers, cfg.BatchEvents, b.log)
+		fmt.Fprintf(b.log, "kiln-bench: loading %d history events (scale %g) through POST /v1/push with %d pushers\n", gen.HistoryLen(), cfg.Scale, cfg.Pushers)
+		lr, err := loadHistory(ctx, b.ctl, b.srv.url+"/v1/push", gen, b.enc, cfg.Pushers, cfg.BatchEvents, b.log)
 		b.rep.Load = &lr
 		if err != nil {
 			return nil, errors.Join(err, b.srv.alive())
 		}
-		fmt.Fprintf(b.log, "kiln bench: loaded %d events in %.1f s (%.0f events/s)\n", lr.Accepted+lr.DroppedLate, lr.Seconds, lr.EventsPerS)
+		fmt.Fprintf(b.log, "kiln-bench: loaded %d events in %.1f s (%.0f events/s)\n", lr.Accepted+lr.DroppedLate, lr.Seconds, lr.EventsPerS)
 	}
 	settled, err := b.settle(ctx)
 	if err != nil {
@@ -316,10 +275,10 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		return nil, err
 	}
 	b.rep.Config.Q1Requests, b.rep.Config.Q2Requests = q1.len(), q2.len()
-	fmt.Fprintf(b.log, "kiln bench: pre-generated %d Q1 requests (%s) and %d Q2 requests (%s)\n", q1.len(), mib(q1.bytes), q2.len(), mib(q2.bytes))
+	fmt.Fprintf(b.log, "kiln-bench: pre-generated %d Q1 requests (%s) and %d Q2 requests (%s)\n", q1.len(), mib(q1.bytes), q2.len(), mib(q2.bytes))
 
 	if cfg.Live > 0 {
-		live := startLive(ctx, b.ctl, b.srv.url+"/v1/push", gen, enc, cfg.Live)
+		live := startLive(ctx, b.ctl, b.srv.url+"/v1/push", gen, b.enc, cfg.Live)
 		defer func() { b.rep.Live = live.stop() }()
 	}
 	measured = true
@@ -356,75 +315,37 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	return b.rep, nil
 }
 
-// startServer starts the child server, or takes Target.
+// startServer starts the child server, or takes Target, and waits until
+// it is ready.
 func (b *rw1) startServer(ctx context.Context) error {
 	cfg := b.cfg
 	if cfg.Target != "" {
 		b.srv = &server{url: strings.TrimRight(cfg.Target, "/"), grpcAddr: cfg.GRPCTarget}
 		b.rep.Server = ServerReport{URL: b.srv.url, GRPCAddr: b.srv.grpcAddr}
-		return nil
+		return b.srv.waitReady(ctx, b.ctl)
 	}
 	argv := cfg.ServerCommand
 	if len(argv) == 0 {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("bench: finding this executable to start the server: %w", err)
-		}
-		argv = []string{exe, "serve"}
+		return fmt.Errorf("bench: %w: no target and no command to start a server with", ErrConfig)
 	}
 	tmp, err := os.MkdirTemp("", "kiln-bench-")
 	if err != nil {
 		return err
 	}
+	b.tmp = tmp
 	projectFile := filepath.Join(tmp, "kiln.yaml")
 	if err := os.WriteFile(projectFile, examples.FeedProject, 0o644); err != nil {
-		os.RemoveAll(tmp)
 		return err
 	}
 	data := cfg.DataDir
 	if data == "" {
 		data = filepath.Join(tmp, "data")
 	}
-	srv, err := startServer(ctx, argv, projectFile, data, cfg.Transport == TransportGRPC, b.log)
-	if err != nil {
-		os.RemoveAll(tmp)
-		return err
+	err = b.launch(ctx, argv, projectFile, data, cfg.Transport == TransportGRPC)
+	if b.srv != nil {
+		b.rep.Server = ServerReport{URL: b.srv.url, GRPCAddr: b.srv.grpcAddr, Started: true, Command: b.srv.command, DataDir: data}
 	}
-	b.srv, b.tmp = srv, tmp
-	b.rep.Server = ServerReport{URL: srv.url, GRPCAddr: srv.grpcAddr, Started: true, Command: srv.command, DataDir: data}
-	fmt.Fprintf(b.log, "kiln bench: started %s\n", strings.Join(srv.command, " "))
-	return nil
-}
-
-// waitReady polls /readyz until it answers 200.
-func (b *rw1) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(readyTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		var v map[string]any
-		if last = getJSON(ctx, b.ctl, b.srv.url+"/readyz", &v); last == nil {
-			return nil
-		}
-		if err := b.srv.alive(); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("bench: %s is not ready after %v: %w", b.srv.url, readyTimeout, last)
-}
-
-func (b *rw1) stats(ctx context.Context) (serverStats, error) {
-	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
-	defer cancel()
-	var s serverStats
-	if err := getJSON(ctx, b.ctl, b.srv.url+"/debug/stats", &s); err != nil {
-		return s, errors.Join(fmt.Errorf("bench: reading the server's stats: %w", err), b.srv.alive())
-	}
-	return s, nil
+	return err
 }
 
 // settle waits, up to Settle, until the server's CPU use stays below
@@ -435,39 +356,35 @@ func (b *rw1) settle(ctx context.Context) (time.Duration, error) {
 	if b.cfg.Settle <= 0 {
 		return 0, nil
 	}
-	prev, err := b.stats(ctx)
+	prev, err := markNow(ctx, b.srv, b.ctl)
 	if err != nil {
 		return 0, err
 	}
-	prevT := time.Now()
 	quiet := 0 // seconds in a row below settleCoresQuiet
 	for time.Since(start) < b.cfg.Settle {
-		select {
-		case <-ctx.Done():
+		if !sleepCtx(ctx, settleInterval) {
 			return time.Since(start), ctx.Err()
-		case <-time.After(settleInterval):
 		}
-		cur, err := b.stats(ctx)
+		cur, err := markNow(ctx, b.srv, b.ctl)
 		if err != nil {
 			return 0, err
 		}
-		now := time.Now()
-		cores := (cur.CPUSeconds - prev.CPUSeconds) / now.Sub(prevT).Seconds()
-		prev, prevT = cur, now
+		cores := prev.until(cur).cores()
+		prev = cur
 		if cores >= settleCoresQuiet {
 			quiet = 0
 		} else if quiet++; quiet == settleQuietSeconds {
 			return time.Since(start), nil
 		}
 	}
-	fmt.Fprintf(b.log, "kiln bench: the server was still busy after %v; measuring anyway\n", b.cfg.Settle)
+	fmt.Fprintf(b.log, "kiln-bench: the server was still busy after %v; measuring anyway\n", b.cfg.Settle)
 	return time.Since(start), nil
 }
 
 // memory reads the server's memory (and the data directory's size when
 // the bench owns it).
 func (b *rw1) memory(ctx context.Context) (*MemoryReport, error) {
-	s, err := b.stats(ctx)
+	s, err := b.srv.stats(ctx, b.ctl)
 	if err != nil {
 		return nil, err
 	}
@@ -482,20 +399,19 @@ func (b *rw1) memory(ctx context.Context) (*MemoryReport, error) {
 // cores and the load generator's own lateness: an open loop at rate whose
 // calls do nothing.
 func (b *rw1) baselinePeriod(ctx context.Context, rate float64) (cores float64, lag Percentiles, err error) {
-	s0, err := b.stats(ctx)
+	m0, err := markNow(ctx, b.srv, b.ctl)
 	if err != nil {
 		return 0, lag, err
 	}
-	t0 := time.Now()
 	res, err := OpenLoop{Rate: rate, Duration: b.cfg.Baseline, MaxInFlight: b.cfg.MaxInFlight}.Run(ctx, func(context.Context, int) error { return nil })
 	if err != nil {
 		return 0, lag, err
 	}
-	s1, err := b.stats(ctx)
+	m1, err := markNow(ctx, b.srv, b.ctl)
 	if err != nil {
 		return 0, lag, err
 	}
-	return (s1.CPUSeconds - s0.CPUSeconds) / time.Since(t0).Seconds(), percentilesOf(res.Latency), nil
+	return m0.until(m1).cores(), percentilesOf(res.Latency), nil
 }
 
 // caller returns the caller of a query type against a target.
@@ -505,13 +421,13 @@ func (b *rw1) caller(ctx context.Context, q *querySet, target string) (caller, s
 			c, err := b.grpc.floor(ctx, q, b.cfg.RequestTimeout)
 			return c, TransportGRPC, err
 		}
-		return &httpFloor{c: b.floor, url: b.srv.url + "/debug/floor", q: q}, TransportHTTP, nil
+		return &httpFloor{httpTarget{c: b.floor, url: b.srv.url + "/debug/rows", q: q}}, TransportHTTP, nil
 	}
 	if b.cfg.Transport == TransportGRPC {
 		c, err := b.grpc.features(ctx, q, b.cfg.RequestTimeout)
 		return c, TransportGRPC, err
 	}
-	return &httpFeatures{c: b.features, url: b.srv.url + "/v1/features", q: q}, TransportHTTP, nil
+	return &httpFeatures{httpTarget{c: b.features, url: b.srv.url + "/v1/features", q: q}}, TransportHTTP, nil
 }
 
 // phase measures one step: it checks one answer, then runs the loop,
@@ -532,7 +448,7 @@ func (b *rw1) phase(ctx context.Context, s *Step, q *querySet, run func(onMeasur
 // done adds a measured step to the report and logs it.
 func (b *rw1) done(s *Step) error {
 	b.rep.Steps = append(b.rep.Steps, s)
-	fmt.Fprintf(b.log, "kiln bench: %s %-5s %-22s achieved %8.1f/s  p50 %7.3f  p99 %7.3f  p99.9 %7.3f  max %8.3f ms  errors %d\n",
+	fmt.Fprintf(b.log, "kiln-bench: %s %-5s %-22s achieved %8.1f/s  p50 %7.3f  p99 %7.3f  p99.9 %7.3f  max %8.3f ms  errors %d\n",
 		s.Query, s.Target, rateName(s), s.Achieved, s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Latency.Max, s.Errors)
 	return b.srv.alive()
 }
@@ -549,25 +465,24 @@ type measured struct {
 // measure runs a loop, reading the server's stats when its measured period
 // begins, every second, and when it ends.
 func (b *rw1) measure(ctx context.Context, run func(onMeasure func()) (*Result, error)) (measured, error) {
-	type mark struct {
-		stats serverStats
-		cli   float64
-		err   error
+	type begun struct {
+		m   mark
+		err error
 	}
-	begin := make(chan mark, 1)
+	begin := make(chan begun, 1)
 	stopSampler := make(chan struct{})
 	var samples []ServerSecond
 	samplerDone := make(chan struct{})
 	onMeasure := func() {
-		st, err := b.stats(ctx)
-		begin <- mark{st, clientCPUSeconds(), err}
+		m0, err := markNow(ctx, b.srv, b.ctl)
+		begin <- begun{m0, err}
 		if err != nil {
 			close(samplerDone)
 			return
 		}
 		go func() {
 			defer close(samplerDone)
-			samples = b.sampleServer(ctx, st, stopSampler)
+			samples = sampleSeconds(ctx, b.srv, b.ctl, m0, stopSampler, serverSecond)
 		}()
 	}
 	res, err := run(onMeasure)
@@ -580,14 +495,12 @@ func (b *rw1) measure(ctx context.Context, run func(onMeasure func()) (*Result, 
 	if m0.err != nil {
 		return measured{}, m0.err
 	}
-	st1, err := b.stats(ctx)
+	m1, err := markNow(ctx, b.srv, b.ctl)
 	if err != nil {
 		return measured{}, err
 	}
-	return measured{
-		res: res, serverCPU: st1.CPUSeconds - m0.stats.CPUSeconds, clientCPU: clientCPUSeconds() - m0.cli,
-		gcCycles: st1.GCCycles - m0.stats.GCCycles, samples: samples,
-	}, nil
+	u := m0.m.until(m1)
+	return measured{res: res, serverCPU: u.serverCPU, clientCPU: u.clientCPU, gcCycles: u.gcCycles, samples: samples}, nil
 }
 
 // add sums up a later slice of the same step: counts, histograms, time and
@@ -624,34 +537,12 @@ func (m *measured) add(o measured) {
 	m.gcCycles += o.gcCycles
 }
 
-// sampleServer reads the server's stats every second, from prev on, until
-// stop is closed, and returns what each second used.
-func (b *rw1) sampleServer(ctx context.Context, prev serverStats, stop <-chan struct{}) []ServerSecond {
-	var out []ServerSecond
-	t0 := time.Now()
-	prevT := t0
-	ticker := time.NewTicker(time.Second)
-	defer ticker.Stop()
-	for len(out) < maxTimeline {
-		select {
-		case <-stop:
-			return out
-		case <-ctx.Done():
-			return out
-		case <-ticker.C:
-		}
-		cur, err := b.stats(ctx)
-		if err != nil {
-			return out
-		}
-		now := time.Now()
-		out = append(out, ServerSecond{
-			Second: int(now.Sub(t0).Round(time.Second) / time.Second), Cores: (cur.CPUSeconds - prev.CPUSeconds) / now.Sub(prevT).Seconds(),
-			GCCycles: cur.GCCycles - prev.GCCycles, HeapMiB: float64(cur.HeapBytes) / (1 << 20), RSSMiB: float64(cur.RSSBytes) / (1 << 20),
-		})
-		prev, prevT = cur, now
-	}
-	return out
+// serverSecond is what the server used in one second of a step.
+func serverSecond(second int, a, b mark) (ServerSecond, bool) {
+	return ServerSecond{
+		Second: second, Cores: a.until(b).cores(), GCCycles: b.stats.GCCycles - a.stats.GCCycles,
+		HeapMiB: float64(b.stats.HeapBytes) / (1 << 20), RSSMiB: float64(b.stats.RSSBytes) / (1 << 20),
+	}, true
 }
 
 func (b *rw1) newStep(q *querySet, target, transport string) *Step {
@@ -666,7 +557,7 @@ func (b *rw1) openStep(ctx context.Context, q *querySet, target string, rate flo
 	}
 	s := b.newStep(q, target, transport)
 	s.Mode, s.Offered = "open", rate
-	fmt.Fprintf(b.log, "kiln bench: %s %s at %g/s for %v (+%v warm-up)\n", q.name, target, rate, b.cfg.Duration, b.cfg.Warmup)
+	fmt.Fprintf(b.log, "kiln-bench: %s %s at %g/s for %v (+%v warm-up)\n", q.name, target, rate, b.cfg.Duration, b.cfg.Warmup)
 	err = b.phase(ctx, s, q, func(onMeasure func()) (*Result, error) {
 		return OpenLoop{
 			Rate: rate, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, MaxInFlight: b.cfg.MaxInFlight,
@@ -713,7 +604,7 @@ func (b *rw1) openPair(ctx context.Context, q *querySet, rate float64) error {
 	// by default), and a slice must not start from a cache colder than a
 	// long step's.
 	slice, warm := b.cfg.Duration/time.Duration(n), max(b.cfg.Warmup/time.Duration(n), min(b.cfg.Warmup, sliceWarmup))
-	fmt.Fprintf(b.log, "kiln bench: %s kiln and floor at %g/s in turn, %d slices of %v (+%v warm-up) each\n", q.name, rate, n, slice, warm)
+	fmt.Fprintf(b.log, "kiln-bench: %s kiln and floor at %g/s in turn, %d slices of %v (+%v warm-up) each\n", q.name, rate, n, slice, warm)
 	var sums [2]measured
 	offset := 0 // every slice goes on with the request sequence, the same for both targets
 	for k := range n {
@@ -758,7 +649,7 @@ func (b *rw1) saturation(ctx context.Context, q *querySet) (*Step, error) {
 	}
 	s := b.newStep(q, targetKiln, transport)
 	s.Mode, s.Workers = "closed", b.cfg.SaturationWorkers
-	fmt.Fprintf(b.log, "kiln bench: %s saturation with %d workers for %v (+%v warm-up)\n", q.name, s.Workers, b.cfg.Duration, b.cfg.Warmup)
+	fmt.Fprintf(b.log, "kiln-bench: %s saturation with %d workers for %v (+%v warm-up)\n", q.name, s.Workers, b.cfg.Duration, b.cfg.Warmup)
 	err = b.phase(ctx, s, q, func(onMeasure func()) (*Result, error) {
 		return ClosedLoop{Workers: s.Workers, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, OnMeasure: onMeasure}.Run(ctx, c.call)
 	}, c)
@@ -839,7 +730,7 @@ func (b *rw1) floorInto(ctx context.Context, rs *RowSize, body []byte, keys int6
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
 	defer cancel()
 	var ans floorAnswer
-	if err := postJSON(ctx, b.ctl, b.srv.url+"/debug/floor", body, &ans); err != nil {
+	if err := postJSON(ctx, b.ctl, b.srv.url+"/debug/rows", body, &ans); err != nil {
 		return fmt.Errorf("bench: measuring row sizes: %w", err)
 	}
 	rs.Keys += keys
@@ -873,17 +764,8 @@ func sampleIDs(r *rand.Rand, n int64, want int) []int64 {
 
 // writeOutputs writes results.json and latency.svg into OutDir.
 func (b *rw1) writeOutputs() error {
-	if err := b.rep.writeJSON(b.cfg.OutDir); err != nil {
+	if err := writeResults(b.cfg.OutDir, b.rep); err != nil {
 		return err
 	}
 	return b.rep.writeSVG(b.cfg.OutDir)
-}
-
-// clientCPUSeconds is the CPU time (user + system) this process has used.
-func clientCPUSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,11 +18,14 @@ import (
 	"time"
 )
 
-// Bounds on the child server's life.
+// Bounds on the child server's life, and on reading its state.
 const (
 	serverStartTimeout = 60 * time.Second
 	serverStopTimeout  = 60 * time.Second
 	stderrTailBytes    = 4 << 10
+	readyTimeout       = 30 * time.Second
+	readyPoll          = 50 * time.Millisecond
+	statsTimeout       = 10 * time.Second
 )
 
 // server is the Kiln server under test: a child process this package
@@ -166,15 +170,56 @@ func (s *server) alive() error {
 	}
 }
 
-// serverStats is the part of GET /debug/stats the benchmark reads.
+// serverStats is the part of GET /debug/stats the benchmarks read.
 type serverStats struct {
-	CPUSeconds float64         `json:"cpu_seconds"`
-	RSSBytes   int64           `json:"rss_bytes"`
-	HeapBytes  int64           `json:"heap_bytes"`
-	GCCycles   int64           `json:"gc_cycles"`
-	Goroutines int             `json:"goroutines"`
-	GOMAXPROCS int             `json:"gomaxprocs"`
-	Ingest     json.RawMessage `json:"ingest,omitempty"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	RSSBytes   int64   `json:"rss_bytes"`
+	HeapBytes  int64   `json:"heap_bytes"`
+	GCCycles   int64   `json:"gc_cycles"`
+	Ingest     struct {
+		Accepted, DroppedLate, RowsWritten, Writes, WriteErrors, Replayed int64
+	} `json:"ingest"`
+	Sources []struct {
+		Source      string          `json:"source"`
+		Lag         int64           `json:"lag"`
+		Messages    int64           `json:"messages"`
+		DeadLetters int64           `json:"dead_letters"`
+		Freshness   SourceFreshness `json:"freshness_ms"`
+		Partitions  []struct {
+			Partition string `json:"partition"`
+		} `json:"partitions"`
+	} `json:"sources"`
+}
+
+// stats reads the server's GET /debug/stats; an error says whether the
+// server has exited.
+func (s *server) stats(ctx context.Context, c *http.Client) (serverStats, error) {
+	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
+	defer cancel()
+	var st serverStats
+	if err := getJSON(ctx, c, s.url+"/debug/stats", &st); err != nil {
+		return st, errors.Join(fmt.Errorf("reading the server's stats: %w", err), s.alive())
+	}
+	return st, nil
+}
+
+// waitReady polls GET /readyz until it answers 200.
+func (s *server) waitReady(ctx context.Context, c *http.Client) error {
+	deadline := time.Now().Add(readyTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		var v map[string]any
+		if last = getJSON(ctx, c, s.url+"/readyz", &v); last == nil {
+			return nil
+		}
+		if err := s.alive(); err != nil {
+			return err
+		}
+		if !sleepCtx(ctx, readyPoll) {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("%s is not ready after %v: %w", s.url, readyTimeout, last)
 }
 
 // getJSON GETs url into v.
@@ -298,4 +343,19 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		p.partial = p.partial[:0]
 	}
 	return len(b), nil
+}
+
+// sleepCtx sleeps for d, or until ctx ends (then it returns false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

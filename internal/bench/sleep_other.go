@@ -16,18 +16,7 @@ func newSleeper() *sleeper { return &sleeper{} }
 
 // sleepUntil sleeps until t and reports false if ctx ended first.
 func (s *sleeper) sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
+	return sleepCtx(ctx, time.Until(t))
 }
 
 func (s *sleeper) close() {}

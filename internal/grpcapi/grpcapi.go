@@ -1,6 +1,7 @@
 // Package grpcapi owns Kiln's gRPC API: the kiln.v1.FeatureService of
-// proto/kiln/v1 (GetFeatures and Prepare), the standard health service and
-// server reflection. Its semantics are those of the HTTP API's
+// proto/kiln/v1 (GetFeatures and Prepare), the kiln.v1.Diagnostics service
+// (GetRows: the store's raw read of a request's rows), the standard health
+// service and server reflection. Its semantics are those of the HTTP API's
 // POST /v1/features (package serve): both call query.Engine.Read, so they
 // serve identical values; only the shape differs — names once per column,
 // typed columns with one element per key.
@@ -100,10 +101,11 @@ func New(engine *query.Engine, opts Options) *Server {
 	return s
 }
 
-// Register registers FeatureService, the health service and server
-// reflection on gs. Call it before gs.Serve.
+// Register registers FeatureService, Diagnostics, the health service and
+// server reflection on gs. Call it before gs.Serve.
 func (s *Server) Register(gs *grpc.Server) {
 	kilnv1.RegisterFeatureServiceServer(gs, s)
+	kilnv1.RegisterDiagnosticsServer(gs, s.Diagnostics())
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 }
@@ -173,16 +175,27 @@ func (s *Server) GetFeatures(ctx context.Context, in *kilnv1.GetFeaturesRequest)
 	return buildResponse(prep, &st.res), nil
 }
 
-// GetRows serves kiln.v1.FeatureService/GetRows: the rows of a
-// GetFeatures request read from the store and nothing else (the floor).
-func (s *Server) GetRows(ctx context.Context, in *kilnv1.GetFeaturesRequest) (resp *kilnv1.GetRowsResponse, err error) {
+// Diagnostics implements kilnv1.DiagnosticsServer beside a Server: it
+// shares the Server's engine and prepared ids.
+type Diagnostics struct {
+	kilnv1.UnimplementedDiagnosticsServer
+	s *Server
+}
+
+// Diagnostics returns the server's kiln.v1.Diagnostics service.
+func (s *Server) Diagnostics() *Diagnostics { return &Diagnostics{s: s} }
+
+// GetRows serves kiln.v1.Diagnostics/GetRows: the rows of a GetFeatures
+// request read from the store and nothing else.
+func (d *Diagnostics) GetRows(ctx context.Context, in *kilnv1.GetFeaturesRequest) (resp *kilnv1.GetRowsResponse, err error) {
+	s := d.s
 	defer s.recoverPanic("GetRows", &err)
 	st := readStates.Get().(*readState)
 	defer readStates.Put(st)
 	if _, _, err := s.request(ctx, in, st); err != nil {
 		return nil, err
 	}
-	found, size, err := s.engine.Raw(ctx, &st.req, &st.res)
+	found, size, err := s.engine.RawRows(ctx, &st.req, &st.res)
 	if err != nil {
 		return nil, s.readError(err)
 	}

@@ -897,31 +897,32 @@ func BenchmarkGetFeaturesQ2(b *testing.B) {
 	run("inprocess/prepared", func() error { _, err := env.api.GetFeatures(ctx, byID); return err })
 }
 
-// GetRows reads what HTTP's /debug/floor reads: the same rows, the same
-// bytes, for the same request.
-func TestGetRowsMatchesHTTPFloor(t *testing.T) {
+// Diagnostics.GetRows reads what HTTP's /debug/rows reads: the same rows,
+// the same bytes, for the same request.
+func TestGetRowsMatchesHTTPRows(t *testing.T) {
 	env := startFeed(t, grpcapi.Options{})
 	env.push(t, "engagements", feedEvents())
+	diag := kilnv1.NewDiagnosticsClient(env.conn)
 	req := request{service: "ranking", entities: []keys{ints("user", "user_id", 1, 2), ints("post", "post_id", append(intRange(150, 190), 9001)...)}}
-	resp, err := env.client.GetRows(context.Background(), req.proto())
+	resp, err := diag.GetRows(context.Background(), req.proto())
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, raw := env.post(t, "/debug/floor", req.json())
+	code, raw := env.post(t, "/debug/rows", req.json())
 	if code != http.StatusOK {
-		t.Fatalf("/debug/floor: %d %s", code, raw)
+		t.Fatalf("/debug/rows: %d %s", code, raw)
 	}
-	var floor struct {
+	var rows struct {
 		Rows  uint32 `json:"rows_found"`
 		Bytes uint64 `json:"bytes"`
 	}
-	if err := json.Unmarshal(raw, &floor); err != nil {
+	if err := json.Unmarshal(raw, &rows); err != nil {
 		t.Fatal(err)
 	}
-	if resp.RowsFound == 0 || resp.RowsFound != floor.Rows || resp.Bytes != floor.Bytes {
-		t.Fatalf("GetRows read %d rows, %d bytes; /debug/floor %d rows, %d bytes", resp.RowsFound, resp.Bytes, floor.Rows, floor.Bytes)
+	if resp.RowsFound == 0 || resp.RowsFound != rows.Rows || resp.Bytes != rows.Bytes {
+		t.Fatalf("GetRows read %d rows, %d bytes; /debug/rows %d rows, %d bytes", resp.RowsFound, resp.Bytes, rows.Rows, rows.Bytes)
 	}
-	if _, err := env.client.GetRows(context.Background(), &kilnv1.GetFeaturesRequest{}); status.Code(err) != codes.InvalidArgument {
+	if _, err := diag.GetRows(context.Background(), &kilnv1.GetFeaturesRequest{}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("GetRows without features: %v", err)
 	}
 }

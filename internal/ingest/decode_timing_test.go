@@ -12,7 +12,7 @@ import (
 )
 
 // rw1Bench is a decoder of the RW1 project (examples/feed/kiln.yaml) and
-// bodies of RW1 live events, encoded as kiln bench encodes them.
+// bodies of RW1 live events, encoded as kiln-bench encodes them.
 type rw1Bench struct {
 	d      *Decoder
 	src    *definition.Source

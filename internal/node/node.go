@@ -251,14 +251,14 @@ func Start(cfg Config) (_ *Node, err error) {
 		if maxRows == 0 {
 			maxRows = 2048 * int64(runtime.GOMAXPROCS(0))
 		}
-		// The floor reads the same rows' bytes where they are, with
-		// nothing on top: the store, or the write path's rows not yet
-		// written back.
-		var floor query.RowSource = n.Store
+		// The raw-rows read takes the same rows' bytes where they are,
+		// with nothing on top: the store, or the write path's rows not
+		// yet written back.
+		var raw query.RowSource = n.Store
 		if n.Pipeline != nil {
-			floor = n.Pipeline
+			raw = n.Pipeline
 		}
-		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, Floor: floor, Now: now, MaxInFlightRows: maxRows})
+		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, RawRows: raw, Now: now, MaxInFlightRows: maxRows})
 		if err != nil {
 			return nil, err
 		}

@@ -38,10 +38,10 @@ type Config struct {
 	Project *definition.Project
 	Plans   map[*definition.View]*tile.Plan
 	Rows    RowSource
-	// Floor is where Raw reads: the rows' bytes where they live, without a
-	// cache in front (the store, and on the embedded store the write path's
-	// rows not yet written back). Default: Rows.
-	Floor RowSource
+	// RawRows is where Engine.RawRows reads: the rows' bytes where they
+	// live, without a cache in front (the store, and on the embedded store
+	// the write path's rows not yet written back). Default: Rows.
+	RawRows RowSource
 	// Now is the evaluation clock in Unix ms. Default: the wall clock.
 	Now func() int64
 	// MaxInFlightRows bounds the rows being read by admitted requests at
@@ -97,8 +97,8 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Now == nil {
 		cfg.Now = func() int64 { return time.Now().UnixMilli() }
 	}
-	if cfg.Floor == nil {
-		cfg.Floor = cfg.Rows
+	if cfg.RawRows == nil {
+		cfg.RawRows = cfg.Rows
 	}
 	e := &Engine{cfg: cfg, entities: map[string]*Entity{}, outputs: map[string]outputRef{}, services: map[string]*Prepared{}}
 	for i, d := range cfg.Project.Entities {

@@ -387,15 +387,16 @@ func scatter(pe *PreparedEntity, er *EntityResult, j, view int, vals []event.Val
 	}
 }
 
-// Raw reads the rows of a request from the floor source (the store without
-// Kiln's cache) and does nothing else: the floor Kiln's reads are measured
-// against. It returns how many rows exist and their total size.
-func (e *Engine) Raw(ctx context.Context, req *Request, res *Result) (found, bytes int, err error) {
+// RawRows reads the rows of a request from Config.RawRows (the store
+// without Kiln's cache) and does nothing else: no decoding, no windows,
+// the store's own cost of a request. It returns how many rows exist and
+// their total size.
+func (e *Engine) RawRows(ctx context.Context, req *Request, res *Result) (found, bytes int, err error) {
 	if err := req.Validate(); err != nil {
 		return 0, 0, err
 	}
 	res.rowKeys(req)
-	err = e.cfg.Floor.Get(ctx, res.keys, func(i int, value []byte, ok bool) {
+	err = e.cfg.RawRows.Get(ctx, res.keys, func(i int, value []byte, ok bool) {
 		if ok {
 			found++
 			bytes += len(value)

@@ -93,10 +93,10 @@ func (s *Server) handleFeatures(w http.ResponseWriter, r *http.Request) {
 	w.Write(st.out)
 }
 
-// handleFloor reads the rows of a features request from the store and
-// nothing else: no cache, no decoding, no windows. kiln bench measures it
-// beside /v1/features to show what the store itself costs.
-func (s *Server) handleFloor(w http.ResponseWriter, r *http.Request) {
+// handleRows reads the rows of a features request from the store and
+// nothing else: no cache, no decoding, no windows. Set beside /v1/features,
+// it shows what the store itself costs.
+func (s *Server) handleRows(w http.ResponseWriter, r *http.Request) {
 	if s.refuseReads(w) {
 		return
 	}
@@ -105,7 +105,7 @@ func (s *Server) handleFloor(w http.ResponseWriter, r *http.Request) {
 	if !s.parseFeatures(w, r, st) {
 		return
 	}
-	found, size, err := s.engine.Raw(r.Context(), &st.req, &st.res)
+	found, size, err := s.engine.RawRows(r.Context(), &st.req, &st.res)
 	if err != nil {
 		s.readError(w, err)
 		return

@@ -84,7 +84,7 @@ func New(cfg Config) (*Server, error) {
 		"/v1/features": {http.MethodPost: s.handleFeatures},
 		"/healthz":     {http.MethodGet: s.handleHealth},
 		"/readyz":      {http.MethodGet: s.handleReady},
-		"/debug/floor": {http.MethodPost: s.handleFloor},
+		"/debug/rows":  {http.MethodPost: s.handleRows},
 		"/debug/stats": {http.MethodGet: s.handleStats},
 	}
 	s.ready.Store(true)

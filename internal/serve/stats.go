@@ -13,7 +13,7 @@ import (
 )
 
 // handleStats reports the process's resource use and the write path's
-// counters: what kiln bench reads before and after a run to charge the
+// counters: what kiln-bench reads before and after a run to charge the
 // server's CPU seconds and memory.
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	var ms runtime.MemStats

@@ -1,5 +1,5 @@
 // Package workload generates RW1, Kiln's reference workload (feed ranking;
-// see WORKLOAD.md in the shared docs): the events of the source
+// docs/workload.md describes it): the events of the source
 // "engagements" — a history spread over the days before "now" and a live
 // stream at a set rate — and the entity keys that Q1/Q2 queries ask for.
 //

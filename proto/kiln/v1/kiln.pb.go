@@ -13,11 +13,12 @@
 package kilnv1
 
 import (
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
+
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -1123,10 +1124,11 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x10VALUE_TYPE_INT64\x10\x01\x12\x15\n" +
 	"\x11VALUE_TYPE_DOUBLE\x10\x02\x12\x15\n" +
 	"\x11VALUE_TYPE_STRING\x10\x03\x12\x13\n" +
-	"\x0fVALUE_TYPE_BOOL\x10\x042\xda\x01\n" +
+	"\x0fVALUE_TYPE_BOOL\x10\x042\x98\x01\n" +
 	"\x0eFeatureService\x12H\n" +
 	"\vGetFeatures\x12\x1b.kiln.v1.GetFeaturesRequest\x1a\x1c.kiln.v1.GetFeaturesResponse\x12<\n" +
-	"\aPrepare\x12\x17.kiln.v1.PrepareRequest\x1a\x18.kiln.v1.PrepareResponse\x12@\n" +
+	"\aPrepare\x12\x17.kiln.v1.PrepareRequest\x1a\x18.kiln.v1.PrepareResponse2O\n" +
+	"\vDiagnostics\x12@\n" +
 	"\aGetRows\x12\x1b.kiln.v1.GetFeaturesRequest\x1a\x18.kiln.v1.GetRowsResponseB/Z-github.com/kiln-dev/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
@@ -1176,10 +1178,10 @@ var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	1,  // 12: kiln.v1.FeatureSpec.type:type_name -> kiln.v1.ValueType
 	2,  // 13: kiln.v1.FeatureService.GetFeatures:input_type -> kiln.v1.GetFeaturesRequest
 	10, // 14: kiln.v1.FeatureService.Prepare:input_type -> kiln.v1.PrepareRequest
-	2,  // 15: kiln.v1.FeatureService.GetRows:input_type -> kiln.v1.GetFeaturesRequest
+	2,  // 15: kiln.v1.Diagnostics.GetRows:input_type -> kiln.v1.GetFeaturesRequest
 	6,  // 16: kiln.v1.FeatureService.GetFeatures:output_type -> kiln.v1.GetFeaturesResponse
 	11, // 17: kiln.v1.FeatureService.Prepare:output_type -> kiln.v1.PrepareResponse
-	9,  // 18: kiln.v1.FeatureService.GetRows:output_type -> kiln.v1.GetRowsResponse
+	9,  // 18: kiln.v1.Diagnostics.GetRows:output_type -> kiln.v1.GetRowsResponse
 	16, // [16:19] is the sub-list for method output_type
 	13, // [13:16] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
@@ -1209,7 +1211,7 @@ func file_kiln_v1_kiln_proto_init() {
 			NumEnums:      2,
 			NumMessages:   13,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_kiln_v1_kiln_proto_goTypes,
 		DependencyIndexes: file_kiln_v1_kiln_proto_depIdxs,

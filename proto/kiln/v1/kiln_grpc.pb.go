@@ -14,6 +14,7 @@ package kilnv1
 
 import (
 	context "context"
+
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -27,7 +28,6 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	FeatureService_GetFeatures_FullMethodName = "/kiln.v1.FeatureService/GetFeatures"
 	FeatureService_Prepare_FullMethodName     = "/kiln.v1.FeatureService/Prepare"
-	FeatureService_GetRows_FullMethodName     = "/kiln.v1.FeatureService/GetRows"
 )
 
 // FeatureServiceClient is the client API for FeatureService service.
@@ -48,11 +48,6 @@ type FeatureServiceClient interface {
 	// GetFeatures accepts instead of the names, together with the column
 	// layout of the answers. The same list always gets the same id.
 	Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*PrepareResponse, error)
-	// GetRows is the floor Kiln's reads are measured against: it reads the
-	// rows a GetFeatures request would read, in the same single multi-get
-	// from the online store (bypassing the row cache), and does nothing else
-	// — no decoding, no windows. kiln bench calls it beside GetFeatures.
-	GetRows(ctx context.Context, in *GetFeaturesRequest, opts ...grpc.CallOption) (*GetRowsResponse, error)
 }
 
 type featureServiceClient struct {
@@ -83,16 +78,6 @@ func (c *featureServiceClient) Prepare(ctx context.Context, in *PrepareRequest, 
 	return out, nil
 }
 
-func (c *featureServiceClient) GetRows(ctx context.Context, in *GetFeaturesRequest, opts ...grpc.CallOption) (*GetRowsResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetRowsResponse)
-	err := c.cc.Invoke(ctx, FeatureService_GetRows_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // FeatureServiceServer is the server API for FeatureService service.
 // All implementations must embed UnimplementedFeatureServiceServer
 // for forward compatibility.
@@ -111,11 +96,6 @@ type FeatureServiceServer interface {
 	// GetFeatures accepts instead of the names, together with the column
 	// layout of the answers. The same list always gets the same id.
 	Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error)
-	// GetRows is the floor Kiln's reads are measured against: it reads the
-	// rows a GetFeatures request would read, in the same single multi-get
-	// from the online store (bypassing the row cache), and does nothing else
-	// — no decoding, no windows. kiln bench calls it beside GetFeatures.
-	GetRows(context.Context, *GetFeaturesRequest) (*GetRowsResponse, error)
 	mustEmbedUnimplementedFeatureServiceServer()
 }
 
@@ -131,9 +111,6 @@ func (UnimplementedFeatureServiceServer) GetFeatures(context.Context, *GetFeatur
 }
 func (UnimplementedFeatureServiceServer) Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Prepare not implemented")
-}
-func (UnimplementedFeatureServiceServer) GetRows(context.Context, *GetFeaturesRequest) (*GetRowsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method GetRows not implemented")
 }
 func (UnimplementedFeatureServiceServer) mustEmbedUnimplementedFeatureServiceServer() {}
 func (UnimplementedFeatureServiceServer) testEmbeddedByValue()                        {}
@@ -192,24 +169,6 @@ func _FeatureService_Prepare_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
-func _FeatureService_GetRows_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetFeaturesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(FeatureServiceServer).GetRows(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: FeatureService_GetRows_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(FeatureServiceServer).GetRows(ctx, req.(*GetFeaturesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 // FeatureService_ServiceDesc is the grpc.ServiceDesc for FeatureService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -225,9 +184,125 @@ var FeatureService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Prepare",
 			Handler:    _FeatureService_Prepare_Handler,
 		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "kiln/v1/kiln.proto",
+}
+
+const (
+	Diagnostics_GetRows_FullMethodName = "/kiln.v1.Diagnostics/GetRows"
+)
+
+// DiagnosticsClient is the client API for Diagnostics service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Diagnostics serves reads that show what the store itself costs, beside
+// FeatureService on the same port. It is for measuring and troubleshooting
+// a server, not for serving features.
+type DiagnosticsClient interface {
+	// GetRows reads the rows a GetFeatures request would read, in the same
+	// single multi-get from the online store (bypassing the row cache), and
+	// does nothing else — no decoding, no windows: the store's own latency,
+	// to set beside GetFeatures'. It accepts a prepared_id from
+	// FeatureService.Prepare on the same server. Errors as GetFeatures'.
+	GetRows(ctx context.Context, in *GetFeaturesRequest, opts ...grpc.CallOption) (*GetRowsResponse, error)
+}
+
+type diagnosticsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewDiagnosticsClient(cc grpc.ClientConnInterface) DiagnosticsClient {
+	return &diagnosticsClient{cc}
+}
+
+func (c *diagnosticsClient) GetRows(ctx context.Context, in *GetFeaturesRequest, opts ...grpc.CallOption) (*GetRowsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRowsResponse)
+	err := c.cc.Invoke(ctx, Diagnostics_GetRows_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DiagnosticsServer is the server API for Diagnostics service.
+// All implementations must embed UnimplementedDiagnosticsServer
+// for forward compatibility.
+//
+// Diagnostics serves reads that show what the store itself costs, beside
+// FeatureService on the same port. It is for measuring and troubleshooting
+// a server, not for serving features.
+type DiagnosticsServer interface {
+	// GetRows reads the rows a GetFeatures request would read, in the same
+	// single multi-get from the online store (bypassing the row cache), and
+	// does nothing else — no decoding, no windows: the store's own latency,
+	// to set beside GetFeatures'. It accepts a prepared_id from
+	// FeatureService.Prepare on the same server. Errors as GetFeatures'.
+	GetRows(context.Context, *GetFeaturesRequest) (*GetRowsResponse, error)
+	mustEmbedUnimplementedDiagnosticsServer()
+}
+
+// UnimplementedDiagnosticsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedDiagnosticsServer struct{}
+
+func (UnimplementedDiagnosticsServer) GetRows(context.Context, *GetFeaturesRequest) (*GetRowsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRows not implemented")
+}
+func (UnimplementedDiagnosticsServer) mustEmbedUnimplementedDiagnosticsServer() {}
+func (UnimplementedDiagnosticsServer) testEmbeddedByValue()                     {}
+
+// UnsafeDiagnosticsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to DiagnosticsServer will
+// result in compilation errors.
+type UnsafeDiagnosticsServer interface {
+	mustEmbedUnimplementedDiagnosticsServer()
+}
+
+func RegisterDiagnosticsServer(s grpc.ServiceRegistrar, srv DiagnosticsServer) {
+	// If the following call panics, it indicates UnimplementedDiagnosticsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Diagnostics_ServiceDesc, srv)
+}
+
+func _Diagnostics_GetRows_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFeaturesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DiagnosticsServer).GetRows(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Diagnostics_GetRows_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DiagnosticsServer).GetRows(ctx, req.(*GetFeaturesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Diagnostics_ServiceDesc is the grpc.ServiceDesc for Diagnostics service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Diagnostics_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "kiln.v1.Diagnostics",
+	HandlerType: (*DiagnosticsServer)(nil),
+	Methods: []grpc.MethodDesc{
 		{
 			MethodName: "GetRows",
-			Handler:    _FeatureService_GetRows_Handler,
+			Handler:    _Diagnostics_GetRows_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -11,15 +11,15 @@ import (
 	"github.com/kiln-dev/kiln/internal/bench"
 )
 
-// kiln bench ingest end to end at a tiny size: the binary starts its own
-// servers (os.Executable), pushes, fills and drains an in-process Kafka,
-// runs the freshness phase, and every figure it reports is there and
-// consistent with what was sent.
+// kiln-bench ingest end to end at a tiny size: the binary starts its own
+// servers (--kiln), pushes, fills and drains an in-process Kafka, runs the
+// freshness phase, and every figure it reports is there and consistent
+// with what was sent.
 func TestBenchIngest(t *testing.T) {
-	bin := buildKiln(t) // skips under -short
+	benchBin, kilnBin := buildBinaries(t) // skips under -short
 	out := t.TempDir()
 	const kafkaEvents = 3000
-	cmd := exec.Command(bin, "bench", "ingest", "--scale", "0.01",
+	cmd := exec.Command(benchBin, "ingest", "--kiln", kilnBin, "--scale", "0.01",
 		"--push-pool", "4000", "--push-duration", "1s", "--push-warmup", "200ms", "--push-conns", "2",
 		"--kafka-events", "3000", "--kafka-partitions", "4", "--kafka-timeout", "60s",
 		"--fresh-rate", "500", "--fresh-duration", "2s", "--fresh-warmup", "500ms", "--q2-rate", "5",
@@ -28,7 +28,7 @@ func TestBenchIngest(t *testing.T) {
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("kiln bench ingest: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr.String())
+		t.Fatalf("kiln-bench ingest: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr.String())
 	}
 	for _, want := range []string{"events/s per core", "push (1000/batch, 2 conns)", "kafka (4 partitions)", "fresh p99 ms", "kafka + Q2"} {
 		if !strings.Contains(string(stdout), want) {

@@ -12,23 +12,23 @@ import (
 	"github.com/kiln-dev/kiln/internal/bench"
 )
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "ingest" {
-		return runBenchIngest(ctx, args[1:], stdout, stderr)
-	}
+// runRW1 is "kiln-bench": the RW1 read benchmark.
+func runRW1(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	def := bench.DefaultConfig()
-	fs := flag.NewFlagSet("kiln bench", flag.ContinueOnError)
+	fs := flag.NewFlagSet("kiln-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: kiln bench [flags]
-       kiln bench ingest [flags]   (ingestion throughput and freshness; see kiln bench ingest -h)
+		fmt.Fprint(stderr, `usage: kiln-bench [flags]
+       kiln-bench ingest [flags]   (ingestion throughput and freshness; see kiln-bench ingest -h)
 
-Runs the RW1 benchmark: starts "kiln serve" on the RW1 project (or uses
---target), loads the history through POST /v1/push, then measures Q1 and Q2
-open loop at each rate, Kiln and then the floor (the store's raw multi-get)
-with the same requests, and a Q2 saturation step. Prints a table and writes
-results.json and latency.svg to --out.
+Runs the RW1 read benchmark (docs/workload.md): starts "kiln serve" on the
+RW1 project (or uses --target), loads the history through POST /v1/push,
+then measures Q1 and Q2 open loop at each rate, Kiln and then the floor (the
+store's raw multi-get of the same rows, POST /debug/rows or the Diagnostics
+service's GetRows) with the same requests, and a Q2 saturation step. Prints
+a table and writes results.json and latency.svg to --out.
 
+`+kilnHelp+`
 flags:
 `)
 		fs.PrintDefaults()
@@ -36,7 +36,7 @@ flags:
 	target := fs.String("target", "", "base URL of a running kiln server with the RW1 project (default: start one)")
 	grpcTarget := fs.String("grpc-target", "", "host:port of --target's gRPC API (with --transport grpc)")
 	data := fs.String("data", "", "data directory of the started server (default: a temporary one, removed at the end)")
-	transport := fs.String("transport", def.Transport, "transport of Kiln's reads: http or grpc (the floor is read over HTTP)")
+	transport := fs.String("transport", def.Transport, "transport of Kiln's reads and the floor's: http or grpc")
 	scale := fs.Float64("scale", def.Scale, "RW1 scale factor S (S×100,000 users, S×1,000,000 posts, S×20,000,000 history events)")
 	seed := fs.Uint64("seed", def.Seed, "seed of the history, the live stream and the query draws")
 	skipLoad := fs.Bool("skip-load", false, "do not load the history (for a --target already loaded)")
@@ -53,6 +53,7 @@ flags:
 	inFlight := fs.Int("max-in-flight", def.MaxInFlight, "most requests in flight in an open-loop step (a request due while the bound is reached waits, and its latency still counts from its due time)")
 	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each read request")
 	out := fs.String("out", "kiln-bench", "directory for results.json and latency.svg")
+	kiln := fs.String("kiln", "", kilnFlagUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -62,7 +63,7 @@ flags:
 	cfg.Settle, cfg.Live, cfg.Baseline, cfg.Duration, cfg.Warmup = *settle, *live, *baseline, *duration, *warmup
 	cfg.SaturationWorkers, cfg.MaxInFlight, cfg.RequestTimeout, cfg.OutDir = *workers, *inFlight, *timeout, *out
 	cfg.Log = stderr
-	cfg.Command = strings.Join(append([]string{"kiln", "bench"}, args...), " ")
+	cfg.Command = strings.Join(append([]string{"kiln-bench"}, args...), " ")
 	var err error
 	if cfg.Q1Rates, err = parseRates("q1-rates", *q1Rates); err != nil {
 		return err
@@ -70,15 +71,46 @@ flags:
 	if cfg.Q2Rates, err = parseRates("q2-rates", *q2Rates); err != nil {
 		return err
 	}
+	if err := cfg.Check(); err != nil {
+		return finish(nil, err, stdout, "")
+	}
+	if cfg.Target == "" {
+		bin, cleanup, err := kilnBinary(*kiln, stderr)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		cfg.ServerCommand = []string{bin, "serve"}
+	}
 	rep, err := bench.Run(ctx, cfg)
+	if rep == nil {
+		return finish(nil, err, stdout, "")
+	}
+	return finish(rep, err, stdout, filesIn("results.json and latency.svg are", *out))
+}
+
+// filesIn says where a run's files are; "" when it writes none.
+func filesIn(what, dir string) string {
+	if dir == "" {
+		return ""
+	}
+	return what + " in " + dir
+}
+
+// report is what both benchmarks' reports print.
+type report interface{ PrintSummary(io.Writer) }
+
+// finish prints a run's report, if any, and where its files are (files ""
+// when there are none), and turns the run's error into the command's.
+func finish(rep report, err error, stdout io.Writer, files string) error {
 	if errors.Is(err, bench.ErrConfig) {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if rep != nil {
 		fmt.Fprintln(stdout)
 		rep.PrintSummary(stdout)
-		if *out != "" {
-			fmt.Fprintf(stdout, "\nresults.json and latency.svg are in %s\n", *out)
+		if files != "" {
+			fmt.Fprintf(stdout, "\n%s\n", files)
 		}
 	}
 	if err != nil && errors.Is(err, context.Canceled) {

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// buildBinaries builds kiln-bench and kiln once for the subprocess tests.
+func buildBinaries(t *testing.T) (benchBin, kilnBin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binaries")
+	}
+	dir := t.TempDir()
+	benchBin, kilnBin = filepath.Join(dir, "kiln-bench"), filepath.Join(dir, "kiln")
+	for _, b := range []struct{ out, pkg string }{{benchBin, "."}, {kilnBin, "../kiln"}} {
+		if out, err := exec.Command("go", "build", "-o", b.out, b.pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	return benchBin, kilnBin
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"--nope"}, {"extra"}, {"--scale", "0"}, {"--q1-rates", "fast"},
+		{"ingest", "--nope"}, {"ingest", "--phases", "freshness"}, {"ingest", "--scale", "-1"},
+	} {
+		err := run(context.Background(), args, io.Discard, io.Discard)
+		if !errors.Is(err, errUsage) || exitCode(err) != 2 {
+			t.Errorf("kiln-bench %v: %v (exit %d), want a usage error (exit 2)", args, err, exitCode(err))
+		}
+	}
+}
+
+// Both commands' help names --kiln and where the kiln binary comes from.
+func TestHelpNamesTheKilnBinary(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"ingest", "-h"}} {
+		var stderr bytes.Buffer
+		run(context.Background(), args, io.Discard, &stderr)
+		for _, want := range []string{"-kiln", "./cmd/kiln", "PATH"} {
+			if !strings.Contains(stderr.String(), want) {
+				t.Errorf("kiln-bench %v: the help lacks %q:\n%s", args, want, stderr.String())
+			}
+		}
+	}
+}
+
+func TestKilnBinary(t *testing.T) {
+	if _, _, err := kilnBinary(filepath.Join(t.TempDir(), "no-such-kiln"), io.Discard); err == nil {
+		t.Error("a --kiln that does not exist was taken")
+	}
+	given := filepath.Join(t.TempDir(), "kiln")
+	if err := os.WriteFile(given, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := kilnBinary(given, io.Discard); err != nil || got != given {
+		t.Errorf("--kiln %s: %q, %v", given, got, err)
+	}
+}
+
+// The source tree is found from any directory in it, and only Kiln's.
+func TestSourceRoot(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := sourceRoot(wd)
+	if root == "" || filepath.Join(root, "cmd", "kiln-bench") != wd {
+		t.Errorf("source root of %s: %q", wd, root)
+	}
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "go.mod"), []byte("module example.com/other\n"), 0o644)
+	os.MkdirAll(filepath.Join(other, "sub"), 0o755)
+	if got := sourceRoot(filepath.Join(other, "sub")); got != "" {
+		t.Errorf("another module's tree taken for Kiln's: %q", got)
+	}
+}
