@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/query"
@@ -302,7 +303,7 @@ func openStore(cfg Config) (store.Store, error) {
 
 // startSources starts a consumer per streaming source of the project.
 func (n *Node) startSources(cfg Config) error {
-	dec := ingest.NewDecoder(cfg.Project)
+	dec := eventjson.NewDecoder(cfg.Project)
 	fail := func(err error) error {
 		for _, d := range n.deadLetters {
 			d.Close()

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/store"
@@ -57,7 +58,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	engine  *query.Engine
-	decoder *ingest.Decoder
+	decoder *eventjson.Decoder
 	ready   atomic.Bool
 	routes  map[string]map[string]http.HandlerFunc
 	// pushes holds the memory of pushes no longer in flight (*pushBuffer):
@@ -67,7 +68,7 @@ type Server struct {
 
 type pushBuffer struct {
 	body   []byte
-	events ingest.PushBuffer
+	events eventjson.PushBuffer
 }
 
 // New builds a server for the project.
@@ -78,7 +79,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, engine: cfg.Engine, decoder: ingest.NewDecoder(cfg.Project)}
+	s := &Server{cfg: cfg, engine: cfg.Engine, decoder: eventjson.NewDecoder(cfg.Project)}
 	s.routes = map[string]map[string]http.HandlerFunc{
 		"/v1/push":     {http.MethodPost: s.handlePush},
 		"/v1/features": {http.MethodPost: s.handleFeatures},
@@ -221,7 +222,7 @@ func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
 }
 
 func writeRequestError(w http.ResponseWriter, err error) {
-	var re *ingest.RequestError
+	var re *eventjson.RequestError
 	if errors.As(err, &re) {
 		writeError(w, http.StatusBadRequest, re.Message, re.Details)
 		return
@@ -231,11 +232,11 @@ func writeRequestError(w http.ResponseWriter, err error) {
 
 // errorBody is the JSON of every error answer.
 type errorBody struct {
-	Error   string           `json:"error"`
-	Details []ingest.Problem `json:"details,omitempty"`
+	Error   string              `json:"error"`
+	Details []eventjson.Problem `json:"details,omitempty"`
 }
 
-func writeError(w http.ResponseWriter, status int, msg string, details []ingest.Problem) {
+func writeError(w http.ResponseWriter, status int, msg string, details []eventjson.Problem) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	b, _ := json.Marshal(errorBody{Error: msg, Details: details})

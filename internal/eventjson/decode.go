@@ -1,4 +1,9 @@
-package ingest
+// Package eventjson decodes events from JSON — the bodies of POST /v1/push
+// and the messages of streaming sources — checking each against its source's
+// schema, and reports a bad request item by item: Problem and RequestError
+// are the error shape that every API shares, for pushes, stream messages and
+// feature reads alike.
+package eventjson
 
 import (
 	"bytes"
