@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -299,7 +300,7 @@ func (s *Server) parseKeys(prep *query.Prepared, given []*kilnv1.EntityKeys, req
 		vals = vals[:n*k]
 		req.Keys[i] = vals
 		for _, col := range ek.GetKeys() {
-			f := keyIndex(pe.Entity, col.GetField())
+			f := slices.Index(pe.Entity.Def.Keys, col.GetField())
 			switch pe.Entity.KeyTypes[f] {
 			case event.Int64:
 				for j, v := range col.GetIntValues() {
@@ -322,7 +323,7 @@ func checkColumns(ent *query.Entity, cols []*kilnv1.KeyColumn) (int, error) {
 	n := -1
 	var nField string
 	for ci, col := range cols {
-		f := keyIndex(ent, col.GetField())
+		f := slices.Index(ent.Def.Keys, col.GetField())
 		if f < 0 {
 			return 0, fmt.Errorf("entity %s: key column %d: %q is not a key field of %s (keys: %s)",
 				name, ci, col.GetField(), name, strings.Join(ent.Def.Keys, ", "))
@@ -377,15 +378,6 @@ func entityNames(prep *query.Prepared) string {
 		names[i] = pe.Entity.Def.Name
 	}
 	return strings.Join(names, ", ")
-}
-
-func keyIndex(ent *query.Entity, field string) int {
-	for i, k := range ent.Def.Keys {
-		if k == field {
-			return i
-		}
-	}
-	return -1
 }
 
 // readError maps an error of Engine.Read to a status, as the HTTP API maps

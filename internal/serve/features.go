@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -191,11 +192,7 @@ func parseKey(ent *query.Entity, raw json.RawMessage, idx int, dst []event.Value
 		return problems
 	}
 	for field := range obj {
-		known := false
-		for _, k := range ent.Def.Keys {
-			known = known || k == field
-		}
-		if !known {
+		if !slices.Contains(ent.Def.Keys, field) {
 			bad(field, "not a key field of %s (keys: %s)", name, strings.Join(ent.Def.Keys, ", "))
 		}
 	}
