@@ -389,10 +389,10 @@ func scanPush(b []byte) (shape pushShape, ok bool) {
 func (d *Decoder) DecodeEvent(src *definition.Source, raw []byte, now int64, ev *event.Event) error {
 	required, ok := d.required[src]
 	if !ok {
-		panic(fmt.Sprintf("ingest: DecodeEvent of source %q, which is not of the decoder's project", src.Name))
+		panic(fmt.Sprintf("eventjson: DecodeEvent of source %q, which is not of the decoder's project", src.Name))
 	}
 	if len(ev.Fields) != len(src.Fields) {
-		panic(fmt.Sprintf("ingest: DecodeEvent into an event of %d fields; source %s has %d", len(ev.Fields), src.Name, len(src.Fields)))
+		panic(fmt.Sprintf("eventjson: DecodeEvent into an event of %d fields; source %s has %d", len(ev.Fields), src.Name, len(src.Fields)))
 	}
 	clear(ev.Fields)
 	ev.TS = 0
