@@ -608,19 +608,7 @@ func preparedID(prep *query.Prepared) uint64 {
 }
 
 func samePrepared(a, b *query.Prepared) bool {
-	if len(a.Entities) != len(b.Entities) {
-		return false
-	}
-	for i := range a.Entities {
-		pa, pb := a.Entities[i], b.Entities[i]
-		if pa.Entity != pb.Entity || len(pa.Features) != len(pb.Features) {
-			return false
-		}
-		for j := range pa.Features {
-			if pa.Features[j] != pb.Features[j] {
-				return false
-			}
-		}
-	}
-	return true
+	return slices.EqualFunc(a.Entities, b.Entities, func(pa, pb *query.PreparedEntity) bool {
+		return pa.Entity == pb.Entity && slices.Equal(pa.Features, pb.Features)
+	})
 }
