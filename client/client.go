@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -72,10 +73,8 @@ func (o *Options) ensureDefaults() error {
 		if a == "" {
 			return fmt.Errorf("kiln client: Options.Addrs[%d] is empty", i)
 		}
-		for _, b := range o.Addrs[:i] {
-			if a == b {
-				return fmt.Errorf("kiln client: address %s is given twice", a)
-			}
+		if slices.Contains(o.Addrs[:i], a) {
+			return fmt.Errorf("kiln client: address %s is given twice", a)
 		}
 	}
 	if o.Hedge < 0 || o.Timeout < 0 || o.Backoff < 0 {

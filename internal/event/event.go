@@ -8,11 +8,13 @@
 package event
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 )
 
 // Type is the declared type of a source field.
@@ -114,29 +116,22 @@ func (v Value) Equal(w Value) bool {
 // different kinds are ordered by kind. It is the tie-break of "last".
 func (v Value) Compare(w Value) int {
 	if v.Kind != w.Kind {
-		if v.Kind < w.Kind {
-			return -1
-		}
-		return 1
+		return cmp.Compare(v.Kind, w.Kind)
 	}
 	switch v.Kind {
 	case Int64:
-		return cmp3(v.Int < w.Int, v.Int > w.Int)
+		return cmp.Compare(v.Int, w.Int)
 	case Float64:
-		return cmp3(v.Float < w.Float, v.Float > w.Float)
+		return cmp.Compare(v.Float, w.Float) // no event carries NaN (Valid)
 	case String:
-		return cmp3(v.Str < w.Str, v.Str > w.Str)
+		return strings.Compare(v.Str, w.Str)
 	case Bool:
-		return cmp3(!v.Bool && w.Bool, v.Bool && !w.Bool)
-	}
-	return 0
-}
-
-func cmp3(less, greater bool) int {
-	if less {
-		return -1
-	}
-	if greater {
+		if v.Bool == w.Bool {
+			return 0
+		}
+		if w.Bool {
+			return -1
+		}
 		return 1
 	}
 	return 0

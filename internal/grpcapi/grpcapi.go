@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -312,7 +313,7 @@ func (s *Server) parseKeys(prep *query.Prepared, given []*kilnv1.EntityKeys, req
 		vals = vals[:n*k]
 		req.Keys[i] = vals
 		for _, col := range ek.GetKeys() {
-			f := keyIndex(pe.Entity, col.GetField())
+			f := slices.Index(pe.Entity.Def.Keys, col.GetField())
 			switch pe.Entity.KeyTypes[f] {
 			case event.Int64:
 				for j, v := range col.GetIntValues() {
@@ -335,7 +336,7 @@ func checkColumns(ent *query.Entity, cols []*kilnv1.KeyColumn) (int, error) {
 	n := -1
 	var nField string
 	for ci, col := range cols {
-		f := keyIndex(ent, col.GetField())
+		f := slices.Index(ent.Def.Keys, col.GetField())
 		if f < 0 {
 			return 0, fmt.Errorf("entity %s: key column %d: %q is not a key field of %s (keys: %s)",
 				name, ci, col.GetField(), name, strings.Join(ent.Def.Keys, ", "))
@@ -390,15 +391,6 @@ func entityNames(prep *query.Prepared) string {
 		names[i] = pe.Entity.Def.Name
 	}
 	return strings.Join(names, ", ")
-}
-
-func keyIndex(ent *query.Entity, field string) int {
-	for i, k := range ent.Def.Keys {
-		if k == field {
-			return i
-		}
-	}
-	return -1
 }
 
 // readError maps an error of Engine.Read to a status, as the HTTP API maps
@@ -629,19 +621,7 @@ func preparedID(prep *query.Prepared) uint64 {
 }
 
 func samePrepared(a, b *query.Prepared) bool {
-	if len(a.Entities) != len(b.Entities) {
-		return false
-	}
-	for i := range a.Entities {
-		pa, pb := a.Entities[i], b.Entities[i]
-		if pa.Entity != pb.Entity || len(pa.Features) != len(pb.Features) {
-			return false
-		}
-		for j := range pa.Features {
-			if pa.Features[j] != pb.Features[j] {
-				return false
-			}
-		}
-	}
-	return true
+	return slices.EqualFunc(a.Entities, b.Entities, func(pa, pb *query.PreparedEntity) bool {
+		return pa.Entity == pb.Entity && slices.Equal(pa.Features, pb.Features)
+	})
 }

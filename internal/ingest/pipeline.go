@@ -1,9 +1,10 @@
-// Package ingest owns the write path: it decodes and validates pushed
-// events, routes each (view, entity) row to the partition that owns it, and
-// runs one goroutine per partition that folds events into its rows in memory
-// and makes them durable in group-committed micro-batches: on Redis by
-// writing the rows, on the embedded store by appending the events to the
-// partition's log and writing rows back at checkpoints (log.go).
+// Package ingest owns the write path: it takes decoded, validated events
+// (package eventjson decodes them), routes each (view, entity) row to the
+// partition that owns it, and runs one goroutine per partition that folds
+// events into its rows in memory and makes them durable in group-committed
+// micro-batches: on Redis by writing the rows, on the embedded store by
+// appending the events to the partition's log and writing rows back at
+// checkpoints (log.go).
 //
 // Push blocks until every event of the call is durable (or refused): a push
 // that returns nil survives a crash, and a read after it (Pipeline.Get, the
@@ -297,7 +298,7 @@ type op struct {
 	row      *entry // set by the owner (loadRows)
 }
 
-// Push folds events of src (validated, e.g. by Decoder.DecodePush) into
+// Push folds events of src (validated, e.g. by eventjson.Decoder.DecodePush) into
 // their rows and returns once they are durable in the store. The events
 // must not be modified until Push returns. On error, some partitions may
 // have written their part: pushing the same events again can count those

@@ -3,7 +3,8 @@
 // process's role needs — the write path (package ingest), the read engine
 // (package query) with its row cache, the HTTP API (package serve) and the
 // gRPC API (package grpcapi) — and stops them in order: stop taking
-// requests, write what the partitions hold, close the store.
+// requests, stop the streaming sources, write what the partitions hold,
+// close the store.
 //
 // Start returns once the listeners are bound; Close shuts everything down.
 // Both the kiln command and end-to-end tests use it.
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/query"
@@ -329,7 +331,7 @@ func openStore(cfg Config) (store.Store, error) {
 
 // startSources starts a consumer per streaming source of the project.
 func (n *Node) startSources(cfg Config) error {
-	dec := ingest.NewDecoder(cfg.Project)
+	dec := eventjson.NewDecoder(cfg.Project)
 	fail := func(err error) error {
 		for _, d := range n.deadLetters {
 			d.Close()
@@ -423,8 +425,11 @@ func (n *Node) stopStreams() {
 func (n *Node) URL() string { return "http://" + n.Addr }
 
 // Close stops the node: /readyz and gRPC health turn unready, requests in
-// flight finish (up to the shutdown timeout), the pipeline writes what it
-// holds, and the store closes. It returns the first error met.
+// flight finish (up to the shutdown timeout), the streaming sources stop,
+// the pipeline writes what it holds, and the store closes. Every step runs
+// whatever the earlier ones met, and the error joins all their errors
+// (errors.Join): a last write that failed is not hidden behind a shutdown
+// that timed out.
 func (n *Node) Close() error {
 	n.Server.SetReady(false)
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)

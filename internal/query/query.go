@@ -10,10 +10,12 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -244,11 +246,7 @@ type item struct {
 func (e *Engine) Service(name string) (*Prepared, error) {
 	p := e.services[name]
 	if p == nil {
-		names := make([]string, 0, len(e.services))
-		for n := range e.services {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		names := slices.Sorted(maps.Keys(e.services))
 		return nil, &Error{Msg: fmt.Sprintf("service %q is not defined (defined: %s)", name, strings.Join(names, ", "))}
 	}
 	return p, nil
@@ -302,11 +300,9 @@ func (e *Engine) prepare(names []string) (*Prepared, error) {
 		return nil, fmt.Errorf("unknown feature(s) %s; served names look like view:feature_window (e.g. %s)",
 			strings.Join(unknown, ", "), e.exampleName())
 	}
-	p := &Prepared{}
-	for _, pe := range byEntity {
-		p.Entities = append(p.Entities, pe)
-	}
-	sort.Slice(p.Entities, func(i, j int) bool { return p.Entities[i].Entity.order < p.Entities[j].Entity.order })
+	p := &Prepared{Entities: slices.SortedFunc(maps.Values(byEntity), func(a, b *PreparedEntity) int {
+		return cmp.Compare(a.Entity.order, b.Entity.order)
+	})}
 	return p, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/tile"
@@ -288,10 +289,7 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 		er := &res.Entities[i]
 		nv := len(pe.views)
 		for j := range er.N {
-			present := false
-			for v := range nv {
-				present = present || er.found[j*nv+v]
-			}
+			present := slices.Contains(er.found[j*nv:j*nv+nv], true)
 			er.Present[j] = present
 			if !present || nv == 1 {
 				continue
@@ -361,21 +359,12 @@ func (res *Result) fold(pe *PreparedEntity, er *EntityResult, key, view int, val
 		return keep // an empty row
 	}
 	nv := len(pe.views)
-	if !anyFound(er.found[key*nv:key*nv+nv]) || newest > er.EventTime[key] {
+	if !slices.Contains(er.found[key*nv:key*nv+nv], true) || newest > er.EventTime[key] {
 		er.EventTime[key] = newest // the newest event over the key's rows
 	}
 	er.found[key*nv+view] = true
 	scatter(pe, er, key, view, sc.vals)
 	return keep
-}
-
-func anyFound(f []bool) bool {
-	for _, b := range f {
-		if b {
-			return true
-		}
-	}
-	return false
 }
 
 // scatter writes the requested outputs of one view's values for key j.

@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/event"
-	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/query"
 )
 
@@ -141,7 +142,7 @@ func (s *Server) parseKeys(prep *query.Prepared, given map[string][]json.RawMess
 	}
 	req.Keys = req.Keys[:len(prep.Entities)]
 	total := 0
-	var problems []ingest.Problem
+	var problems []eventjson.Problem
 	for i, pe := range prep.Entities {
 		e := pe.Entity.Def
 		list := given[e.Name]
@@ -160,13 +161,13 @@ func (s *Server) parseKeys(prep *query.Prepared, given map[string][]json.RawMess
 		req.Keys[i] = vals
 		for j, raw := range list {
 			problems = parseKey(pe.Entity, raw, j, vals[j*k:(j+1)*k], problems)
-			if len(problems) >= ingest.MaxDetails {
+			if len(problems) >= eventjson.MaxDetails {
 				break
 			}
 		}
 	}
 	if len(problems) > 0 {
-		return &ingest.RequestError{Message: fmt.Sprintf("%d invalid entity key(s)", len(problems)), Details: problems}
+		return &eventjson.RequestError{Message: fmt.Sprintf("%d invalid entity key(s)", len(problems)), Details: problems}
 	}
 	return nil
 }
@@ -180,10 +181,10 @@ func (s *Server) entityNames() string {
 }
 
 // parseKey reads one key object {"field": value, ...} into dst.
-func parseKey(ent *query.Entity, raw json.RawMessage, idx int, dst []event.Value, problems []ingest.Problem) []ingest.Problem {
+func parseKey(ent *query.Entity, raw json.RawMessage, idx int, dst []event.Value, problems []eventjson.Problem) []eventjson.Problem {
 	name := ent.Def.Name
 	bad := func(field, format string, args ...any) {
-		problems = append(problems, ingest.Problem{Index: idx, Field: field, Message: name + " key: " + fmt.Sprintf(format, args...)})
+		problems = append(problems, eventjson.Problem{Index: idx, Field: field, Message: name + " key: " + fmt.Sprintf(format, args...)})
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
@@ -191,11 +192,7 @@ func parseKey(ent *query.Entity, raw json.RawMessage, idx int, dst []event.Value
 		return problems
 	}
 	for field := range obj {
-		known := false
-		for _, k := range ent.Def.Keys {
-			known = known || k == field
-		}
-		if !known {
+		if !slices.Contains(ent.Def.Keys, field) {
 			bad(field, "not a key field of %s (keys: %s)", name, strings.Join(ent.Def.Keys, ", "))
 		}
 	}

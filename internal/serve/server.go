@@ -17,12 +17,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sort"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/store"
@@ -57,9 +59,11 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	engine  *query.Engine
-	decoder *ingest.Decoder
+	decoder *eventjson.Decoder
 	ready   atomic.Bool
-	routes  map[string]map[string]http.HandlerFunc
+	mux     *http.ServeMux
+	// notFound answers a path with no route.
+	notFound http.HandlerFunc
 	// pushes holds the memory of pushes no longer in flight (*pushBuffer):
 	// a push reuses a body and decoded events instead of allocating them.
 	pushes sync.Pool
@@ -67,7 +71,7 @@ type Server struct {
 
 type pushBuffer struct {
 	body   []byte
-	events ingest.PushBuffer
+	events eventjson.PushBuffer
 }
 
 // New builds a server for the project.
@@ -78,17 +82,59 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, engine: cfg.Engine, decoder: ingest.NewDecoder(cfg.Project)}
-	s.routes = map[string]map[string]http.HandlerFunc{
-		"/v1/push":     {http.MethodPost: s.handlePush},
-		"/v1/features": {http.MethodPost: s.handleFeatures},
-		"/healthz":     {http.MethodGet: s.handleHealth},
-		"/readyz":      {http.MethodGet: s.handleReady},
-		"/debug/rows":  {http.MethodPost: s.handleRows},
-		"/debug/stats": {http.MethodGet: s.handleStats},
-	}
+	s := &Server{cfg: cfg, engine: cfg.Engine, decoder: eventjson.NewDecoder(cfg.Project)}
+	s.mux = s.routes()
 	s.ready.Store(true)
 	return s, nil
+}
+
+// routes builds the mux of the API. Every path answers a method it does not
+// take with 405, an Allow header and a JSON error, HEAD included (a GET
+// pattern would take HEAD too); every other path with a 404 listing the
+// routes. /debug/pprof/ takes any method.
+func (s *Server) routes() *http.ServeMux {
+	api := []struct {
+		method, path string
+		handle       http.HandlerFunc
+	}{
+		{http.MethodPost, "/v1/push", s.handlePush},
+		{http.MethodPost, "/v1/features", s.handleFeatures},
+		{http.MethodGet, "/healthz", s.handleHealth},
+		{http.MethodGet, "/readyz", s.handleReady},
+		{http.MethodPost, "/debug/rows", s.handleRows},
+		{http.MethodGet, "/debug/stats", s.handleStats},
+	}
+	mux := http.NewServeMux()
+	var names []string
+	methods := map[string][]string{} // by path
+	for _, a := range api {
+		mux.HandleFunc(a.method+" "+a.path, a.handle)
+		names = append(names, a.method+" "+a.path)
+		methods[a.path] = append(methods[a.path], a.method)
+	}
+	for p, ms := range methods {
+		slices.Sort(ms)
+		allowed := strings.Join(ms, ", ")
+		refuse := func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allowed)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, allowed, r.Method), nil)
+		}
+		mux.HandleFunc(p, refuse)
+		if slices.Contains(ms, http.MethodGet) && !slices.Contains(ms, http.MethodHead) {
+			mux.HandleFunc(http.MethodHead+" "+p, refuse)
+		}
+	}
+	slices.Sort(names)
+	list := strings.Join(names, ", ")
+	s.notFound = func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s; routes are: %s", r.URL.Path, list), nil)
+	}
+	mux.HandleFunc("/", s.notFound)
+	mux.HandleFunc("/debug/pprof/", servePprof)
+	// Without a route of its own, the mux would redirect /debug/pprof to
+	// /debug/pprof/.
+	mux.HandleFunc("/debug/pprof", s.notFound)
+	return mux
 }
 
 // SetReady sets what /readyz answers: set it false before draining.
@@ -96,6 +142,10 @@ func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 
 // ServeHTTP routes a request, answering unknown paths and methods with a
 // JSON error, and turns a panic into a 500 rather than a dropped connection.
+//
+// A path is routed as it is, once unescaped: one the mux would redirect to
+// its clean form (/v1//push, /./healthz) is not found, and one with escaped
+// slashes (/v1%2Fpush) is the path they spell.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -103,34 +153,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, "internal error; the server log has the details", nil)
 		}
 	}()
-	if strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
-		servePprof(w, r)
+	if !isClean(r.URL.Path) {
+		s.notFound(w, r)
 		return
 	}
-	methods, ok := s.routes[r.URL.Path]
-	if !ok {
-		paths := make([]string, 0, len(s.routes))
-		for p, ms := range s.routes {
-			for m := range ms {
-				paths = append(paths, m+" "+p)
-			}
-		}
-		sort.Strings(paths)
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s; routes are: %s", r.URL.Path, strings.Join(paths, ", ")), nil)
-		return
+	if r.URL.RawPath != "" {
+		u := *r.URL
+		u.RawPath = ""
+		r = r.WithContext(r.Context())
+		r.URL = &u
 	}
-	h, ok := methods[r.Method]
-	if !ok {
-		allowed := make([]string, 0, len(methods))
-		for m := range methods {
-			allowed = append(allowed, m)
-		}
-		sort.Strings(allowed)
-		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, strings.Join(allowed, ", "), r.Method), nil)
-		return
+	s.mux.ServeHTTP(w, r)
+}
+
+// isClean reports whether p is a path that http.ServeMux routes without
+// redirecting: rooted, and the same cleaned (but for a trailing slash).
+func isClean(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
 	}
-	h(w, r)
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") {
+		return true // no empty, "." or ".." element
+	}
+	c := path.Clean(p)
+	return c == p || c != "/" && len(p) == len(c)+1 && p[len(c)] == '/' && strings.HasPrefix(p, c)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -221,7 +267,7 @@ func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
 }
 
 func writeRequestError(w http.ResponseWriter, err error) {
-	var re *ingest.RequestError
+	var re *eventjson.RequestError
 	if errors.As(err, &re) {
 		writeError(w, http.StatusBadRequest, re.Message, re.Details)
 		return
@@ -231,11 +277,11 @@ func writeRequestError(w http.ResponseWriter, err error) {
 
 // errorBody is the JSON of every error answer.
 type errorBody struct {
-	Error   string           `json:"error"`
-	Details []ingest.Problem `json:"details,omitempty"`
+	Error   string              `json:"error"`
+	Details []eventjson.Problem `json:"details,omitempty"`
 }
 
-func writeError(w http.ResponseWriter, status int, msg string, details []ingest.Problem) {
+func writeError(w http.ResponseWriter, status int, msg string, details []eventjson.Problem) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	b, _ := json.Marshal(errorBody{Error: msg, Details: details})

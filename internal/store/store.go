@@ -1,7 +1,7 @@
 // Package store defines the online store: the place rows live between the
 // write path and the read path. A backend (store/pebble for the embedded
-// store; later Redis) implements Store; everything above it sees only this
-// interface.
+// store, store/redis for Redis and Redis Cluster) implements Store;
+// everything above it sees only this interface.
 //
 // A key is an opaque byte string made by the caller (see package tile for
 // the row key layout); a value is an encoded row. The store never interprets

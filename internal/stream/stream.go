@@ -29,6 +29,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 )
 
@@ -61,7 +62,7 @@ func StreamID(name string) uint64 {
 }
 
 // Decoder turns one message value into an event of a source. The "json"
-// format is *ingest.Decoder (the push API's decoder, one event object per
+// format is *eventjson.Decoder (the push API's decoder, one event object per
 // message); another format plugs in here. DecodeEvent resets ev (whose
 // Fields have one slot per source field) and returns an error saying what is
 // wrong with the message, which becomes its dead letter's reason.
@@ -71,8 +72,8 @@ type Decoder interface {
 
 // Formats are the message formats a streaming source may name, and the
 // decoder each uses given the project's push decoder.
-var Formats = map[string]func(*ingest.Decoder) Decoder{
-	"json": func(d *ingest.Decoder) Decoder { return d },
+var Formats = map[string]func(*eventjson.Decoder) Decoder{
+	"json": func(d *eventjson.Decoder) Decoder { return d },
 }
 
 // pipeline is the part of ingest.Pipeline an Applier uses.
@@ -183,7 +184,7 @@ func (a *Applier) Apply(ctx context.Context, msgs []Message) error {
 // reason words a decoding error for a dead letter: the problems of the
 // message, without the push API's "event 0" (a message is one event).
 func reason(err error) string {
-	var re *ingest.RequestError
+	var re *eventjson.RequestError
 	if !errors.As(err, &re) || len(re.Details) == 0 {
 		return err.Error()
 	}

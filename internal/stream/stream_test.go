@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/store/pebble"
@@ -66,7 +67,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	a := NewApplier(p.Source("clicks"), ingest.NewDecoder(p), pl, f, func() time.Time { return now.Add(5 * time.Millisecond) })
+	a := NewApplier(p.Source("clicks"), eventjson.NewDecoder(p), pl, f, func() time.Time { return now.Add(5 * time.Millisecond) })
 	return &fixture{project: p, plans: plans, st: st, pl: pl, a: a, dead: dead, now: now}
 }
 

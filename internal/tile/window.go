@@ -22,10 +22,7 @@ var AllTime = Window{}
 // definition checks it), so the hop is at least 5s.
 func NewWindow(d time.Duration) Window {
 	length := d.Milliseconds()
-	hop := length / HopDivisor / 1000 * 1000
-	if hop < 1000 {
-		hop = 1000
-	}
+	hop := max(length/HopDivisor/1000*1000, 1000)
 	return Window{Length: length, Hop: hop}
 }
 

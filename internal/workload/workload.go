@@ -187,10 +187,7 @@ func NewGenerator(cfg Config) *Generator {
 
 // scaled returns round(base·s), at least 1; it panics above limit.
 func scaled(base, s float64, limit int64) int64 {
-	v := math.Round(base * s)
-	if v < 1 {
-		return 1
-	}
+	v := max(math.Round(base*s), 1)
 	if v >= float64(limit) {
 		panic(fmt.Sprintf("workload: scale %v too large", s))
 	}

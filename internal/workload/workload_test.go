@@ -25,15 +25,7 @@ func collect(g *Generator, max int) []event.Event {
 }
 
 func eventsEqual(a, b event.Event) bool {
-	if a.TS != b.TS || len(a.Fields) != len(b.Fields) {
-		return false
-	}
-	for i := range a.Fields {
-		if !a.Fields[i].Equal(b.Fields[i]) {
-			return false
-		}
-	}
-	return true
+	return a.TS == b.TS && slices.EqualFunc(a.Fields, b.Fields, event.Value.Equal)
 }
 
 var (

@@ -11,6 +11,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/brokertest"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/stream"
@@ -56,7 +57,7 @@ func TestConsumeDeadLetterAndResume(t *testing.T) {
 	}
 	defer dead.Close()
 	src := p.Source("clicks")
-	a := stream.NewApplier(src, ingest.NewDecoder(p), pl, dead, nil)
+	a := stream.NewApplier(src, eventjson.NewDecoder(p), pl, dead, nil)
 
 	producer, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("clicks"))
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/brokertest"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/store"
@@ -120,7 +121,7 @@ type fixture struct {
 	plans   map[*definition.View]*tile.Plan
 	store   *testStore
 	pl      *ingest.Pipeline
-	dec     *ingest.Decoder
+	dec     *eventjson.Decoder
 	js      jetstream.JetStream
 
 	allTime bool // the view has an all-time count
@@ -142,7 +143,7 @@ func newFixture(t *testing.T, features string) *fixture {
 	js := brokertest.JetStream(t, url, "CLICKS", "clicks.>")
 	return &fixture{
 		t: t, url: url, project: p, src: p.Source("clicks"), plans: plans, store: st, pl: pl,
-		dec: ingest.NewDecoder(p), js: js,
+		dec: eventjson.NewDecoder(p), js: js,
 		n1h: map[int64]int64{}, total: map[int64]int64{}, allTime: features == allTimeFeatures,
 	}
 }

@@ -1,4 +1,9 @@
-package ingest
+// Package eventjson decodes events from JSON — the bodies of POST /v1/push
+// and the messages of streaming sources — checking each against its source's
+// schema, and reports a bad request item by item: Problem and RequestError
+// are the error shape that every API shares, for pushes, stream messages and
+// feature reads alike.
+package eventjson
 
 import (
 	"bytes"
@@ -384,10 +389,10 @@ func scanPush(b []byte) (shape pushShape, ok bool) {
 func (d *Decoder) DecodeEvent(src *definition.Source, raw []byte, now int64, ev *event.Event) error {
 	required, ok := d.required[src]
 	if !ok {
-		panic(fmt.Sprintf("ingest: DecodeEvent of source %q, which is not of the decoder's project", src.Name))
+		panic(fmt.Sprintf("eventjson: DecodeEvent of source %q, which is not of the decoder's project", src.Name))
 	}
 	if len(ev.Fields) != len(src.Fields) {
-		panic(fmt.Sprintf("ingest: DecodeEvent into an event of %d fields; source %s has %d", len(ev.Fields), src.Name, len(src.Fields)))
+		panic(fmt.Sprintf("eventjson: DecodeEvent into an event of %d fields; source %s has %d", len(ev.Fields), src.Name, len(src.Fields)))
 	}
 	clear(ev.Fields)
 	ev.TS = 0

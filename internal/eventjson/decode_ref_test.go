@@ -1,4 +1,4 @@
-package ingest
+package eventjson
 
 // The reference decoder: DecodePush as it was before the scanner of
 // decode.go, on encoding/json, kept verbatim but for names. The

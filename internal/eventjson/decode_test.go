@@ -1,4 +1,4 @@
-package ingest
+package eventjson
 
 import (
 	"encoding/json"
@@ -15,6 +15,23 @@ import (
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/projectfile"
 )
+
+// testProject has one push source, clicks, whose events must carry user_id
+// and post_id: the keys of the entities its views feed.
+const testProject = `
+project: t
+entities:
+  user: {keys: [user_id]}
+  post: {keys: [post_id]}
+sources:
+  clicks:
+    type: push
+    event_time: ts
+    fields: {user_id: int64, post_id: int64, kind: string, x: float64}
+views:
+  by_user: {entity: user, source: clicks, features: {n: {agg: count, windows: [1h]}}}
+  by_post: {entity: post, source: clicks, features: {n: {agg: count, windows: [1h]}}}
+`
 
 func testDecoder(t testing.TB) *Decoder {
 	p, err := projectfile.Parse("test.yaml", []byte(testProject))

@@ -1,4 +1,4 @@
-package ingest
+package eventjson
 
 // Differential tests: the scanner of decode.go against the reference
 // decoder on encoding/json (decode_ref_test.go), on random and fuzzed
