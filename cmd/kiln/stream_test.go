@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kiln-dev/kiln/internal/brokertest"
@@ -414,7 +415,9 @@ func TestNATSSurvivesKills(t *testing.T) {
 	msgs := streamEvents(30_000, 2, time.Now())
 	f := &feeder{msgs: msgs, produce: func(t *testing.T, b []streamMsg) {
 		for _, m := range b {
-			if _, err := js.PublishAsync("events."+strconv.FormatInt(m.user, 10), m.raw); err != nil {
+			// A busy machine acks slowly: wait for room in the publisher's
+			// window (backpressure) rather than fail after its default 200 ms.
+			if _, err := js.PublishAsync("events."+strconv.FormatInt(m.user, 10), m.raw, jetstream.WithStallWait(time.Minute)); err != nil {
 				t.Fatalf("publish: %v", err)
 			}
 		}
