@@ -8,6 +8,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/redistest"
+	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/store/redis"
 )
 
@@ -122,5 +123,32 @@ func TestSharedStoreWritersLoseNothing(t *testing.T) {
 	}
 	if sa.Replayed+sb.Replayed == 0 {
 		t.Error("no streamed event was passed over, yet both writers applied the same stream")
+	}
+}
+
+// The way commits reach the store is chosen once, from what the store can
+// do and Options.WriteThrough, and Stats names it.
+func TestWriteModeFollowsTheStore(t *testing.T) {
+	rs, err := redis.Open(context.Background(), redis.Options{Addrs: []string{redistest.Standalone(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	for _, c := range []struct {
+		name  string
+		store store.Store
+		opts  Options
+		want  string
+	}{
+		{"embedded", nil, Options{}, "write-behind"},
+		{"embedded, --write-through", nil, Options{WriteThrough: true}, "write-through"},
+		{"a store with no log", discardRows{}, Options{}, "write-through"},
+		{"redis", rs, Options{}, "conditional"},
+		{"redis, --write-through", rs, Options{WriteThrough: true}, "conditional"},
+	} {
+		f := newFixture(t, c.store, c.opts)
+		if got := f.pl.Stats().WriteMode; got != c.want {
+			t.Errorf("%s: WriteMode %q, want %q", c.name, got, c.want)
+		}
 	}
 }

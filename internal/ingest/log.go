@@ -12,8 +12,8 @@ import (
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
-// Write-behind. On a store that can keep a log beside the rows (logStore:
-// the embedded store), a partition does not write its rows at every group
+// Write-behind. On a store that can keep a log beside the rows
+// (store.LogKeeper: the embedded store), a partition does not write its rows at every group
 // commit. It appends the commit's events to its log in the store, synced,
 // then folds them into its rows in memory, where readers find them (the
 // overlay), and answers the requests; the rows are written to the store
@@ -26,12 +26,37 @@ import (
 // between two checkpoints and is written once, and a commit costs one
 // store key instead of one per row.
 
-// logStore is a store that keeps the write path's log beside the rows
-// (store/pebble).
-type logStore interface {
-	Apply(ctx context.Context, batch []store.KV, del store.Range, sync bool) error
-	Scan(ctx context.Context, r store.Range, fn func(key, value []byte) error) error
+// writeBehind is the rowWriter that keeps the write path's event log in a
+// store.LogKeeper and writes rows back at checkpoints.
+type writeBehind struct {
+	p   *Pipeline
+	log store.LogKeeper
 }
+
+func (*writeBehind) mode() string { return modeWriteBehind }
+
+// start replays the log of the last run (recoverLog).
+func (w *writeBehind) start() error {
+	if err := w.recoverLog(); err != nil {
+		return fmt.Errorf("ingest: replaying the event log of the last run: %w", err)
+	}
+	return nil
+}
+
+// apply loads r's rows and keeps r to fold once its events are in the log
+// (commit): rows in the overlay hold nothing a crash could lose.
+func (*writeBehind) apply(o *owner, r *request) {
+	if err := o.loadRows(r, false); err != nil {
+		r.done <- err
+		return
+	}
+	o.waiting = append(o.waiting, r)
+	o.queuedOps += len(r.ops)
+}
+
+// stop writes back what the partition holds. What it cannot write back
+// stays in the log: the next start replays it.
+func (w *writeBehind) stop(o *owner) error { return w.checkpoint(o, o.p.Now(), true) }
 
 // The log's keys: logPrefix, the partition as 2 big-endian bytes and the
 // record's sequence number as 8. Row keys begin with a view name, never
@@ -228,14 +253,10 @@ func (ov *overlay) get(key []byte, h uint64, i int, fn func(int, []byte, bool), 
 	return true
 }
 
-// Get reads rows as the write path has committed them: every row an
-// acknowledged push changed, whether or not it is in the store yet. It has
-// the store's contract (store.Store.Get) except that fn is not called in
-// key order. The read path reads rows this way.
-func (p *Pipeline) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
-	if p.log == nil {
-		return p.store.Get(ctx, keys, fn)
-	}
+// get reads each row from the overlay of its partition, and the others
+// from the store.
+func (w *writeBehind) get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+	p := w.p
 	var missIdx []int
 	var missKeys [][]byte
 	var buf []byte
@@ -252,17 +273,16 @@ func (p *Pipeline) Get(ctx context.Context, keys [][]byte, fn func(i int, value 
 	return p.store.Get(ctx, missKeys, func(j int, value []byte, found bool) { fn(missIdx[j], value, found) })
 }
 
-// commitLogged is flush with write-behind: it appends the waiting
-// requests' events to the log, then folds them into their rows, puts the
-// rows in the overlay and answers the requests; it checkpoints when one is
-// due. Rows change only once their events are durable, so a failed append
-// leaves nothing to undo.
-func (o *owner) commitLogged() {
+// commit appends the waiting requests' events to the log, then folds them
+// into their rows, puts the rows in the overlay and answers the requests;
+// it checkpoints when one is due. Rows change only once their events are
+// durable, so a failed append leaves nothing to undo.
+func (w *writeBehind) commit(o *owner) {
 	now := o.waiting[len(o.waiting)-1].now
 	o.rec = o.p.appendRecord(o.rec[:0], o.waiting)
 	o.seq++ // even if the append fails: it may have been written
 	o.key = logKey(o.key[:0], o.id, o.seq)
-	err := o.p.log.Apply(context.Background(), []store.KV{{Key: o.key, Value: o.rec}}, store.Range{}, true)
+	err := w.log.Apply(context.Background(), []store.KV{{Key: o.key, Value: o.rec}}, store.Range{}, true)
 	o.writes.Add(1)
 	o.queuedOps = 0
 	if err != nil {
@@ -281,7 +301,7 @@ func (o *owner) commitLogged() {
 	opts := &o.p.opts
 	if len(o.unsaved) >= opts.CheckpointRows || o.logBytes >= opts.CheckpointLogBytes ||
 		now-o.lastCheckpoint >= opts.CheckpointInterval.Milliseconds() {
-		o.checkpoint(now, false)
+		w.checkpoint(o, now, false)
 	}
 	o.evict()
 }
@@ -330,14 +350,14 @@ func (o *owner) answer(err error) {
 // deletes the partition's log, in one commit, then takes the rows out of
 // the overlay. A failure leaves all of it as it was, to be tried again at
 // the next checkpoint.
-func (o *owner) checkpoint(now int64, sync bool) error {
+func (w *writeBehind) checkpoint(o *owner, now int64, sync bool) error {
 	if len(o.unsaved) == 0 && o.logBytes == 0 {
 		return nil
 	}
 	// Only the owner changes rows, so it reads them without their locks.
 	o.sortByKey(o.unsaved)
 	o.encodeRows(o.unsaved, nil)
-	err := o.p.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
+	err := w.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
 	o.writes.Add(1)
 	if err != nil {
 		o.writeErrors.Add(1)
@@ -363,13 +383,10 @@ func (o *owner) checkpoint(now int64, sync bool) error {
 // chained to it, without answering them.
 func (o *owner) applyLogged(r *request) error {
 	for _, r := range append([]*request{r}, r.next...) {
-		if err := o.loadRows(r); err != nil {
+		if err := o.loadRows(r, false); err != nil {
 			return err
 		}
-		for i := range r.ops {
-			op := &r.ops[i]
-			o.fold(op.row, op, r.now)
-		}
+		o.foldRequest(r, true)
 	}
 	return nil
 }
@@ -378,12 +395,13 @@ func (o *owner) applyLogged(r *request) error {
 // deletes the log in one commit, before any partition starts. The log may
 // have been written with another number of partitions: its ops are routed
 // again.
-func (p *Pipeline) recoverLog() error {
+func (w *writeBehind) recoverLog() error {
+	p := w.p
 	all := store.Range{Start: logPrefix, End: logEnd}
 	// Read the records first: folding reads rows from the store, which
 	// Scan's callback must not.
 	var recs [][]byte
-	err := p.log.Scan(context.Background(), all, func(key, value []byte) error {
+	err := w.log.Scan(context.Background(), all, func(key, value []byte) error {
 		recs = append(recs, append([]byte(nil), value...))
 		return nil
 	})
@@ -423,7 +441,7 @@ func (p *Pipeline) recoverLog() error {
 		o.encodeDirty(last)
 		batch = append(batch, o.batch...)
 	}
-	if err := p.log.Apply(context.Background(), batch, all, true); err != nil {
+	if err := w.log.Apply(context.Background(), batch, all, true); err != nil {
 		return fmt.Errorf("writing the rows of the event log: %w", err)
 	}
 	for _, o := range p.owners {
@@ -459,7 +477,7 @@ func (o *owner) foldWaiting() {
 		}
 		o.sink += tile.Warm(rows[:n])
 		for i := range n {
-			o.fold(ops[i].row, ops[i], nows[i])
+			o.fold(ops[i].row, ops[i], nows[i], true)
 		}
 		n = 0
 	}

@@ -25,19 +25,15 @@ type owner struct {
 	in   chan *request
 	rows rowMap // rows in memory; owned by run
 
-	// cond is the store when other processes may write it too: then rows
-	// are written only over the value this owner last saw.
-	cond condWriter
-
 	dirty   []*entry   // rows changed since the last write
 	waiting []*request // requests answered by the next write
 	batch   []store.KV
-	cbatch  []store.CondKV
+	cbatch  []store.CondKV // conditional's
 	buf     []byte
 	missing []*entry // rows loadMissing reads
 	keys    [][]byte // their keys
 
-	// Write-behind (Pipeline.log set; see log.go).
+	// Write-behind's (see log.go).
 	overlay        overlay
 	unsaved        []*entry // rows committed since the last checkpoint
 	queuedOps      int      // ops of o.waiting, not folded until their log record is written
@@ -50,11 +46,6 @@ type owner struct {
 	sortBuf        []sortKey
 
 	rowsWritten, writes, writeErrors, rowsReset, conflicts, checkpoints atomic.Int64
-}
-
-// condWriter is a store that can write rows conditionally (store/redis).
-type condWriter interface {
-	WriteIf(ctx context.Context, batch []store.CondKV, conflict func(i int)) error
 }
 
 type entry struct {
@@ -73,7 +64,7 @@ type entry struct {
 	plan    *tile.Plan
 	hash    uint64 // xxhash.Sum64(key)
 	key     string
-	stored  []byte // the row's value in the store as this owner knows it (cond only); nil: none
+	stored  []byte // the row's value in the store as this owner knows it (conditional only); nil: none
 }
 
 // keyBytes returns the bytes of a row key held as a string, without a copy.
@@ -84,20 +75,18 @@ func keyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s
 // run folds requests until the queue is closed. It drains whatever is
 // queued, then makes the batch durable in one atomic store write (its rows,
 // or with write-behind its log record) and answers every request in it: a
-// group commit sized by the load.
+// group commit sized by the load. The pipeline's rowWriter does the
+// folding and the writing.
 func (o *owner) run() {
 	defer o.p.wg.Done()
+	w := o.p.rowWriter
 	for {
 		r, ok := <-o.in
 		if !ok {
-			if o.p.log != nil {
-				// What is not written back stays in the log: the next
-				// start replays it.
-				o.closeErr = o.checkpoint(o.p.Now(), true)
-			}
+			o.closeErr = w.stop(o)
 			return
 		}
-		o.apply(r)
+		w.apply(o, r)
 	drain:
 		for len(o.dirty)+o.queuedOps < o.p.opts.MaxBatchRows {
 			select {
@@ -105,52 +94,42 @@ func (o *owner) run() {
 				if !ok {
 					break drain
 				}
-				o.apply(r)
+				w.apply(o, r)
 			default:
 				break drain
 			}
 		}
-		o.flush()
+		if len(o.waiting) > 0 {
+			w.commit(o)
+		}
 	}
 }
 
-// apply folds one request's events into rows, loading rows it lacks from
-// the store in one batch read. A request that cannot be applied is answered
-// at once with the error.
-func (o *owner) apply(r *request) {
-	if err := o.loadRows(r); err != nil {
-		r.done <- err
-		return
-	}
-	if o.p.log != nil {
-		// Folded once its events are in the log (commitLogged): rows in
-		// the overlay hold nothing a crash could lose.
-		o.waiting = append(o.waiting, r)
-		o.queuedOps += len(r.ops)
-		return
-	}
+// foldRequest folds every event of r into its row (see fold).
+func (o *owner) foldRequest(r *request, locked bool) {
 	for i := range r.ops {
 		op := &r.ops[i]
-		o.fold(op.row, op, r.now)
+		o.fold(op.row, op, r.now, locked)
 	}
-	o.waiting = append(o.waiting, r)
 }
 
 // fold applies one event to its row, unless the row has applied it before
 // (a streamed event at or below the offset the row records for its stream).
-func (o *owner) fold(e *entry, op *op, now int64) {
+// With locked, it holds the row's lock while the row changes: writing
+// behind, readers encode rows of the overlay under it.
+func (o *owner) fold(e *entry, op *op, now int64, locked bool) {
 	if e.row.Applied(op.ev.Origin) {
 		o.p.skipped.Add(1)
 		return
 	}
-	if o.p.log != nil {
+	if locked {
 		e.mu.Lock()
 	}
 	if out := op.feed.plan.Fold(e.row, op.ev, now); out == tile.Late {
 		op.feed.late.Add(1)
 	}
 	e.row.MarkApplied(op.ev.Origin)
-	if o.p.log != nil {
+	if locked {
 		e.mu.Unlock()
 	}
 	if !e.dirty {
@@ -162,8 +141,9 @@ func (o *owner) fold(e *entry, op *op, now int64) {
 // loadRows makes sure every row the request touches is in memory, and
 // points each op at its row. It looks rows up a group at a time, in passes
 // whose cache misses overlap: the group's slots in o.rows, then their
-// entries (see rowMap).
-func (o *owner) loadRows(r *request) error {
+// entries (see rowMap). With keepStored (conditional writes), each row
+// read from the store keeps a copy of its stored value.
+func (o *owner) loadRows(r *request, keepStored bool) error {
 	const group = 64
 	o.missing = o.missing[:0]
 	for at := 0; at < len(r.ops); at += group {
@@ -182,7 +162,7 @@ func (o *owner) loadRows(r *request) error {
 			}
 		}
 	}
-	return o.loadMissing()
+	return o.loadMissing(keepStored)
 }
 
 // rowOf returns the entry of op's row, whose key is k: the one in memory,
@@ -201,8 +181,9 @@ func (o *owner) rowOf(op *op, k []byte) *entry {
 
 // loadMissing reads the rows of the entries in o.missing, just added to
 // o.rows with empty rows, from the store. On error it takes them out of
-// o.rows again.
-func (o *owner) loadMissing() error {
+// o.rows again. With keepStored, each row keeps a copy of its stored
+// value.
+func (o *owner) loadMissing(keepStored bool) error {
 	if len(o.missing) == 0 {
 		return nil
 	}
@@ -216,7 +197,7 @@ func (o *owner) loadMissing() error {
 		if !found {
 			return
 		}
-		if o.cond != nil {
+		if keepStored {
 			e.stored = bytes.Clone(value)
 		}
 		if err := e.plan.DecodeRow(value, e.row); err != nil {
@@ -246,111 +227,26 @@ func (o *owner) loadMissing() error {
 	return nil
 }
 
-// maxConflictRounds bounds how often one flush folds rows again after
-// other writers changed them.
-const maxConflictRounds = 100
+// writeFailed counts and logs a failed write of the dirty rows, drops them
+// from memory (the store still has their previous state, or part of the
+// batch: they are read again when next touched) and returns the error to
+// answer the commit's requests with.
+func (o *owner) writeFailed(err error) error {
+	o.writeErrors.Add(1)
+	o.p.opts.Logger.Error("writing rows failed", "partition", o.id, "rows", len(o.dirty), "err", err)
+	for _, e := range o.dirty {
+		o.rows.del(e)
+	}
+	return fmt.Errorf("writing %d rows to the store: %w", len(o.dirty), err)
+}
 
-// flush writes the dirty rows in one store write and answers the requests
-// folded into them. If the write fails, the rows are dropped from memory
-// (the store still has their previous state) and every request gets the
-// error: nothing it carried is acknowledged.
-//
-// On a store shared with other writers (o.cond), each row is written only
-// over the value this owner last saw; a row another process changed
-// meanwhile is read again and the requests' events for it folded again
-// (streamed events the other writer already applied are passed over by
-// their positions), until every row is written.
-func (o *owner) flush() {
-	if len(o.waiting) == 0 {
-		return
-	}
-	if o.p.log != nil {
-		o.commitLogged()
-		return
-	}
-	var err error
-	now := o.waiting[len(o.waiting)-1].now
-	for round := 0; len(o.dirty) > 0; round++ {
-		var conflicts []*entry
-		conflicts, err = o.write(now)
-		if err != nil || len(conflicts) == 0 {
-			break
-		}
-		o.conflicts.Add(int64(len(conflicts)))
-		if round == maxConflictRounds {
-			err = fmt.Errorf("%d rows kept changing under other writers: %w", len(conflicts), store.ErrConflict)
-			for _, e := range conflicts {
-				o.rows.del(e)
-			}
-			break
-		}
-		err = o.refold(conflicts)
-		if err != nil {
-			break
-		}
-	}
+// endCommit ends a commit that wrote rows: it forgets the dirty list,
+// answers the waiting requests with err and evicts rows beyond the bound.
+func (o *owner) endCommit(err error) {
 	clear(o.dirty)
 	o.dirty = o.dirty[:0]
 	o.answer(err)
 	o.evict()
-}
-
-// write encodes and writes the dirty rows. It returns the rows another
-// writer changed since this owner read them (only on a shared store); they
-// were not written. Every other row is written and clean, or, on error,
-// dropped from memory.
-func (o *owner) write(now int64) (conflicts []*entry, err error) {
-	o.sortByKey(o.dirty)
-	o.encodeDirty(now)
-	var conflicted []bool
-	if o.cond != nil {
-		o.cbatch = o.cbatch[:0]
-		for i, e := range o.dirty {
-			o.cbatch = append(o.cbatch, store.CondKV{Key: o.batch[i].Key, Value: o.batch[i].Value, Old: e.stored})
-		}
-		err = o.cond.WriteIf(context.Background(), o.cbatch, func(i int) {
-			if conflicted == nil {
-				conflicted = make([]bool, len(o.dirty))
-			}
-			conflicted[i] = true
-		})
-	} else {
-		err = o.p.store.Write(context.Background(), o.batch)
-	}
-	o.writes.Add(1)
-	written := o.batch
-	if conflicted != nil && err == nil {
-		written = written[:0:0]
-		for i, e := range o.dirty {
-			if conflicted[i] {
-				conflicts = append(conflicts, e)
-			} else {
-				written = append(written, o.batch[i])
-			}
-		}
-	}
-	if o.p.opts.AfterWrite != nil {
-		o.p.opts.AfterWrite(written, err)
-	}
-	if err != nil {
-		o.writeErrors.Add(1)
-		o.p.opts.Logger.Error("writing rows failed", "partition", o.id, "rows", len(o.dirty), "err", err)
-		for _, e := range o.dirty {
-			o.rows.del(e)
-		}
-		return nil, fmt.Errorf("writing %d rows to the store: %w", len(o.dirty), err)
-	}
-	o.rowsWritten.Add(int64(len(written)))
-	for i, e := range o.dirty {
-		if conflicted != nil && conflicted[i] {
-			continue
-		}
-		e.dirty = false
-		if o.cond != nil {
-			e.stored = append(e.stored[:0], o.batch[i].Value...)
-		}
-	}
-	return conflicts, nil
 }
 
 // encodeDirty brings the dirty rows' clocks to now and encodes them into
@@ -423,7 +319,7 @@ func (o *owner) encodeRows(rows []*entry, skip func(e *entry) bool) {
 	}
 }
 
-// refold reads the conflicting rows again and folds into them, in order,
+// refold (conditional) reads the conflicting rows again and folds into them, in order,
 // every event of the waiting requests that touches them. They become the
 // dirty rows.
 func (o *owner) refold(conflicts []*entry) error {
@@ -444,14 +340,14 @@ func (o *owner) refold(conflicts []*entry) error {
 			}
 		}
 	}
-	if err := o.loadMissing(); err != nil {
+	if err := o.loadMissing(true); err != nil {
 		return err
 	}
 	for _, r := range o.waiting {
 		for i := range r.ops {
 			op := &r.ops[i]
 			if redo[string(r.keys[op.from:op.to])] {
-				o.fold(op.row, op, r.now)
+				o.fold(op.row, op, r.now, false)
 			}
 		}
 	}

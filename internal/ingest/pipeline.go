@@ -1,9 +1,11 @@
 // Package ingest owns the write path: it decodes and validates pushed
 // events, routes each (view, entity) row to the partition that owns it, and
 // runs one goroutine per partition that folds events into its rows in memory
-// and makes them durable in group-committed micro-batches: on Redis by
-// writing the rows, on the embedded store by appending the events to the
-// partition's log and writing rows back at checkpoints (log.go).
+// and makes them durable in group-committed micro-batches, one of three ways
+// chosen at start from what the store can do (rowWriter): writing the rows
+// (write-through), writing each row over the value last seen (conditional:
+// Redis), or appending the events to the partition's log and writing rows
+// back at checkpoints (write-behind: the embedded store; log.go).
 //
 // Push blocks until every event of the call is durable (or refused): a push
 // that returns nil survives a crash, and a read after it (Pipeline.Get, the
@@ -124,6 +126,13 @@ type Result struct {
 
 // Stats are cumulative counters of a pipeline.
 type Stats struct {
+	// WriteMode is how commits reach the store, chosen at start from what
+	// the store can do and Options.WriteThrough: "write-through" (every
+	// commit writes its rows), "conditional" (every commit writes its
+	// rows, each over the value last seen: Redis) or "write-behind" (a
+	// commit appends its events to a log, rows are written back at
+	// checkpoints: the embedded store).
+	WriteMode              string
 	Accepted, DroppedLate  int64
 	RowsWritten, Writes    int64
 	WriteErrors, RowsReset int64
@@ -150,7 +159,8 @@ type Pipeline struct {
 	feedByName map[string]*feed
 	logHeader  []byte
 	owners     []*owner
-	log        logStore // nil: write through
+	// rowWriter is how commits reach the store, chosen once by New.
+	rowWriter rowWriter
 
 	mu       sync.RWMutex // guards closed and sends on the owners' queues
 	closed   bool
@@ -205,23 +215,19 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 		pl.feedByName[f.view.Name] = f
 	}
 	pl.logHeader = pl.appendLogHeader(nil)
-	cond, _ := st.(condWriter)
-	if ls, ok := st.(logStore); ok && !opts.WriteThrough {
-		pl.log = ls
-	}
+	pl.rowWriter = chooseRowWriter(pl, st, opts)
 	for i := range opts.Partitions {
 		o := &owner{
 			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
-			rows: newRowMap(), cond: cond,
+			rows:    newRowMap(),
 			overlay: overlay{rows: newRowMap()},
 		}
 		pl.owners = append(pl.owners, o)
 	}
-	if pl.log != nil {
-		if err := pl.recoverLog(); err != nil {
-			return nil, fmt.Errorf("ingest: replaying the event log of the last run: %w", err)
-		}
+	if err := pl.rowWriter.start(); err != nil {
+		return nil, err
 	}
+	opts.Logger.Info("write path started", "mode", pl.rowWriter.mode(), "partitions", opts.Partitions)
 	for _, o := range pl.owners {
 		pl.wg.Add(1)
 		go o.run()
@@ -405,9 +411,17 @@ func appendRowKey(dst []byte, f *feed, ev *event.Event) []byte {
 	return tile.AppendKey(dst, f.view.Name, key)
 }
 
+// Get reads rows as the write path has committed them: every row an
+// acknowledged push changed, whether or not it is in the store yet. It has
+// the store's contract (store.Store.Get) except that fn is not called in
+// key order. The read path reads rows this way.
+func (p *Pipeline) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+	return p.rowWriter.get(ctx, keys, fn)
+}
+
 // Stats returns the pipeline's counters.
 func (p *Pipeline) Stats() Stats {
-	s := Stats{Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), Replayed: p.skipped.Load(), LateByView: map[string]int64{}}
+	s := Stats{WriteMode: p.rowWriter.mode(), Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), Replayed: p.skipped.Load(), LateByView: map[string]int64{}}
 	for _, fs := range p.feeds {
 		for i := range fs {
 			s.LateByView[fs[i].view.Name] += fs[i].late.Load()
