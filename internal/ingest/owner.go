@@ -62,7 +62,7 @@ type entry struct {
 	unsaved bool
 	row     *tile.Row
 	plan    *tile.Plan
-	hash    uint64 // xxhash.Sum64(key)
+	hash    uint64 // store.KeyHash(key)
 	key     string
 	stored  []byte // the row's value in the store as this owner knows it (conditional only); nil: none
 }

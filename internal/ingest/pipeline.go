@@ -23,8 +23,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/store"
@@ -62,7 +60,7 @@ type Options struct {
 	// holds it: only those rows are encoded and handed to AfterWrite. It
 	// must keep reads of the row that began before the call from filling
 	// the cache (rowcache.Cache.ChangedHashed does both). hash is
-	// xxhash.Sum64(key).
+	// store.KeyHash(key).
 	Changed func(key []byte, hash uint64) bool
 
 	// WriteThrough writes every commit's rows to the store even when the
@@ -238,7 +236,7 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 // route returns the partition of a row key and the key's hash, by which
 // the partition finds the row in memory and the read cache its entry.
 func (p *Pipeline) route(key []byte) (part int, hash uint64) {
-	hash = xxhash.Sum64(key)
+	hash = store.KeyHash(key)
 	return int(hash % uint64(len(p.owners))), hash
 }
 
@@ -298,7 +296,7 @@ func (r *request) add(f *feed, key []byte, h uint64, ev *event.Event) {
 type op struct {
 	feed     *feed
 	from, to int    // the row key: keys[from:to]
-	hash     uint64 // xxhash.Sum64 of the row key
+	hash     uint64 // store.KeyHash of the row key
 	ev       *event.Event
 	row      *entry // set by the owner (loadRows)
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // rowMap holds an owner's rows in memory, found by the hash of their key
-// (xxhash.Sum64, the hash that routes a key to its partition, computed once
+// (store.KeyHash, the hash that routes a key to its partition, computed once
 // in Push). It is an open-addressing table of (hash, entry) slots, so that
 // a group of lookups can first load their slots in one pass of independent
 // loads (touch), which the processor overlaps, and then probe memory that is

@@ -1,16 +1,20 @@
 package ingest
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
@@ -226,5 +230,44 @@ func TestEvictKeepsUnsavedRows(t *testing.T) {
 	o.evict()
 	if n, u := kept(); n != 96-96/16 || u != 50 {
 		t.Fatalf("after the checkpoint: kept %d (%d unsaved), want %d (50 unsaved)", n, u, 96-96/16)
+	}
+}
+
+// Push routes a row key to partition store.KeyHash(key) mod partitions,
+// and the partition's row table holds the row under that hash: the hash the
+// read cache is told (Options.Changed) and indexes by.
+func TestRoutingAndRowsUseKeyHash(t *testing.T) {
+	var told atomic.Int64
+	f := newFixture(t, nil, Options{Partitions: 3, AfterWrite: func([]store.KV, error) {},
+		Changed: func(key []byte, h uint64) bool {
+			if h != store.KeyHash(key) {
+				t.Errorf("Changed(%q, %#x): the hash is not store.KeyHash", key, h)
+			}
+			told.Add(1)
+			return false
+		}})
+	src := f.project.Source("clicks")
+	var evs []event.Event
+	for u := range int64(20) {
+		evs = append(evs, f.ev(0, u, 100+u, "a", 1))
+	}
+	if _, err := f.pl.Push(context.Background(), src, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.pl.Close(); err != nil { // the partitions have stopped: their rows can be read
+		t.Fatal(err)
+	}
+	if told.Load() == 0 {
+		t.Fatal("the read cache was told of no row")
+	}
+	for u := range int64(20) {
+		k := tile.AppendKey(nil, "by_user", []event.Value{event.IntValue(u)})
+		part, h := f.pl.route(k)
+		if h != store.KeyHash(k) || part != int(h%3) {
+			t.Fatalf("route(%q) = %d, %#x; KeyHash %#x", k, part, h, store.KeyHash(k))
+		}
+		if e := f.pl.owners[part].rows.get(store.KeyHash(k), k); e == nil || e.hash != h {
+			t.Fatalf("partition %d does not hold the row of user %d under its KeyHash", part, u)
+		}
 	}
 }

@@ -89,7 +89,7 @@
 // # Concurrency
 //
 // All methods are safe for concurrent use. Each shard has its own mutex;
-// keys are spread over shards by xxhash. Callbacks given to Get and Load run
+// keys are spread over shards by store.KeyHash. Callbacks given to Get and Load run
 // while the key's shard is locked (for hits) or after the load (for misses):
 // they must be quick, must not keep the value past their return, and must not
 // call back into the cache.

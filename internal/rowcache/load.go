@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/cespare/xxhash/v2"
+	"github.com/kiln-dev/kiln/internal/store"
 )
 
 // LoadFunc reads keys from the store: it calls fn(i, value, found) exactly
@@ -68,7 +68,7 @@ func (c *Cache) give(rd reader, i int, key, value, memo []byte, found bool) {
 	if m == nil {
 		return
 	}
-	h := xxhash.Sum64(key)
+	h := store.KeyHash(key)
 	s := c.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -302,7 +302,7 @@ func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, rd reade
 	first := 0
 	for ; first < len(keys); first++ {
 		k := keys[first]
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		hit, refresh := c.shardFor(h).get(c, h, first, k, now, false, true, rd)
 		if !hit {
 			break
@@ -355,7 +355,7 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 	st.copied = st.copied[:0]
 	for p, i := range st.pending {
 		k := keys[i]
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		s := c.shardFor(h)
 		sl := &st.slots[i-first]
 		s.mu.Lock()
@@ -453,7 +453,7 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 		}
 		// The loader filled the cache before it closed done.
 		k := keys[i]
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		s := c.shardFor(h)
 		s.mu.Lock()
 		j, ok := s.peek(h, k, now, c.maxAge)

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
+	"github.com/kiln-dev/kiln/internal/store"
 )
 
 const (
@@ -153,7 +153,7 @@ func (c *Cache) Get(keys [][]byte, miss []int, fn func(i int, value []byte, foun
 	miss = miss[:0]
 	now := c.stamp()
 	for i, k := range keys {
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		if hit, _ := c.shardFor(h).get(c, h, i, k, now, true, false, reader{fn: fn}); !hit {
 			miss = append(miss, i)
 		}
@@ -166,7 +166,7 @@ func (c *Cache) Get(keys [][]byte, miss []int, fn func(i int, value []byte, foun
 // cache. The write path calls it right after the store write commits, in
 // commit order per key. Set copies key and value.
 func (c *Cache) Set(key, value []byte) {
-	h := xxhash.Sum64(key)
+	h := store.KeyHash(key)
 	now := c.stamp()
 	s := c.shardFor(h)
 	s.mu.Lock()
@@ -182,7 +182,7 @@ func (c *Cache) Set(key, value []byte) {
 // table) calls Update rather than Set, so it does not copy every row it
 // writes and push the rows readers use out of the cache.
 func (c *Cache) Update(key, value []byte) {
-	h := xxhash.Sum64(key)
+	h := store.KeyHash(key)
 	now := c.stamp()
 	s := c.shardFor(h)
 	s.mu.Lock()
@@ -198,10 +198,10 @@ func (c *Cache) Update(key, value []byte) {
 // It reports whether the cache holds the key; if so, the writer is to call
 // Update with the row's new value, and if not, it need not encode the row
 // at all.
-func (c *Cache) Changed(key []byte) bool { return c.ChangedHashed(key, xxhash.Sum64(key)) }
+func (c *Cache) Changed(key []byte) bool { return c.ChangedHashed(key, store.KeyHash(key)) }
 
 // ChangedHashed is Changed for a caller that has hashed the key already:
-// h must be xxhash.Sum64(key).
+// h must be store.KeyHash(key).
 func (c *Cache) ChangedHashed(key []byte, h uint64) bool {
 	s := c.shardFor(h)
 	s.mu.Lock()
@@ -215,7 +215,7 @@ func (c *Cache) ChangedHashed(key []byte, h uint64) bool {
 // the cache. The write path calls it when it cannot tell what the store
 // holds, e.g. after a failed write.
 func (c *Cache) Delete(key []byte) {
-	h := xxhash.Sum64(key)
+	h := store.KeyHash(key)
 	s := c.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
