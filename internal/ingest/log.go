@@ -59,11 +59,11 @@ func (*writeBehind) apply(o *owner, r *request) {
 func (w *writeBehind) stop(o *owner) error { return w.checkpoint(o, o.p.Now(), true) }
 
 // The log's keys: logPrefix, the partition as 2 big-endian bytes and the
-// record's sequence number as 8. Row keys begin with a view name, never
-// with a 0 byte, so the log cannot meet a row.
+// record's sequence number as 8. They begin with store.ReservedPrefix, as
+// no row key does, so the log cannot meet a row.
 var (
-	logPrefix = []byte("\x00kiln-log\x00")
-	logEnd    = []byte("\x00kiln-log\x01")
+	logPrefix = []byte(store.ReservedPrefix + "kiln-log\x00")
+	logEnd    = []byte(store.ReservedPrefix + "kiln-log\x01")
 )
 
 // logVersion is the first byte of every log record.

@@ -10,3 +10,17 @@ import "github.com/cespare/xxhash/v2"
 // (rowcache.Cache.ChangedHashed), which is right only because all of them
 // use KeyHash.
 func KeyHash(key []byte) uint64 { return xxhash.Sum64(key) }
+
+// ReservedPrefix begins every key of Kiln's own records in a store (the
+// write path's event log) and never the key of a row: a row key begins
+// with its view's name (tile.AppendKey), which is never empty and never
+// begins with a 0 byte (a view name is a lower-case name, checked when the
+// project is loaded). So Kiln's records can share a store with the rows
+// and never meet one.
+const ReservedPrefix = "\x00"
+
+// Reserved reports whether key belongs to Kiln's own records rather than
+// to a row: whether it begins with ReservedPrefix.
+func Reserved(key []byte) bool {
+	return len(key) >= len(ReservedPrefix) && string(key[:len(ReservedPrefix)]) == ReservedPrefix
+}

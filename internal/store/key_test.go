@@ -24,3 +24,13 @@ func TestKeyHashIsPinned(t *testing.T) {
 		t.Errorf("KeyHash allocates %v times", n)
 	}
 }
+
+func TestReserved(t *testing.T) {
+	for key, want := range map[string]bool{
+		"": false, "\x00": true, "\x00kiln-log\x00": true, "a\x00": false, "by_user\x00\x02": false,
+	} {
+		if got := Reserved([]byte(key)); got != want {
+			t.Errorf("Reserved(%q) = %v, want %v", key, got, want)
+		}
+	}
+}
