@@ -39,7 +39,7 @@ func TestReplayIsNotCountedTwice(t *testing.T) {
 	src := f.project.Source("clicks")
 	push := func(evs []event.Event) {
 		t.Helper()
-		if _, err := f.pl.Push(context.Background(), src, evs); err != nil {
+		if _, err := f.w.Push(context.Background(), src, evs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -53,7 +53,7 @@ func TestReplayIsNotCountedTwice(t *testing.T) {
 	if users, posts := f.totalCount(t); users != 200 || posts != 200 {
 		t.Fatalf("counted %d events by user and %d by post, want 200 each (150 + 50 streamed)", users, posts)
 	}
-	if s := f.pl.Stats(); s.Replayed != 2*(50+150+20) {
+	if s := f.w.Stats(); s.Replayed != 2*(50+150+20) {
 		t.Fatalf("Replayed = %d, want %d (two rows per event)", s.Replayed, 2*(50+150+20))
 	}
 	// Pushed events carry no position: every push counts.
@@ -65,7 +65,7 @@ func TestReplayIsNotCountedTwice(t *testing.T) {
 	}
 }
 
-// TestSharedStoreWritersLoseNothing runs two pipelines, as two processes
+// TestSharedStoreWritersLoseNothing runs two writers, as two processes
 // would, over one Redis server, writing the same rows at once: plain pushes
 // (every event must count once) and the same stream applied by both (as a
 // process that lost its partition but has not noticed yet, and the one that
@@ -91,7 +91,7 @@ func TestSharedStoreWritersLoseNothing(t *testing.T) {
 		go func() { // plain pushes, 600 per writer
 			defer wg.Done()
 			for range rounds {
-				if _, err := f.pl.Push(context.Background(), src, f.streamEvents(0, 0, per)); err != nil {
+				if _, err := f.w.Push(context.Background(), src, f.streamEvents(0, 0, per)); err != nil {
 					errs <- err
 					return
 				}
@@ -100,7 +100,7 @@ func TestSharedStoreWritersLoseNothing(t *testing.T) {
 		go func() { // the same stream, offsets 0..599, by both writers
 			defer wg.Done()
 			for r := range rounds {
-				if _, err := f.pl.Push(context.Background(), src, f.streamEvents(9, r*per, per)); err != nil {
+				if _, err := f.w.Push(context.Background(), src, f.streamEvents(9, r*per, per)); err != nil {
 					errs <- err
 					return
 				}
@@ -116,7 +116,7 @@ func TestSharedStoreWritersLoseNothing(t *testing.T) {
 	if users, posts := a.totalCount(t); users != want || posts != want {
 		t.Fatalf("counted %d by user and %d by post, want %d each (%d pushed, %d streamed)", users, posts, want, 2*rounds*per, rounds*per)
 	}
-	sa, sb := a.pl.Stats(), b.pl.Stats()
+	sa, sb := a.w.Stats(), b.w.Stats()
 	t.Logf("conflicts %d + %d, replayed %d + %d", sa.Conflicts, sb.Conflicts, sa.Replayed, sb.Replayed)
 	if sa.Conflicts+sb.Conflicts == 0 {
 		t.Log("no write conflicted this run: the writers did not overlap")
@@ -147,7 +147,7 @@ func TestWriteModeFollowsTheStore(t *testing.T) {
 		{"redis, --write-through", rs, Options{WriteThrough: true}, "conditional"},
 	} {
 		f := newFixture(t, c.store, c.opts)
-		if got := f.pl.Stats().WriteMode; got != c.want {
+		if got := f.w.Stats().WriteMode; got != c.want {
 			t.Errorf("%s: WriteMode %q, want %q", c.name, got, c.want)
 		}
 	}

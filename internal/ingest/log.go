@@ -29,7 +29,7 @@ import (
 // writeBehind is the rowWriter that keeps the write path's event log in a
 // store.LogKeeper and writes rows back at checkpoints.
 type writeBehind struct {
-	p   *Pipeline
+	p   *Writer
 	log store.LogKeeper
 }
 
@@ -45,7 +45,7 @@ func (w *writeBehind) start() error {
 
 // apply loads r's rows and keeps r to fold once its events are in the log
 // (commit): rows in the overlay hold nothing a crash could lose.
-func (*writeBehind) apply(o *owner, r *request) {
+func (*writeBehind) apply(o *partition, r *request) {
 	if err := o.loadRows(r, false); err != nil {
 		r.done <- err
 		return
@@ -56,7 +56,7 @@ func (*writeBehind) apply(o *owner, r *request) {
 
 // stop writes back what the partition holds. What it cannot write back
 // stays in the log: the next start replays it.
-func (w *writeBehind) stop(o *owner) error { return w.checkpoint(o, o.p.Now(), true) }
+func (w *writeBehind) stop(o *partition) error { return w.checkpoint(o, o.writer.Now(), true) }
 
 // The log's keys: logPrefix, the partition as 2 big-endian bytes and the
 // record's sequence number as 8. They begin with store.ReservedPrefix, as
@@ -93,7 +93,7 @@ func partitionLog(part int) store.Range {
 var errLogRecord = errors.New("corrupt event log record")
 
 // appendLogHeader appends the views part of a log record.
-func (p *Pipeline) appendLogHeader(dst []byte) []byte {
+func (p *Writer) appendLogHeader(dst []byte) []byte {
 	dst = append(dst, logVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(p.feedList)))
 	for _, f := range p.feedList {
@@ -105,7 +105,7 @@ func (p *Pipeline) appendLogHeader(dst []byte) []byte {
 }
 
 // appendRecord appends the log record of the requests.
-func (p *Pipeline) appendRecord(dst []byte, reqs []*request) []byte {
+func (p *Writer) appendRecord(dst []byte, reqs []*request) []byte {
 	dst = append(dst, p.logHeader...)
 	for _, r := range reqs {
 		dst = binary.AppendVarint(dst, r.now)
@@ -137,7 +137,7 @@ func (p *Pipeline) appendRecord(dst []byte, reqs []*request) []byte {
 // counts the ops it passed over (views gone or redefined). It refuses
 // anything appendRecord did not write with an error wrapping errLogRecord,
 // and never panics.
-func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err error) {
+func (p *Writer) decodeRecord(data []byte) (reqs []*request, skipped int, err error) {
 	fail := func(what string) ([]*request, int, error) {
 		return nil, 0, fmt.Errorf("%w: %s", errLogRecord, what)
 	}
@@ -163,7 +163,7 @@ func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err 
 			feeds[i] = f
 		}
 	}
-	reqs = make([]*request, len(p.owners))
+	reqs = make([]*request, len(p.partitions))
 	var key []byte
 	for len(data) > 0 {
 		now, n := binary.Varint(data)
@@ -177,7 +177,7 @@ func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err 
 		}
 		data = data[n:]
 		evs := make([]event.Event, nops)
-		group := make([]*request, len(p.owners))
+		group := make([]*request, len(p.partitions))
 		for i := range evs {
 			vi, n := binary.Uvarint(data)
 			if n <= 0 || vi >= uint64(len(feeds)) {
@@ -228,10 +228,10 @@ func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err 
 // overlay holds the rows a partition has committed since its last
 // checkpoint, by row key: readers find them here before the store. The
 // owner adds and removes rows under the lock; readers look them up under
-// the read lock and encode a row under the row's own lock (entry.mu).
+// the read lock and encode a row under the row's own lock (heldRow.mu).
 type overlay struct {
 	mu   sync.RWMutex
-	rows rowMap // exactly the rows in the owner's unsaved
+	rows rowMap // exactly the rows in the partition's unsaved
 }
 
 // get encodes the overlay's row of key into *buf and calls fn with it, and
@@ -245,7 +245,7 @@ func (ov *overlay) get(key []byte, h uint64, i int, fn func(int, []byte, bool), 
 	}
 	// The row may have left the overlay since (a checkpoint wrote it to the
 	// store): it is still the partition's latest, and its lock still keeps
-	// the owner out while it is encoded.
+	// the partition out while it is encoded.
 	e.mu.Lock()
 	*buf = e.plan.AppendRow((*buf)[:0], e.row)
 	e.mu.Unlock()
@@ -262,7 +262,7 @@ func (w *writeBehind) get(ctx context.Context, keys [][]byte, fn func(i int, val
 	var buf []byte
 	for i, k := range keys {
 		part, h := p.route(k)
-		if !p.owners[part].overlay.get(k, h, i, fn, &buf) {
+		if !p.partitions[part].overlay.get(k, h, i, fn, &buf) {
 			missIdx = append(missIdx, i)
 			missKeys = append(missKeys, k)
 		}
@@ -277,9 +277,9 @@ func (w *writeBehind) get(ctx context.Context, keys [][]byte, fn func(i int, val
 // into their rows, puts the rows in the overlay and answers the requests;
 // it checkpoints when one is due. Rows change only once their events are
 // durable, so a failed append leaves nothing to undo.
-func (w *writeBehind) commit(o *owner) {
+func (w *writeBehind) commit(o *partition) {
 	now := o.waiting[len(o.waiting)-1].now
-	o.rec = o.p.appendRecord(o.rec[:0], o.waiting)
+	o.rec = o.writer.appendRecord(o.rec[:0], o.waiting)
 	o.seq++ // even if the append fails: it may have been written
 	o.key = logKey(o.key[:0], o.id, o.seq)
 	err := w.log.Apply(context.Background(), []store.KV{{Key: o.key, Value: o.rec}}, store.Range{}, true)
@@ -287,7 +287,7 @@ func (w *writeBehind) commit(o *owner) {
 	o.queuedOps = 0
 	if err != nil {
 		o.writeErrors.Add(1)
-		o.p.opts.Logger.Error("appending to the event log failed", "partition", o.id, "err", err)
+		o.writer.opts.Logger.Error("appending to the event log failed", "partition", o.id, "err", err)
 		o.answer(fmt.Errorf("appending %d bytes to the event log: %w", len(o.rec), err))
 		return
 	}
@@ -298,7 +298,7 @@ func (w *writeBehind) commit(o *owner) {
 	if o.lastCheckpoint == 0 {
 		o.lastCheckpoint = now
 	}
-	opts := &o.p.opts
+	opts := &o.writer.opts
 	if len(o.unsaved) >= opts.CheckpointRows || o.logBytes >= opts.CheckpointLogBytes ||
 		now-o.lastCheckpoint >= opts.CheckpointInterval.Milliseconds() {
 		w.checkpoint(o, now, false)
@@ -309,7 +309,7 @@ func (w *writeBehind) commit(o *owner) {
 // commitRows puts the dirty rows in the overlay, as unsaved, and tells the
 // read cache: rows it holds (Options.Changed) are encoded and handed to
 // AfterWrite. No other row is encoded before the checkpoint.
-func (o *owner) commitRows() {
+func (o *partition) commitRows() {
 	ov := &o.overlay
 	ov.mu.Lock()
 	for _, e := range o.dirty {
@@ -320,10 +320,10 @@ func (o *owner) commitRows() {
 		}
 	}
 	ov.mu.Unlock()
-	if after := o.p.opts.AfterWrite; after != nil {
-		var skip func(e *entry) bool
-		if changed := o.p.opts.Changed; changed != nil {
-			skip = func(e *entry) bool { return !changed(keyBytes(e.key), e.hash) }
+	if after := o.writer.opts.AfterWrite; after != nil {
+		var skip func(e *heldRow) bool
+		if changed := o.writer.opts.Changed; changed != nil {
+			skip = func(e *heldRow) bool { return !changed(keyBytes(e.key), e.hash) }
 		}
 		o.encodeRows(o.dirty, skip)
 		if len(o.batch) > 0 {
@@ -338,7 +338,7 @@ func (o *owner) commitRows() {
 }
 
 // answer answers every waiting request with err.
-func (o *owner) answer(err error) {
+func (o *partition) answer(err error) {
 	for _, r := range o.waiting {
 		r.done <- err
 	}
@@ -350,18 +350,18 @@ func (o *owner) answer(err error) {
 // deletes the partition's log, in one commit, then takes the rows out of
 // the overlay. A failure leaves all of it as it was, to be tried again at
 // the next checkpoint.
-func (w *writeBehind) checkpoint(o *owner, now int64, sync bool) error {
+func (w *writeBehind) checkpoint(o *partition, now int64, sync bool) error {
 	if len(o.unsaved) == 0 && o.logBytes == 0 {
 		return nil
 	}
-	// Only the owner changes rows, so it reads them without their locks.
+	// Only the partition changes rows, so it reads them without their locks.
 	o.sortByKey(o.unsaved)
 	o.encodeRows(o.unsaved, nil)
 	err := w.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
 	o.writes.Add(1)
 	if err != nil {
 		o.writeErrors.Add(1)
-		o.p.opts.Logger.Error("writing rows back to the store failed; the event log keeps them", "partition", o.id, "rows", len(o.unsaved), "err", err)
+		o.writer.opts.Logger.Error("writing rows back to the store failed; the event log keeps them", "partition", o.id, "rows", len(o.unsaved), "err", err)
 		return fmt.Errorf("writing %d rows back to the store: %w", len(o.unsaved), err)
 	}
 	o.rowsWritten.Add(int64(len(o.batch)))
@@ -381,7 +381,7 @@ func (w *writeBehind) checkpoint(o *owner, now int64, sync bool) error {
 
 // applyLogged folds a request read back from the log, and the requests
 // chained to it, without answering them.
-func (o *owner) applyLogged(r *request) error {
+func (o *partition) applyLogged(r *request) error {
 	for _, r := range append([]*request{r}, r.next...) {
 		if err := o.loadRows(r, false); err != nil {
 			return err
@@ -427,7 +427,7 @@ func (w *writeBehind) recoverLog() error {
 				last = max(last, q.now)
 			}
 			last = max(last, r.now)
-			if err := p.owners[part].applyLogged(r); err != nil {
+			if err := p.partitions[part].applyLogged(r); err != nil {
 				return err
 			}
 		}
@@ -437,14 +437,14 @@ func (w *writeBehind) recoverLog() error {
 		p.opts.Logger.Warn("passed over logged events of views that are gone or whose definition changed (their rows start afresh)", "ops", skipped)
 	}
 	var batch []store.KV
-	for _, o := range p.owners {
+	for _, o := range p.partitions {
 		o.encodeDirty(last)
 		batch = append(batch, o.batch...)
 	}
 	if err := w.log.Apply(context.Background(), batch, all, true); err != nil {
 		return fmt.Errorf("writing the rows of the event log: %w", err)
 	}
-	for _, o := range p.owners {
+	for _, o := range p.partitions {
 		o.rowsWritten.Add(int64(len(o.dirty)))
 		for _, e := range o.dirty {
 			e.dirty = false
@@ -462,7 +462,7 @@ const warmGroup = 32
 // foldWaiting folds the waiting requests' ops, in order, a group at a time:
 // the group's entries, then its events and rows (tile.Warm), are loaded in
 // passes before any is folded, so their cache misses overlap.
-func (o *owner) foldWaiting() {
+func (o *partition) foldWaiting() {
 	var rows [warmGroup]*tile.Row
 	var ops [warmGroup]*op
 	var nows [warmGroup]int64

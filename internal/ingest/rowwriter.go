@@ -32,13 +32,13 @@ type rowWriter interface {
 	// apply loads the rows request r touches, then folds its events into
 	// them or keeps it to fold once they are durable. A request it cannot
 	// apply is answered at once with the error.
-	apply(o *owner, r *request)
+	apply(o *partition, r *request)
 	// commit makes what apply took durable and answers the waiting
 	// requests; o.waiting is not empty.
-	commit(o *owner)
+	commit(o *partition)
 	// stop makes durable what the partition holds when it stops.
-	stop(o *owner) error
-	// get reads rows as the write path has committed them (Pipeline.Get).
+	stop(o *partition) error
+	// get reads rows as the write path has committed them (Writer.Get).
 	get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error
 }
 
@@ -52,7 +52,7 @@ const (
 // chooseRowWriter picks how p's commits reach st: write-behind on a store
 // that keeps a log beside its rows, unless opts.WriteThrough; conditional
 // writes on a store that others may write too; else write-through.
-func chooseRowWriter(p *Pipeline, st store.Store, opts Options) rowWriter {
+func chooseRowWriter(p *Writer, st store.Store, opts Options) rowWriter {
 	if lk, ok := st.(store.LogKeeper); ok && !opts.WriteThrough {
 		return &writeBehind{p: p, log: lk}
 	}
@@ -68,7 +68,7 @@ type writeThrough struct{ store store.Store }
 func (writeThrough) mode() string { return modeWriteThrough }
 func (writeThrough) start() error { return nil }
 
-func (writeThrough) apply(o *owner, r *request) {
+func (writeThrough) apply(o *partition, r *request) {
 	if err := o.loadRows(r, false); err != nil {
 		r.done <- err
 		return
@@ -81,7 +81,7 @@ func (writeThrough) apply(o *owner, r *request) {
 // folded into them. If the write fails, the rows are dropped from memory
 // (the store still has their previous state) and every request gets the
 // error: nothing it carried is acknowledged.
-func (w writeThrough) commit(o *owner) {
+func (w writeThrough) commit(o *partition) {
 	now := o.waiting[len(o.waiting)-1].now
 	var err error
 	if len(o.dirty) > 0 {
@@ -89,8 +89,8 @@ func (w writeThrough) commit(o *owner) {
 		o.encodeDirty(now)
 		err = w.store.Write(context.Background(), o.batch)
 		o.writes.Add(1)
-		if o.p.opts.AfterWrite != nil {
-			o.p.opts.AfterWrite(o.batch, err)
+		if o.writer.opts.AfterWrite != nil {
+			o.writer.opts.AfterWrite(o.batch, err)
 		}
 		if err != nil {
 			err = o.writeFailed(err)
@@ -104,7 +104,7 @@ func (w writeThrough) commit(o *owner) {
 	o.endCommit(err)
 }
 
-func (writeThrough) stop(*owner) error { return nil }
+func (writeThrough) stop(*partition) error { return nil }
 
 func (w writeThrough) get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
 	return w.store.Get(ctx, keys, fn)
@@ -112,7 +112,7 @@ func (w writeThrough) get(ctx context.Context, keys [][]byte, fn func(i int, val
 
 // conditional writes every commit's rows with
 // store.ConditionalWriter.WriteIf, each over the value the partition last
-// saw (entry.stored).
+// saw (heldRow.stored).
 type conditional struct {
 	store store.Store
 	cond  store.ConditionalWriter
@@ -125,7 +125,7 @@ const maxConflictRounds = 100
 func (conditional) mode() string { return modeConditional }
 func (conditional) start() error { return nil }
 
-func (conditional) apply(o *owner, r *request) {
+func (conditional) apply(o *partition, r *request) {
 	if err := o.loadRows(r, true); err != nil {
 		r.done <- err
 		return
@@ -139,11 +139,11 @@ func (conditional) apply(o *owner, r *request) {
 // is read again and the requests' events for it folded again (streamed
 // events the other writer already applied are passed over by their
 // positions), until every row is written.
-func (c conditional) commit(o *owner) {
+func (c conditional) commit(o *partition) {
 	var err error
 	now := o.waiting[len(o.waiting)-1].now
 	for round := 0; len(o.dirty) > 0; round++ {
-		var conflicts []*entry
+		var conflicts []*heldRow
 		conflicts, err = c.write(o, now)
 		if err != nil || len(conflicts) == 0 {
 			break
@@ -167,7 +167,7 @@ func (c conditional) commit(o *owner) {
 // write encodes and writes the dirty rows. It returns the rows another
 // writer changed since this partition read them; they were not written.
 // Every other row is written and clean, or, on error, dropped from memory.
-func (c conditional) write(o *owner, now int64) (conflicts []*entry, err error) {
+func (c conditional) write(o *partition, now int64) (conflicts []*heldRow, err error) {
 	o.sortByKey(o.dirty)
 	o.encodeDirty(now)
 	o.cbatch = o.cbatch[:0]
@@ -193,8 +193,8 @@ func (c conditional) write(o *owner, now int64) (conflicts []*entry, err error) 
 			}
 		}
 	}
-	if o.p.opts.AfterWrite != nil {
-		o.p.opts.AfterWrite(written, err)
+	if o.writer.opts.AfterWrite != nil {
+		o.writer.opts.AfterWrite(written, err)
 	}
 	if err != nil {
 		return nil, o.writeFailed(err)
@@ -210,7 +210,7 @@ func (c conditional) write(o *owner, now int64) (conflicts []*entry, err error) 
 	return conflicts, nil
 }
 
-func (conditional) stop(*owner) error { return nil }
+func (conditional) stop(*partition) error { return nil }
 
 func (c conditional) get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
 	return c.store.Get(ctx, keys, fn)

@@ -16,26 +16,28 @@ import (
 // value need only be valid during fn. store.Store.Get is a LoadFunc.
 type LoadFunc func(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error
 
-// Source is a store read through a cache. Its Get has the store's contract
-// (fn once per key, in order), so it can stand where the store stood.
-type Source struct {
+// ReadThrough is a store read through a cache: rows the Cache holds are
+// answered from it, the others read with Load and cached. Its Get has the
+// store's contract (fn once per key, in order), so it can stand where the
+// store stood.
+type ReadThrough struct {
 	Cache *Cache
 	Load  LoadFunc
 }
 
 // Get calls s.Cache.Load(ctx, keys, s.Load, fn).
-func (s Source) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+func (s ReadThrough) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
 	return s.Cache.Load(ctx, keys, s.Load, fn)
 }
 
 // GetUnordered calls s.Cache.LoadUnordered(ctx, keys, s.Load, fn): fn is
 // called once per key, in any order.
-func (s Source) GetUnordered(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+func (s ReadThrough) GetUnordered(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
 	return s.Cache.LoadUnordered(ctx, keys, s.Load, fn)
 }
 
 // GetMemo calls s.Cache.LoadMemo(ctx, keys, s.Load, fn).
-func (s Source) GetMemo(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool, memo []byte) []byte) error {
+func (s ReadThrough) GetMemo(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool, memo []byte) []byte) error {
 	return s.Cache.LoadMemo(ctx, keys, s.Load, fn)
 }
 

@@ -17,30 +17,32 @@ import (
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
-// owner is the single writer of one partition: only its goroutine touches
-// rows, so the write path takes no lock per event.
-type owner struct {
-	id   int
-	p    *Pipeline
-	in   chan *request
-	rows rowMap // rows in memory; owned by run
+// partition is one partition of the write path: the rows whose keys route
+// to it, held in memory, and the goroutine that is their single writer.
+// Only that goroutine touches the rows, so the write path takes no lock per
+// event.
+type partition struct {
+	id     int
+	writer *Writer
+	in     chan *request
+	rows   rowMap // rows in memory; owned by run
 
-	dirty   []*entry   // rows changed since the last write
+	dirty   []*heldRow // rows changed since the last write
 	waiting []*request // requests answered by the next write
 	batch   []store.KV
 	cbatch  []store.CondKV // conditional's
 	buf     []byte
-	missing []*entry // rows loadMissing reads
-	keys    [][]byte // their keys
+	missing []*heldRow // rows loadMissing reads
+	keys    [][]byte   // their keys
 
 	// Write-behind's (see log.go).
 	overlay        overlay
-	unsaved        []*entry // rows committed since the last checkpoint
-	queuedOps      int      // ops of o.waiting, not folded until their log record is written
-	seq            uint64   // the last log record appended
-	logBytes       int      // log appended since the last checkpoint
-	lastCheckpoint int64    // Unix ms; 0: none yet
-	closeErr       error    // the final checkpoint's, read by Close after run returns
+	unsaved        []*heldRow // rows committed since the last checkpoint
+	queuedOps      int        // ops of o.waiting, not folded until their log record is written
+	seq            uint64     // the last log record appended
+	logBytes       int        // log appended since the last checkpoint
+	lastCheckpoint int64      // Unix ms; 0: none yet
+	closeErr       error      // the final checkpoint's, read by Close after run returns
 	rec, key       []byte
 	sink           uint64 // of loads made only to warm the cache
 	sortBuf        []sortKey
@@ -48,9 +50,11 @@ type owner struct {
 	rowsWritten, writes, writeErrors, rowsReset, conflicts, checkpoints atomic.Int64
 }
 
-type entry struct {
-	// The fields a fold uses come first, to share the entry's first cache
-	// line.
+// heldRow is a row a partition holds in memory: its key and the key's
+// hash, the plan of its view and the decoded row, and what the partition
+// knows of it (changed since the last write; not yet written back).
+type heldRow struct {
+	// The fields a fold uses come first, to share the first cache line.
 
 	// mu (write-behind) is held while the row changes and while a reader
 	// encodes it from the overlay.
@@ -64,7 +68,7 @@ type entry struct {
 	plan    *tile.Plan
 	hash    uint64 // store.KeyHash(key)
 	key     string
-	stored  []byte // the row's value in the store as this owner knows it (conditional only); nil: none
+	stored  []byte // the row's value in the store as this partition knows it (conditional only); nil: none
 }
 
 // keyBytes returns the bytes of a row key held as a string, without a copy.
@@ -75,11 +79,11 @@ func keyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s
 // run folds requests until the queue is closed. It drains whatever is
 // queued, then makes the batch durable in one atomic store write (its rows,
 // or with write-behind its log record) and answers every request in it: a
-// group commit sized by the load. The pipeline's rowWriter does the
+// group commit sized by the load. The writer's rowWriter does the
 // folding and the writing.
-func (o *owner) run() {
-	defer o.p.wg.Done()
-	w := o.p.rowWriter
+func (o *partition) run() {
+	defer o.writer.wg.Done()
+	w := o.writer.rowWriter
 	for {
 		r, ok := <-o.in
 		if !ok {
@@ -88,7 +92,7 @@ func (o *owner) run() {
 		}
 		w.apply(o, r)
 	drain:
-		for len(o.dirty)+o.queuedOps < o.p.opts.MaxBatchRows {
+		for len(o.dirty)+o.queuedOps < o.writer.opts.MaxBatchRows {
 			select {
 			case r, ok := <-o.in:
 				if !ok {
@@ -106,7 +110,7 @@ func (o *owner) run() {
 }
 
 // foldRequest folds every event of r into its row (see fold).
-func (o *owner) foldRequest(r *request, locked bool) {
+func (o *partition) foldRequest(r *request, locked bool) {
 	for i := range r.ops {
 		op := &r.ops[i]
 		o.fold(op.row, op, r.now, locked)
@@ -117,9 +121,9 @@ func (o *owner) foldRequest(r *request, locked bool) {
 // (a streamed event at or below the offset the row records for its stream).
 // With locked, it holds the row's lock while the row changes: writing
 // behind, readers encode rows of the overlay under it.
-func (o *owner) fold(e *entry, op *op, now int64, locked bool) {
+func (o *partition) fold(e *heldRow, op *op, now int64, locked bool) {
 	if e.row.Applied(op.ev.Origin) {
-		o.p.skipped.Add(1)
+		o.writer.skipped.Add(1)
 		return
 	}
 	if locked {
@@ -141,9 +145,9 @@ func (o *owner) fold(e *entry, op *op, now int64, locked bool) {
 // loadRows makes sure every row the request touches is in memory, and
 // points each op at its row. It looks rows up a group at a time, in passes
 // whose cache misses overlap: the group's slots in o.rows, then their
-// entries (see rowMap). With keepStored (conditional writes), each row
+// held rows (see rowMap). With keepStored (conditional writes), each row
 // read from the store keeps a copy of its stored value.
-func (o *owner) loadRows(r *request, keepStored bool) error {
+func (o *partition) loadRows(r *request, keepStored bool) error {
 	const group = 64
 	o.missing = o.missing[:0]
 	for at := 0; at < len(r.ops); at += group {
@@ -165,25 +169,26 @@ func (o *owner) loadRows(r *request, keepStored bool) error {
 	return o.loadMissing(keepStored)
 }
 
-// rowOf returns the entry of op's row, whose key is k: the one in memory,
-// or a new one, added to o.rows and queued in o.missing for loadMissing to
-// read. A key that repeats before loadMissing runs finds the new entry, so
+// rowOf returns the held row of op's row, whose key is k: the one in
+// memory, or a new one, added to o.rows and queued in o.missing for
+// loadMissing to read. A key that repeats before loadMissing runs finds the
+// new one, so
 // its row is read once.
-func (o *owner) rowOf(op *op, k []byte) *entry {
+func (o *partition) rowOf(op *op, k []byte) *heldRow {
 	e := o.rows.get(op.hash, k)
 	if e == nil {
-		e = newEntry(k, op.hash, op.feed.plan)
+		e = newHeldRow(k, op.hash, op.feed.plan)
 		o.rows.put(e)
 		o.missing = append(o.missing, e)
 	}
 	return e
 }
 
-// loadMissing reads the rows of the entries in o.missing, just added to
+// loadMissing reads the rows of the held rows in o.missing, just added to
 // o.rows with empty rows, from the store. On error it takes them out of
 // o.rows again. With keepStored, each row keeps a copy of its stored
 // value.
-func (o *owner) loadMissing(keepStored bool) error {
+func (o *partition) loadMissing(keepStored bool) error {
 	if len(o.missing) == 0 {
 		return nil
 	}
@@ -192,7 +197,7 @@ func (o *owner) loadMissing(keepStored bool) error {
 		o.keys = append(o.keys, keyBytes(e.key))
 	}
 	var decodeErr error
-	err := o.p.store.Get(context.Background(), o.keys, func(i int, value []byte, found bool) {
+	err := o.writer.store.Get(context.Background(), o.keys, func(i int, value []byte, found bool) {
 		e := o.missing[i]
 		if !found {
 			return
@@ -210,7 +215,7 @@ func (o *owner) loadMissing(keepStored bool) error {
 			// The view's definition changed: its old tiles mean something
 			// else now, so the row starts again.
 			o.rowsReset.Add(1)
-			o.p.opts.Logger.Warn("row written for an older definition of the view; starting it afresh",
+			o.writer.opts.Logger.Warn("row written for an older definition of the view; starting it afresh",
 				"view", e.plan.View.Name)
 			e.plan.Reset(e.row)
 		}
@@ -231,9 +236,9 @@ func (o *owner) loadMissing(keepStored bool) error {
 // from memory (the store still has their previous state, or part of the
 // batch: they are read again when next touched) and returns the error to
 // answer the commit's requests with.
-func (o *owner) writeFailed(err error) error {
+func (o *partition) writeFailed(err error) error {
 	o.writeErrors.Add(1)
-	o.p.opts.Logger.Error("writing rows failed", "partition", o.id, "rows", len(o.dirty), "err", err)
+	o.writer.opts.Logger.Error("writing rows failed", "partition", o.id, "rows", len(o.dirty), "err", err)
 	for _, e := range o.dirty {
 		o.rows.del(e)
 	}
@@ -242,7 +247,7 @@ func (o *owner) writeFailed(err error) error {
 
 // endCommit ends a commit that wrote rows: it forgets the dirty list,
 // answers the waiting requests with err and evicts rows beyond the bound.
-func (o *owner) endCommit(err error) {
+func (o *partition) endCommit(err error) {
 	clear(o.dirty)
 	o.dirty = o.dirty[:0]
 	o.answer(err)
@@ -251,7 +256,7 @@ func (o *owner) endCommit(err error) {
 
 // encodeDirty brings the dirty rows' clocks to now and encodes them into
 // o.batch, in o.dirty's order.
-func (o *owner) encodeDirty(now int64) {
+func (o *partition) encodeDirty(now int64) {
 	for _, e := range o.dirty {
 		e.plan.Advance(e.row, now)
 	}
@@ -263,7 +268,7 @@ func (o *owner) encodeDirty(now int64) {
 // It compares the keys' first 32 bytes as numbers, copied beside each row,
 // and reads the keys themselves only to break ties: comparing the keys in
 // the rows' memory missed the cache at almost every comparison.
-func (o *owner) sortByKey(rows []*entry) {
+func (o *partition) sortByKey(rows []*heldRow) {
 	buf := o.sortBuf[:0]
 	for _, e := range rows {
 		k := sortKey{e: e}
@@ -294,12 +299,12 @@ func (o *owner) sortByKey(rows []*entry) {
 
 type sortKey struct {
 	prefix [4]uint64
-	e      *entry
+	e      *heldRow
 }
 
 // encodeRows encodes rows, in order, into o.batch (their values back to
 // back in o.buf), leaving out those skip reports.
-func (o *owner) encodeRows(rows []*entry, skip func(e *entry) bool) {
+func (o *partition) encodeRows(rows []*heldRow, skip func(e *heldRow) bool) {
 	o.batch = o.batch[:0]
 	o.buf = o.buf[:0]
 	for _, e := range rows {
@@ -322,7 +327,7 @@ func (o *owner) encodeRows(rows []*entry, skip func(e *entry) bool) {
 // refold (conditional) reads the conflicting rows again and folds into them, in order,
 // every event of the waiting requests that touches them. They become the
 // dirty rows.
-func (o *owner) refold(conflicts []*entry) error {
+func (o *partition) refold(conflicts []*heldRow) error {
 	clear(o.dirty)
 	o.dirty = o.dirty[:0]
 	redo := make(map[string]bool, len(conflicts))
@@ -357,8 +362,8 @@ func (o *owner) refold(conflicts []*entry) error {
 // evict forgets clean rows beyond MaxCachedRows, and a sixteenth more so
 // that the next commits have room. Rows not yet written back stay, even
 // beyond it: when there are no clean rows, evict does not look for them.
-func (o *owner) evict() {
-	limit := o.p.opts.MaxCachedRows
+func (o *partition) evict() {
+	limit := o.writer.opts.MaxCachedRows
 	over := o.rows.len() - limit
 	if over <= 0 {
 		return
@@ -366,6 +371,6 @@ func (o *owner) evict() {
 	// Every dirty row is unsaved, or (writing through) written, by now.
 	clean := o.rows.len() - len(o.unsaved)
 	if n := min(over+limit/16, clean); n > 0 {
-		o.rows.evict(n, func(e *entry) bool { return !e.dirty && !e.unsaved })
+		o.rows.evict(n, func(e *heldRow) bool { return !e.dirty && !e.unsaved })
 	}
 }
