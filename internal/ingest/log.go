@@ -29,8 +29,8 @@ import (
 // writeBehind is the rowWriter that keeps the write path's event log in a
 // store.LogKeeper and writes rows back at checkpoints.
 type writeBehind struct {
-	p   *Writer
-	log store.LogKeeper
+	writer *Writer
+	log    store.LogKeeper
 }
 
 func (*writeBehind) mode() string { return modeWriteBehind }
@@ -256,7 +256,7 @@ func (ov *overlay) get(key []byte, h uint64, i int, fn func(int, []byte, bool), 
 // get reads each row from the overlay of its partition, and the others
 // from the store.
 func (w *writeBehind) get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
-	p := w.p
+	p := w.writer
 	var missIdx []int
 	var missKeys [][]byte
 	var buf []byte
@@ -396,7 +396,7 @@ func (o *partition) applyLogged(r *request) error {
 // have been written with another number of partitions: its ops are routed
 // again.
 func (w *writeBehind) recoverLog() error {
-	p := w.p
+	p := w.writer
 	all := store.Range{Start: logPrefix, End: logEnd}
 	// Read the records first: folding reads rows from the store, which
 	// Scan's callback must not.
@@ -460,7 +460,7 @@ func (w *writeBehind) recoverLog() error {
 const warmGroup = 32
 
 // foldWaiting folds the waiting requests' ops, in order, a group at a time:
-// the group's entries, then its events and rows (tile.Warm), are loaded in
+// the group's held rows, then its events and rows (tile.Warm), are loaded in
 // passes before any is folded, so their cache misses overlap.
 func (o *partition) foldWaiting() {
 	var rows [warmGroup]*tile.Row

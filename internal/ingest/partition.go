@@ -109,6 +109,18 @@ func (o *partition) run() {
 	}
 }
 
+// applyNow loads the rows r touches and folds its events into them at once
+// (rowWriter.apply writing rows at every commit); keepStored is as for
+// loadRows.
+func (o *partition) applyNow(r *request, keepStored bool) {
+	if err := o.loadRows(r, keepStored); err != nil {
+		r.done <- err
+		return
+	}
+	o.foldRequest(r, false)
+	o.waiting = append(o.waiting, r)
+}
+
 // foldRequest folds every event of r into its row (see fold).
 func (o *partition) foldRequest(r *request, locked bool) {
 	for i := range r.ops {

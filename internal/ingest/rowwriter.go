@@ -49,15 +49,15 @@ const (
 	modeWriteBehind  = "write-behind"
 )
 
-// chooseRowWriter picks how p's commits reach st: write-behind on a store
+// chooseRowWriter picks how w's commits reach st: write-behind on a store
 // that keeps a log beside its rows, unless opts.WriteThrough; conditional
 // writes on a store that others may write too; else write-through.
-func chooseRowWriter(p *Writer, st store.Store, opts Options) rowWriter {
+func chooseRowWriter(w *Writer, st store.Store, opts Options) rowWriter {
 	if lk, ok := st.(store.LogKeeper); ok && !opts.WriteThrough {
-		return &writeBehind{p: p, log: lk}
+		return &writeBehind{writer: w, log: lk}
 	}
 	if cw, ok := st.(store.ConditionalWriter); ok {
-		return conditional{store: st, cond: cw}
+		return conditional{writeThrough: writeThrough{store: st}, cond: cw}
 	}
 	return writeThrough{store: st}
 }
@@ -68,14 +68,7 @@ type writeThrough struct{ store store.Store }
 func (writeThrough) mode() string { return modeWriteThrough }
 func (writeThrough) start() error { return nil }
 
-func (writeThrough) apply(o *partition, r *request) {
-	if err := o.loadRows(r, false); err != nil {
-		r.done <- err
-		return
-	}
-	o.foldRequest(r, false)
-	o.waiting = append(o.waiting, r)
-}
+func (writeThrough) apply(o *partition, r *request) { o.applyNow(r, false) }
 
 // commit writes the dirty rows in one store write and answers the requests
 // folded into them. If the write fails, the rows are dropped from memory
@@ -112,10 +105,10 @@ func (w writeThrough) get(ctx context.Context, keys [][]byte, fn func(i int, val
 
 // conditional writes every commit's rows with
 // store.ConditionalWriter.WriteIf, each over the value the partition last
-// saw (heldRow.stored).
+// saw (heldRow.stored). It reads, starts and stops as writeThrough does.
 type conditional struct {
-	store store.Store
-	cond  store.ConditionalWriter
+	writeThrough
+	cond store.ConditionalWriter
 }
 
 // maxConflictRounds bounds how often one commit folds rows again after
@@ -123,16 +116,9 @@ type conditional struct {
 const maxConflictRounds = 100
 
 func (conditional) mode() string { return modeConditional }
-func (conditional) start() error { return nil }
 
-func (conditional) apply(o *partition, r *request) {
-	if err := o.loadRows(r, true); err != nil {
-		r.done <- err
-		return
-	}
-	o.foldRequest(r, false)
-	o.waiting = append(o.waiting, r)
-}
+// apply keeps the stored value of each row it reads, to write over.
+func (conditional) apply(o *partition, r *request) { o.applyNow(r, true) }
 
 // commit is writeThrough's, except that each row is written only over the
 // value this partition last saw; a row another process changed meanwhile
@@ -208,10 +194,4 @@ func (c conditional) write(o *partition, now int64) (conflicts []*heldRow, err e
 		e.stored = append(e.stored[:0], o.batch[i].Value...)
 	}
 	return conflicts, nil
-}
-
-func (conditional) stop(*partition) error { return nil }
-
-func (c conditional) get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
-	return c.store.Get(ctx, keys, fn)
 }

@@ -165,15 +165,7 @@ func (c *Cache) Get(keys [][]byte, miss []int, fn func(i int, value []byte, foun
 // holds for key, and any load of key that began before it will not fill the
 // cache. The write path calls it right after the store write commits, in
 // commit order per key. Set copies key and value.
-func (c *Cache) Set(key, value []byte) {
-	h := store.KeyHash(key)
-	now := c.stamp()
-	s := c.shardFor(h)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.invalidate(h, key)
-	s.put(h, key, value, true, now, c.shardBytes, c.maxEntryBytes)
-}
+func (c *Cache) Set(key, value []byte) { c.set(key, value, false) }
 
 // Update is Set for a key the cache holds, and for one it does not, only
 // what Delete does to loads in flight: those that began before it will not
@@ -181,16 +173,22 @@ func (c *Cache) Set(key, value []byte) {
 // that rewrites many rows the cache has never held (most rows of a large
 // table) calls Update rather than Set, so it does not copy every row it
 // writes and push the rows readers use out of the cache.
-func (c *Cache) Update(key, value []byte) {
+func (c *Cache) Update(key, value []byte) { c.set(key, value, true) }
+
+// set is Set, or with onlyHeld, Update.
+func (c *Cache) set(key, value []byte, onlyHeld bool) {
 	h := store.KeyHash(key)
 	now := c.stamp()
 	s := c.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.invalidate(h, key)
-	if _, ok := s.find(h, key); ok {
-		s.put(h, key, value, true, now, c.shardBytes, c.maxEntryBytes)
+	if onlyHeld {
+		if _, ok := s.find(h, key); !ok {
+			return
+		}
 	}
+	s.put(h, key, value, true, now, c.shardBytes, c.maxEntryBytes)
 }
 
 // Changed tells the cache that key's row changed: any load of key that

@@ -1,13 +1,17 @@
 // Package store defines the online store: the place rows live between the
 // write path and the read path. A backend (store/pebble for the embedded
 // store; later Redis) implements Store; everything above it sees only this
-// interface and the optional abilities a backend may declare besides
-// (ConditionalWriter, LogKeeper), which callers discover with a type
-// assertion, as database/sql/driver's optional interfaces are.
+// interface.
 //
 // A key is an opaque byte string made by the caller (see package tile for
 // the row key layout); a value is an encoded row. The store never interprets
 // either.
+//
+// A backend may also declare optional abilities, which callers discover
+// with a type assertion, as database/sql/driver's optional interfaces are:
+// ConditionalWriter (Redis) and LogKeeper (the embedded store). Keys that
+// begin with ReservedPrefix belong to Kiln's own records, never to a row;
+// KeyHash is the hash of a row key every part of Kiln agrees on.
 package store
 
 import (
@@ -62,7 +66,8 @@ type ConditionalWriter interface {
 // LogKeeper is a Store that can keep a log beside its rows: it commits a
 // batch of rows together with the deletion of a key range, atomically, and
 // scans a key range (the embedded store: store/pebble). The write path
-// keeps its event log this way (write-behind) when the store has it.
+// keeps its event log this way (write-behind) when the store has it, under
+// keys that begin with ReservedPrefix.
 type LogKeeper interface {
 	// Apply stores the batch and deletes every key in del, as one atomic
 	// commit: after a crash either all of it is in the store or none of
