@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/kiln-dev/kiln/internal/event"
@@ -460,7 +461,7 @@ func (w *writeBehind) recoverLog() error {
 const warmGroup = 32
 
 // foldWaiting folds the waiting requests' ops, in order, a group at a time:
-// the group's held rows, then its events and rows (tile.Warm), are loaded in
+// the group's held rows, then its events and rows (warmRows), are loaded in
 // passes before any is folded, so their cache misses overlap.
 func (o *partition) foldWaiting() {
 	var rows [warmGroup]*tile.Row
@@ -475,7 +476,7 @@ func (o *partition) foldWaiting() {
 				o.sink += uint64(op.ev.Fields[j].Kind)
 			}
 		}
-		o.sink += tile.Warm(rows[:n])
+		o.sink += warmRows(rows[:n])
 		for i := range n {
 			o.fold(ops[i].row, ops[i], nows[i], true)
 		}
@@ -492,4 +493,35 @@ func (o *partition) foldWaiting() {
 		}
 	}
 	run()
+}
+
+// warmRows loads, for each row, the memory a fold into it reads first: the
+// row and the newest tile of each level. It changes nothing. Folding rows
+// one after the other waits on each row's cache misses in turn; warmRows
+// issues the misses of a group of rows in passes whose loads do not depend
+// on each other, so that the processor overlaps them. Its result only
+// keeps the loads from being optimised away.
+func warmRows(rows []*tile.Row) (sink uint64) {
+	for _, r := range rows {
+		// The row's own fields, which may span several cache lines.
+		tiles, ends, lasts := r.Parts()
+		sink += uint64(r.Clock) + uint64(len(tiles)) + uint64(len(ends)) +
+			uint64(len(lasts)) + uint64(len(r.Positions()))
+	}
+	for _, r := range rows {
+		// A level's newest tile is first; most tiles are at most 8 floats,
+		// so its first and eighth float cover it.
+		tiles, ends, lasts := r.Parts()
+		lo := 0
+		for _, e := range ends {
+			if hi := int(e); hi > lo {
+				sink += math.Float64bits(tiles[lo]) + math.Float64bits(tiles[min(lo+7, hi-1)])
+				lo = hi
+			}
+		}
+		for i := range lasts {
+			sink += uint64(lasts[i].TS)
+		}
+	}
+	return sink
 }
