@@ -34,6 +34,10 @@ type partition struct {
 	buf     []byte
 	missing []*heldRow // rows loadMissing reads
 	keys    [][]byte   // their keys
+	sink    uint64     // of loads made only to warm the cache
+	sortBuf []sortKey
+	// closeErr is rowWriter.stop's, read by Close after run returns.
+	closeErr error
 
 	// Write-behind's (see log.go).
 	overlay        overlay
@@ -42,10 +46,7 @@ type partition struct {
 	seq            uint64     // the last log record appended
 	logBytes       int        // log appended since the last checkpoint
 	lastCheckpoint int64      // Unix ms; 0: none yet
-	closeErr       error      // the final checkpoint's, read by Close after run returns
 	rec, key       []byte
-	sink           uint64 // of loads made only to warm the cache
-	sortBuf        []sortKey
 
 	rowsWritten, writes, writeErrors, rowsReset, conflicts, checkpoints atomic.Int64
 }
