@@ -72,7 +72,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	gen := workload.NewGenerator(workload.Config{Seed: *seed, Scale: *scale, Now: time.Now(), HistoryEvents: *history})
 	fmt.Fprintf(stdout, "kiln demo: project %s (%s), data in %s\n", project.Name, examples.FeedProjectName, dir)
 	start := time.Now()
-	loaded, err := loadHistory(ctx, n.Pipeline, src, gen)
+	loaded, err := loadHistory(ctx, n.Writer, src, gen)
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 // loadHistory pushes the generator's history through the write path.
-func loadHistory(ctx context.Context, pl *ingest.Pipeline, src *definition.Source, gen *workload.Generator) (int, error) {
+func loadHistory(ctx context.Context, pl *ingest.Writer, src *definition.Source, gen *workload.Generator) (int, error) {
 	const batch = 5000
 	events := make([]event.Event, 0, batch)
 	fields := make([]event.Value, 0, batch*len(src.Fields))
@@ -195,7 +195,7 @@ func liveLoop(ctx context.Context, stdout io.Writer, n *node.Node, src *definiti
 			if len(events) == 0 {
 				continue
 			}
-			if _, err := n.Pipeline.Push(ctx, src, events); err != nil {
+			if _, err := n.Writer.Push(ctx, src, events); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}

@@ -658,7 +658,7 @@ func TestDeadlines(t *testing.T) {
 	rows := &gatedRows{entered: make(chan struct{}, 1)}
 	engine := func(n *node.Node, p *definition.Project) *query.Engine {
 		rows.inner = n.Store
-		e, err := query.New(query.Config{Project: p, Plans: n.Plans, Rows: rows, Now: n.Pipeline.Now})
+		e, err := query.New(query.Config{Project: p, Plans: n.Plans, Rows: rows, Now: n.Writer.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -767,7 +767,7 @@ func TestDeadlines(t *testing.T) {
 // A store failure is UNAVAILABLE: retryable.
 func TestStoreFailure(t *testing.T) {
 	engine := func(n *node.Node, p *definition.Project) *query.Engine {
-		e, err := query.New(query.Config{Project: p, Plans: n.Plans, Rows: failingRows{}, Now: n.Pipeline.Now})
+		e, err := query.New(query.Config{Project: p, Plans: n.Plans, Rows: failingRows{}, Now: n.Writer.Now})
 		if err != nil {
 			t.Fatal(err)
 		}

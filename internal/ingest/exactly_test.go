@@ -8,6 +8,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/redistest"
+	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/store/redis"
 )
 
@@ -38,7 +39,7 @@ func TestReplayIsNotCountedTwice(t *testing.T) {
 	src := f.project.Source("clicks")
 	push := func(evs []event.Event) {
 		t.Helper()
-		if _, err := f.pl.Push(context.Background(), src, evs); err != nil {
+		if _, err := f.w.Push(context.Background(), src, evs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -52,7 +53,7 @@ func TestReplayIsNotCountedTwice(t *testing.T) {
 	if users, posts := f.totalCount(t); users != 200 || posts != 200 {
 		t.Fatalf("counted %d events by user and %d by post, want 200 each (150 + 50 streamed)", users, posts)
 	}
-	if s := f.pl.Stats(); s.Replayed != 2*(50+150+20) {
+	if s := f.w.Stats(); s.Replayed != 2*(50+150+20) {
 		t.Fatalf("Replayed = %d, want %d (two rows per event)", s.Replayed, 2*(50+150+20))
 	}
 	// Pushed events carry no position: every push counts.
@@ -64,7 +65,7 @@ func TestReplayIsNotCountedTwice(t *testing.T) {
 	}
 }
 
-// TestSharedStoreWritersLoseNothing runs two pipelines, as two processes
+// TestSharedStoreWritersLoseNothing runs two writers, as two processes
 // would, over one Redis server, writing the same rows at once: plain pushes
 // (every event must count once) and the same stream applied by both (as a
 // process that lost its partition but has not noticed yet, and the one that
@@ -90,7 +91,7 @@ func TestSharedStoreWritersLoseNothing(t *testing.T) {
 		go func() { // plain pushes, 600 per writer
 			defer wg.Done()
 			for range rounds {
-				if _, err := f.pl.Push(context.Background(), src, f.streamEvents(0, 0, per)); err != nil {
+				if _, err := f.w.Push(context.Background(), src, f.streamEvents(0, 0, per)); err != nil {
 					errs <- err
 					return
 				}
@@ -99,7 +100,7 @@ func TestSharedStoreWritersLoseNothing(t *testing.T) {
 		go func() { // the same stream, offsets 0..599, by both writers
 			defer wg.Done()
 			for r := range rounds {
-				if _, err := f.pl.Push(context.Background(), src, f.streamEvents(9, r*per, per)); err != nil {
+				if _, err := f.w.Push(context.Background(), src, f.streamEvents(9, r*per, per)); err != nil {
 					errs <- err
 					return
 				}
@@ -115,12 +116,39 @@ func TestSharedStoreWritersLoseNothing(t *testing.T) {
 	if users, posts := a.totalCount(t); users != want || posts != want {
 		t.Fatalf("counted %d by user and %d by post, want %d each (%d pushed, %d streamed)", users, posts, want, 2*rounds*per, rounds*per)
 	}
-	sa, sb := a.pl.Stats(), b.pl.Stats()
+	sa, sb := a.w.Stats(), b.w.Stats()
 	t.Logf("conflicts %d + %d, replayed %d + %d", sa.Conflicts, sb.Conflicts, sa.Replayed, sb.Replayed)
 	if sa.Conflicts+sb.Conflicts == 0 {
 		t.Log("no write conflicted this run: the writers did not overlap")
 	}
 	if sa.Replayed+sb.Replayed == 0 {
 		t.Error("no streamed event was passed over, yet both writers applied the same stream")
+	}
+}
+
+// The way commits reach the store is chosen once, from what the store can
+// do and Options.WriteThrough, and Stats names it.
+func TestWriteModeFollowsTheStore(t *testing.T) {
+	rs, err := redis.Open(context.Background(), redis.Options{Addrs: []string{redistest.Standalone(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	for _, c := range []struct {
+		name  string
+		store store.Store
+		opts  Options
+		want  string
+	}{
+		{"embedded", nil, Options{}, "write-behind"},
+		{"embedded, --write-through", nil, Options{WriteThrough: true}, "write-through"},
+		{"a store with no log", discardRows{}, Options{}, "write-through"},
+		{"redis", rs, Options{}, "conditional"},
+		{"redis, --write-through", rs, Options{WriteThrough: true}, "conditional"},
+	} {
+		f := newFixture(t, c.store, c.opts)
+		if got := f.w.Stats().WriteMode; got != c.want {
+			t.Errorf("%s: WriteMode %q, want %q", c.name, got, c.want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/kiln-dev/kiln/internal/event"
@@ -12,8 +13,8 @@ import (
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
-// Write-behind. On a store that can keep a log beside the rows (logStore:
-// the embedded store), a partition does not write its rows at every group
+// Write-behind. On a store that can keep a log beside the rows
+// (store.LogKeeper: the embedded store), a partition does not write its rows at every group
 // commit. It appends the commit's events to its log in the store, synced,
 // then folds them into its rows in memory, where readers find them (the
 // overlay), and answers the requests; the rows are written to the store
@@ -26,19 +27,44 @@ import (
 // between two checkpoints and is written once, and a commit costs one
 // store key instead of one per row.
 
-// logStore is a store that keeps the write path's log beside the rows
-// (store/pebble).
-type logStore interface {
-	Apply(ctx context.Context, batch []store.KV, del store.Range, sync bool) error
-	Scan(ctx context.Context, r store.Range, fn func(key, value []byte) error) error
+// writeBehind is the rowWriter that keeps the write path's event log in a
+// store.LogKeeper and writes rows back at checkpoints.
+type writeBehind struct {
+	writer *Writer
+	log    store.LogKeeper
 }
 
+func (*writeBehind) mode() string { return modeWriteBehind }
+
+// start replays the log of the last run (recoverLog).
+func (w *writeBehind) start() error {
+	if err := w.recoverLog(); err != nil {
+		return fmt.Errorf("ingest: replaying the event log of the last run: %w", err)
+	}
+	return nil
+}
+
+// apply loads r's rows and keeps r to fold once its events are in the log
+// (commit): rows in the overlay hold nothing a crash could lose.
+func (*writeBehind) apply(o *partition, r *request) {
+	if err := o.loadRows(r, false); err != nil {
+		r.done <- err
+		return
+	}
+	o.waiting = append(o.waiting, r)
+	o.queuedOps += len(r.ops)
+}
+
+// stop writes back what the partition holds. What it cannot write back
+// stays in the log: the next start replays it.
+func (w *writeBehind) stop(o *partition) error { return w.checkpoint(o, o.writer.Now(), true) }
+
 // The log's keys: logPrefix, the partition as 2 big-endian bytes and the
-// record's sequence number as 8. Row keys begin with a view name, never
-// with a 0 byte, so the log cannot meet a row.
+// record's sequence number as 8. They begin with store.ReservedPrefix, as
+// no row key does, so the log cannot meet a row.
 var (
-	logPrefix = []byte("\x00kiln-log\x00")
-	logEnd    = []byte("\x00kiln-log\x01")
+	logPrefix = []byte(store.ReservedPrefix + "kiln-log\x00")
+	logEnd    = []byte(store.ReservedPrefix + "kiln-log\x01")
 )
 
 // logVersion is the first byte of every log record.
@@ -68,7 +94,7 @@ func partitionLog(part int) store.Range {
 var errLogRecord = errors.New("corrupt event log record")
 
 // appendLogHeader appends the views part of a log record.
-func (p *Pipeline) appendLogHeader(dst []byte) []byte {
+func (p *Writer) appendLogHeader(dst []byte) []byte {
 	dst = append(dst, logVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(p.feedList)))
 	for _, f := range p.feedList {
@@ -80,7 +106,7 @@ func (p *Pipeline) appendLogHeader(dst []byte) []byte {
 }
 
 // appendRecord appends the log record of the requests.
-func (p *Pipeline) appendRecord(dst []byte, reqs []*request) []byte {
+func (p *Writer) appendRecord(dst []byte, reqs []*request) []byte {
 	dst = append(dst, p.logHeader...)
 	for _, r := range reqs {
 		dst = binary.AppendVarint(dst, r.now)
@@ -112,7 +138,7 @@ func (p *Pipeline) appendRecord(dst []byte, reqs []*request) []byte {
 // counts the ops it passed over (views gone or redefined). It refuses
 // anything appendRecord did not write with an error wrapping errLogRecord,
 // and never panics.
-func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err error) {
+func (p *Writer) decodeRecord(data []byte) (reqs []*request, skipped int, err error) {
 	fail := func(what string) ([]*request, int, error) {
 		return nil, 0, fmt.Errorf("%w: %s", errLogRecord, what)
 	}
@@ -138,7 +164,7 @@ func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err 
 			feeds[i] = f
 		}
 	}
-	reqs = make([]*request, len(p.owners))
+	reqs = make([]*request, len(p.partitions))
 	var key []byte
 	for len(data) > 0 {
 		now, n := binary.Varint(data)
@@ -152,7 +178,7 @@ func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err 
 		}
 		data = data[n:]
 		evs := make([]event.Event, nops)
-		group := make([]*request, len(p.owners))
+		group := make([]*request, len(p.partitions))
 		for i := range evs {
 			vi, n := binary.Uvarint(data)
 			if n <= 0 || vi >= uint64(len(feeds)) {
@@ -203,10 +229,10 @@ func (p *Pipeline) decodeRecord(data []byte) (reqs []*request, skipped int, err 
 // overlay holds the rows a partition has committed since its last
 // checkpoint, by row key: readers find them here before the store. The
 // owner adds and removes rows under the lock; readers look them up under
-// the read lock and encode a row under the row's own lock (entry.mu).
+// the read lock and encode a row under the row's own lock (heldRow.mu).
 type overlay struct {
 	mu   sync.RWMutex
-	rows rowMap // exactly the rows in the owner's unsaved
+	rows rowMap // exactly the rows in the partition's unsaved
 }
 
 // get encodes the overlay's row of key into *buf and calls fn with it, and
@@ -220,7 +246,7 @@ func (ov *overlay) get(key []byte, h uint64, i int, fn func(int, []byte, bool), 
 	}
 	// The row may have left the overlay since (a checkpoint wrote it to the
 	// store): it is still the partition's latest, and its lock still keeps
-	// the owner out while it is encoded.
+	// the partition out while it is encoded.
 	e.mu.Lock()
 	*buf = e.plan.AppendRow((*buf)[:0], e.row)
 	e.mu.Unlock()
@@ -228,20 +254,16 @@ func (ov *overlay) get(key []byte, h uint64, i int, fn func(int, []byte, bool), 
 	return true
 }
 
-// Get reads rows as the write path has committed them: every row an
-// acknowledged push changed, whether or not it is in the store yet. It has
-// the store's contract (store.Store.Get) except that fn is not called in
-// key order. The read path reads rows this way.
-func (p *Pipeline) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
-	if p.log == nil {
-		return p.store.Get(ctx, keys, fn)
-	}
+// get reads each row from the overlay of its partition, and the others
+// from the store.
+func (w *writeBehind) get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+	p := w.writer
 	var missIdx []int
 	var missKeys [][]byte
 	var buf []byte
 	for i, k := range keys {
 		part, h := p.route(k)
-		if !p.owners[part].overlay.get(k, h, i, fn, &buf) {
+		if !p.partitions[part].overlay.get(k, h, i, fn, &buf) {
 			missIdx = append(missIdx, i)
 			missKeys = append(missKeys, k)
 		}
@@ -252,22 +274,21 @@ func (p *Pipeline) Get(ctx context.Context, keys [][]byte, fn func(i int, value 
 	return p.store.Get(ctx, missKeys, func(j int, value []byte, found bool) { fn(missIdx[j], value, found) })
 }
 
-// commitLogged is flush with write-behind: it appends the waiting
-// requests' events to the log, then folds them into their rows, puts the
-// rows in the overlay and answers the requests; it checkpoints when one is
-// due. Rows change only once their events are durable, so a failed append
-// leaves nothing to undo.
-func (o *owner) commitLogged() {
+// commit appends the waiting requests' events to the log, then folds them
+// into their rows, puts the rows in the overlay and answers the requests;
+// it checkpoints when one is due. Rows change only once their events are
+// durable, so a failed append leaves nothing to undo.
+func (w *writeBehind) commit(o *partition) {
 	now := o.waiting[len(o.waiting)-1].now
-	o.rec = o.p.appendRecord(o.rec[:0], o.waiting)
+	o.rec = o.writer.appendRecord(o.rec[:0], o.waiting)
 	o.seq++ // even if the append fails: it may have been written
 	o.key = logKey(o.key[:0], o.id, o.seq)
-	err := o.p.log.Apply(context.Background(), []store.KV{{Key: o.key, Value: o.rec}}, store.Range{}, true)
+	err := w.log.Apply(context.Background(), []store.KV{{Key: o.key, Value: o.rec}}, store.Range{}, true)
 	o.writes.Add(1)
 	o.queuedOps = 0
 	if err != nil {
 		o.writeErrors.Add(1)
-		o.p.opts.Logger.Error("appending to the event log failed", "partition", o.id, "err", err)
+		o.writer.opts.Logger.Error("appending to the event log failed", "partition", o.id, "err", err)
 		o.answer(fmt.Errorf("appending %d bytes to the event log: %w", len(o.rec), err))
 		return
 	}
@@ -278,10 +299,10 @@ func (o *owner) commitLogged() {
 	if o.lastCheckpoint == 0 {
 		o.lastCheckpoint = now
 	}
-	opts := &o.p.opts
+	opts := &o.writer.opts
 	if len(o.unsaved) >= opts.CheckpointRows || o.logBytes >= opts.CheckpointLogBytes ||
 		now-o.lastCheckpoint >= opts.CheckpointInterval.Milliseconds() {
-		o.checkpoint(now, false)
+		w.checkpoint(o, now, false)
 	}
 	o.evict()
 }
@@ -289,7 +310,7 @@ func (o *owner) commitLogged() {
 // commitRows puts the dirty rows in the overlay, as unsaved, and tells the
 // read cache: rows it holds (Options.Changed) are encoded and handed to
 // AfterWrite. No other row is encoded before the checkpoint.
-func (o *owner) commitRows() {
+func (o *partition) commitRows() {
 	ov := &o.overlay
 	ov.mu.Lock()
 	for _, e := range o.dirty {
@@ -300,10 +321,10 @@ func (o *owner) commitRows() {
 		}
 	}
 	ov.mu.Unlock()
-	if after := o.p.opts.AfterWrite; after != nil {
-		var skip func(e *entry) bool
-		if changed := o.p.opts.Changed; changed != nil {
-			skip = func(e *entry) bool { return !changed(keyBytes(e.key), e.hash) }
+	if after := o.writer.opts.AfterWrite; after != nil {
+		var skip func(e *heldRow) bool
+		if changed := o.writer.opts.Changed; changed != nil {
+			skip = func(e *heldRow) bool { return !changed(keyBytes(e.key), e.hash) }
 		}
 		o.encodeRows(o.dirty, skip)
 		if len(o.batch) > 0 {
@@ -318,7 +339,7 @@ func (o *owner) commitRows() {
 }
 
 // answer answers every waiting request with err.
-func (o *owner) answer(err error) {
+func (o *partition) answer(err error) {
 	for _, r := range o.waiting {
 		r.done <- err
 	}
@@ -330,18 +351,18 @@ func (o *owner) answer(err error) {
 // deletes the partition's log, in one commit, then takes the rows out of
 // the overlay. A failure leaves all of it as it was, to be tried again at
 // the next checkpoint.
-func (o *owner) checkpoint(now int64, sync bool) error {
+func (w *writeBehind) checkpoint(o *partition, now int64, sync bool) error {
 	if len(o.unsaved) == 0 && o.logBytes == 0 {
 		return nil
 	}
-	// Only the owner changes rows, so it reads them without their locks.
+	// Only the partition changes rows, so it reads them without their locks.
 	o.sortByKey(o.unsaved)
 	o.encodeRows(o.unsaved, nil)
-	err := o.p.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
+	err := w.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
 	o.writes.Add(1)
 	if err != nil {
 		o.writeErrors.Add(1)
-		o.p.opts.Logger.Error("writing rows back to the store failed; the event log keeps them", "partition", o.id, "rows", len(o.unsaved), "err", err)
+		o.writer.opts.Logger.Error("writing rows back to the store failed; the event log keeps them", "partition", o.id, "rows", len(o.unsaved), "err", err)
 		return fmt.Errorf("writing %d rows back to the store: %w", len(o.unsaved), err)
 	}
 	o.rowsWritten.Add(int64(len(o.batch)))
@@ -361,15 +382,12 @@ func (o *owner) checkpoint(now int64, sync bool) error {
 
 // applyLogged folds a request read back from the log, and the requests
 // chained to it, without answering them.
-func (o *owner) applyLogged(r *request) error {
+func (o *partition) applyLogged(r *request) error {
 	for _, r := range append([]*request{r}, r.next...) {
-		if err := o.loadRows(r); err != nil {
+		if err := o.loadRows(r, false); err != nil {
 			return err
 		}
-		for i := range r.ops {
-			op := &r.ops[i]
-			o.fold(op.row, op, r.now)
-		}
+		o.foldRequest(r, true)
 	}
 	return nil
 }
@@ -378,12 +396,13 @@ func (o *owner) applyLogged(r *request) error {
 // deletes the log in one commit, before any partition starts. The log may
 // have been written with another number of partitions: its ops are routed
 // again.
-func (p *Pipeline) recoverLog() error {
+func (w *writeBehind) recoverLog() error {
+	p := w.writer
 	all := store.Range{Start: logPrefix, End: logEnd}
 	// Read the records first: folding reads rows from the store, which
 	// Scan's callback must not.
 	var recs [][]byte
-	err := p.log.Scan(context.Background(), all, func(key, value []byte) error {
+	err := w.log.Scan(context.Background(), all, func(key, value []byte) error {
 		recs = append(recs, append([]byte(nil), value...))
 		return nil
 	})
@@ -409,7 +428,7 @@ func (p *Pipeline) recoverLog() error {
 				last = max(last, q.now)
 			}
 			last = max(last, r.now)
-			if err := p.owners[part].applyLogged(r); err != nil {
+			if err := p.partitions[part].applyLogged(r); err != nil {
 				return err
 			}
 		}
@@ -419,14 +438,14 @@ func (p *Pipeline) recoverLog() error {
 		p.opts.Logger.Warn("passed over logged events of views that are gone or whose definition changed (their rows start afresh)", "ops", skipped)
 	}
 	var batch []store.KV
-	for _, o := range p.owners {
+	for _, o := range p.partitions {
 		o.encodeDirty(last)
 		batch = append(batch, o.batch...)
 	}
-	if err := p.log.Apply(context.Background(), batch, all, true); err != nil {
+	if err := w.log.Apply(context.Background(), batch, all, true); err != nil {
 		return fmt.Errorf("writing the rows of the event log: %w", err)
 	}
-	for _, o := range p.owners {
+	for _, o := range p.partitions {
 		o.rowsWritten.Add(int64(len(o.dirty)))
 		for _, e := range o.dirty {
 			e.dirty = false
@@ -442,9 +461,9 @@ func (p *Pipeline) recoverLog() error {
 const warmGroup = 32
 
 // foldWaiting folds the waiting requests' ops, in order, a group at a time:
-// the group's entries, then its events and rows (tile.Warm), are loaded in
+// the group's held rows, then its events and rows (warmRows), are loaded in
 // passes before any is folded, so their cache misses overlap.
-func (o *owner) foldWaiting() {
+func (o *partition) foldWaiting() {
 	var rows [warmGroup]*tile.Row
 	var ops [warmGroup]*op
 	var nows [warmGroup]int64
@@ -457,9 +476,9 @@ func (o *owner) foldWaiting() {
 				o.sink += uint64(op.ev.Fields[j].Kind)
 			}
 		}
-		o.sink += tile.Warm(rows[:n])
+		o.sink += warmRows(rows[:n])
 		for i := range n {
-			o.fold(ops[i].row, ops[i], nows[i])
+			o.fold(ops[i].row, ops[i], nows[i], true)
 		}
 		n = 0
 	}
@@ -474,4 +493,35 @@ func (o *owner) foldWaiting() {
 		}
 	}
 	run()
+}
+
+// warmRows loads, for each row, the memory a fold into it reads first: the
+// row and the newest tile of each level. It changes nothing. Folding rows
+// one after the other waits on each row's cache misses in turn; warmRows
+// issues the misses of a group of rows in passes whose loads do not depend
+// on each other, so that the processor overlaps them. Its result only
+// keeps the loads from being optimised away.
+func warmRows(rows []*tile.Row) (sink uint64) {
+	for _, r := range rows {
+		// The row's own fields, which may span several cache lines.
+		tiles, ends, lasts := r.Parts()
+		sink += uint64(r.Clock) + uint64(len(tiles)) + uint64(len(ends)) +
+			uint64(len(lasts)) + uint64(len(r.Positions()))
+	}
+	for _, r := range rows {
+		// A level's newest tile is first; most tiles are at most 8 floats,
+		// so its first and eighth float cover it.
+		tiles, ends, lasts := r.Parts()
+		lo := 0
+		for _, e := range ends {
+			if hi := int(e); hi > lo {
+				sink += math.Float64bits(tiles[lo]) + math.Float64bits(tiles[min(lo+7, hi-1)])
+				lo = hi
+			}
+		}
+		for i := range lasts {
+			sink += uint64(lasts[i].TS)
+		}
+	}
+	return sink
 }

@@ -33,7 +33,7 @@ func (f *fixture) features(t *testing.T) map[string]map[string]event.Value {
 	return out
 }
 
-// on starts a pipeline of f's project over st with f's clock.
+// on starts a writer of f's project over st with f's clock.
 func (f *fixture) on(t *testing.T, st store.Store, opts Options) *fixture {
 	t.Helper()
 	opts.Now = f.clock.now
@@ -42,7 +42,7 @@ func (f *fixture) on(t *testing.T, st store.Store, opts Options) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pl.Close() })
-	return &fixture{project: f.project, plans: f.plans, store: st, pl: pl, clock: f.clock}
+	return &fixture{project: f.project, plans: f.plans, store: st, w: pl, clock: f.clock}
 }
 
 func openMem(t *testing.T, fs vfs.FS) *pebble.Store {
@@ -65,10 +65,10 @@ func logRecords(t *testing.T, st *pebble.Store) int {
 	return n
 }
 
-// TestWriteBehindSurvivesCrashes pushes the same events into a pipeline
+// TestWriteBehindSurvivesCrashes pushes the same events into a writer
 // writing behind and into one writing through, and at random moments takes
 // what the first one's disk would hold after a power cut (a crash clone of
-// its file system, with a random part of the unsynced data): a pipeline
+// its file system, with a random part of the unsynced data): a writer
 // started on it must replay its log into exactly the features of every
 // acknowledged push, under any number of partitions, and must still know
 // which streamed events its rows hold.
@@ -99,7 +99,7 @@ func writeBehindSurvivesCrashes(t *testing.T, seed uint64) {
 			}
 		}
 		for _, f := range []*fixture{ref, wb} {
-			if _, err := f.pl.Push(context.Background(), src, evs); err != nil {
+			if _, err := f.w.Push(context.Background(), src, evs); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -115,7 +115,7 @@ func writeBehindSurvivesCrashes(t *testing.T, seed uint64) {
 		if got, want := after.features(t), ref.features(t); !reflect.DeepEqual(got, want) {
 			t.Fatalf("round %d: after a crash with %d log records, features\n%v\nwant\n%v", round, records, got, want)
 		}
-		if s := after.pl.Stats(); s.Recovered != int64(records) {
+		if s := after.w.Stats(); s.Recovered != int64(records) {
 			t.Fatalf("round %d: replayed %d log records, the log held %d", round, s.Recovered, records)
 		}
 		if n := logRecords(t, st); n != 0 {
@@ -123,21 +123,21 @@ func writeBehindSurvivesCrashes(t *testing.T, seed uint64) {
 		}
 		// The replayed rows know their streams' positions: a replay of the
 		// stream changes nothing.
-		if _, err := after.pl.Push(context.Background(), src, ref.streamEvents(7, 0, offset)); err != nil {
+		if _, err := after.w.Push(context.Background(), src, ref.streamEvents(7, 0, offset)); err != nil {
 			t.Fatal(err)
 		}
 		if got, want := after.features(t), ref.features(t); !reflect.DeepEqual(got, want) {
 			t.Fatalf("round %d: a replayed stream counted again", round)
 		}
-		after.pl.Close()
+		after.w.Close()
 		st.Close()
 	}
 	if crashes < 5 {
 		t.Fatalf("only %d crashes", crashes)
 	}
-	s := wb.pl.Stats()
+	s := wb.w.Stats()
 	if s.Checkpoints == 0 || s.RowsWritten == 0 {
-		t.Fatalf("stats %+v: the pipeline never checkpointed", s)
+		t.Fatalf("stats %+v: the writer never checkpointed", s)
 	}
 	t.Logf("%d crashes; %d checkpoints, %d rows written back, %d store writes", crashes, s.Checkpoints, s.RowsWritten, s.Writes)
 }
@@ -151,7 +151,7 @@ func TestCheckpointWritesRowsAndDeletesLog(t *testing.T) {
 	src := f.project.Source("clicks")
 	push := func() {
 		t.Helper()
-		if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 2, "a", 1)}); err != nil {
+		if _, err := f.w.Push(context.Background(), src, []event.Event{f.ev(0, 1, 2, "a", 1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -176,15 +176,15 @@ func TestCheckpointWritesRowsAndDeletesLog(t *testing.T) {
 	// The checkpoint runs after the push is answered; the partition takes
 	// the next push only once it is done.
 	push()
-	if n := logRecords(t, st); n != 1 || !inStore() || f.pl.Stats().Checkpoints != 1 {
+	if n := logRecords(t, st); n != 1 || !inStore() || f.w.Stats().Checkpoints != 1 {
 		t.Fatalf("after the interval: %d log records (want 1: the push after the checkpoint), row in the store %v (want true), %d checkpoints (want 1)",
-			n, inStore(), f.pl.Stats().Checkpoints)
+			n, inStore(), f.w.Stats().Checkpoints)
 	}
 	if n := f.read(t, "by_user", 1)["by_user:n_1h"].Int; n != 2 {
 		t.Fatalf("a read sees count %d two hours on, want 2", n)
 	}
 	push()
-	if err := f.pl.Close(); err != nil {
+	if err := f.w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if n := logRecords(t, st); n != 0 {
@@ -217,7 +217,7 @@ func TestFailedLogAppendAcknowledgesNothing(t *testing.T) {
 	f := newFixture(t, st, Options{Partitions: 1})
 	src := f.project.Source("clicks")
 	push := func() error {
-		_, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)})
+		_, err := f.w.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)})
 		return err
 	}
 	count := func() int64 { return f.read(t, "by_user", 1)["by_user:n_1h"].Int }
@@ -237,19 +237,19 @@ func TestFailedLogAppendAcknowledgesNothing(t *testing.T) {
 	if n := count(); n != 3 {
 		t.Fatalf("count %d, want 3 (the failed pushes must not count)", n)
 	}
-	if s := f.pl.Stats(); s.WriteErrors != 2 {
+	if s := f.w.Stats(); s.WriteErrors != 2 {
 		t.Fatalf("stats %+v: want 2 write errors", s)
 	}
 	// A last checkpoint that fails is reported by Close, and the log keeps
 	// what it would have written: the next start replays it.
 	st.failAppend.Store(true)
-	if err := f.pl.Close(); err == nil {
+	if err := f.w.Close(); err == nil {
 		t.Fatal("Close reported no error while the store refused the last checkpoint")
 	}
 	st.failAppend.Store(false)
 	g := f.on(t, st, Options{Partitions: 1})
-	if n := g.read(t, "by_user", 1)["by_user:n_1h"].Int; n != 3 || g.pl.Stats().Recovered == 0 {
-		t.Fatalf("after a failed last checkpoint: count %d (want 3), %d log records replayed", n, g.pl.Stats().Recovered)
+	if n := g.read(t, "by_user", 1)["by_user:n_1h"].Int; n != 3 || g.w.Stats().Recovered == 0 {
+		t.Fatalf("after a failed last checkpoint: count %d (want 3), %d log records replayed", n, g.w.Stats().Recovered)
 	}
 }
 
@@ -265,16 +265,16 @@ func TestLogRecordRoundTrip(t *testing.T) {
 		r := &request{now: now}
 		for j := range evs[i*11 : i*11+11] {
 			ev := &evs[i*11+j]
-			for _, fd := range f.pl.feedList {
+			for _, fd := range f.w.feedList {
 				k := appendRowKey(nil, fd, ev)
-				_, h := f.pl.route(k)
+				_, h := f.w.route(k)
 				r.add(fd, k, h, ev)
 			}
 		}
 		reqs = append(reqs, r)
 	}
-	rec := f.pl.appendRecord(nil, reqs)
-	got, skipped, err := f.pl.decodeRecord(rec)
+	rec := f.w.appendRecord(nil, reqs)
+	got, skipped, err := f.w.decodeRecord(rec)
 	if err != nil || skipped != 0 {
 		t.Fatalf("decoding: %v, %d ops passed over", err, skipped)
 	}
@@ -289,10 +289,10 @@ func TestLogRecordRoundTrip(t *testing.T) {
 	}
 	var want, have []opAt
 	for _, r := range reqs {
-		for part := range f.pl.owners {
+		for part := range f.w.partitions {
 			for _, op := range r.ops {
 				key := r.keys[op.from:op.to]
-				if p, _ := f.pl.route(key); p == part {
+				if p, _ := f.w.route(key); p == part {
 					want = append(want, opAt{part, r.now, op.feed.index, string(key), op.hash, *op.ev})
 				}
 			}
@@ -336,20 +336,20 @@ func FuzzDecodeRecord(f *testing.F) {
 	evs := append(fx.streamEvents(4, 100, 3), fx.ev(time.Minute, 3, 4, "b", 2.5))
 	r := &request{now: 1_790_000_000_000}
 	for i := range evs {
-		for _, fd := range fx.pl.feedList {
+		for _, fd := range fx.w.feedList {
 			k := appendRowKey(nil, fd, &evs[i])
-			_, h := fx.pl.route(k)
+			_, h := fx.w.route(k)
 			r.add(fd, k, h, &evs[i])
 		}
 	}
-	f.Add(fx.pl.appendRecord(nil, []*request{r}))
-	f.Add(fx.pl.appendRecord(nil, []*request{r, r}))
+	f.Add(fx.w.appendRecord(nil, []*request{r}))
+	f.Add(fx.w.appendRecord(nil, []*request{r, r}))
 	f.Add([]byte{logVersion})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 1<<16 {
 			return
 		}
-		reqs, _, err := fx.pl.decodeRecord(data)
+		reqs, _, err := fx.w.decodeRecord(data)
 		if err != nil {
 			if !errors.Is(err, errLogRecord) {
 				t.Fatalf("error %v does not wrap errLogRecord", err)
@@ -362,7 +362,7 @@ func FuzzDecodeRecord(f *testing.F) {
 					continue
 				}
 				for _, op := range r.ops {
-					if got, _ := fx.pl.route(r.keys[op.from:op.to]); got != part {
+					if got, _ := fx.w.route(r.keys[op.from:op.to]); got != part {
 						t.Fatalf("op routed to partition %d, its key belongs to %d", part, got)
 					}
 				}
@@ -373,7 +373,7 @@ func FuzzDecodeRecord(f *testing.F) {
 
 // Readers read rows while commits fold into them and frequent checkpoints
 // write them back and take them out of the overlay: every row read must
-// decode (run with -race: the row's lock keeps the owner out while a reader
+// decode (run with -race: the row's lock keeps the partition out while a reader
 // encodes it), and counts a reader sees never go down.
 func TestReadersSeeWholeRowsWhileWritingBehind(t *testing.T) {
 	f := newFixture(t, nil, Options{Partitions: 2, MaxBatchRows: 3, CheckpointRows: 4})
@@ -398,7 +398,7 @@ func TestReadersSeeWholeRowsWhileWritingBehind(t *testing.T) {
 					return
 				default:
 				}
-				gerr := f.pl.Get(context.Background(), keys, func(i int, value []byte, found bool) {
+				gerr := f.w.Get(context.Background(), keys, func(i int, value []byte, found bool) {
 					if !found || err != nil {
 						return
 					}
@@ -420,7 +420,7 @@ func TestReadersSeeWholeRowsWhileWritingBehind(t *testing.T) {
 		}()
 	}
 	for i := range 300 {
-		if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, int64(i%10), int64(i%7), "a", 1)}); err != nil {
+		if _, err := f.w.Push(context.Background(), src, []event.Event{f.ev(0, int64(i%10), int64(i%7), "a", 1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -430,7 +430,7 @@ func TestReadersSeeWholeRowsWhileWritingBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if s := f.pl.Stats(); s.Checkpoints == 0 {
+	if s := f.w.Stats(); s.Checkpoints == 0 {
 		t.Fatal("no checkpoint ran")
 	}
 }
@@ -445,7 +445,7 @@ func TestLogReplaysUnderAChangedProject(t *testing.T) {
 	src := ref.project.Source("clicks")
 	evs := ref.streamEvents(0, 0, 50)
 	for _, f := range []*fixture{ref, wb} {
-		if _, err := f.pl.Push(context.Background(), src, evs); err != nil {
+		if _, err := f.w.Push(context.Background(), src, evs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -460,7 +460,7 @@ func TestLogReplaysUnderAChangedProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pl.Close()
-	after := &fixture{project: p, plans: plans, store: st, pl: pl, clock: ref.clock}
+	after := &fixture{project: p, plans: plans, store: st, w: pl, clock: ref.clock}
 	if s := pl.Stats(); s.Recovered == 0 {
 		t.Fatal("nothing was replayed")
 	}

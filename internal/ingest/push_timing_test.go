@@ -42,7 +42,7 @@ func (discardStore) Scan(context.Context, store.Range, func(key, value []byte) e
 	return nil
 }
 
-// discardRows is discardStore without a log: the pipeline writes through.
+// discardRows is discardStore without a log: the writer writes through.
 type discardRows struct{}
 
 func (discardRows) Get(_ context.Context, keys [][]byte, fn func(int, []byte, bool)) error {
@@ -55,7 +55,7 @@ func (discardRows) Write(context.Context, []store.KV) error { return nil }
 func (discardRows) Close() error                            { return nil }
 
 // benchmarkPushes pushes RW1 live events, per to a push, through a
-// pipeline over st, and reports events/s.
+// writer over st, and reports events/s.
 func benchmarkPushes(b *testing.B, st store.Store, per int) {
 	p, plans := kilntest.Compile(b, examples.FeedProjectName, examples.FeedProject)
 	now := workload.DefaultNow

@@ -7,9 +7,9 @@ import (
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
-// rowMap holds an owner's rows in memory, found by the hash of their key
-// (xxhash.Sum64, the hash that routes a key to its partition, computed once
-// in Push). It is an open-addressing table of (hash, entry) slots, so that
+// rowMap holds a partition's rows in memory, found by the hash of their key
+// (store.KeyHash, the hash that routes a key to its partition, computed once
+// in Push). It is an open-addressing table of (hash, held row) slots, so that
 // a group of lookups can first load their slots in one pass of independent
 // loads (touch), which the processor overlaps, and then probe memory that is
 // already in cache: at a few million lookups a second, each lookup's cache
@@ -19,22 +19,22 @@ import (
 type rowMap struct {
 	slots []rowSlot // a power of two; linear probing from home
 	shift uint      // home(h) = h >> shift
-	n     int       // entries in slots
-	dead  int       // slots of removed entries (tombstone)
+	n     int       // rows in slots
+	dead  int       // slots of removed rows (tombstone)
 	hand  int       // where evict goes on looking
-	clash map[string]*entry
+	clash map[string]*heldRow
 }
 
 type rowSlot struct {
 	hash uint64
-	e    *entry // nil: never used; tombstone: removed
+	e    *heldRow // nil: never used; tombstone: removed
 }
 
-// tombstone marks a slot whose entry was removed: probes go on past it.
-var tombstone = &entry{}
+// tombstone marks a slot whose row was removed: probes go on past it.
+var tombstone = &heldRow{}
 
 func newRowMap() rowMap {
-	m := rowMap{clash: map[string]*entry{}}
+	m := rowMap{clash: map[string]*heldRow{}}
 	m.resize(64)
 	return m
 }
@@ -60,8 +60,8 @@ func (m *rowMap) home(h uint64) int { return int(h >> m.shift) }
 // away.
 func (m *rowMap) touch(h uint64) uint64 { return m.slots[m.home(h)].hash }
 
-// find returns the entry in slots whose hash is h, whatever its key, or nil.
-func (m *rowMap) find(h uint64) *entry {
+// find returns the held row in slots whose hash is h, whatever its key, or nil.
+func (m *rowMap) find(h uint64) *heldRow {
 	mask := len(m.slots) - 1
 	for i := m.home(h); ; i = (i + 1) & mask {
 		s := &m.slots[i]
@@ -75,7 +75,7 @@ func (m *rowMap) find(h uint64) *entry {
 }
 
 // get returns the row of key, whose hash is h, or nil.
-func (m *rowMap) get(h uint64, key []byte) *entry {
+func (m *rowMap) get(h uint64, key []byte) *heldRow {
 	if e := m.find(h); e != nil && e.key == string(key) {
 		return e
 	}
@@ -86,7 +86,7 @@ func (m *rowMap) get(h uint64, key []byte) *entry {
 }
 
 // put adds e, whose key the map does not hold.
-func (m *rowMap) put(e *entry) {
+func (m *rowMap) put(e *heldRow) {
 	if m.find(e.hash) != nil {
 		m.clash[e.key] = e
 		return
@@ -102,7 +102,7 @@ func (m *rowMap) put(e *entry) {
 }
 
 // insert puts (h, e) in the first free slot of h's probe.
-func (m *rowMap) insert(h uint64, e *entry) {
+func (m *rowMap) insert(h uint64, e *heldRow) {
 	mask := len(m.slots) - 1
 	for i := m.home(h); ; i = (i + 1) & mask {
 		s := &m.slots[i]
@@ -118,7 +118,7 @@ func (m *rowMap) insert(h uint64, e *entry) {
 }
 
 // del removes e.
-func (m *rowMap) del(e *entry) {
+func (m *rowMap) del(e *heldRow) {
 	if m.clash[e.key] == e {
 		delete(m.clash, e.key)
 		return
@@ -140,17 +140,17 @@ func (m *rowMap) del(e *entry) {
 
 func (m *rowMap) len() int { return m.n + len(m.clash) }
 
-// clear removes every entry, keeping the table's size.
+// clear removes every row, keeping the table's size.
 func (m *rowMap) clear() {
 	clear(m.slots)
 	m.n, m.dead = 0, 0
 	clear(m.clash)
 }
 
-// evict removes up to n entries for which drop is true. It goes on from
+// evict removes up to n rows for which drop is true. It goes on from
 // where the last call stopped, round the table once at most, so that
-// entries leave in turn and calls that each find a few cost a few.
-func (m *rowMap) evict(n int, drop func(e *entry) bool) {
+// rows leave in turn and calls that each find a few cost a few.
+func (m *rowMap) evict(n int, drop func(e *heldRow) bool) {
 	for _, e := range m.clash {
 		if n == 0 {
 			return
@@ -176,35 +176,36 @@ func (m *rowMap) evict(n int, drop func(e *entry) bool) {
 	}
 }
 
-// inlineKey is the longest key newEntry stores in the entry's own
+// inlineKey is the longest key newHeldRow stores in the held row's own
 // allocation (RW1's keys are 20 to 30 bytes). The key comes last: a fold
-// reads the entry and the row, and only a lookup the key.
+// reads the held row and its tiles, and only a lookup the key.
 const inlineKey = 48
 
-// newEntry returns an entry for the row of key (hash h) under plan, with an
-// empty row. The entry, its row and its key (up to inlineKey bytes) are one
-// allocation, so a fold that found the entry finds them in the same memory.
-func newEntry(key []byte, h uint64, plan *tile.Plan) *entry {
-	var e *entry
+// newHeldRow returns a held row for the row of key (hash h) under plan,
+// with an empty row. The held row, its tile.Row and its key (up to
+// inlineKey bytes) are one allocation, so a fold that found the held row
+// finds them in the same memory.
+func newHeldRow(key []byte, h uint64, plan *tile.Plan) *heldRow {
+	var e *heldRow
 	if len(key) <= inlineKey {
 		x := &struct {
-			entry
+			heldRow
 			row tile.Row
 			key [inlineKey]byte
 		}{}
 		n := copy(x.key[:], key)
 		// The bytes are never written again: the string is immutable.
-		x.entry.key = unsafe.String(&x.key[0], n)
-		x.entry.row = &x.row
-		e = &x.entry
+		x.heldRow.key = unsafe.String(&x.key[0], n)
+		x.heldRow.row = &x.row
+		e = &x.heldRow
 	} else {
 		x := &struct {
-			entry
+			heldRow
 			row tile.Row
 		}{}
-		x.entry.key = string(key)
-		x.entry.row = &x.row
-		e = &x.entry
+		x.heldRow.key = string(key)
+		x.heldRow.row = &x.row
+		e = &x.heldRow
 	}
 	e.hash, e.plan = h, plan
 	plan.Reset(e.row)

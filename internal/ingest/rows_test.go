@@ -1,16 +1,20 @@
 package ingest
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/kiln-dev/kiln/examples"
+	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
@@ -35,7 +39,7 @@ func TestRowMapKeepsKeysApartThatShareAHash(t *testing.T) {
 	plan := feedPlan(t)
 	keys := []string{"a", "b", "", strings.Repeat("long", 20), strings.Repeat("x", inlineKey), strings.Repeat("y", inlineKey+1)}
 	m := newRowMap()
-	entries := map[string]*entry{}
+	entries := map[string]*heldRow{}
 	for i, k := range keys {
 		h := uint64(7) // the same for every key
 		if i == len(keys)-1 {
@@ -44,9 +48,9 @@ func TestRowMapKeepsKeysApartThatShareAHash(t *testing.T) {
 		if e := m.get(h, []byte(k)); e != nil {
 			t.Fatalf("get(%q) before put: %q", k, e.key)
 		}
-		e := newEntry([]byte(k), h, plan)
+		e := newHeldRow([]byte(k), h, plan)
 		if e.key != k || e.hash != h || e.plan != plan || e.row == nil || !e.row.Empty() {
-			t.Fatalf("newEntry(%q): key %q hash %d, row %v", k, e.key, e.hash, e.row)
+			t.Fatalf("newHeldRow(%q): key %q hash %d, row %v", k, e.key, e.hash, e.row)
 		}
 		m.put(e)
 		entries[k] = e
@@ -84,11 +88,11 @@ func TestRowMapKeepsKeysApartThatShareAHash(t *testing.T) {
 	m.put(entries["a"])
 	check(map[string]bool{"b": true})
 	// evict removes only what drop selects, and no more than asked.
-	m.evict(2, func(e *entry) bool { return e.key != "" })
+	m.evict(2, func(e *heldRow) bool { return e.key != "" })
 	if m.len() != len(keys)-3 {
 		t.Fatalf("len after evicting 2 = %d, want %d", m.len(), len(keys)-3)
 	}
-	m.evict(100, func(e *entry) bool { return e.key != "" })
+	m.evict(100, func(e *heldRow) bool { return e.key != "" })
 	if m.len() != 1 || m.get(7, nil) != entries[""] {
 		t.Fatalf("after evicting all but the empty key: len %d", m.len())
 	}
@@ -108,14 +112,14 @@ func TestRowMapMatchesAMap(t *testing.T) {
 			return (xxhash.Sum64String(k) % uint64(distinct)) * 0x9E3779B97F4A7C15
 		}
 		m := newRowMap()
-		ref := map[string]*entry{}
+		ref := map[string]*heldRow{}
 		for step := range 20000 {
 			k := fmt.Sprintf("k%d", rng.IntN(3000))
 			h := hashOf(k)
 			switch op := rng.IntN(10); {
 			case op < 5:
 				if ref[k] == nil {
-					e := newEntry([]byte(k), h, plan)
+					e := newHeldRow([]byte(k), h, plan)
 					m.put(e)
 					ref[k] = e
 				}
@@ -131,7 +135,7 @@ func TestRowMapMatchesAMap(t *testing.T) {
 			default:
 				n := rng.IntN(20)
 				before := m.len()
-				m.evict(n, func(e *entry) bool { return e.key[len(e.key)-1]%2 == 0 })
+				m.evict(n, func(e *heldRow) bool { return e.key[len(e.key)-1]%2 == 0 })
 				for k, e := range ref {
 					if m.get(e.hash, []byte(k)) != e {
 						if k[len(k)-1]%2 != 0 {
@@ -161,9 +165,9 @@ func TestRowMapMatchesAMap(t *testing.T) {
 // differ only by trailing zero bytes, and keys longer than the prefix.
 func TestSortByKeyOrdersAsBytes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
-	o := &owner{}
+	o := &partition{}
 	for round := range 200 {
-		rows := make([]*entry, rng.IntN(300))
+		rows := make([]*heldRow, rng.IntN(300))
 		for i := range rows {
 			b := make([]byte, rng.IntN(45))
 			for j := range b {
@@ -172,10 +176,10 @@ func TestSortByKeyOrdersAsBytes(t *testing.T) {
 			if rng.IntN(3) == 0 && len(b) > 0 {
 				b = append(b[:len(b):len(b)], 0) // a trailing zero
 			}
-			rows[i] = &entry{key: string(b)}
+			rows[i] = &heldRow{key: string(b)}
 		}
 		want := slices.Clone(rows)
-		slices.SortStableFunc(want, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
+		slices.SortStableFunc(want, func(a, b *heldRow) int { return strings.Compare(a.key, b.key) })
 		o.sortByKey(rows)
 		for i := range rows {
 			if rows[i].key != want[i].key {
@@ -188,10 +192,10 @@ func TestSortByKeyOrdersAsBytes(t *testing.T) {
 // evict forgets clean rows down to a sixteenth below MaxCachedRows and
 // keeps every row not yet written back, however many.
 func TestEvictKeepsUnsavedRows(t *testing.T) {
-	o := &owner{p: &Pipeline{opts: Options{MaxCachedRows: 96}}, rows: newRowMap()}
-	var all []*entry
+	o := &partition{writer: &Writer{opts: Options{MaxCachedRows: 96}}, rows: newRowMap()}
+	var all []*heldRow
 	for i := range 300 {
-		e := &entry{key: fmt.Sprint(i), hash: xxhash.Sum64String(fmt.Sprint(i))}
+		e := &heldRow{key: fmt.Sprint(i), hash: xxhash.Sum64String(fmt.Sprint(i))}
 		if i < 250 {
 			e.unsaved = true
 			o.unsaved = append(o.unsaved, e)
@@ -226,5 +230,44 @@ func TestEvictKeepsUnsavedRows(t *testing.T) {
 	o.evict()
 	if n, u := kept(); n != 96-96/16 || u != 50 {
 		t.Fatalf("after the checkpoint: kept %d (%d unsaved), want %d (50 unsaved)", n, u, 96-96/16)
+	}
+}
+
+// Push routes a row key to partition store.KeyHash(key) mod partitions,
+// and the partition's row table holds the row under that hash: the hash the
+// read cache is told (Options.Changed) and indexes by.
+func TestRoutingAndRowsUseKeyHash(t *testing.T) {
+	var told atomic.Int64
+	f := newFixture(t, nil, Options{Partitions: 3, AfterWrite: func([]store.KV, error) {},
+		Changed: func(key []byte, h uint64) bool {
+			if h != store.KeyHash(key) {
+				t.Errorf("Changed(%q, %#x): the hash is not store.KeyHash", key, h)
+			}
+			told.Add(1)
+			return false
+		}})
+	src := f.project.Source("clicks")
+	var evs []event.Event
+	for u := range int64(20) {
+		evs = append(evs, f.ev(0, u, 100+u, "a", 1))
+	}
+	if _, err := f.w.Push(context.Background(), src, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.w.Close(); err != nil { // the partitions have stopped: their rows can be read
+		t.Fatal(err)
+	}
+	if told.Load() == 0 {
+		t.Fatal("the read cache was told of no row")
+	}
+	for u := range int64(20) {
+		k := tile.AppendKey(nil, "by_user", []event.Value{event.IntValue(u)})
+		part, h := f.w.route(k)
+		if h != store.KeyHash(k) || part != int(h%3) {
+			t.Fatalf("route(%q) = %d, %#x; KeyHash %#x", k, part, h, store.KeyHash(k))
+		}
+		if e := f.w.partitions[part].rows.get(store.KeyHash(k), k); e == nil || e.hash != h {
+			t.Fatalf("partition %d does not hold the row of user %d under its KeyHash", part, u)
+		}
 	}
 }

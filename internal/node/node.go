@@ -134,8 +134,8 @@ type Node struct {
 	Role     Role
 	Plans    map[*definition.View]*tile.Plan
 	Store    store.Store
-	Pipeline *ingest.Pipeline // nil in a serve-only process
-	Engine   *query.Engine    // nil in an ingest-only process
+	Writer   *ingest.Writer // nil in a serve-only process
+	Engine   *query.Engine  // nil in an ingest-only process
 	Server   *serve.Server
 
 	cfg     Config
@@ -225,10 +225,10 @@ func Start(cfg Config) (_ *Node, err error) {
 				}
 			}
 		}
-		if n.Pipeline, err = ingest.New(cfg.Project, plans, n.Store, cfg.Ingest); err != nil {
+		if n.Writer, err = ingest.New(cfg.Project, plans, n.Store, cfg.Ingest); err != nil {
 			return nil, err
 		}
-		cleanups = append(cleanups, func() { n.Pipeline.Close() })
+		cleanups = append(cleanups, func() { n.Writer.Close() })
 		if err := n.startSources(cfg); err != nil {
 			return nil, err
 		}
@@ -236,18 +236,18 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	if cfg.Role != RoleIngest {
 		// Rows as the write path committed them: with the embedded store,
-		// rows written behind are in the pipeline's memory, not yet in the
+		// rows written behind are in the write path's memory, not yet in the
 		// store.
 		var rows query.RowSource = n.Store
-		if n.Pipeline != nil {
-			rows = n.Pipeline
+		if n.Writer != nil {
+			rows = n.Writer
 		}
 		if cache != nil {
-			rows = rowcache.Source{Cache: cache, Load: rows.Get}
+			rows = rowcache.ReadThrough{Cache: cache, Load: rows.Get}
 		}
 		now := cfg.Now
-		if n.Pipeline != nil {
-			now = n.Pipeline.Now
+		if n.Writer != nil {
+			now = n.Writer.Now
 		}
 		maxRows := cfg.MaxInFlightRows
 		if maxRows == 0 {
@@ -257,15 +257,15 @@ func Start(cfg Config) (_ *Node, err error) {
 		// with nothing on top: the store, or the write path's rows not
 		// yet written back.
 		var raw query.RowSource = n.Store
-		if n.Pipeline != nil {
-			raw = n.Pipeline
+		if n.Writer != nil {
+			raw = n.Writer
 		}
 		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, RawRows: raw, Now: now, MaxInFlightRows: maxRows})
 		if err != nil {
 			return nil, err
 		}
 	}
-	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Pipeline: n.Pipeline, Logger: cfg.Logger,
+	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger,
 		Stats: func() map[string]any {
 			out := map[string]any{"role": cfg.Role, "online_store": online.Type}
 			if n.Engine != nil {
@@ -372,7 +372,7 @@ func (n *Node) startSources(cfg Config) error {
 		if !ok {
 			return fail(fmt.Errorf("source %s: unknown format %q", src.Name, st.Format))
 		}
-		a := stream.NewApplier(src, format(dec), n.Pipeline, dead, nil)
+		a := stream.NewApplier(src, format(dec), n.Writer, dead, nil)
 		n.sources = append(n.sources, a)
 		log := cfg.Logger.With("source", src.Name)
 		var r runner
@@ -426,7 +426,7 @@ func (n *Node) URL() string { return "http://" + n.Addr }
 
 // Close stops the node: /readyz and gRPC health turn unready, requests in
 // flight finish (up to the shutdown timeout), the streaming sources stop,
-// the pipeline writes what it holds, and the store closes. Every step runs
+// the ingest writer writes what it holds, and the store closes. Every step runs
 // whatever the earlier ones met, and the error joins all their errors
 // (errors.Join): a last write that failed is not hidden behind a shutdown
 // that timed out.
@@ -450,8 +450,8 @@ func (n *Node) Close() error {
 		errs = append(errs, err)
 	}
 	n.stopStreams()
-	if n.Pipeline != nil {
-		errs = append(errs, n.Pipeline.Close())
+	if n.Writer != nil {
+		errs = append(errs, n.Writer.Close())
 	}
 	errs = append(errs, n.Store.Close())
 	return errors.Join(errs...)

@@ -16,12 +16,12 @@ import (
 
 // memoCounter is a memo source that counts the memos it hands out.
 type memoCounter struct {
-	rowcache.Source
+	rowcache.ReadThrough
 	memos atomic.Int64
 }
 
 func (m *memoCounter) GetMemo(ctx context.Context, keys [][]byte, fn func(int, []byte, bool, []byte) []byte) error {
-	return m.Source.GetMemo(ctx, keys, func(i int, value []byte, found bool, memo []byte) []byte {
+	return m.ReadThrough.GetMemo(ctx, keys, func(i int, value []byte, found bool, memo []byte) []byte {
 		if memo != nil {
 			m.memos.Add(1)
 		}
@@ -56,7 +56,7 @@ func testMemoizedReads(t *testing.T, maxAge time.Duration) {
 		MaxAge:   maxAge,
 		Now:      func() time.Time { return time.UnixMilli(clock.Load()) },
 	})
-	src := &memoCounter{Source: rowcache.Source{Cache: cache, Load: w.store.Get}}
+	src := &memoCounter{ReadThrough: rowcache.ReadThrough{Cache: cache, Load: w.store.Get}}
 	memoized := engine(src)
 	rng := rand.New(rand.NewPCG(5, 6))
 	posts := w.project.View("post_engagement")

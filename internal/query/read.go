@@ -187,7 +187,7 @@ func (res *Result) rowKeys(req *Request) {
 }
 
 // UnorderedRowSource is a RowSource that can also hand rows out in any
-// order, each exactly once and never concurrently (rowcache.Source can:
+// order, each exactly once and never concurrently (rowcache.ReadThrough can:
 // cached rows are then evaluated while the store reads the others). Read
 // uses GetUnordered when its Rows have it.
 type UnorderedRowSource interface {
@@ -196,7 +196,7 @@ type UnorderedRowSource interface {
 }
 
 // MemoRowSource is an UnorderedRowSource that keeps a memo with each row it
-// holds in memory (rowcache.Source can). Read uses GetMemo when its Rows
+// holds in memory (rowcache.ReadThrough can). Read uses GetMemo when its Rows
 // have it: it keeps a row's evaluated values as the memo (see appendMemo),
 // and serves them again instead of decoding and evaluating the row while
 // the row's bytes are unchanged and the values still hold.

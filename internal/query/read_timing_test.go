@@ -55,7 +55,7 @@ func BenchmarkReadCached(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			clock := time.Unix(1_700_000_000, 0)
 			cache := rowcache.New(rowcache.Options{MaxAge: time.Second, Now: func() time.Time { return clock }})
-			e := w.engine(b, rowcache.Source{Cache: cache, Load: mem.Get}, 0)
+			e := w.engine(b, rowcache.ReadThrough{Cache: cache, Load: mem.Get}, 0)
 			req := rankingRequest(b, e, 7, 500)
 			var res Result
 			if err := e.Read(context.Background(), req, &res); err != nil {
@@ -97,7 +97,7 @@ func BenchmarkReadHalfCached(b *testing.B) {
 	mem := w.memSource(b)
 	clock := time.Unix(1_700_000_000, 0)
 	cache := rowcache.New(rowcache.Options{MaxAge: time.Second, Now: func() time.Time { return clock }})
-	e := w.engine(b, rowcache.Source{Cache: cache, Load: delayedSource{mem, time.Millisecond}.Get}, 0)
+	e := w.engine(b, rowcache.ReadThrough{Cache: cache, Load: delayedSource{mem, time.Millisecond}.Get}, 0)
 	req := rankingRequest(b, e, 7, 500)
 	var res Result
 	if err := e.Read(context.Background(), req, &res); err != nil {

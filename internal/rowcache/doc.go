@@ -15,7 +15,7 @@
 // function — normally the store's multi-get (store.Store.Get has the right
 // shape) — and caches what it returns. Concurrent loads of the same key are
 // coalesced: a key being loaded by one goroutine is waited for, not loaded
-// again. Source wraps a cache and a store into something with the store's Get
+// again. ReadThrough wraps a cache and a store into something with the store's Get
 // contract, for the query engine; its GetUnordered (LoadUnordered) drops the
 // order, so the cached rows can be handed out while the store is read for the
 // others.
@@ -77,7 +77,7 @@
 //
 // A reader that derives the same thing from a row on every read — the query
 // engine evaluates the row's windows — can keep the result with the row:
-// LoadMemo (Source.GetMemo) hands each row out with its memo and keeps the
+// LoadMemo (ReadThrough.GetMemo) hands each row out with its memo and keeps the
 // memo the reader returns (see MemoFunc). A memo lives at the end of the
 // entry's buffer and is accounted with it. It is dropped whenever the row's
 // bytes change, and only then: a Set, Update or refill with exactly the bytes
@@ -89,7 +89,7 @@
 // # Concurrency
 //
 // All methods are safe for concurrent use. Each shard has its own mutex;
-// keys are spread over shards by xxhash. Callbacks given to Get and Load run
+// keys are spread over shards by store.KeyHash. Callbacks given to Get and Load run
 // while the key's shard is locked (for hits) or after the load (for misses):
 // they must be quick, must not keep the value past their return, and must not
 // call back into the cache.

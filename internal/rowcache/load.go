@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/cespare/xxhash/v2"
+	"github.com/kiln-dev/kiln/internal/store"
 )
 
 // LoadFunc reads keys from the store: it calls fn(i, value, found) exactly
@@ -16,26 +16,28 @@ import (
 // value need only be valid during fn. store.Store.Get is a LoadFunc.
 type LoadFunc func(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error
 
-// Source is a store read through a cache. Its Get has the store's contract
-// (fn once per key, in order), so it can stand where the store stood.
-type Source struct {
+// ReadThrough is a store read through a cache: rows the Cache holds are
+// answered from it, the others read with Load and cached. Its Get has the
+// store's contract (fn once per key, in order), so it can stand where the
+// store stood.
+type ReadThrough struct {
 	Cache *Cache
 	Load  LoadFunc
 }
 
 // Get calls s.Cache.Load(ctx, keys, s.Load, fn).
-func (s Source) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+func (s ReadThrough) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
 	return s.Cache.Load(ctx, keys, s.Load, fn)
 }
 
 // GetUnordered calls s.Cache.LoadUnordered(ctx, keys, s.Load, fn): fn is
 // called once per key, in any order.
-func (s Source) GetUnordered(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+func (s ReadThrough) GetUnordered(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
 	return s.Cache.LoadUnordered(ctx, keys, s.Load, fn)
 }
 
 // GetMemo calls s.Cache.LoadMemo(ctx, keys, s.Load, fn).
-func (s Source) GetMemo(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool, memo []byte) []byte) error {
+func (s ReadThrough) GetMemo(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool, memo []byte) []byte) error {
 	return s.Cache.LoadMemo(ctx, keys, s.Load, fn)
 }
 
@@ -68,7 +70,7 @@ func (c *Cache) give(rd reader, i int, key, value, memo []byte, found bool) {
 	if m == nil {
 		return
 	}
-	h := xxhash.Sum64(key)
+	h := store.KeyHash(key)
 	s := c.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -302,7 +304,7 @@ func (c *Cache) load(ctx context.Context, keys [][]byte, load LoadFunc, rd reade
 	first := 0
 	for ; first < len(keys); first++ {
 		k := keys[first]
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		hit, refresh := c.shardFor(h).get(c, h, first, k, now, false, true, rd)
 		if !hit {
 			break
@@ -355,7 +357,7 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 	st.copied = st.copied[:0]
 	for p, i := range st.pending {
 		k := keys[i]
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		s := c.shardFor(h)
 		sl := &st.slots[i-first]
 		s.mu.Lock()
@@ -453,7 +455,7 @@ func (c *Cache) resolve(ctx context.Context, keys [][]byte, first int, load Load
 		}
 		// The loader filled the cache before it closed done.
 		k := keys[i]
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		s := c.shardFor(h)
 		s.mu.Lock()
 		j, ok := s.peek(h, k, now, c.maxAge)

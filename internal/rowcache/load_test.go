@@ -429,10 +429,10 @@ func TestFillStampedAtLoadStart(t *testing.T) {
 	}
 }
 
-func TestSource(t *testing.T) {
+func TestReadThrough(t *testing.T) {
 	c := New(Options{})
 	st := &memStore{rows: map[string]string{"a": "1"}}
-	src := Source{Cache: c, Load: st.Get}
+	src := ReadThrough{Cache: c, Load: st.Get}
 	var got []string
 	for range 2 {
 		if err := src.Get(context.Background(), [][]byte{[]byte("a"), []byte("b")}, func(i int, v []byte, found bool) {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
+	"github.com/kiln-dev/kiln/internal/store"
 )
 
 // maxRefreshes bounds the background refreshes running at once. A hit that
@@ -44,7 +44,7 @@ func (c *Cache) refreshAhead(keys [][]byte, a, b []int, load LoadFunc) {
 // that a later hit can ask again.
 func (c *Cache) unmarkRefreshing(keys [][]byte) {
 	for _, k := range keys {
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		s := c.shardFor(h)
 		s.mu.Lock()
 		if j, ok := s.find(h, k); ok {
@@ -65,7 +65,7 @@ func (c *Cache) refresh(keys [][]byte, load LoadFunc) {
 	defer st.release()
 	f := c.newFlight(len(keys))
 	for j, k := range keys {
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		s := c.shardFor(h)
 		s.mu.Lock()
 		if _, busy := s.inflight[h]; busy {

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
+	"github.com/kiln-dev/kiln/internal/store"
 )
 
 const (
@@ -153,7 +153,7 @@ func (c *Cache) Get(keys [][]byte, miss []int, fn func(i int, value []byte, foun
 	miss = miss[:0]
 	now := c.stamp()
 	for i, k := range keys {
-		h := xxhash.Sum64(k)
+		h := store.KeyHash(k)
 		if hit, _ := c.shardFor(h).get(c, h, i, k, now, true, false, reader{fn: fn}); !hit {
 			miss = append(miss, i)
 		}
@@ -165,15 +165,7 @@ func (c *Cache) Get(keys [][]byte, miss []int, fn func(i int, value []byte, foun
 // holds for key, and any load of key that began before it will not fill the
 // cache. The write path calls it right after the store write commits, in
 // commit order per key. Set copies key and value.
-func (c *Cache) Set(key, value []byte) {
-	h := xxhash.Sum64(key)
-	now := c.stamp()
-	s := c.shardFor(h)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.invalidate(h, key)
-	s.put(h, key, value, true, now, c.shardBytes, c.maxEntryBytes)
-}
+func (c *Cache) Set(key, value []byte) { c.set(key, value, false) }
 
 // Update is Set for a key the cache holds, and for one it does not, only
 // what Delete does to loads in flight: those that began before it will not
@@ -181,16 +173,22 @@ func (c *Cache) Set(key, value []byte) {
 // that rewrites many rows the cache has never held (most rows of a large
 // table) calls Update rather than Set, so it does not copy every row it
 // writes and push the rows readers use out of the cache.
-func (c *Cache) Update(key, value []byte) {
-	h := xxhash.Sum64(key)
+func (c *Cache) Update(key, value []byte) { c.set(key, value, true) }
+
+// set is Set, or with onlyHeld, Update.
+func (c *Cache) set(key, value []byte, onlyHeld bool) {
+	h := store.KeyHash(key)
 	now := c.stamp()
 	s := c.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.invalidate(h, key)
-	if _, ok := s.find(h, key); ok {
-		s.put(h, key, value, true, now, c.shardBytes, c.maxEntryBytes)
+	if onlyHeld {
+		if _, ok := s.find(h, key); !ok {
+			return
+		}
 	}
+	s.put(h, key, value, true, now, c.shardBytes, c.maxEntryBytes)
 }
 
 // Changed tells the cache that key's row changed: any load of key that
@@ -198,10 +196,10 @@ func (c *Cache) Update(key, value []byte) {
 // It reports whether the cache holds the key; if so, the writer is to call
 // Update with the row's new value, and if not, it need not encode the row
 // at all.
-func (c *Cache) Changed(key []byte) bool { return c.ChangedHashed(key, xxhash.Sum64(key)) }
+func (c *Cache) Changed(key []byte) bool { return c.ChangedHashed(key, store.KeyHash(key)) }
 
 // ChangedHashed is Changed for a caller that has hashed the key already:
-// h must be xxhash.Sum64(key).
+// h must be store.KeyHash(key).
 func (c *Cache) ChangedHashed(key []byte, h uint64) bool {
 	s := c.shardFor(h)
 	s.mu.Lock()
@@ -215,7 +213,7 @@ func (c *Cache) ChangedHashed(key []byte, h uint64) bool {
 // the cache. The write path calls it when it cannot tell what the store
 // holds, e.g. after a failed write.
 func (c *Cache) Delete(key []byte) {
-	h := xxhash.Sum64(key)
+	h := store.KeyHash(key)
 	s := c.shardFor(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -4,7 +4,7 @@
 // answer probes. Every request is validated whole before anything is
 // applied; bad input gets a 4xx naming what was wrong, never a panic.
 //
-// The server owns neither the store nor the pipeline: the caller opens
+// The server owns neither the store nor the ingest writer: the caller opens
 // them, passes them in Config, and closes them after the HTTP server stops.
 package serve
 
@@ -40,15 +40,15 @@ const (
 	MaxEntities = query.MaxEntities
 )
 
-// Config is what a Server needs: a Project, and an Engine, a Pipeline or
+// Config is what a Server needs: a Project, and an Engine, a Writer or
 // both.
 type Config struct {
 	Project *definition.Project
 	// Engine answers feature reads; nil refuses them (an ingest-only
 	// process).
 	Engine *query.Engine
-	// Pipeline takes pushed events; nil refuses pushes (a read-only server).
-	Pipeline *ingest.Pipeline
+	// Writer takes pushed events; nil refuses pushes (a read-only server).
+	Writer *ingest.Writer
 	// Stats, if set, adds its fields to GET /debug/stats.
 	Stats func() map[string]any
 	// Logger receives request errors. Default: discard.
@@ -76,8 +76,8 @@ type pushBuffer struct {
 
 // New builds a server for the project.
 func New(cfg Config) (*Server, error) {
-	if cfg.Project == nil || (cfg.Engine == nil && cfg.Pipeline == nil) {
-		return nil, errors.New("serve: Config needs a Project, and an Engine or a Pipeline")
+	if cfg.Project == nil || (cfg.Engine == nil && cfg.Writer == nil) {
+		return nil, errors.New("serve: Config needs a Project, and an Engine or a Writer")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -219,7 +219,7 @@ func readBodyInto(w http.ResponseWriter, r *http.Request, limit int64, dst []byt
 }
 
 func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Pipeline == nil {
+	if s.cfg.Writer == nil {
 		writeError(w, http.StatusForbidden, "this process only serves (--role=serve): push events to the ingest process", nil)
 		return
 	}
@@ -235,12 +235,12 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pb.body = body
-	src, events, err := s.decoder.DecodePushInto(body, s.cfg.Pipeline.Now(), &pb.events)
+	src, events, err := s.decoder.DecodePushInto(body, s.cfg.Writer.Now(), &pb.events)
 	if err != nil {
 		writeRequestError(w, err)
 		return
 	}
-	res, err := s.cfg.Pipeline.Push(r.Context(), src, events)
+	res, err := s.cfg.Writer.Push(r.Context(), src, events)
 	if err != nil {
 		s.storeError(w, "push", err)
 		return
@@ -250,7 +250,7 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	w.Write(b)
 }
 
-// storeError answers a failure of the store or the pipeline: retryable.
+// storeError answers a failure of the store or the write path: retryable.
 func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
 	switch {
 	case errors.Is(err, query.ErrOverloaded):

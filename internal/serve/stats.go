@@ -28,8 +28,8 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		"goroutines":     runtime.NumGoroutine(),
 		"gomaxprocs":     runtime.GOMAXPROCS(0),
 	}
-	if s.cfg.Pipeline != nil {
-		out["ingest"] = s.cfg.Pipeline.Stats()
+	if s.cfg.Writer != nil {
+		out["ingest"] = s.cfg.Writer.Stats()
 	}
 	if s.cfg.Stats != nil {
 		for k, v := range s.cfg.Stats() {

@@ -6,6 +6,12 @@
 // A key is an opaque byte string made by the caller (see package tile for
 // the row key layout); a value is an encoded row. The store never interprets
 // either.
+//
+// A backend may also declare optional abilities, which callers discover
+// with a type assertion, as database/sql/driver's optional interfaces are:
+// ConditionalWriter (Redis) and LogKeeper (the embedded store). Keys that
+// begin with ReservedPrefix belong to Kiln's own records, never to a row;
+// KeyHash is the hash of a row key every part of Kiln agrees on.
 package store
 
 import (
@@ -41,6 +47,39 @@ type Store interface {
 	Write(ctx context.Context, batch []KV) error
 	// Close releases the store. Calls after Close return ErrClosed.
 	Close() error
+}
+
+// ConditionalWriter is a Store that several processes may write at once
+// and that can write a row only over the value a writer last saw (Redis:
+// store/redis). The write path writes through it when the store has it, so
+// that two writers of one row never lose each other's update.
+type ConditionalWriter interface {
+	// WriteIf writes each row of batch only if the store still holds the
+	// row's Old value (or no row, when Old is nil), atomically per row,
+	// and calls conflict(i) for each row i it did not write because
+	// another writer had changed it. Rows are independent: some may be
+	// written while others conflict. An error has the meaning of
+	// Store.Write's: any subset of the batch may have been written.
+	WriteIf(ctx context.Context, batch []CondKV, conflict func(i int)) error
+}
+
+// LogKeeper is a Store that can keep a log beside its rows: it commits a
+// batch of rows together with the deletion of a key range, atomically, and
+// scans a key range (the embedded store: store/pebble). The write path
+// keeps its event log this way (write-behind) when the store has it, under
+// keys that begin with ReservedPrefix.
+type LogKeeper interface {
+	// Apply stores the batch and deletes every key in del, as one atomic
+	// commit: after a crash either all of it is in the store or none of
+	// it is. The batch's keys are written after the deletion. With sync,
+	// Apply returns once the commit is durable; without it, the commit
+	// is durable once a later synced commit returns or the store is
+	// closed. Apply does not keep batch, del or their slices.
+	Apply(ctx context.Context, batch []KV, del Range, sync bool) error
+	// Scan calls fn with every key in r and its value, in key order,
+	// until fn returns an error, which Scan returns. The key and value
+	// are valid only during the call; fn must not call the store.
+	Scan(ctx context.Context, r Range, fn func(key, value []byte) error) error
 }
 
 // KV is one key and value of a write batch.

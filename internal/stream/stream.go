@@ -3,7 +3,7 @@
 // share with each other and with the push API: each message is decoded and
 // validated by the push API's decoder, a message that cannot be applied goes
 // to a dead-letter destination with the reason, and the rest are pushed into
-// the ingest pipeline carrying their origin (stream and offset), so that a
+// the ingest writer carrying their origin (stream and offset), so that a
 // row passes over what it has applied before. It also keeps each source
 // partition's lag and freshness.
 //
@@ -76,8 +76,8 @@ var Formats = map[string]func(*eventjson.Decoder) Decoder{
 	"json": func(d *eventjson.Decoder) Decoder { return d },
 }
 
-// pipeline is the part of ingest.Pipeline an Applier uses.
-type pipeline interface {
+// pusher is the part of ingest.Writer an Applier uses.
+type pusher interface {
 	Now() int64
 	TooOld(src *definition.Source, ts int64) bool
 	Push(ctx context.Context, src *definition.Source, events []event.Event) (ingest.Result, error)
@@ -88,7 +88,7 @@ type pipeline interface {
 type Applier struct {
 	src      *definition.Source
 	dec      Decoder
-	pl       pipeline
+	pl       pusher
 	dead     DeadLetters
 	maxBytes int
 	now      func() time.Time
@@ -106,7 +106,7 @@ type Applier struct {
 // NewApplier returns an Applier for the messages of src, pushing into pl and
 // sending what it cannot apply to dead. now is the clock freshness is
 // measured with (time.Now when nil).
-func NewApplier(src *definition.Source, dec Decoder, pl *ingest.Pipeline, dead DeadLetters, now func() time.Time) *Applier {
+func NewApplier(src *definition.Source, dec Decoder, pl *ingest.Writer, dead DeadLetters, now func() time.Time) *Applier {
 	if now == nil {
 		now = time.Now
 	}

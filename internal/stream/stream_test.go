@@ -45,7 +45,7 @@ type fixture struct {
 	project *definition.Project
 	plans   map[*definition.View]*tile.Plan
 	st      *pebble.Store
-	pl      *ingest.Pipeline
+	pl      *ingest.Writer
 	a       *Applier
 	dead    string
 	now     time.Time

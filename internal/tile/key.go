@@ -13,7 +13,10 @@ import (
 //	big-endian bytes with the sign bit flipped, or a string as a uvarint
 //	length and its bytes.
 //
-// Distinct (view, key) pairs give distinct keys.
+// Distinct (view, key) pairs give distinct keys. A key of a view whose name
+// is not empty and does not begin with a 0 byte (every view the project
+// loader accepts) never begins with store.ReservedPrefix, which belongs to
+// Kiln's own records.
 func AppendKey(dst []byte, view string, key []event.Value) []byte {
 	dst = append(dst, view...)
 	dst = append(dst, 0)

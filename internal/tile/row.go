@@ -524,31 +524,11 @@ func finish(agg definition.Agg, a, b float64) event.Value {
 	return event.Value{}
 }
 
-// Warm loads, for each row, the memory a fold into it reads first: the
-// row and the newest tile of each level. It changes nothing. Folding rows
-// one after the other waits on each row's cache misses in turn; Warm
-// issues the misses of a group of rows in passes whose loads do not depend
-// on each other, so that the processor overlaps them. Its result only
-// keeps the loads from being optimised away.
-func Warm(rows []*Row) (sink uint64) {
-	for _, r := range rows {
-		// The row's own fields, which may span two cache lines.
-		sink += uint64(r.Clock) + uint64(len(r.tiles)) + uint64(len(r.end)) +
-			uint64(len(r.lasts)) + uint64(len(r.pending)) + uint64(len(r.applied))
-	}
-	for _, r := range rows {
-		// A level's newest tile is first; most tiles are at most 8 floats,
-		// so its first and eighth float cover it.
-		lo := 0
-		for _, e := range r.end {
-			if hi := int(e); hi > lo {
-				sink += math.Float64bits(r.tiles[lo]) + math.Float64bits(r.tiles[min(lo+7, hi-1)])
-				lo = hi
-			}
-		}
-		for i := range r.lasts {
-			sink += uint64(r.lasts[i].TS)
-		}
-	}
-	return sink
+// Parts returns the slices the row keeps its state in: the tiles of every
+// level, one level after the other (level li's end at ends[li], its newest
+// tile first, a tile being its start and then its slots), and the states
+// of its "last" features. They are the row's own memory: read them only,
+// and only until the row next changes.
+func (r *Row) Parts() (tiles []float64, ends []int32, lasts []LastState) {
+	return r.tiles, r.end, r.lasts
 }

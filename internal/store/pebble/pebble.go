@@ -71,7 +71,10 @@ type Store struct {
 	lock *pebbledb.Lock // guarded by mu; the directory lock, released by Close
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store     = (*Store)(nil)
+	_ store.LogKeeper = (*Store)(nil)
+)
 
 // Open opens the store in directory dir, creating the directory and an empty
 // store if there is none. Close the store to release the directory.

@@ -31,12 +31,14 @@ var casSHA = func() string {
 	return hex.EncodeToString(sum[:])
 }()
 
+var _ store.ConditionalWriter = (*Store)(nil)
+
 // WriteIf writes each row of batch only if the store still holds the row's
 // Old value (or no row, when Old is nil), atomically per row, and calls
 // conflict(i) for each row i it did not write because another writer had
-// changed it. Rows are independent: some may be written while others
-// conflict. Several processes may write the same rows this way without one
-// losing another's update.
+// changed it (store.ConditionalWriter). Rows are independent: some may be
+// written while others conflict. Several processes may write the same rows
+// this way without one losing another's update.
 //
 // It runs a Lua script per row (EVALSHA), loading the script on every node
 // the first time a node does not know it. An error has the meaning of

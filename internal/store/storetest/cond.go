@@ -16,7 +16,7 @@ import (
 // calls conflict(i) for each row i it left alone.
 type CondStore interface {
 	store.Store
-	WriteIf(ctx context.Context, batch []store.CondKV, conflict func(i int)) error
+	store.ConditionalWriter
 }
 
 // RunConditional checks WriteIf: rows are written only over what the

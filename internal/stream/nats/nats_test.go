@@ -62,7 +62,7 @@ const (
 	users           = 7
 )
 
-// now is the pipeline's clock.
+// now is the writer's clock.
 var now = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 
 // testStore is a store whose writes can be made to fail or to block.
@@ -120,7 +120,7 @@ type fixture struct {
 	src     *definition.Source
 	plans   map[*definition.View]*tile.Plan
 	store   *testStore
-	pl      *ingest.Pipeline
+	pl      *ingest.Writer
 	dec     *eventjson.Decoder
 	js      jetstream.JetStream
 

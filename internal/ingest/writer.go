@@ -2,12 +2,14 @@
 // (package eventjson decodes them), routes each (view, entity) row to the
 // partition that owns it, and runs one goroutine per partition that folds
 // events into its rows in memory and makes them durable in group-committed
-// micro-batches: on Redis by writing the rows, on the embedded store by
-// appending the events to the partition's log and writing rows back at
-// checkpoints (log.go).
+// micro-batches, one of three ways chosen at start from what the store can
+// do (rowWriter): writing the rows (write-through), writing each row over
+// the value last seen (conditional: Redis), or appending the events to the
+// partition's log and writing rows back at checkpoints (write-behind: the
+// embedded store; log.go).
 //
 // Push blocks until every event of the call is durable (or refused): a push
-// that returns nil survives a crash, and a read after it (Pipeline.Get, the
+// that returns nil survives a crash, and a read after it (Writer.Get, the
 // read path's source of rows) sees it.
 // The caller supplies the clock (Options.Now), so tests drive time.
 package ingest
@@ -22,15 +24,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
 
-// Options configure a Pipeline. The zero value of each field selects its
+// Options configure a Writer. The zero value of each field selects its
 // documented default.
 type Options struct {
 	// Partitions is the number of single-writer partitions (goroutines).
@@ -49,7 +49,7 @@ type Options struct {
 	QueueDepth int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// Logger receives the pipeline's log. Default: discard.
+	// Logger receives the writer's log. Default: discard.
 	Logger *slog.Logger
 	// AfterWrite, if set, is called by a partition after each commit with
 	// the rows it changed and the commit's error, before any push in it is
@@ -57,11 +57,11 @@ type Options struct {
 	// Calls for one row come in commit order. It must not keep batch.
 	AfterWrite func(batch []store.KV, err error)
 	// Changed, if set, is told about each row a commit changed while the
-	// pipeline writes behind (below), and reports whether the read cache
+	// writer writes behind (below), and reports whether the read cache
 	// holds it: only those rows are encoded and handed to AfterWrite. It
 	// must keep reads of the row that began before the call from filling
 	// the cache (rowcache.Cache.ChangedHashed does both). hash is
-	// xxhash.Sum64(key).
+	// store.KeyHash(key).
 	Changed func(key []byte, hash uint64) bool
 
 	// WriteThrough writes every commit's rows to the store even when the
@@ -74,7 +74,7 @@ type Options struct {
 	// (default 65536), once its log since the last checkpoint reaches
 	// CheckpointLogBytes (default 32 MiB: the most a restart replays per
 	// partition), or at its first commit CheckpointInterval (default 1m)
-	// after the last, whichever comes first, and when the pipeline closes.
+	// after the last, whichever comes first, and when the writer closes.
 	CheckpointRows     int
 	CheckpointLogBytes int
 	CheckpointInterval time.Duration
@@ -111,7 +111,7 @@ func (o *Options) fill() {
 }
 
 // ErrClosed is returned by Push after Close.
-var ErrClosed = errors.New("ingest: pipeline closed")
+var ErrClosed = errors.New("ingest: writer closed")
 
 // Result is the outcome of a push.
 type Result struct {
@@ -123,8 +123,15 @@ type Result struct {
 	DroppedLate int `json:"dropped_late"`
 }
 
-// Stats are cumulative counters of a pipeline.
+// Stats are cumulative counters of a writer.
 type Stats struct {
+	// WriteMode is how commits reach the store, chosen at start from what
+	// the store can do and Options.WriteThrough: "write-through" (every
+	// commit writes its rows), "conditional" (every commit writes its
+	// rows, each over the value last seen: Redis) or "write-behind" (a
+	// commit appends its events to a log, rows are written back at
+	// checkpoints: the embedded store).
+	WriteMode              string
 	Accepted, DroppedLate  int64
 	RowsWritten, Writes    int64
 	WriteErrors, RowsReset int64
@@ -140,8 +147,11 @@ type Stats struct {
 	LateByView             map[string]int64
 }
 
-// Pipeline is the write path of one process. It is safe for concurrent use.
-type Pipeline struct {
+// Writer is the write path of one process: its partitions, each the single
+// writer of its rows (Push), and the source of the rows they committed for
+// the read path (Get), some of which may not be in the store yet. It is
+// safe for concurrent use.
+type Writer struct {
 	opts     Options
 	store    store.Store
 	plans    map[*definition.View]*tile.Plan
@@ -150,10 +160,11 @@ type Pipeline struct {
 	// feedByName and logHeader serve the log (log.go).
 	feedByName map[string]*feed
 	logHeader  []byte
-	owners     []*owner
-	log        logStore // nil: write through
+	partitions []*partition
+	// rowWriter is how commits reach the store, chosen once by New.
+	rowWriter rowWriter
 
-	mu       sync.RWMutex // guards closed and sends on the owners' queues
+	mu       sync.RWMutex // guards closed and sends on the partitions' queues
 	closed   bool
 	wg       sync.WaitGroup
 	requests sync.Pool // of *request, answered and free for Push to reuse
@@ -169,7 +180,7 @@ type feed struct {
 	view  *definition.View
 	plan  *tile.Plan
 	keys  []int // field indices of the entity key
-	index int   // in Pipeline.feedList, and in the log
+	index int   // in Writer.feedList, and in the log
 	late  atomic.Int64
 }
 
@@ -177,15 +188,15 @@ type feed struct {
 // two bytes).
 const maxPartitions = 4096
 
-// New starts a pipeline writing the project's views to st. On a store that
+// New starts a writer writing the project's views to st. On a store that
 // keeps the write path's log (the embedded store) it first replays what the
 // log holds from the last run.
-func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.Store, opts Options) (*Pipeline, error) {
+func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.Store, opts Options) (*Writer, error) {
 	opts.fill()
 	if opts.Partitions > maxPartitions {
 		return nil, fmt.Errorf("ingest: %d partitions; at most %d", opts.Partitions, maxPartitions)
 	}
-	pl := &Pipeline{opts: opts, store: st, plans: plans, feeds: map[*definition.Source][]*feed{}}
+	w := &Writer{opts: opts, store: st, plans: plans, feeds: map[*definition.Source][]*feed{}}
 	for i, v := range p.Views {
 		f := &feed{view: v, plan: plans[v], index: i}
 		if f.plan == nil {
@@ -198,48 +209,44 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 			}
 			f.keys = append(f.keys, i)
 		}
-		pl.feeds[v.Source] = append(pl.feeds[v.Source], f)
-		pl.feedList = append(pl.feedList, f)
+		w.feeds[v.Source] = append(w.feeds[v.Source], f)
+		w.feedList = append(w.feedList, f)
 	}
-	pl.feedByName = map[string]*feed{}
-	for _, f := range pl.feedList {
-		pl.feedByName[f.view.Name] = f
+	w.feedByName = map[string]*feed{}
+	for _, f := range w.feedList {
+		w.feedByName[f.view.Name] = f
 	}
-	pl.logHeader = pl.appendLogHeader(nil)
-	cond, _ := st.(condWriter)
-	if ls, ok := st.(logStore); ok && !opts.WriteThrough {
-		pl.log = ls
-	}
+	w.logHeader = w.appendLogHeader(nil)
+	w.rowWriter = chooseRowWriter(w, st, opts)
 	for i := range opts.Partitions {
-		o := &owner{
-			id: i, p: pl, in: make(chan *request, opts.QueueDepth),
-			rows: newRowMap(), cond: cond,
+		o := &partition{
+			id: i, writer: w, in: make(chan *request, opts.QueueDepth),
+			rows:    newRowMap(),
 			overlay: overlay{rows: newRowMap()},
 		}
-		pl.owners = append(pl.owners, o)
+		w.partitions = append(w.partitions, o)
 	}
-	if pl.log != nil {
-		if err := pl.recoverLog(); err != nil {
-			return nil, fmt.Errorf("ingest: replaying the event log of the last run: %w", err)
-		}
+	if err := w.rowWriter.start(); err != nil {
+		return nil, err
 	}
-	for _, o := range pl.owners {
-		pl.wg.Add(1)
+	opts.Logger.Info("write path started", "mode", w.rowWriter.mode(), "partitions", opts.Partitions)
+	for _, o := range w.partitions {
+		w.wg.Add(1)
 		go o.run()
 	}
-	return pl, nil
+	return w, nil
 }
 
 // route returns the partition of a row key and the key's hash, by which
 // the partition finds the row in memory and the read cache its entry.
-func (p *Pipeline) route(key []byte) (part int, hash uint64) {
-	hash = xxhash.Sum64(key)
-	return int(hash % uint64(len(p.owners))), hash
+func (p *Writer) route(key []byte) (part int, hash uint64) {
+	hash = store.KeyHash(key)
+	return int(hash % uint64(len(p.partitions))), hash
 }
 
-// Now returns the pipeline's clock in Unix milliseconds. It never goes
+// Now returns the writer's clock in Unix milliseconds. It never goes
 // back, even if the wall clock does.
-func (p *Pipeline) Now() int64 {
+func (p *Writer) Now() int64 {
 	now := p.opts.Now().UnixMilli()
 	for {
 		last := p.lastNow.Load()
@@ -263,7 +270,7 @@ type request struct {
 
 // newRequest returns an empty request for Push, with room for n ops and
 // keys of keyBytes: one a Push freed, or a new one.
-func (p *Pipeline) newRequest(now int64, n, keyBytes int) *request {
+func (p *Writer) newRequest(now int64, n, keyBytes int) *request {
 	r, _ := p.requests.Get().(*request)
 	if r == nil {
 		r = &request{done: make(chan error, 1)}
@@ -276,7 +283,7 @@ func (p *Pipeline) newRequest(now int64, n, keyBytes int) *request {
 
 // freeRequest gives an answered request of Push back for reuse, holding
 // no pointer to the push's events or rows.
-func (p *Pipeline) freeRequest(r *request) {
+func (p *Writer) freeRequest(r *request) {
 	clear(r.ops)
 	r.ops = r.ops[:0]
 	p.requests.Put(r)
@@ -293,9 +300,9 @@ func (r *request) add(f *feed, key []byte, h uint64, ev *event.Event) {
 type op struct {
 	feed     *feed
 	from, to int    // the row key: keys[from:to]
-	hash     uint64 // xxhash.Sum64 of the row key
+	hash     uint64 // store.KeyHash of the row key
 	ev       *event.Event
-	row      *entry // set by the owner (loadRows)
+	row      *heldRow // set by the partition (loadRows)
 }
 
 // Push folds events of src (validated, e.g. by eventjson.Decoder.DecodePush) into
@@ -303,10 +310,10 @@ type op struct {
 // must not be modified until Push returns. On error, some partitions may
 // have written their part: pushing the same events again can count those
 // twice (see docs/api.md).
-func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []event.Event) (Result, error) {
+func (p *Writer) Push(ctx context.Context, src *definition.Source, events []event.Event) (Result, error) {
 	now := p.Now()
 	feeds := p.feeds[src]
-	reqs := make([]*request, len(p.owners))
+	reqs := make([]*request, len(p.partitions))
 	var res Result
 	var key []byte
 	// The time below which an event is late for each feed's view.
@@ -331,7 +338,7 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 			if r == nil {
 				// Sized for an even share of the push: growing the slices
 				// of a large push op by op costs more than folding it.
-				n := len(events)*len(feeds)/len(p.owners)*5/4 + 4
+				n := len(events)*len(feeds)/len(p.partitions)*5/4 + 4
 				r = p.newRequest(now, n, n*len(key))
 				reqs[part] = r
 			}
@@ -354,7 +361,7 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 			continue
 		}
 		select {
-		case p.owners[i].in <- r:
+		case p.partitions[i].in <- r:
 		case <-ctx.Done():
 			reqs[i] = nil
 			if firstErr == nil {
@@ -364,7 +371,7 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 	}
 	p.mu.RUnlock()
 	for _, r := range reqs {
-		// The owner answers every request it received. Waiting for it even
+		// The partition answers every request it received. Waiting for it even
 		// after ctx ends means no event is applied after Push returns.
 		if r == nil {
 			continue
@@ -372,7 +379,7 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 		if err := <-r.done; err != nil && firstErr == nil {
 			firstErr = err
 		}
-		// Answered: the owner holds it no more.
+		// Answered: the partition holds it no more.
 		p.freeRequest(r)
 	}
 	if firstErr != nil {
@@ -386,7 +393,7 @@ func (p *Pipeline) Push(ctx context.Context, src *definition.Source, events []ev
 // TooOld reports whether an event of src stamped ts (Unix ms) is older than
 // the retention of every view src feeds, so that no window can cover it any
 // more and Push would drop it. It is false for a source that feeds no view.
-func (p *Pipeline) TooOld(src *definition.Source, ts int64) bool {
+func (p *Writer) TooOld(src *definition.Source, ts int64) bool {
 	now := p.Now()
 	feeds := p.feeds[src]
 	for _, f := range feeds {
@@ -406,15 +413,23 @@ func appendRowKey(dst []byte, f *feed, ev *event.Event) []byte {
 	return tile.AppendKey(dst, f.view.Name, key)
 }
 
-// Stats returns the pipeline's counters.
-func (p *Pipeline) Stats() Stats {
-	s := Stats{Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), Replayed: p.skipped.Load(), LateByView: map[string]int64{}}
+// Get reads rows as the write path has committed them: every row an
+// acknowledged push changed, whether or not it is in the store yet. It has
+// the store's contract (store.Store.Get) except that fn is not called in
+// key order. The read path reads rows this way.
+func (p *Writer) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+	return p.rowWriter.get(ctx, keys, fn)
+}
+
+// Stats returns the writer's counters.
+func (p *Writer) Stats() Stats {
+	s := Stats{WriteMode: p.rowWriter.mode(), Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), Replayed: p.skipped.Load(), LateByView: map[string]int64{}}
 	for _, fs := range p.feeds {
 		for i := range fs {
 			s.LateByView[fs[i].view.Name] += fs[i].late.Load()
 		}
 	}
-	for _, o := range p.owners {
+	for _, o := range p.partitions {
 		s.RowsWritten += o.rowsWritten.Load()
 		s.Writes += o.writes.Load()
 		s.WriteErrors += o.writeErrors.Load()
@@ -429,20 +444,20 @@ func (p *Pipeline) Stats() Stats {
 // Close stops accepting pushes, writes what the partitions hold (on the
 // embedded store, a last checkpoint) and waits for them to stop. It does
 // not close the store.
-func (p *Pipeline) Close() error {
+func (p *Writer) Close() error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil
 	}
 	p.closed = true
-	for _, o := range p.owners {
+	for _, o := range p.partitions {
 		close(o.in)
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
 	var errs []error
-	for _, o := range p.owners {
+	for _, o := range p.partitions {
 		if o.closeErr != nil {
 			errs = append(errs, fmt.Errorf("ingest: partition %d: %w (its event log keeps the rows: the next start replays it)", o.id, o.closeErr))
 		}

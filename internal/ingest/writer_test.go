@@ -51,7 +51,7 @@ type fixture struct {
 	project *definition.Project
 	plans   map[*definition.View]*tile.Plan
 	store   store.Store
-	pl      *Pipeline
+	w       *Writer
 	clock   *clock
 }
 
@@ -75,7 +75,7 @@ func newFixture(t testing.TB, st store.Store, opts Options) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pl.Close() })
-	return &fixture{project: p, plans: plans, store: st, pl: pl, clock: c}
+	return &fixture{project: p, plans: plans, store: st, w: pl, clock: c}
 }
 
 func (f *fixture) ev(age time.Duration, user, post int64, kind string, x float64) event.Event {
@@ -85,7 +85,7 @@ func (f *fixture) ev(age time.Duration, user, post int64, kind string, x float64
 }
 
 // read evaluates the row of a view for one key at the clock, as the
-// pipeline has committed it (Pipeline.Get: from its log's overlay or the
+// writer has committed it (Writer.Get: from its log's overlay or the
 // store).
 func (f *fixture) read(t *testing.T, view string, key int64) map[string]event.Value {
 	t.Helper()
@@ -94,7 +94,7 @@ func (f *fixture) read(t *testing.T, view string, key int64) map[string]event.Va
 	k := tile.AppendKey(nil, view, []event.Value{event.IntValue(key)})
 	row := plan.NewRow()
 	found := false
-	err := f.pl.Get(context.Background(), [][]byte{k}, func(_ int, value []byte, ok bool) {
+	err := f.w.Get(context.Background(), [][]byte{k}, func(_ int, value []byte, ok bool) {
 		found = ok
 		if ok {
 			if err := plan.DecodeRow(value, row); err != nil {
@@ -126,7 +126,7 @@ func TestPushIsDurableAndReadable(t *testing.T) {
 		f.ev(10*time.Minute, 1, 11, "c", 100), // filtered out of xs
 		f.ev(5*time.Minute, 2, 10, "a", 1),
 	}
-	res, err := f.pl.Push(context.Background(), src, events)
+	res, err := f.w.Push(context.Background(), src, events)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestPushDropsLateEvents(t *testing.T) {
 	src := f.project.Source("clicks")
 	// by_user keeps 24h+2h, by_post 1h+5m: a 3h-old event still feeds
 	// by_user; a 3-day-old one feeds nothing.
-	res, err := f.pl.Push(context.Background(), src, []event.Event{
+	res, err := f.w.Push(context.Background(), src, []event.Event{
 		f.ev(3*time.Hour, 1, 10, "a", 1),
 		f.ev(72*time.Hour, 1, 10, "a", 1),
 	})
@@ -172,7 +172,7 @@ func TestPushDropsLateEvents(t *testing.T) {
 	if u := f.read(t, "by_user", 1); u["by_user:xs_24h"].Float != 1 {
 		t.Fatalf("user 1: %v", u)
 	}
-	st := f.pl.Stats()
+	st := f.w.Stats()
 	if st.LateByView["by_post"] != 2 || st.LateByView["by_user"] != 1 || st.DroppedLate != 1 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -194,7 +194,7 @@ func TestConcurrentPushesCountEveryEventOnce(t *testing.T) {
 				for j := range events {
 					events[j] = f.ev(time.Duration(j)*time.Second, int64(j%5), int64(g*1000+i), "a", 1)
 				}
-				if _, err := f.pl.Push(context.Background(), src, events); err != nil {
+				if _, err := f.w.Push(context.Background(), src, events); err != nil {
 					errs <- err
 					return
 				}
@@ -232,23 +232,23 @@ func TestFailedWriteAcknowledgesNothing(t *testing.T) {
 	fs := &failingStore{Store: kilntest.MemStore(t)}
 	f := newFixture(t, fs, Options{Partitions: 1})
 	src := f.project.Source("clicks")
-	if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); err != nil {
+	if _, err := f.w.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); err != nil {
 		t.Fatal(err)
 	}
 	fs.fail.Store(true)
-	if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); err == nil {
+	if _, err := f.w.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); err == nil {
 		t.Fatal("push succeeded while the store failed")
 	}
 	fs.fail.Store(false)
 	// The failed push left no trace, in the store or in the writer's memory:
 	// the next push counts from the acknowledged state.
-	if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); err != nil {
+	if _, err := f.w.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.read(t, "by_user", 1)["by_user:n_1h"].Int; n != 2 {
 		t.Fatalf("count %d, want 2 (the failed push must not count)", n)
 	}
-	if st := f.pl.Stats(); st.WriteErrors == 0 {
+	if st := f.w.Stats(); st.WriteErrors == 0 {
 		t.Fatalf("stats %+v: no write error counted", st)
 	}
 }
@@ -256,16 +256,16 @@ func TestFailedWriteAcknowledgesNothing(t *testing.T) {
 func TestCloseWritesAndRefuses(t *testing.T) {
 	f := newFixture(t, nil, Options{})
 	src := f.project.Source("clicks")
-	if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); err != nil {
+	if _, err := f.w.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.pl.Close(); err != nil {
+	if err := f.w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); !errors.Is(err, ErrClosed) {
+	if _, err := f.w.Push(context.Background(), src, []event.Event{f.ev(0, 1, 1, "a", 1)}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("push after close: %v, want ErrClosed", err)
 	}
-	if err := f.pl.Close(); err != nil {
+	if err := f.w.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
 	}
 }
@@ -277,7 +277,7 @@ func TestEvictedRowsReload(t *testing.T) {
 	src := f.project.Source("clicks")
 	for round := range 3 {
 		for u := range int64(10) {
-			if _, err := f.pl.Push(context.Background(), src, []event.Event{f.ev(0, u, 1000+u, "a", 1)}); err != nil {
+			if _, err := f.w.Push(context.Background(), src, []event.Event{f.ev(0, u, 1000+u, "a", 1)}); err != nil {
 				t.Fatal(err)
 			}
 		}
