@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kiln-dev/kiln/internal/bench"
+	"github.com/kiln-dev/kiln/internal/cli"
 )
 
 // runIngest is "kiln-bench ingest": ingestion throughput and freshness
@@ -63,7 +64,7 @@ flags:
 	out := fs.String("out", "kiln-bench-ingest", "directory for results.json")
 	serverFlags := fs.String("server-flags", "", `more flags for each "kiln serve" the bench starts, space-separated (e.g. "--partitions=2" or "--write-through")`)
 	kiln := fs.String("kiln", "", kilnFlagUsage)
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	cfg := def

@@ -26,14 +26,6 @@ import (
 
 func main() { cli.Main("kiln-bench", run) }
 
-// errUsage marks errors in how kiln-bench was called; exitCode and
-// parseFlags are the commands' shared ones.
-var (
-	errUsage   = cli.ErrUsage
-	exitCode   = cli.ExitCode
-	parseFlags = cli.ParseFlags
-)
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "ingest" {
 		return runIngest(ctx, args[1:], stdout, stderr)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-dev/kiln/internal/cli"
 )
 
 // buildBinaries builds kiln-bench and kiln once for the subprocess tests.
@@ -34,8 +36,8 @@ func TestUsage(t *testing.T) {
 		{"ingest", "--nope"}, {"ingest", "--phases", "freshness"}, {"ingest", "--scale", "-1"},
 	} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
-		if !errors.Is(err, errUsage) || exitCode(err) != 2 {
-			t.Errorf("kiln-bench %v: %v (exit %d), want a usage error (exit 2)", args, err, exitCode(err))
+		if !errors.Is(err, cli.ErrUsage) || cli.ExitCode(err) != 2 {
+			t.Errorf("kiln-bench %v: %v (exit %d), want a usage error (exit 2)", args, err, cli.ExitCode(err))
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kiln-dev/kiln/internal/bench"
+	"github.com/kiln-dev/kiln/internal/cli"
 )
 
 // runRW1 is "kiln-bench": the RW1 read benchmark.
@@ -54,7 +55,7 @@ flags:
 	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each read request")
 	out := fs.String("out", "kiln-bench", "directory for results.json and latency.svg")
 	kiln := fs.String("kiln", "", kilnFlagUsage)
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	cfg := def
@@ -104,7 +105,7 @@ type report interface{ PrintSummary(io.Writer) }
 // when there are none), and turns the run's error into the command's.
 func finish(rep report, err error, stdout io.Writer, files string) error {
 	if errors.Is(err, bench.ErrConfig) {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %v", cli.ErrUsage, err)
 	}
 	if rep != nil {
 		fmt.Fprintln(stdout)
@@ -129,7 +130,7 @@ func parseRates(name, s string) ([]float64, error) {
 		}
 		r, err := strconv.ParseFloat(f, 64)
 		if err != nil || !(r > 0) {
-			return nil, fmt.Errorf("%w: --%s: %q is not a positive number of requests per second", errUsage, name, f)
+			return nil, fmt.Errorf("%w: --%s: %q is not a positive number of requests per second", cli.ErrUsage, name, f)
 		}
 		rates = append(rates, r)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/examples"
+	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/ingest"
@@ -32,11 +33,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	every := fs.Duration("every", 2*time.Second, "how often to print the features of user 1")
 	seed := fs.Uint64("seed", 1, "workload seed")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *rate <= 0 || *scale <= 0 || *history < 0 || *every <= 0 {
-		return fmt.Errorf("%w: --rate, --scale and --every must be positive, --history not negative", errUsage)
+		return fmt.Errorf("%w: --rate, --scale and --every must be positive, --history not negative", cli.ErrUsage)
 	}
 	logger, err := newLogger(stderr, *logLevel)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/kiln-dev/kiln/internal/cli"
 )
 
 // The server binary links neither the benchmarks nor the in-process Kafka
@@ -33,7 +35,7 @@ func TestServerLinksNoBenchmark(t *testing.T) {
 // "kiln bench" is a usage error that says where the benchmarks are now.
 func TestBenchNamesItsCommand(t *testing.T) {
 	err := run(context.Background(), []string{"bench", "ingest"}, io.Discard, io.Discard)
-	if !errors.Is(err, errUsage) || exitCode(err) != 2 || !strings.Contains(err.Error(), "go run ./cmd/kiln-bench") {
-		t.Errorf("kiln bench ingest: %v (exit %d), want a usage error naming go run ./cmd/kiln-bench", err, exitCode(err))
+	if !errors.Is(err, cli.ErrUsage) || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "go run ./cmd/kiln-bench") {
+		t.Errorf("kiln bench ingest: %v (exit %d), want a usage error naming go run ./cmd/kiln-bench", err, cli.ExitCode(err))
 	}
 }

@@ -32,18 +32,10 @@ Run "kiln <command> -h" for a command's flags. Docs: docs/ in the repository.
 
 func main() { cli.Main("kiln", run) }
 
-// errUsage marks errors in how kiln was called; exitCode and parseFlags are
-// the commands' shared ones.
-var (
-	errUsage   = cli.ErrUsage
-	exitCode   = cli.ExitCode
-	parseFlags = cli.ParseFlags
-)
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("%w: name a command", errUsage)
+		return fmt.Errorf("%w: name a command", cli.ErrUsage)
 	}
 	switch args[0] {
 	case "demo":
@@ -53,11 +45,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
 	case "bench":
-		return fmt.Errorf("%w: the benchmarks are a command of their own: run them with go run ./cmd/kiln-bench (-h for the flags) in Kiln's source tree", errUsage)
+		return fmt.Errorf("%w: the benchmarks are a command of their own: run them with go run ./cmd/kiln-bench (-h for the flags) in Kiln's source tree", cli.ErrUsage)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	return fmt.Errorf("%w: unknown command %q", cli.ErrUsage, args[0])
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/cli"
 )
 
 func TestValidateExample(t *testing.T) {
@@ -44,16 +46,16 @@ func TestValidateReportsEveryError(t *testing.T) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
 	}
-	if exitCode(err) != 1 {
-		t.Errorf("exit code %d, want 1", exitCode(err))
+	if cli.ExitCode(err) != 1 {
+		t.Errorf("exit code %d, want 1", cli.ExitCode(err))
 	}
 }
 
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "--nope"}, {"validate", "extra"}} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
-		if !errors.Is(err, errUsage) || exitCode(err) != 2 {
-			t.Errorf("kiln %v: %v (exit %d), want a usage error (exit 2)", args, err, exitCode(err))
+		if !errors.Is(err, cli.ErrUsage) || cli.ExitCode(err) != 2 {
+			t.Errorf("kiln %v: %v (exit %d), want a usage error (exit 2)", args, err, cli.ExitCode(err))
 		}
 	}
 }

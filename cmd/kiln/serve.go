@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
@@ -33,7 +34,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	checkpointRows := fs.Int("checkpoint-rows", 0, "embedded store: rows a partition holds not yet written back before it checkpoints (0: 65536); they stay in memory until then")
 	checkpointLog := fs.Int64("checkpoint-log-bytes", 0, "embedded store: event log a partition appends before it checkpoints (0: 32 MiB); a restart after a crash replays up to this much per partition")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *checkpointEvery <= 0 {
@@ -87,7 +88,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("%w: --log-level %q: use debug, info, warn or error", errUsage, level)
+		return nil, fmt.Errorf("%w: --log-level %q: use debug, info, warn or error", cli.ErrUsage, level)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

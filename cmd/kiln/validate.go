@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/tile"
@@ -17,7 +18,7 @@ func runValidate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("kiln validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("c", "kiln.yaml", "project file")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	project, err := projectfile.Load(*config)
