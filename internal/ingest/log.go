@@ -228,7 +228,7 @@ func (p *Writer) decodeRecord(data []byte) (reqs []*request, skipped int, err er
 
 // overlay holds the rows a partition has committed since its last
 // checkpoint, by row key: readers find them here before the store. The
-// owner adds and removes rows under the lock; readers look them up under
+// partition adds and removes rows under the lock; readers look them up under
 // the read lock and encode a row under the row's own lock (heldRow.mu).
 type overlay struct {
 	mu   sync.RWMutex

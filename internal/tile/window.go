@@ -19,7 +19,7 @@ var AllTime = Window{}
 
 // NewWindow returns the window of length d with its hop: d/HopDivisor
 // rounded down to a whole second. d must be at least a minute (the
-// definition checks it), so the hop is at least 5s.
+// project file's loader checks it), so the hop is at least 5s.
 func NewWindow(d time.Duration) Window {
 	length := d.Milliseconds()
 	hop := max(length/HopDivisor/1000*1000, 1000)

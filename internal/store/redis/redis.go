@@ -44,7 +44,7 @@
 // A caveat shared by every Redis client that times calls out: the commands of
 // a Write that timed out may already be on their way and be applied after
 // Write returned its error. A writer that retries the same batch until it
-// succeeds (as Kiln's partition owners do) is unaffected.
+// succeeds (as Kiln's ingest partitions do) is unaffected.
 //
 // # Durability and failover
 //
