@@ -25,6 +25,11 @@ const (
 // not set max_future_skew.
 const DefaultMaxFutureSkew = time.Minute
 
+// DefaultMinEventTime is Source.MinEventTime when the project file does
+// not set min_event_time: 2000-01-01T00:00:00Z, in Unix milliseconds. An
+// earlier event time is most often seconds sent for milliseconds, or 0.
+const DefaultMinEventTime int64 = 946_684_800_000
+
 // Project is a parsed and checked project file.
 type Project struct {
 	Name string
@@ -116,6 +121,11 @@ type Source struct {
 	// out, so zero means what the file says: max_future_skew: 0s refuses
 	// every event time ahead of the clock.
 	MaxFutureSkew time.Duration
+	// MinEventTime is the earliest event time accepted, in Unix
+	// milliseconds: an event stamped before it is refused. projectfile.Parse
+	// sets it to DefaultMinEventTime (2000-01-01) when the file leaves
+	// min_event_time out; zero accepts every time from 1970 on.
+	MinEventTime int64
 	// Stream says where a kafka or nats source reads from; nil for push.
 	Stream *Stream
 }

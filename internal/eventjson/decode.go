@@ -488,6 +488,8 @@ func (d *Decoder) decodeEvent(src *definition.Source, required []bool, b []byte,
 					switch ts, msg := parseTime(raw, plain); {
 					case msg != "":
 						problems = appendProblem(problems, idx, key, msg)
+					case ts < src.MinEventTime:
+						problems = appendProblem(problems, idx, key, tooEarly(src, raw, ts))
 					case ts > now+maxSkew(src).Milliseconds():
 						problems = appendProblem(problems, idx, key, fmt.Sprintf("event time %s is more than %s ahead of the server clock (%s); fix the producer's clock or raise max_future_skew of source %s",
 							formatTS(ts), maxSkew(src), formatTS(now), src.Name))
@@ -739,6 +741,27 @@ func fieldNames(src *definition.Source) string {
 		names[i] = f.Name
 	}
 	return strings.Join(names, ", ")
+}
+
+// tooEarly says why event time ts, written raw, of src is refused: it is
+// before the source's min_event_time. An integer that is a plausible time
+// once multiplied by 1000 is most likely seconds since 1970 (date +%s), and
+// the message says to send milliseconds.
+func tooEarly(src *definition.Source, raw []byte, ts int64) string {
+	msg := fmt.Sprintf("event time %s is before %s (min_event_time of source %s)", truncate(raw), formatFloor(src.MinEventTime), src.Name)
+	if raw[0] != '"' && ts <= maxTS/1000 && ts*1000 >= src.MinEventTime {
+		return msg + fmt.Sprintf("; it looks like seconds since 1970: send milliseconds (%d)", ts*1000)
+	}
+	return msg + `; send the time as epoch milliseconds or RFC 3339, or lower min_event_time`
+}
+
+// formatFloor writes a min_event_time as the project file may: a date when
+// it is midnight UTC.
+func formatFloor(ms int64) string {
+	if ms%(24*3600*1000) == 0 {
+		return time.UnixMilli(ms).UTC().Format(time.DateOnly)
+	}
+	return formatTS(ms)
 }
 
 func formatTS(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }

@@ -92,6 +92,8 @@ func refDecodeEvent(d *Decoder, src *definition.Source, raw json.RawMessage, idx
 			switch {
 			case msg != "":
 				bad(name, "%s", msg)
+			case ts < src.MinEventTime:
+				bad(name, "%s", refTooEarly(src, val, ts))
 			case ts > now+maxSkew(src).Milliseconds():
 				bad(name, "event time %s is more than %s ahead of the server clock (%s); fix the producer's clock or raise max_future_skew of source %s",
 					formatTS(ts), maxSkew(src), formatTS(now), src.Name)
@@ -158,4 +160,20 @@ func refParseTime(raw json.RawMessage) (int64, string) {
 		return 0, fmt.Sprintf("%d epoch milliseconds is outside 1970–9999", ms)
 	}
 	return ms, ""
+}
+
+// refTooEarly is the problem of an event time before min_event_time.
+func refTooEarly(src *definition.Source, raw json.RawMessage, ts int64) string {
+	floor := time.UnixMilli(src.MinEventTime).UTC()
+	floorText := floor.Format(time.RFC3339Nano)
+	if floor.Equal(floor.Truncate(24 * time.Hour)) {
+		floorText = floor.Format(time.DateOnly)
+	}
+	msg := fmt.Sprintf("event time %s is before %s (min_event_time of source %s)", truncate(raw), floorText, src.Name)
+	if raw[0] != '"' {
+		if secs := time.Unix(ts, 0); !secs.Before(floor) && secs.UnixMilli() <= maxTS {
+			return msg + fmt.Sprintf("; it looks like seconds since 1970: send milliseconds (%d)", secs.UnixMilli())
+		}
+	}
+	return msg + "; send the time as epoch milliseconds or RFC 3339, or lower min_event_time"
 }

@@ -109,7 +109,7 @@ func TestDecodePushRefuses(t *testing.T) {
 	f(ev(`{`+ok+`, "user_id": 2}`), "given twice")
 	f(ev(`5`), "must be a JSON object")
 	// Three bad events, each reported, with its index.
-	f(ev(`{`+ok+`}, {"post_id": 1, "ts": 1}, {`+ok+`}, {`+ok+`, "x": true}, {"user_id": "1", "post_id": "2", "ts": 1}`),
+	f(ev(`{`+ok+`}, {"post_id": 1, "ts": 1795600000000}, {`+ok+`}, {`+ok+`, "x": true}, {"user_id": "1", "post_id": "2", "ts": 1795600000000}`),
 		"3 invalid event(s)", "event 1", "event 3", "and 1 more")
 	var many strings.Builder
 	for i := range MaxEventsPerPush + 1 {
@@ -287,12 +287,12 @@ func TestDecodeNesting(t *testing.T) {
 	nest := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
 	for _, n := range []int{maxDepth - 4, maxDepth - 3, maxDepth - 2, maxDepth - 1, maxDepth} {
 		// The body's object and array and the event's object hold x.
-		checkPushSame(t, d, []byte(`{"source": "clicks", "events": [{"user_id": 1, "post_id": 2, "ts": 1, "x": `+nest(n)+`}]}`))
-		checkPushSame(t, d, []byte(`{"events": [{"user_id": 1, "post_id": 2, "ts": 1, "x": `+nest(n)+`}], "source": "clicks"}`))
+		checkPushSame(t, d, []byte(`{"source": "clicks", "events": [{"user_id": 1, "post_id": 2, "ts": 1795600000000, "x": `+nest(n)+`}]}`))
+		checkPushSame(t, d, []byte(`{"events": [{"user_id": 1, "post_id": 2, "ts": 1795600000000, "x": `+nest(n)+`}], "source": "clicks"}`))
 		checkPushSame(t, d, []byte(`{"source": "clicks", "events": [`+nest(n)+`]}`))
-		checkEventSame(t, sd, ssrc, []byte(`{"user_id": 1, "post_id": 2, "ts": 1, "x": `+nest(n)+`}`))
+		checkEventSame(t, sd, ssrc, []byte(`{"user_id": 1, "post_id": 2, "ts": 1795600000000, "x": `+nest(n)+`}`))
 	}
-	_, _, err := d.DecodePush([]byte(`{"source": "clicks", "events": [{"user_id": 1, "post_id": 2, "ts": 1, "x": `+nest(maxDepth-2)+`}]}`), decodeNow)
+	_, _, err := d.DecodePush([]byte(`{"source": "clicks", "events": [{"user_id": 1, "post_id": 2, "ts": 1795600000000, "x": `+nest(maxDepth-2)+`}]}`), decodeNow)
 	if err == nil || !strings.Contains(err.Error(), "exceeded max depth") {
 		t.Fatalf("too deep: %v", err)
 	}
@@ -506,6 +506,74 @@ func TestDecodePushIntoReusesNothingVisible(t *testing.T) {
 					t.Fatalf("round %d, %s: event %d = %v, fresh %v", round, body, i, got[i], want[i])
 				}
 			}
+		}
+	}
+}
+
+// An event time before the source's min_event_time (2000-01-01 unless the
+// project file says otherwise) is refused: 0, and seconds sent for
+// milliseconds, which the message names. Pushes and stream messages alike.
+func TestDecodeRefusesEventTimesBeforeMinEventTime(t *testing.T) {
+	d := testDecoder(t)
+	sd, ssrc := streamDecoder(t)
+	for _, c := range []struct {
+		ts   string
+		want []string
+	}{
+		{"1765000000", []string{`field "ts": event time 1765000000 is before 2000-01-01 (min_event_time of source clicks); it looks like seconds since 1970: send milliseconds (1765000000000)`}},
+		{"0", []string{"event time 0 is before 2000-01-01 (min_event_time of source clicks)", "epoch milliseconds"}},
+		{"946684799999", []string{"event time 946684799999 is before 2000-01-01"}},
+		{`"1999-12-31T23:59:59Z"`, []string{`event time "1999-12-31T23:59:59Z" is before 2000-01-01`}},
+		{`"1970-01-01T00:00:00Z"`, []string{`event time "1970-01-01T00:00:00Z" is before 2000-01-01`}},
+	} {
+		_, events, err := d.DecodePush([]byte(`{"source": "clicks", "events": [{"user_id": 1, "post_id": 2, "ts": `+c.ts+`}]}`), decodeNow)
+		if err == nil {
+			t.Errorf("ts %s: accepted %v", c.ts, events)
+			continue
+		}
+		ev := event.Event{Fields: make([]event.Value, len(ssrc.Fields))}
+		serr := sd.DecodeEvent(ssrc, []byte(`{"user_id": 1, "post_id": 2, "ts": `+c.ts+`}`), decodeNow, &ev)
+		if serr == nil {
+			t.Errorf("ts %s: the stream decoder accepted it", c.ts)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("ts %s: push error %q lacks %q", c.ts, err, w)
+			}
+			if !strings.Contains(serr.Error(), strings.ReplaceAll(w, `field "ts": `, "")) {
+				t.Errorf("ts %s: stream error %q lacks %q", c.ts, serr, w)
+			}
+		}
+		if c.ts != "1765000000" && strings.Contains(err.Error(), "looks like seconds") {
+			t.Errorf("ts %s: %q takes it for seconds", c.ts, err)
+		}
+	}
+	// The floor itself is accepted.
+	for _, ts := range []string{"946684800000", `"2000-01-01T00:00:00Z"`} {
+		if _, _, err := d.DecodePush([]byte(`{"source": "clicks", "events": [{"user_id": 1, "post_id": 2, "ts": `+ts+`}]}`), decodeNow); err != nil {
+			t.Errorf("ts %s: %v", ts, err)
+		}
+	}
+	// The project file moves the floor.
+	for _, c := range []struct {
+		line, ts string
+		ok       bool
+	}{
+		{"min_event_time: 1970-01-01", "1765000000", true},
+		{"min_event_time: 1970-01-01", "0", true},
+		{"min_event_time: 2026-01-01", "1765000000000", false},
+		{"min_event_time: 2026-01-01", "1767225600000", true},
+		{`min_event_time: "2025-12-06T05:46:40Z"`, "1764999999999", false},
+		{`min_event_time: "2025-12-06T05:46:40Z"`, "1765000000000", true},
+	} {
+		p, err := projectfile.Parse("test.yaml", []byte(strings.Replace(testProject, "    event_time: ts\n", "    event_time: ts\n    "+c.line+"\n", 1)))
+		if err != nil {
+			t.Fatalf("%s: %v", c.line, err)
+		}
+		_, _, err = NewDecoder(p).DecodePush([]byte(`{"source": "clicks", "events": [{"user_id": 1, "post_id": 2, "ts": `+c.ts+`}]}`), decodeNow)
+		if (err == nil) != c.ok {
+			t.Errorf("%s, ts %s: %v, want accepted %v", c.line, c.ts, err, c.ok)
 		}
 	}
 }

@@ -172,6 +172,28 @@ func TestMaxFutureSkew(t *testing.T) {
 	}
 }
 
+func TestMinEventTime(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want int64
+	}{
+		{"", definition.DefaultMinEventTime},
+		{"min_event_time: 2000-01-01", time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()},
+		{"min_event_time: 1970-01-01", 0},
+		{`min_event_time: "2020-06-01"`, time.Date(2020, 6, 1, 0, 0, 0, 0, time.UTC).UnixMilli()},
+		{"min_event_time: 2020-06-01T12:00:00+02:00", time.Date(2020, 6, 1, 10, 0, 0, 0, time.UTC).UnixMilli()},
+	} {
+		p, err := projectfile.Parse("t.yaml", []byte(strings.Replace(validFile, "max_future_skew: 30s", tc.line, 1)))
+		if err != nil {
+			t.Errorf("%q: %v", tc.line, err)
+			continue
+		}
+		if got := p.Source("engagements").MinEventTime; got != tc.want {
+			t.Errorf("%q: MinEventTime %d, want %d", tc.line, got, tc.want)
+		}
+	}
+}
+
 func TestExampleFeedProject(t *testing.T) {
 	p, err := projectfile.Load(filepath.Join("..", "..", examples.FeedProjectName))
 	if err != nil {
@@ -326,6 +348,9 @@ func TestParseErrors(t *testing.T) {
 		`8 fields of source "ev" is empty`, `11 source "ev" has no field "user_id", the key of entity "user"`)
 	f(strings.Replace(header, "event_time: ts", "event_time: ts\n    max_future_skew: 2d", 1)+"      n: {agg: count}\n", `8 max_future_skew "2d" is longer than the maximum, 1d`)
 	f(strings.Replace(header, "event_time: ts", "event_time: ts\n    max_future_skew: 1 minute", 1)+"      n: {agg: count}\n", `8 max_future_skew "1 minute": write a whole number followed by s, m, h or d, like 1m`)
+	f(strings.Replace(header, "event_time: ts", "event_time: ts\n    min_event_time: 1765000000", 1)+"      n: {agg: count}\n", `8 min_event_time "1765000000": write a date, like 2000-01-01 (midnight UTC), or an RFC 3339 time, like 2000-01-01T00:00:00Z`)
+	f(strings.Replace(header, "event_time: ts", "event_time: ts\n    min_event_time: 1969-12-31", 1)+"      n: {agg: count}\n", `8 min_event_time "1969-12-31": give a time from 1970-01-01 to 9999-12-31`)
+	f(strings.Replace(header, "event_time: ts", "event_time: ts\n    min_event_time:", 1)+"      n: {agg: count}\n", `8 min_event_time of source "ev" is empty: write a value, like 2000-01-01`)
 	f(strings.Replace(header, "sources:", "sourcs:", 1)+"      n: {agg: count}\n",
 		`4 unknown key "sourcs" in the project file (did you mean "sources"?`, `1 missing key "sources"`, `12 source "ev" is not defined (no sources are defined)`)
 
@@ -348,10 +373,10 @@ func TestParseErrors(t *testing.T) {
 	f(natsProject("brokers: [a:9092]", "group: g"),
 		`11:5 key "brokers" is for kafka sources, but source "ev" has type nats: use url instead (or set type: kafka)`,
 		`12:5 key "group" is for kafka sources, but source "ev" has type nats: use durable instead`)
-	f(kafkaProject("topik: t"), `11:5 unknown key "topik" in source "ev" (did you mean "topic"? allowed: brokers, dead_letter, event_time, fields, format, group, max_future_skew, max_message_bytes, session_timeout, start, topic, type)`)
-	f(natsProject("subjet: a"), `11:5 unknown key "subjet" in source "ev" (did you mean "subject"? allowed: dead_letter, durable, event_time, fields, format, max_future_skew, max_message_bytes, session_timeout, start, stream, subject, type, url)`)
-	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "topc: t"), `9:5 unknown key "topc" in source "ev" (did you mean "topic"? it is a key of kafka sources; allowed for type push: event_time, fields, max_future_skew, type)`)
-	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "fieldz: {}"), `9:5 unknown key "fieldz" in source "ev" (did you mean "fields"? allowed: event_time, fields, max_future_skew, type)`)
+	f(kafkaProject("topik: t"), `11:5 unknown key "topik" in source "ev" (did you mean "topic"? allowed: brokers, dead_letter, event_time, fields, format, group, max_future_skew, max_message_bytes, min_event_time, session_timeout, start, topic, type)`)
+	f(natsProject("subjet: a"), `11:5 unknown key "subjet" in source "ev" (did you mean "subject"? allowed: dead_letter, durable, event_time, fields, format, max_future_skew, max_message_bytes, min_event_time, session_timeout, start, stream, subject, type, url)`)
+	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "topc: t"), `9:5 unknown key "topc" in source "ev" (did you mean "topic"? it is a key of kafka sources; allowed for type push: event_time, fields, max_future_skew, min_event_time, type)`)
+	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "fieldz: {}"), `9:5 unknown key "fieldz" in source "ev" (did you mean "fields"? allowed: event_time, fields, max_future_skew, min_event_time, type)`)
 
 	// Kafka sources.
 	f(sourceProject("type: kafka", "event_time: ts", "fields: {user_id: int64}", "topic: t"),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
@@ -20,7 +21,7 @@ func (l *loader) sources(p *definition.Project, e keyValue) {
 	}
 	var streams []streamAt
 	for _, se := range entries {
-		src := &definition.Source{Name: se.key, MaxFutureSkew: definition.DefaultMaxFutureSkew}
+		src := &definition.Source{Name: se.key, MaxFutureSkew: definition.DefaultMaxFutureSkew, MinEventTime: definition.DefaultMinEventTime}
 		p.Sources = append(p.Sources, src)
 		what, kv, ok := l.declaration(se, "source", "{type: push, event_time: ts, fields: {user_id: int64}}")
 		if !ok {
@@ -52,6 +53,16 @@ func (l *loader) sources(p *definition.Project, e keyValue) {
 					l.errorf(sp, "max_future_skew %q is longer than the maximum, %s", clip(s), definition.FormatWindow(MaxFutureSkewMax))
 				default:
 					src.MaxFutureSkew = d
+				}
+			}
+		}
+
+		if me, ok := m["min_event_time"]; ok {
+			if s, sp, ok := l.scalar(me.val, me.kpos, "min_event_time of "+what, "2000-01-01"); ok {
+				if ms, problem := parseMinEventTime(s); problem != "" {
+					l.errorf(sp, "min_event_time %q: %s", clip(s), problem)
+				} else {
+					src.MinEventTime = ms
 				}
 			}
 		}
@@ -91,7 +102,7 @@ func (l *loader) sources(p *definition.Project, e keyValue) {
 
 // The keys of a source, by the types that take them.
 var (
-	pushSourceKeys   = []string{"type", "event_time", "max_future_skew", "fields"}
+	pushSourceKeys   = []string{"type", "event_time", "max_future_skew", "min_event_time", "fields"}
 	kafkaOnlyKeys    = []string{"brokers", "topic", "group"}
 	natsOnlyKeys     = []string{"url", "stream", "subject", "durable"}
 	streamSourceKeys = []string{"format", "start", "max_message_bytes", "dead_letter", "session_timeout"}
@@ -191,4 +202,20 @@ func streamTypesOf(key string) string {
 		return "nats"
 	}
 	return "kafka and nats"
+}
+
+// parseMinEventTime reads min_event_time: a date (2000-01-01, midnight UTC)
+// or an RFC 3339 time, from 1970 to 9999, in Unix ms; or a message saying
+// what to write.
+func parseMinEventTime(s string) (int64, string) {
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		if t, err = time.Parse(time.RFC3339Nano, s); err != nil {
+			return 0, "write a date, like 2000-01-01 (midnight UTC), or an RFC 3339 time, like 2000-01-01T00:00:00Z"
+		}
+	}
+	if t.Year() < 1970 || t.Year() > 9999 || t.UnixMilli() < 0 {
+		return 0, "give a time from 1970-01-01 to 9999-12-31"
+	}
+	return t.UnixMilli(), ""
 }
