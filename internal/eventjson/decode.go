@@ -14,6 +14,7 @@ import (
 	"io"
 	"math"
 	"math/bits"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -889,19 +890,72 @@ func truncate(raw []byte) string {
 	return string(raw)
 }
 
-// jsonProblem words a JSON decoding error for a person.
-func jsonProblem(err error) string {
+// jsonProblem words a JSON decoding error of a push body for a person.
+func jsonProblem(err error) string { return JSONProblem(err, pushWants) }
+
+// pushWants says what each member of a push body must be.
+func pushWants(field string) string {
+	switch field {
+	case "":
+		return "a JSON object"
+	case "source":
+		return "a JSON string, the name of a source"
+	case "events":
+		return "a JSON array of event objects"
+	}
+	return ""
+}
+
+// JSONProblem words an error of encoding/json decoding a request body for
+// a person, in the terms of the API and not of Go: want says what the
+// member at a path ("" for the body, "events", "entities.user") must be,
+// like "a JSON array of event objects" ("": say it by the JSON kind).
+func JSONProblem(err error, want func(field string) string) string {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
 		return fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn)
 	case errors.As(err, &typ):
-		return fmt.Sprintf("field %q should be %s, not JSON %s", typ.Field, typ.Type, typ.Value)
+		w := want(typ.Field)
+		if w == "" && typ.Type != nil {
+			w = jsonKind(typ.Type.Kind())
+		}
+		what := "the body"
+		if typ.Field != "" {
+			what = typ.Field
+		}
+		return fmt.Sprintf("%s must be %s, not a JSON %s", what, w, jsonValueKind(typ.Value))
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "the body is empty or cut short"
 	}
-	return err.Error()
+	// encoding/json's other errors ("json: unknown field \"x\"") name no Go
+	// type; only the package's prefix goes.
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// jsonKind names, in JSON's terms, the values a Go type of kind k takes.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "a JSON string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "a JSON array"
+	case reflect.Map, reflect.Struct, reflect.Pointer, reflect.Interface:
+		return "a JSON object"
+	}
+	return "a JSON number"
+}
+
+// jsonValueKind turns UnmarshalTypeError.Value ("string", "number 1.5",
+// "array") into the kind of JSON value it names.
+func jsonValueKind(v string) string {
+	if k, _, ok := strings.Cut(v, " "); ok {
+		return k
+	}
+	return v
 }
 
 // The JSON scanner. It accepts what encoding/json accepts — RFC 8259, with

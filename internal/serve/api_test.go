@@ -214,10 +214,13 @@ func TestBadRequests(t *testing.T) {
 	f("GET", "/v1/features", "", 405, "takes POST")
 	f("DELETE", "/v1/push", "", 405)
 	f("POST", "/v1/push", "{", 400, "cut short")
-	f("POST", "/v1/push", `{"source": "engagements", "events": [`+good+`, {"user_id": "x", "post_id": 1, "ts": 1}, {"post_id": 2, "ts": "soon"}]}`, 400,
+	f("POST", "/v1/push", `{"source": "engagements", "events": [`+good+`, {"user_id": "x", "post_id": 1, "ts": `+fmt.Sprint(t0.UnixMilli())+`}, {"post_id": 2, "ts": "soon"}]}`, 400,
 		`"index":1`, `"field":"user_id"`, `"index":2`, "not an RFC 3339 time", "nothing was applied")
 	f("POST", "/v1/push", `{"source": "engagements", "events": [`+ev(1, 1, "view", 1, t0.Add(time.Hour))+`]}`, 400, "ahead of the server clock")
 	f("POST", "/v1/push", `{"source": "clicks", "events": []}`, 400, `source \"clicks\" is not defined`)
+	f("POST", "/v1/push", `{"source": "engagements", "events": [{"user_id": 1, "post_id": 1, "ts": `+fmt.Sprint(t0.Unix())+`}]}`, 400,
+		fmt.Sprintf(`event time %d is before 2000-01-01 (min_event_time of source engagements); it looks like seconds since 1970: send milliseconds (%d)`, t0.Unix(), t0.UnixMilli()))
+	f("POST", "/v1/push", `{"source": "engagements", "events": [{"user_id": 1, "post_id": 1, "ts": 0}]}`, 400, "event time 0 is before 2000-01-01")
 	f("POST", "/v1/push", `{"source": "engagements", "events": [`+strings.Repeat(good+",", 200000)+good+`]}`, 413, "limit")
 	f("POST", "/v1/features", `not json`, 400, "not a features request")
 	f("POST", "/v1/features", `{"service": "nope", "entities": {"user": [{"user_id": 1}]}}`, 400, "service \\\"nope\\\" is not defined", "ranking")
@@ -227,6 +230,8 @@ func TestBadRequests(t *testing.T) {
 	f("POST", "/v1/features", `{"service": "user_profile", "entities": {"post": [{"post_id": 1}]}}`, 400, "entity \\\"post\\\" is given but none")
 	f("POST", "/v1/features", `{"service": "user_profile", "entities": {"users": [{"user_id": 1}]}}`, 400, "entity \\\"users\\\" is not defined")
 	f("POST", "/v1/features", `{"service": "user_profile", "entities": {}}`, 400, "need entity \\\"user\\\"")
+	f("POST", "/v1/features", `{"service": "user_profile", "entities": {"user": []}}`, 400, `entities.user is empty: give at least one key, like {\"user_id\": 1}`)
+	f("POST", "/v1/features", `{"service": "ranking", "entities": {"user": [{"user_id": 1}], "post": null}}`, 400, `entities.post is empty: give at least one key, like {\"post_id\": 1}`)
 	f("POST", "/v1/features", `{"service": "user_profile", "entities": {"user": [{"user_id": "1"}, {"uid": 2}, 5]}}`, 400,
 		"not an int64", "not a key field", "must be an object")
 	f("POST", "/v1/features", `{"service": "user_profile", "entities": {"user": [{"user_id": 1}]}, "now": 5}`, 400, "unknown field")
@@ -244,6 +249,62 @@ func TestBadRequests(t *testing.T) {
 			t.Fatalf("GET %s: %v %v", path, resp, err)
 		}
 		resp.Body.Close()
+	}
+}
+
+// Error answers speak of JSON and the API, never of Go's types, and quote
+// what they quote as written: not HTML-escaped.
+func TestErrorBodiesSpeakJSON(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(t0.UnixMilli())
+	n := testNode(t, t.TempDir(), &clock)
+	defer n.Close()
+	good := ev(1, 1, "view", 1, t0)
+	for _, c := range []struct {
+		path, body string
+		want       []string
+	}{
+		{"/v1/push", `[]`, []string{"the body must be a JSON object, not a JSON array", `send {\"source\": \"<name>\"`}},
+		{"/v1/push", `"x"`, []string{"the body must be a JSON object", "not a JSON string"}},
+		{"/v1/push", `{"source": 5, "events": []}`, []string{"source must be a JSON string, the name of a source, not a JSON number"}},
+		{"/v1/push", `{"source": "engagements", "events": "x"}`, []string{"events must be a JSON array of event objects, not a JSON string"}},
+		{"/v1/push", `{"source": "engagements", "events": {"a": 1}}`, []string{"events must be a JSON array of event objects, not a JSON object"}},
+		{"/v1/push", `{"events": 7, "source": "engagements"}`, []string{"events must be a JSON array of event objects, not a JSON number"}},
+		{"/v1/push", `{"source": "engagements", "events": [5, []]}`, []string{"must be a JSON object"}},
+		{"/v1/push", `{"source": "engagements", "events": [` + good + `], "extra": 1}`, []string{`unknown field \"extra\"`}},
+		{"/v1/push", `{"source": "engagements", "events": [{"user_id": [1], "post_id": {}, "ts": "<script>&"}]}`, []string{`\"<script>&\"`}},
+		{"/v1/push", `{"source": "<b>", "events": []}`, []string{`source \"<b>\" is not defined`}},
+		{"/v1/push", `{`, []string{"cut short"}},
+		{"/v1/features", `[]`, []string{"the body must be a JSON object, not a JSON array", `send {\"service\": \"<name>\"`}},
+		{"/v1/features", `{"service": 5}`, []string{"service must be a JSON string, the name of a service, not a JSON number"}},
+		{"/v1/features", `{"features": "user_engagement:views_1h", "entities": {"user": [{"user_id": 1}]}}`, []string{`features must be a JSON array of feature names, like [\"view:feature\"], not a JSON string`}},
+		{"/v1/features", `{"features": [1], "entities": {"user": [{"user_id": 1}]}}`, []string{"features must be a JSON array of feature names"}},
+		{"/v1/features", `{"service": "ranking", "entities": [{"user_id": 1}]}`, []string{"entities must be a JSON object of entity names to lists of keys", "not a JSON array"}},
+		{"/v1/features", `{"service": "ranking", "entities": {"user": {"user_id": 1}}}`, []string{`entities.user must be a JSON array of key objects, like [{\"user_id\": 1}], not a JSON object`}},
+		{"/v1/features", `{"service": "ranking", "entities": {"user": 5}}`, []string{`entities.user must be a JSON array of key objects`}},
+		{"/v1/features", `{"service": "user_profile", "entities": {"user": [[], "x", 5]}}`, []string{"must be an object like"}},
+		{"/v1/features", `{"service": "<b>&", "entities": {"user": [{"user_id": 1}]}}`, []string{`service \"<b>&\" is not defined`}},
+		{"/v1/features", `{"service": "ranking", "entities": {"user": []}}`, []string{"entities.user is empty"}},
+	} {
+		resp, err := http.Post(n.URL()+c.path, "application/json", strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s %s: status %d, want 400 (%s)", c.path, c.body, resp.StatusCode, raw)
+		}
+		for _, bad := range []string{"Go value", "Go struct", "[]", "json.RawMessage", "json:", `\u003c`, `\u003e`, `\u0026`} {
+			if strings.Contains(string(raw), bad) {
+				t.Errorf("%s %s: the answer %s has %q", c.path, c.body, raw, bad)
+			}
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(raw), w) {
+				t.Errorf("%s %s: the answer %s lacks %q", c.path, c.body, raw, w)
+			}
+		}
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -43,7 +45,7 @@ func (s *Server) parseFeatures(w http.ResponseWriter, r *http.Request, st *readS
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "request body is not a features request: "+err.Error()+
+		writeError(w, http.StatusBadRequest, "request body is not a features request: "+s.featuresProblem(body, err)+
 			`; send {"service": "<name>" or "features": ["view:feature", ...], "entities": {"<entity>": [{"<key>": ...}, ...]}}`, nil)
 		return false
 	}
@@ -65,6 +67,58 @@ func (s *Server) parseFeatures(w http.ResponseWriter, r *http.Request, st *readS
 		return false
 	}
 	return true
+}
+
+// featuresProblem words what is wrong with a features request body that
+// encoding/json refused. A list of keys that is not an array is named by
+// its entity, which encoding/json does not say.
+func (s *Server) featuresProblem(body []byte, err error) string {
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &typ) && typ.Field == "entities" && typ.Type != nil && typ.Type.Kind() == reflect.Slice {
+		var probe struct {
+			Entities map[string]json.RawMessage `json:"entities"`
+		}
+		if json.Unmarshal(body, &probe) == nil {
+			for _, name := range slices.Sorted(maps.Keys(probe.Entities)) {
+				if raw := bytes.TrimSpace(probe.Entities[name]); len(raw) > 0 && raw[0] != '[' && raw[0] != 'n' {
+					field := "entities." + name
+					return eventjson.JSONProblem(&json.UnmarshalTypeError{Value: typ.Value, Type: typ.Type, Field: field}, s.featuresWants)
+				}
+			}
+		}
+	}
+	return eventjson.JSONProblem(err, s.featuresWants)
+}
+
+// featuresWants says what each member of a features request must be.
+func (s *Server) featuresWants(field string) string {
+	switch field {
+	case "":
+		return "a JSON object"
+	case "service":
+		return "a JSON string, the name of a service"
+	case "features":
+		return `a JSON array of feature names, like ["view:feature"]`
+	case "entities":
+		return `a JSON object of entity names to lists of keys, like {"<entity>": [{"<key>": ...}, ...]}`
+	}
+	if name, ok := strings.CutPrefix(field, "entities."); ok {
+		return fmt.Sprintf("a JSON array of key objects, like [%s]", s.keyExample(name))
+	}
+	return ""
+}
+
+// keyExample is a key object of the named entity, like {"user_id": 1}.
+func (s *Server) keyExample(name string) string {
+	if s.engine != nil {
+		if e := s.engine.Entity(name); e != nil {
+			if e.KeyTypes[0] == event.String {
+				return fmt.Sprintf(`{%q: "a"}`, e.Def.Keys[0])
+			}
+			return fmt.Sprintf(`{%q: 1}`, e.Def.Keys[0])
+		}
+	}
+	return `{"<key>": ...}`
 }
 
 // refuseReads answers a read in a process that only ingests.
@@ -145,7 +199,10 @@ func (s *Server) parseKeys(prep *query.Prepared, given map[string][]json.RawMess
 	var problems []eventjson.Problem
 	for i, pe := range prep.Entities {
 		e := pe.Entity.Def
-		list := given[e.Name]
+		list, ok := given[e.Name]
+		if ok && len(list) == 0 {
+			return fmt.Errorf("entities.%s is empty: give at least one key, like %s", e.Name, s.keyExample(e.Name))
+		}
 		if len(list) == 0 {
 			return fmt.Errorf("the requested features need entity %q: add \"entities\": {%q: [{%q: ...}]}", e.Name, e.Name, e.Keys[0])
 		}

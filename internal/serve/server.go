@@ -284,6 +284,11 @@ type errorBody struct {
 func writeError(w http.ResponseWriter, status int, msg string, details []eventjson.Problem) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	b, _ := json.Marshal(errorBody{Error: msg, Details: details})
-	w.Write(append(b, '\n'))
+	// Messages quote JSON and placeholders like "<name>": they go as
+	// written, not HTML-escaped (\u003c), which JSON does not need.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(errorBody{Error: msg, Details: details}) // ends with '\n'
+	w.Write(b.Bytes())
 }
