@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"strings"
 
@@ -17,8 +16,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	def := bench.DefaultIngestConfig()
 	fs := flag.NewFlagSet("kiln-bench ingest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: kiln-bench ingest [flags]
+	cli.SetUsage(fs, "kiln-bench ingest: measure ingestion (push API, Kafka, freshness) against kiln servers it starts", `usage: kiln-bench ingest [flags]
 
 Measures ingestion on the embedded store (Pebble), each phase against a
 "kiln serve" child process on the RW1 project:
@@ -37,11 +35,7 @@ Prints a table against the ingestion targets (push ≥ 500,000 events/s per
 server core, Kafka ≥ 200,000 events/s per core, freshness p99 ≤ 100 ms;
 docs/workload.md) and writes results.json to --out.
 
-`+kilnHelp+`
-flags:
-`)
-		fs.PrintDefaults()
-	}
+`+kilnHelp)
 	phases := fs.String("phases", strings.Join(def.Phases, ","), "phases to run, comma-separated: push, kafka, freshness (freshness needs kafka)")
 	data := fs.String("data", "", "directory for the servers' data directories (default: a temporary one, removed at the end)")
 	scale := fs.Float64("scale", def.Scale, "RW1 scale factor S (S×100,000 users, S×1,000,000 posts)")
@@ -64,7 +58,7 @@ flags:
 	out := fs.String("out", "kiln-bench-ingest", "directory for results.json")
 	serverFlags := fs.String("server-flags", "", `more flags for each "kiln serve" the bench starts, space-separated (e.g. "--partitions=2" or "--write-through")`)
 	kiln := fs.String("kiln", "", kilnFlagUsage)
-	if err := cli.ParseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	cfg := def

@@ -45,13 +45,44 @@ func TestUsage(t *testing.T) {
 // Both commands' help names --kiln and where the kiln binary comes from.
 func TestHelpNamesTheKilnBinary(t *testing.T) {
 	for _, args := range [][]string{{"-h"}, {"ingest", "-h"}} {
-		var stderr bytes.Buffer
-		run(context.Background(), args, io.Discard, &stderr)
+		var stdout bytes.Buffer
+		run(context.Background(), args, &stdout, io.Discard)
 		for _, want := range []string{"-kiln", "./cmd/kiln", "PATH"} {
-			if !strings.Contains(stderr.String(), want) {
-				t.Errorf("kiln-bench %v: the help lacks %q:\n%s", args, want, stderr.String())
+			if !strings.Contains(stdout.String(), want) {
+				t.Errorf("kiln-bench %v: the help lacks %q:\n%s", args, want, stdout.String())
 			}
 		}
+	}
+}
+
+// Help asked for goes to stdout, starts with a line saying what the
+// command does, and exits 0.
+func TestHelp(t *testing.T) {
+	for _, c := range []struct {
+		args  []string
+		first string
+	}{
+		{[]string{"-h"}, "kiln-bench: run the RW1 read benchmark"},
+		{[]string{"--help"}, "kiln-bench: run the RW1 read benchmark"},
+		{[]string{"help"}, "kiln-bench: run the RW1 read benchmark"},
+		{[]string{"ingest", "-h"}, "kiln-bench ingest: measure ingestion"},
+		{[]string{"ingest", "--help"}, "kiln-bench ingest: measure ingestion"},
+		{[]string{"help", "ingest"}, "kiln-bench ingest: measure ingestion"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), c.args, &stdout, &stderr)
+		if code := cli.ExitCode(err); code != 0 {
+			t.Errorf("kiln-bench %v: %v (exit %d), want exit 0", c.args, err, code)
+		}
+		if first, _, _ := strings.Cut(stdout.String(), "\n"); !strings.HasPrefix(first, c.first) {
+			t.Errorf("kiln-bench %v: help starts %q, want %q", c.args, first, c.first)
+		}
+		if stderr.Len() > 0 {
+			t.Errorf("kiln-bench %v: stderr %q", c.args, stderr.String())
+		}
+	}
+	if err := run(context.Background(), []string{"help", "nope"}, io.Discard, io.Discard); cli.ExitCode(err) != 2 {
+		t.Errorf("kiln-bench help nope: %v, want a usage error", err)
 	}
 }
 

@@ -18,9 +18,8 @@ func runRW1(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	def := bench.DefaultConfig()
 	fs := flag.NewFlagSet("kiln-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: kiln-bench [flags]
-       kiln-bench ingest [flags]   (ingestion throughput and freshness; see kiln-bench ingest -h)
+	cli.SetUsage(fs, "kiln-bench: run the RW1 read benchmark against a kiln server it starts", `usage: kiln-bench [flags]
+       kiln-bench ingest [flags]   (ingestion throughput and freshness; see kiln-bench help ingest)
 
 Runs the RW1 read benchmark (docs/workload.md): starts "kiln serve" on the
 RW1 project (or uses --target), loads the history through POST /v1/push,
@@ -29,11 +28,7 @@ store's raw multi-get of the same rows, POST /debug/rows or the Diagnostics
 service's GetRows) with the same requests, and a Q2 saturation step. Prints
 a table and writes results.json and latency.svg to --out.
 
-`+kilnHelp+`
-flags:
-`)
-		fs.PrintDefaults()
-	}
+`+kilnHelp)
 	target := fs.String("target", "", "base URL of a running kiln server with the RW1 project (default: start one)")
 	grpcTarget := fs.String("grpc-target", "", "host:port of --target's gRPC API (with --transport grpc)")
 	data := fs.String("data", "", "data directory of the started server (default: a temporary one, removed at the end)")
@@ -55,7 +50,7 @@ flags:
 	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each read request")
 	out := fs.String("out", "kiln-bench", "directory for results.json and latency.svg")
 	kiln := fs.String("kiln", "", kilnFlagUsage)
-	if err := cli.ParseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	cfg := def

@@ -24,6 +24,13 @@ import (
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("kiln demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	cli.SetUsage(fs, "kiln demo: run the example project (examples/feed) with a synthetic event stream and print a user's features as they change",
+		`usage: kiln demo [flags]
+
+Loads a month of synthetic history, then pushes live events and prints the
+features of user 1 until SIGINT or SIGTERM. The HTTP and gRPC APIs answer
+meanwhile, as kiln serve's do.
+`)
 	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7071", "gRPC listen address (empty: no gRPC)")
 	data := fs.String("data", "", "data directory (default: a temporary one, removed on exit)")
@@ -33,7 +40,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	every := fs.Duration("every", 2*time.Second, "how often to print the features of user 1")
 	seed := fs.Uint64("seed", 1, "workload seed")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
-	if err := cli.ParseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *rate <= 0 || *scale <= 0 || *history < 0 || *every <= 0 {

@@ -2,9 +2,10 @@
 //
 //	kiln demo                          the example project with a synthetic event stream
 //	kiln serve -c kiln.yaml --data DIR serve a project on the embedded store
-//	kiln validate -c kiln.yaml         check a project file and print its tile plan
+//	kiln validate kiln.yaml            check a project file and print its tile plan
+//	kiln help [command]                the usage, or a command's help
 //
-// Run "kiln <command> -h" for a command's flags.
+// Run "kiln help <command>" or "kiln <command> -h" for a command's flags.
 //
 // The benchmarks are a command of their own, cmd/kiln-bench, so that this
 // binary links neither them nor the in-process Kafka broker they use; "kiln
@@ -14,8 +15,11 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/kiln-dev/kiln/internal/cli"
 )
@@ -25,10 +29,15 @@ const usage = `kiln: a real-time feature store
 usage:
   kiln demo [flags]                    run the example project with a synthetic event stream
   kiln serve -c kiln.yaml [flags]      serve a project (embedded store in --data)
-  kiln validate -c kiln.yaml           check a project file and print its tile plan
+  kiln validate kiln.yaml              check a project file and print its tile plan
+  kiln help [command]                  this help, or a command's
 
-Run "kiln <command> -h" for a command's flags. Docs: docs/ in the repository.
+Run "kiln help <command>" or "kiln <command> -h" for a command's flags.
+Docs: docs/ in the repository.
 `
+
+// benchMoved says where the benchmarks went.
+const benchMoved = "the benchmarks are a command of their own: run them with go run ./cmd/kiln-bench (-h for the flags) in Kiln's source tree"
 
 func main() { cli.Main("kiln", run) }
 
@@ -45,9 +54,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
 	case "bench":
-		return fmt.Errorf("%w: the benchmarks are a command of their own: run them with go run ./cmd/kiln-bench (-h for the flags) in Kiln's source tree", cli.ErrUsage)
-	case "help", "-h", "--help":
+		return fmt.Errorf("%w: %s", cli.ErrUsage, benchMoved)
+	case "help", "-h", "-help", "--help":
+		return runHelp(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", cli.ErrUsage, args[0])
+}
+
+// runHelp is "kiln help [command]": the command's help, as its -h writes
+// it, on stdout; exit 0.
+func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 1 {
+		return fmt.Errorf("%w: kiln help takes one command, not %q", cli.ErrUsage, strings.Join(args, " "))
+	}
+	if len(args) == 0 || args[0] == "help" {
 		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	switch args[0] {
+	case "demo", "serve", "validate":
+		err := run(ctx, []string{args[0], "-h"}, stdout, stderr)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	case "bench":
+		fmt.Fprintf(stdout, "kiln bench: %s\n", benchMoved)
 		return nil
 	}
 	fmt.Fprint(stderr, usage)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,6 +35,94 @@ func TestValidateExample(t *testing.T) {
 	}
 }
 
+// The project file is -c, --config or the one argument of validate.
+func TestValidateTakesTheFileAnyWay(t *testing.T) {
+	const file = "../../examples/feed/kiln.yaml"
+	for _, args := range [][]string{{file}, {"-c", file}, {"--config", file}, {"--config=" + file}, {"-config", file}} {
+		var out bytes.Buffer
+		if err := run(context.Background(), append([]string{"validate"}, args...), &out, io.Discard); err != nil {
+			t.Errorf("validate %v: %v", args, err)
+			continue
+		}
+		if !strings.Contains(out.String(), "project feed is valid") {
+			t.Errorf("validate %v: %s", args, out.String())
+		}
+	}
+	for _, args := range [][]string{{"-c", file, file}, {file, file}, {file, "-c", file}} {
+		err := run(context.Background(), append([]string{"validate"}, args...), io.Discard, io.Discard)
+		if !errors.Is(err, cli.ErrUsage) {
+			t.Errorf("validate %v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// Help asked for, of the command or any subcommand, goes to stdout, starts
+// with a line saying what it does, and exits 0.
+func TestHelp(t *testing.T) {
+	for _, c := range []struct {
+		args  []string
+		first string
+	}{
+		{[]string{"-h"}, "kiln: a real-time feature store"},
+		{[]string{"--help"}, "kiln: a real-time feature store"},
+		{[]string{"help"}, "kiln: a real-time feature store"},
+		{[]string{"help", "help"}, "kiln: a real-time feature store"},
+		{[]string{"help", "bench"}, "kiln bench: the benchmarks are a command of their own"},
+		{[]string{"help", "demo"}, "kiln demo: run the example project"},
+		{[]string{"help", "serve"}, "kiln serve: serve a project"},
+		{[]string{"help", "validate"}, "kiln validate: check a project file"},
+		{[]string{"demo", "-h"}, "kiln demo: run the example project"},
+		{[]string{"demo", "--help"}, "kiln demo: run the example project"},
+		{[]string{"serve", "-h"}, "kiln serve: serve a project"},
+		{[]string{"serve", "--help"}, "kiln serve: serve a project"},
+		{[]string{"serve", "--data", "x", "-h"}, "kiln serve: serve a project"},
+		{[]string{"validate", "-h"}, "kiln validate: check a project file"},
+		{[]string{"validate", "--help"}, "kiln validate: check a project file"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), c.args, &stdout, &stderr)
+		if code := cli.ExitCode(err); code != 0 {
+			t.Errorf("kiln %v: %v (exit %d), want exit 0", c.args, err, code)
+		}
+		first, _, _ := strings.Cut(stdout.String(), "\n")
+		if !strings.HasPrefix(first, c.first) {
+			t.Errorf("kiln %v: help starts %q, want %q", c.args, first, c.first)
+		}
+		if stderr.Len() > 0 {
+			t.Errorf("kiln %v: stderr %q", c.args, stderr.String())
+		}
+		if len(c.args) == 2 && c.args[0] == "help" && c.args[1] != "help" && c.args[1] != "bench" {
+			var direct bytes.Buffer
+			run(context.Background(), []string{c.args[1], "-h"}, &direct, io.Discard)
+			if direct.String() != stdout.String() {
+				t.Errorf("kiln help %s is not kiln %s -h:\n%s\n%s", c.args[1], c.args[1], stdout.String(), direct.String())
+			}
+		}
+		if slices.Contains(c.args, "serve") || slices.Contains(c.args, "validate") {
+			if !strings.Contains(stdout.String(), "-config") {
+				t.Errorf("kiln %v: the help does not name --config:\n%s", c.args, stdout.String())
+			}
+		}
+	}
+	if err := run(context.Background(), []string{"help", "nope"}, io.Discard, io.Discard); cli.ExitCode(err) != 2 {
+		t.Errorf("kiln help nope: %v, want a usage error", err)
+	}
+}
+
+// The process itself exits 0 on -h.
+func TestHelpExitStatus(t *testing.T) {
+	bin := buildKiln(t)
+	for _, args := range [][]string{{"serve", "-h"}, {"help", "validate"}, {"--help"}} {
+		out, err := exec.Command(bin, args...).Output()
+		if err != nil || len(out) == 0 {
+			t.Errorf("kiln %v: %v, %d bytes of help", args, err, len(out))
+		}
+	}
+	if err := exec.Command(bin, "serve", "--nope").Run(); err == nil || err.(*exec.ExitError).ExitCode() != 2 {
+		t.Errorf("kiln serve --nope: %v, want exit 2", err)
+	}
+}
+
 func TestValidateReportsEveryError(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(path, []byte("project: x\nentities:\n  user: {keys: [uid]}\nsources:\n  s: {type: push, event_time: ts, fields: {uid: int64}}\nviews:\n  v:\n    entity: usr\n    source: s\n    features:\n      c: {agg: count, windws: [1h]}\n"), 0o644)
@@ -52,7 +141,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
-	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "--nope"}, {"validate", "extra"}} {
+	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "--nope"}, {"validate", "one", "extra"}, {"help", "serve", "extra"}} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		if !errors.Is(err, cli.ErrUsage) || cli.ExitCode(err) != 2 {
 			t.Errorf("kiln %v: %v (exit %d), want a usage error (exit 2)", args, err, cli.ExitCode(err))

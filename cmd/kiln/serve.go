@@ -19,7 +19,13 @@ import (
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("kiln serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	config := fs.String("c", "kiln.yaml", "project file")
+	cli.SetUsage(fs, "kiln serve: serve a project: take its events (push API, Kafka, NATS) and answer its features over HTTP and gRPC",
+		`usage: kiln serve [-c kiln.yaml] [flags]
+
+Runs until SIGINT or SIGTERM, then writes what is buffered and closes the
+store. docs/operations.md says how to run it, docs/api.md what it answers.
+`)
+	config := configFlag(fs)
 	data := fs.String("data", "kiln-data", "data directory of the embedded store (created if missing; unused with Redis)")
 	role := fs.String("role", "all", "what this process does: all (ingest and serve), ingest (take events, write rows) or serve (read rows, answer features); ingest and serve need online_store type redis")
 	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
@@ -34,7 +40,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	checkpointRows := fs.Int("checkpoint-rows", 0, "embedded store: rows a partition holds not yet written back before it checkpoints (0: 65536); they stay in memory until then")
 	checkpointLog := fs.Int64("checkpoint-log-bytes", 0, "embedded store: event log a partition appends before it checkpoints (0: 32 MiB); a restart after a crash replays up to this much per partition")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := cli.ParseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *checkpointEvery <= 0 {

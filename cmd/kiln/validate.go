@@ -17,9 +17,22 @@ import (
 func runValidate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("kiln validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	config := fs.String("c", "kiln.yaml", "project file")
-	if err := cli.ParseFlags(fs, args); err != nil {
+	cli.SetUsage(fs, "kiln validate: check a project file and print the tile plan of each view",
+		`usage: kiln validate [FILE]
+       kiln validate -c FILE
+
+FILE is the project file (default: kiln.yaml). Every error is listed with
+its line; the exit code is 1 if there is any.
+`)
+	config := configFlag(fs)
+	if err := cli.ParseFlagsArgs(fs, args, 1, stdout); err != nil {
 		return err
+	}
+	if fs.NArg() == 1 {
+		if flagSet(fs, "c") || flagSet(fs, "config") {
+			return fmt.Errorf("%w: the project file is given twice (%s and %s): give it once", cli.ErrUsage, *config, fs.Arg(0))
+		}
+		*config = fs.Arg(0)
 	}
 	project, err := projectfile.Load(*config)
 	if err != nil {
@@ -35,6 +48,21 @@ func runValidate(args []string, stdout, stderr io.Writer) error {
 		printPlan(stdout, plans[v])
 	}
 	return nil
+}
+
+// configFlag defines the project file's flag, -c and its long form
+// --config, and returns its value.
+func configFlag(fs *flag.FlagSet) *string {
+	config := fs.String("config", "kiln.yaml", "project file")
+	fs.StringVar(config, "c", "kiln.yaml", "project file (short for --config)")
+	return config
+}
+
+// flagSet says whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // printPlan writes a view's tile plan: per window its hop, the tiles an
