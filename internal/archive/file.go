@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
@@ -214,6 +215,9 @@ func ReadFile(src *definition.Source, name string, data []byte) (evs []Archived,
 	if n := f.NumRows(); n < 0 || n > maxFileRows {
 		return nil, fmt.Errorf("archive: %s: file declares %d rows", name, n)
 	}
+	if err := checkChunks(f); err != nil {
+		return nil, fmt.Errorf("archive: %s: %w", name, err)
+	}
 	s := f.Schema()
 	// slot[c] says what column c of the file holds: -1 ignored, 0..len-1 a
 	// field of src, or one of the fixed columns below.
@@ -337,6 +341,32 @@ func ReadFile(src *definition.Source, name string, data []byte) (evs []Archived,
 		}
 	}
 	return evs, nil
+}
+
+// maxChunkBytes bounds a column chunk's declared uncompressed size.
+const maxChunkBytes = 1 << 30
+
+// checkChunks refuses what the archive never writes and the Parquet library
+// would trust: compression codecs other than none, Snappy and Zstd (its LZ4
+// decoder grows its buffer without bound on corrupt input), and column
+// chunks declaring absurd sizes or value counts.
+func checkChunks(f *parquet.File) error {
+	for _, rg := range f.Metadata().RowGroups {
+		for _, c := range rg.Columns {
+			m := &c.MetaData
+			switch m.Codec {
+			case format.Uncompressed, format.Snappy, format.Zstd:
+			default:
+				return fmt.Errorf("column %q: compression %v is not one the archive writes (zstd, snappy or none)",
+					strings.Join(m.PathInSchema, "."), m.Codec)
+			}
+			if m.TotalUncompressedSize < 0 || m.TotalUncompressedSize > maxChunkBytes ||
+				m.TotalCompressedSize < 0 || m.NumValues < 0 || m.NumValues > maxFileRows {
+				return fmt.Errorf("column %q: implausible chunk sizes", strings.Join(m.PathInSchema, "."))
+			}
+		}
+	}
+	return nil
 }
 
 func kindOf(t event.Type) parquet.Kind {
