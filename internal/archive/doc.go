@@ -6,7 +6,7 @@
 // # Layout
 //
 // An Archive stores files in a Bucket (Dir for a local directory, Mem in
-// memory) under
+// memory, package s3bucket for an S3-compatible object store) under
 //
 //	source=<source name>/date=<YYYY-MM-DD>/<file>.parquet
 //
@@ -47,7 +47,8 @@
 // copes with a concurrent Compact: a file that vanishes between List and Get
 // had its events written to a new file first, so Scan lists the date again.
 // Retain deletes whole dates only; a crash part way leaves some files of an
-// expired date, which the next Retain deletes.
+// expired date, which the next Retain deletes (as it does a file that a
+// Compact running at the same time writes into an expired date).
 //
 // # Schema changes
 //
