@@ -126,6 +126,9 @@ type Source struct {
 	// sets it to DefaultMinEventTime (2000-01-01) when the file leaves
 	// min_event_time out; zero accepts every time from 1970 on.
 	MinEventTime int64
+	// ArchiveRetain is how long the event archive keeps the source's
+	// events, by event time; zero keeps them all.
+	ArchiveRetain time.Duration
 	// Stream says where a kafka or nats source reads from; nil for push.
 	Stream *Stream
 }

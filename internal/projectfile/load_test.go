@@ -194,6 +194,46 @@ func TestMinEventTime(t *testing.T) {
 	}
 }
 
+func TestArchiveRetain(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want time.Duration
+	}{
+		{"", 0},
+		{"archive: {retain: 400d}", 400 * 24 * time.Hour},
+		{"archive: {retain: 1d}", 24 * time.Hour},
+		{"archive: {}", 0},
+	} {
+		p, err := projectfile.Parse("t.yaml", []byte(strings.Replace(validFile, "max_future_skew: 30s", tc.line, 1)))
+		if err != nil {
+			t.Errorf("%q: %v", tc.line, err)
+			continue
+		}
+		if got := p.Source("engagements").ArchiveRetain; got != tc.want {
+			t.Errorf("%q: ArchiveRetain %v, want %v", tc.line, got, tc.want)
+		}
+	}
+	for line, want := range map[string]string{
+		"archive: {retain: 12h}":  `retain "12h" is shorter than a day`,
+		"archive: {retian: 400d}": `unknown key "retian" in archive of source "engagements" (allowed: retain`,
+		"archive: {retain: 4x}":   `retain "4x"`,
+	} {
+		_, err := projectfile.Parse("t.yaml", []byte(strings.Replace(validFile, "max_future_skew: 30s", line, 1)))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want an error containing %q", line, err, want)
+		}
+	}
+}
+
+func TestArchiveColumnNamesAreNotFields(t *testing.T) {
+	for _, name := range []string{"event_time", "arrival", "origin_stream", "origin_offset"} {
+		_, err := projectfile.Parse("t.yaml", []byte(strings.Replace(validFile, "fields: {user_id: int64,", "fields: {"+name+": int64, user_id: int64,", 1)))
+		if err == nil || !strings.Contains(err.Error(), "column the event archive adds") {
+			t.Errorf("field %s: got %v, want the archive column refusal", name, err)
+		}
+	}
+}
+
 func TestExampleFeedProject(t *testing.T) {
 	p, err := projectfile.Load(filepath.Join("..", "..", examples.FeedProjectName))
 	if err != nil {
@@ -373,10 +413,10 @@ func TestParseErrors(t *testing.T) {
 	f(natsProject("brokers: [a:9092]", "group: g"),
 		`11:5 key "brokers" is for kafka sources, but source "ev" has type nats: use url instead (or set type: kafka)`,
 		`12:5 key "group" is for kafka sources, but source "ev" has type nats: use durable instead`)
-	f(kafkaProject("topik: t"), `11:5 unknown key "topik" in source "ev" (did you mean "topic"? allowed: brokers, dead_letter, event_time, fields, format, group, max_future_skew, max_message_bytes, min_event_time, session_timeout, start, topic, type)`)
-	f(natsProject("subjet: a"), `11:5 unknown key "subjet" in source "ev" (did you mean "subject"? allowed: dead_letter, durable, event_time, fields, format, max_future_skew, max_message_bytes, min_event_time, session_timeout, start, stream, subject, type, url)`)
-	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "topc: t"), `9:5 unknown key "topc" in source "ev" (did you mean "topic"? it is a key of kafka sources; allowed for type push: event_time, fields, max_future_skew, min_event_time, type)`)
-	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "fieldz: {}"), `9:5 unknown key "fieldz" in source "ev" (did you mean "fields"? allowed: event_time, fields, max_future_skew, min_event_time, type)`)
+	f(kafkaProject("topik: t"), `11:5 unknown key "topik" in source "ev" (did you mean "topic"? allowed: archive, brokers, dead_letter, event_time, fields, format, group, max_future_skew, max_message_bytes, min_event_time, session_timeout, start, topic, type)`)
+	f(natsProject("subjet: a"), `11:5 unknown key "subjet" in source "ev" (did you mean "subject"? allowed: archive, dead_letter, durable, event_time, fields, format, max_future_skew, max_message_bytes, min_event_time, session_timeout, start, stream, subject, type, url)`)
+	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "topc: t"), `9:5 unknown key "topc" in source "ev" (did you mean "topic"? it is a key of kafka sources; allowed for type push: archive, event_time, fields, max_future_skew, min_event_time, type)`)
+	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "fieldz: {}"), `9:5 unknown key "fieldz" in source "ev" (did you mean "fields"? allowed: archive, event_time, fields, max_future_skew, min_event_time, type)`)
 
 	// Kafka sources.
 	f(sourceProject("type: kafka", "event_time: ts", "fields: {user_id: int64}", "topic: t"),

@@ -67,6 +67,10 @@ func (l *loader) sources(p *definition.Project, e keyValue) {
 			}
 		}
 
+		if ae, ok := m["archive"]; ok {
+			l.sourceArchive(src, ae, what)
+		}
+
 		fe, ok := l.need(m, "fields", se.kpos, what, " with the event schema, like fields: {user_id: int64, kind: string}")
 		if !ok {
 			continue
@@ -78,6 +82,10 @@ func (l *loader) sources(p *definition.Project, e keyValue) {
 		typeNames := strings.Split(event.TypeNames, ", ")
 		for _, f := range fields {
 			l.name(f.key, f.kpos, "field name")
+			if archiveColumns[f.key] {
+				l.errorf(f.kpos, "field %q of %s has the name of a column the event archive adds to every event (event_time, arrival, origin_stream, origin_offset): rename the field", f.key, what)
+				continue
+			}
 			if f.key == src.EventTime {
 				l.errorf(f.kpos, "field %q is the event_time of %s (%v) and must not also be in fields: remove it from fields (its value becomes the event time)", f.key, what, etPos)
 				continue
@@ -102,7 +110,7 @@ func (l *loader) sources(p *definition.Project, e keyValue) {
 
 // The keys of a source, by the types that take them.
 var (
-	pushSourceKeys   = []string{"type", "event_time", "max_future_skew", "min_event_time", "fields"}
+	pushSourceKeys   = []string{"type", "event_time", "max_future_skew", "min_event_time", "archive", "fields"}
 	kafkaOnlyKeys    = []string{"brokers", "topic", "group"}
 	natsOnlyKeys     = []string{"url", "stream", "subject", "durable"}
 	streamSourceKeys = []string{"format", "start", "max_message_bytes", "dead_letter", "session_timeout"}
@@ -218,4 +226,35 @@ func parseMinEventTime(s string) (int64, string) {
 		return 0, "give a time from 1970-01-01 to 9999-12-31"
 	}
 	return t.UnixMilli(), ""
+}
+
+// archiveColumns are the columns the event archive adds to a source's
+// fields (package archive); no field may take their names.
+var archiveColumns = map[string]bool{"event_time": true, "arrival": true, "origin_stream": true, "origin_offset": true}
+
+// sourceArchive reads a source's archive settings: {retain: 400d}.
+func (l *loader) sourceArchive(src *definition.Source, ae keyValue, what string) {
+	entries, ok := l.mapping(ae.val, ae.kpos, "archive of "+what, "{retain: 400d}")
+	if !ok {
+		return
+	}
+	for _, e := range entries {
+		if e.key != "retain" {
+			l.errorf(e.kpos, "unknown key %q in archive of %s (allowed: retain, like archive: {retain: 400d})", clip(e.key), what)
+			continue
+		}
+		s, sp, ok := l.scalar(e.val, e.kpos, "retain of the archive of "+what, "400d")
+		if !ok {
+			continue
+		}
+		d, problem := parseDuration(s)
+		switch {
+		case problem != "":
+			l.errorf(sp, "retain %q: %s", clip(s), problem)
+		case d < 24*time.Hour:
+			l.errorf(sp, "retain %q is shorter than a day, the archive's unit: keep at least 1d (leave archive out to keep every event)", clip(s))
+		default:
+			src.ArchiveRetain = d
+		}
+	}
 }
