@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +127,45 @@ func TestArchive(t *testing.T) {
 	}
 	if got := scan(); !slices.Equal(got, want[4:]) {
 		t.Fatalf("after retention, scan = %v, want %v", got, want[4:])
+	}
+}
+
+func TestOpenURL(t *testing.T) {
+	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(srv.Close)
+	t.Setenv("AWS_ACCESS_KEY_ID", "key")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_ENDPOINT_URL", "")
+	ctx := context.Background()
+	host := srv.Listener.Addr().String()
+	if _, err := Open(ctx, "s3://archive/kiln?endpoint="+host+"&insecure=true"); err == nil || !strings.Contains(err.Error(), `bucket "archive" does not exist`) {
+		t.Fatalf("missing bucket: got %v", err)
+	}
+	c, err := minio.New(host, &minio.Options{Creds: credentials.NewStaticV4("key", "secret", ""), BucketLookup: minio.BucketLookupPath, Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.MakeBucket(ctx, "archive", minio.MakeBucketOptions{Region: "us-east-1"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ENDPOINT_URL", "http://"+host)
+	b, err := Open(ctx, "s3://archive/kiln")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, "x/y.parquet", []byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.StatObject(ctx, "archive", "kiln/x/y.parquet", minio.StatObjectOptions{}); err != nil {
+		t.Fatalf("the object is not under the URL's prefix: %v", err)
+	}
+	for url, want := range map[string]string{
+		"/tmp/x":                    "write s3://BUCKET/PREFIX",
+		"s3://key:secret@archive/p": "credentials do not go in the URL",
+		"s3://archive/p?regoin=x":   `unknown parameter "regoin"`,
+	} {
+		if _, err := Open(ctx, url); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", url, err, want)
+		}
 	}
 }
