@@ -63,7 +63,11 @@ meanwhile, as kiln serve's do.
 		}
 		defer os.RemoveAll(dir)
 	}
-	n, err := node.Start(node.Config{Project: project, DataDir: dir, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger})
+	arch, _, err := node.OpenArchive(ctx, "", project, dir)
+	if err != nil {
+		return err
+	}
+	n, err := node.Start(node.Config{Project: project, DataDir: dir, Archive: arch, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger})
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
 	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/spool"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -26,7 +27,9 @@ Runs until SIGINT or SIGTERM, then writes what is buffered and closes the
 store. docs/operations.md says how to run it, docs/api.md what it answers.
 `)
 	config := configFlag(fs)
-	data := fs.String("data", "kiln-data", "data directory of the embedded store (created if missing; unused with Redis)")
+	data := fs.String("data", "kiln-data", "data directory: the embedded store, and the event archive's journal (created if missing)")
+	archiveAt := fs.String("archive", "", "where the event archive keeps every accepted event: a directory, s3://BUCKET/PREFIX (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; ?endpoint=HOST:PORT for a store other than AWS), or none (default: DATA/archive with the embedded store, none with Redis)")
+	archiveFlush := fs.Duration("archive-flush-interval", time.Minute, "longest time an accepted event waits in the journal (DATA/archive-journal) before it is written to the archive")
 	role := fs.String("role", "all", "what this process does: all (ingest and serve), ingest (take events, write rows) or serve (read rows, answer features); ingest and serve need online_store type redis")
 	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7071", "gRPC listen address (empty: no gRPC)")
@@ -69,7 +72,21 @@ store. docs/operations.md says how to run it, docs/api.md what it answers.
 	if err != nil {
 		return err
 	}
+	if *archiveFlush <= 0 {
+		return fmt.Errorf("%w: --archive-flush-interval is %v: give a positive duration, like 1m", cli.ErrUsage, *archiveFlush)
+	}
+	arch, archWhere, err := node.OpenArchive(ctx, *archiveAt, project, *data)
+	if err != nil {
+		return err
+	}
+	switch {
+	case arch == nil && nodeRole != node.RoleServe:
+		logger.Warn("events are not archived: a changed view cannot be rebuilt and no training set can be built; give --archive DIR or s3://BUCKET/PREFIX to keep them")
+	case arch != nil:
+		logger.Info("event archive", "at", archWhere)
+	}
 	n, err := node.Start(node.Config{
+		Archive: arch, Journal: spool.Options{FlushInterval: *archiveFlush},
 		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
 		Ingest: ingest.Options{Partitions: *partitions, MaxCachedRows: *writeRows / max(*partitions, 1), WriteThrough: *writeThrough,

@@ -64,6 +64,11 @@ type Options struct {
 	// store.KeyHash(key).
 	Changed func(key []byte, hash uint64) bool
 
+	// Archive, if set, keeps every pushed event: Push hands it the events
+	// with the push's clock as their arrival, and answers only once both
+	// the rows and Archive have made them durable.
+	Archive Archiver
+
 	// WriteThrough writes every commit's rows to the store even when the
 	// store can keep the write path's log (the embedded store), where by
 	// default a commit appends its events to the log and rows are written
@@ -108,6 +113,18 @@ func (o *Options) fill() {
 	if o.CheckpointInterval <= 0 {
 		o.CheckpointInterval = time.Minute
 	}
+}
+
+// Archiver keeps the events the write path accepts (package spool's
+// journal of the event archive).
+type Archiver interface {
+	// Append makes events of src, accepted at arrival (Unix ms), durable
+	// and returns a function that waits until they are. The events do not
+	// change until the wait returns.
+	Append(src *definition.Source, arrival int64, events []event.Event) (wait func() error)
+	// NameStream names the stream of the events whose
+	// event.Origin.Stream is id.
+	NameStream(id uint64, name string)
 }
 
 // ErrClosed is returned by Push after Close.
@@ -356,6 +373,12 @@ func (p *Writer) Push(ctx context.Context, src *definition.Source, events []even
 		p.mu.RUnlock()
 		return Result{}, ErrClosed
 	}
+	// Every valid event is archived, late ones too: a definition with
+	// longer windows may count them.
+	var archived func() error
+	if p.opts.Archive != nil {
+		archived = p.opts.Archive.Append(src, now, events)
+	}
 	for i, r := range reqs {
 		if r == nil {
 			continue
@@ -381,6 +404,11 @@ func (p *Writer) Push(ctx context.Context, src *definition.Source, events []even
 		}
 		// Answered: the partition holds it no more.
 		p.freeRequest(r)
+	}
+	if archived != nil {
+		if err := archived(); err != nil && firstErr == nil {
+			firstErr = err
+		}
 	}
 	if firstErr != nil {
 		return Result{}, firstErr
@@ -411,6 +439,14 @@ func appendRowKey(dst []byte, f *feed, ev *event.Event) []byte {
 		key = append(key, ev.Fields[k])
 	}
 	return tile.AppendKey(dst, f.view.Name, key)
+}
+
+// NameStream names the stream of events whose event.Origin.Stream is id,
+// for the archive. It does nothing without one.
+func (p *Writer) NameStream(id uint64, name string) {
+	if p.opts.Archive != nil {
+		p.opts.Archive.NameStream(id, name)
+	}
 }
 
 // Get reads rows as the write path has committed them: every row an

@@ -24,6 +24,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
@@ -31,6 +32,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/rowcache"
 	"github.com/kiln-dev/kiln/internal/serve"
+	"github.com/kiln-dev/kiln/internal/spool"
 	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/store/pebble"
 	"github.com/kiln-dev/kiln/internal/store/redis"
@@ -104,6 +106,14 @@ type Config struct {
 	GRPCAddr string
 	// Ingest configures the write path (partitions, batching, clock).
 	Ingest ingest.Options
+	// Archive is where every event the write path accepts is kept
+	// (OpenArchive); nil keeps none. A process that ingests journals the
+	// events it accepts before it acknowledges them (package spool), in
+	// Journal.Dir: by default "archive-journal" in DataDir.
+	Archive *archive.Archive
+	// Journal configures the archive's journal; Start fills in its Archive,
+	// Project, Logger and (from Ingest.Now) clock.
+	Journal spool.Options
 	// Now is the read clock of a serve-only process (Unix ms); other roles
 	// read at the write path's clock. Default: the wall clock.
 	Now func() int64
@@ -135,6 +145,9 @@ type Node struct {
 	Plans    map[*definition.View]*tile.Plan
 	Store    store.Store
 	Writer   *ingest.Writer // nil in a serve-only process
+	// Journal is the archive's journal; nil without an archive or in a
+	// serve-only process.
+	Journal *spool.Spool
 	Engine   *query.Engine  // nil in an ingest-only process
 	Server   *serve.Server
 
@@ -224,6 +237,17 @@ func Start(cfg Config) (_ *Node, err error) {
 					}
 				}
 			}
+		}
+		if cfg.Archive != nil {
+			if n.Journal, err = openJournal(cfg); err != nil {
+				return nil, err
+			}
+			cleanups = append(cleanups, func() {
+				ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+				defer cancel()
+				n.Journal.Close(ctx)
+			})
+			cfg.Ingest.Archive = n.Journal
 		}
 		if n.Writer, err = ingest.New(cfg.Project, plans, n.Store, cfg.Ingest); err != nil {
 			return nil, err
@@ -452,6 +476,13 @@ func (n *Node) Close() error {
 	n.stopStreams()
 	if n.Writer != nil {
 		errs = append(errs, n.Writer.Close())
+	}
+	if n.Journal != nil {
+		// What the journal holds reaches the archive now, or at the next
+		// start.
+		jctx, jcancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+		errs = append(errs, n.Journal.Close(jctx))
+		jcancel()
 	}
 	errs = append(errs, n.Store.Close())
 	return errors.Join(errs...)

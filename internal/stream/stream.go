@@ -41,6 +41,9 @@ type Message struct {
 	// Stream identifies the partition in rows' positions: StreamID of a
 	// name unique to it.
 	Stream uint64
+	// StreamName is the name Stream is the StreamID of ("kafka/<topic>/<partition>",
+	// "nats/<stream>"); the event archive records it as the event's origin.
+	StreamName string
 	// Offset is the message's position in the partition; it grows along
 	// the partition.
 	Offset uint64
@@ -81,6 +84,7 @@ type pusher interface {
 	Now() int64
 	TooOld(src *definition.Source, ts int64) bool
 	Push(ctx context.Context, src *definition.Source, events []event.Event) (ingest.Result, error)
+	NameStream(id uint64, name string)
 }
 
 // Applier applies batches of messages of one source. One consumer goroutine
@@ -96,6 +100,7 @@ type Applier struct {
 	events []event.Event
 	fields []event.Value
 	bad    []Dead
+	named  map[uint64]bool // streams named to the pusher
 
 	mu        sync.Mutex
 	parts     map[string]*PartitionStats
@@ -116,6 +121,7 @@ func NewApplier(src *definition.Source, dec Decoder, pl *ingest.Writer, dead Dea
 	}
 	return &Applier{
 		src: src, dec: dec, pl: pl, dead: dead, maxBytes: maxBytes, now: now,
+		named:     map[uint64]bool{},
 		parts:     map[string]*PartitionStats{},
 		byStream:  map[uint64]*PartitionStats{},
 		freshness: hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
@@ -146,6 +152,10 @@ func (a *Applier) Apply(ctx context.Context, msgs []Message) error {
 	now := a.pl.Now()
 	for i := range msgs {
 		m := &msgs[i]
+		if !a.named[m.Stream] && m.StreamName != "" {
+			a.pl.NameStream(m.Stream, m.StreamName)
+			a.named[m.Stream] = true
+		}
 		if len(m.Value) > a.maxBytes {
 			a.reject(m, fmt.Sprintf("message of %d bytes is larger than max_message_bytes (%d) of source %s", len(m.Value), a.maxBytes, a.src.Name))
 			continue

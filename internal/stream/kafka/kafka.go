@@ -185,7 +185,7 @@ func (c *Consumer) session(ctx context.Context) error {
 			c.opts.Applier.SetEnd(name, p.HighWatermark)
 			for _, r := range p.Records {
 				msgs = append(msgs, stream.Message{
-					Partition: name, Stream: ids[p.Partition], Offset: uint64(r.Offset),
+					Partition: name, Stream: ids[p.Partition], StreamName: "kafka/" + name, Offset: uint64(r.Offset),
 					Value: r.Value, Time: r.Timestamp,
 				})
 				recs = append(recs, r)

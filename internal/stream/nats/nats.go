@@ -290,7 +290,7 @@ func (c *Consumer) session(ctx context.Context) (progressed bool, err error) {
 				continue // delivered again after AckWait; applied in this session
 			}
 			msgs = append(msgs, stream.Message{
-				Partition: c.st.Name, Stream: c.id, Offset: md.Sequence.Stream,
+				Partition: c.st.Name, Stream: c.id, StreamName: "nats/" + c.st.Name, Offset: md.Sequence.Stream,
 				Value: m.Data, Time: md.Timestamp,
 			})
 		}
