@@ -148,8 +148,8 @@ type Node struct {
 	// Journal is the archive's journal; nil without an archive or in a
 	// serve-only process.
 	Journal *spool.Spool
-	Engine   *query.Engine  // nil in an ingest-only process
-	Server   *serve.Server
+	Engine  *query.Engine // nil in an ingest-only process
+	Server  *serve.Server
 
 	cfg     Config
 	http    *http.Server

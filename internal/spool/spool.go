@@ -122,12 +122,12 @@ type pending struct {
 
 // state is the journal's state file.
 type state struct {
-	ID       string            `json:"id"`
-	PushNext uint64            `json:"push_next"`
+	ID       string `json:"id"`
+	PushNext uint64 `json:"push_next"`
 	// NextSegment numbers the next segment: a segment's number is part of
 	// its archive batch ID, which must never be reused.
-	NextSegment uint64 `json:"next_segment"`
-	Streams  map[string]uint64 `json:"streams"`
+	NextSegment uint64            `json:"next_segment"`
+	Streams     map[string]uint64 `json:"streams"`
 }
 
 type dateKey struct {
