@@ -310,8 +310,8 @@ func (f *feeder) until(t *testing.T, url string, want int64) {
 
 // killAndRestart runs kiln serve, SIGKILLs it after a random amount of
 // progress, kills times, then produces the rest of the messages and returns
-// the last (running) process's URL.
-func killAndRestart(t *testing.T, bin string, args []string, kills int, rng *rand.Rand, f *feeder) string {
+// the last (running) process and its URL.
+func killAndRestart(t *testing.T, bin string, args []string, kills int, rng *rand.Rand, f *feeder) (*process, string) {
 	t.Helper()
 	f.feed(t, 5_000)
 	for i := 0; ; i++ {
@@ -319,7 +319,7 @@ func killAndRestart(t *testing.T, bin string, args []string, kills int, rng *ran
 		url := p.expect(t, `serving project st from .* on (http://\S+)`)[1]
 		if i == kills {
 			f.feed(t, len(f.msgs))
-			return url
+			return p, url
 		}
 		f.until(t, url, 200+rng.Int64N(3000))
 		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -393,12 +393,15 @@ func TestKafkaSurvivesKills(t *testing.T) {
 	project := writeProject(t, dir, fmt.Sprintf("    type: kafka\n    brokers: [%s]\n    topic: events\n    group: kiln-st\n    session_timeout: 2s\n    ", addr))
 	msgs := streamEvents(40_000, 1, time.Now())
 	f := &feeder{msgs: msgs, produce: func(t *testing.T, b []streamMsg) { produceKafka(t, addr, "events", b) }}
-	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}
-	url := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(7, 7)), f)
+	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn",
+		"--archive-flush-interval", "20ms"}
+	p, url := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(7, 7)), f)
 	waitForReference(t, url, streamReference(msgs), 60*time.Second)
 	if got, want := deadLetterLines(t, filepath.Join(dir, "data", "dead-letter", "events.jsonl")), countDead(msgs); got < want {
 		t.Errorf("%d dead letters, want at least %d", got, want)
 	}
+	p.stop(t)
+	checkArchiveHolds(t, project, filepath.Join(dir, "data", "archive"), msgs, "kafka/events/")
 }
 
 func TestNATSSurvivesKills(t *testing.T) {
@@ -427,12 +430,15 @@ func TestNATSSurvivesKills(t *testing.T) {
 			t.Fatal("publishing timed out")
 		}
 	}}
-	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}
-	kurl := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(8, 8)), f)
+	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn",
+		"--archive-flush-interval", "20ms"}
+	p, kurl := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(8, 8)), f)
 	waitForReference(t, kurl, streamReference(msgs), 60*time.Second)
 	if got, want := deadLetterLines(t, filepath.Join(dir, "data", "dead-letter", "events.jsonl")), countDead(msgs); got < want {
 		t.Errorf("%d dead letters, want at least %d", got, want)
 	}
+	p.stop(t)
+	checkArchiveHolds(t, project, filepath.Join(dir, "data", "archive"), msgs, "nats/EVENTS")
 }
 
 // TestKafkaRebalance runs two kiln processes in one consumer group over one
@@ -497,6 +503,13 @@ func TestKafkaRebalance(t *testing.T) {
 // a random number of acknowledged pushes, five times, and restarted; at the
 // end every feature equals the reference of all pushed events: none lost,
 // none counted twice.
+//
+// The archive is checked too. Its journal is flushed every 20 ms, so kills
+// land before, during and after flushes; and while the pushes of the views'
+// source are acknowledged before each kill, pushes to a second source that
+// feeds no view run until the kill, so kills land during pushes. At the end
+// the archive holds every acknowledged event once, and of each push the kill
+// interrupted, all of its events once or none.
 func TestPushSurvivesKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs kiln subprocesses")
@@ -504,7 +517,9 @@ func TestPushSurvivesKills(t *testing.T) {
 	bin := buildKiln(t)
 	dir := t.TempDir()
 	project := filepath.Join(dir, "kiln.yaml")
-	cfg := "project: st\nentities: {user: {keys: [user_id]}, post: {keys: [post_id]}}\nsources:\n  events:\n    type: push\n    " + streamViews
+	cfg := "project: st\nentities: {user: {keys: [user_id]}, post: {keys: [post_id]}}\nsources:\n" +
+		"  side:\n    type: push\n    event_time: ts\n    fields: {user_id: int64, post_id: int64, kind: string, dwell_ms: float64}\n" +
+		"  events:\n    type: push\n    " + streamViews
 	if err := os.WriteFile(project, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -515,19 +530,21 @@ func TestPushSurvivesKills(t *testing.T) {
 		}
 	}
 	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "",
-		"--checkpoint-interval", "50ms", "--log-level", "warn"}
+		"--checkpoint-interval", "50ms", "--archive-flush-interval", "20ms", "--log-level", "warn"}
 	rng := rand.New(rand.NewPCG(3, 3))
-	push := func(url string, batch []streamMsg) {
-		t.Helper()
-		body := []byte(`{"source": "events", "events": [`)
+	body := func(source string, batch []streamMsg) []byte {
+		b := []byte(`{"source": "` + source + `", "events": [`)
 		for i, m := range batch {
 			if i > 0 {
-				body = append(body, ',')
+				b = append(b, ',')
 			}
-			body = append(body, m.raw...)
+			b = append(b, m.raw...)
 		}
-		body = append(body, "]}"...)
-		resp, err := http.Post(url+"/v1/push", "application/json", bytes.NewReader(body))
+		return append(b, "]}"...)
+	}
+	push := func(url string, batch []streamMsg) {
+		t.Helper()
+		resp, err := http.Post(url+"/v1/push", "application/json", bytes.NewReader(body("events", batch)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -537,6 +554,42 @@ func TestPushSurvivesKills(t *testing.T) {
 			t.Fatalf("push: %d %s", resp.StatusCode, out)
 		}
 	}
+	// Side pushes: batches of distinct events (user_id numbers them), each
+	// acknowledged or, at a kill, unknown.
+	var sideAcked, sideUnknown [][]streamMsg
+	sideNext := int64(0)
+	sideRng := rand.New(rand.NewPCG(4, 4)) // the side pusher's own: it runs beside the main pushes
+	sidePusher := func(url string, stop <-chan struct{}) <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				batch := make([]streamMsg, 1+sideRng.IntN(200))
+				for i := range batch {
+					m := streamMsg{user: sideNext, post: 1, kind: "side", dwell: 0.25, ts: time.Now().UnixMilli(), good: true}
+					m.raw = fmt.Appendf(nil, `{"user_id": %d, "post_id": 1, "kind": "side", "dwell_ms": 0.25, "ts": %d}`, m.user, m.ts)
+					batch[i] = m
+					sideNext++
+				}
+				resp, err := http.Post(url+"/v1/push", "application/json", bytes.NewReader(body("side", batch)))
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if err != nil || resp.StatusCode != http.StatusOK {
+					sideUnknown = append(sideUnknown, batch)
+					return
+				}
+				sideAcked = append(sideAcked, batch)
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+		return done
+	}
 	next := 0
 	for kill := 0; ; kill++ {
 		p := start(t, bin, args...)
@@ -545,18 +598,58 @@ func TestPushSurvivesKills(t *testing.T) {
 		if kill < 5 {
 			end = min(next+500+rng.IntN(3000), len(msgs))
 		}
+		stopSide := make(chan struct{})
+		sideDone := sidePusher(url, stopSide)
 		for next < end {
 			n := min(1+rng.IntN(300), end-next)
 			push(url, msgs[next:next+n])
 			next += n
 		}
 		if kill == 5 {
+			close(stopSide)
+			<-sideDone
 			waitForReference(t, url, streamReference(msgs), 10*time.Second)
-			return
+			p.stop(t)
+			break
 		}
 		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		p.cmd.Wait()
+		<-sideDone
 	}
+	archiveDir := filepath.Join(dir, "data", "archive")
+	checkArchiveHolds(t, project, archiveDir, msgs, "push/")
+	// The side source: acknowledged batches once; interrupted ones whole or not at all.
+	src, evs := readArchive(t, project, archiveDir, "side")
+	seen := map[int64]int{}
+	for _, ev := range evs {
+		seen[ev.Fields[src.FieldIndex("user_id")].Int]++
+	}
+	for _, b := range sideAcked {
+		for _, m := range b {
+			if seen[m.user] != 1 {
+				t.Fatalf("acknowledged side event %d archived %d times", m.user, seen[m.user])
+			}
+			delete(seen, m.user)
+		}
+	}
+	interrupted := 0
+	for _, b := range sideUnknown {
+		n := 0
+		for _, m := range b {
+			n += seen[m.user]
+			delete(seen, m.user)
+		}
+		if n != 0 && n != len(b) {
+			t.Errorf("an interrupted push of %d events is archived in part: %d of them", len(b), n)
+		}
+		if n == len(b) {
+			interrupted++
+		}
+	}
+	if len(seen) != 0 {
+		t.Errorf("%d side events archived that no push sent", len(seen))
+	}
+	t.Logf("side pushes: %d acknowledged, %d interrupted by a kill (%d of those archived whole)", len(sideAcked), len(sideUnknown), interrupted)
 }

@@ -154,6 +154,9 @@ func (s *Spool) compactTouched(ctx context.Context, all bool) {
 	for _, k := range due {
 		d, _ := time.Parse(time.DateOnly, k.date)
 		if err := s.opts.Archive.Compact(ctx, s.sources[k.source], d); err != nil {
+			if ctx.Err() != nil {
+				return // stopping
+			}
 			s.opts.Logger.Warn("compacting the archive failed; the next maintenance retries", "source", k.source, "date", k.date, "err", err)
 			continue
 		}
@@ -186,6 +189,9 @@ func (s *Spool) maintain(ctx context.Context) {
 				continue
 			}
 			if err := s.opts.Archive.Compact(ctx, src, d); err != nil {
+				if ctx.Err() != nil {
+					return // stopping
+				}
 				s.opts.Logger.Warn("compacting the archive failed; the next maintenance retries", "source", src.Name, "date", d.Format(time.DateOnly), "err", err)
 				continue
 			}
