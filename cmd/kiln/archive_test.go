@@ -52,7 +52,8 @@ func readArchive(t *testing.T, projectPath, dir, source string) (*definition.Sou
 		t.Fatal(err)
 	}
 	in := map[archive.Origin][]string{}
-	for _, n := range names {
+	for _, o := range names {
+		n := o.Name
 		data, err := b.Get(ctx, n)
 		if err != nil {
 			t.Fatal(err)

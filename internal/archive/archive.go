@@ -89,10 +89,13 @@ func checkBatchID(id string) error {
 
 // Append archives evs, a batch of source src, under batchID: one file per
 // date (UTC, of the event time) the batch touches, named
-// "b-<batchID>.parquet" in that date's directory. Each file holds its
-// events deduplicated by Origin and sorted in Scan's order, so appending the
-// same batch under the same ID again writes the same names with the same
-// content.
+// "b-<batchID>.parquet" in that date's directory, holding the batch's events
+// of that date in the order given. So appending the same batch (the same
+// events in the same order) under the same ID again writes the same names
+// with the same content.
+//
+// A batch should not hold two events of one origin; if it does, readers
+// (Scan, Compact) keep one.
 //
 // Append returns nil only when every file is written (durably, as far as the
 // Bucket promises). On an error some of the batch's files may exist: the
@@ -114,22 +117,41 @@ func (a *Archive) Append(ctx context.Context, src *definition.Source, batchID st
 			return fmt.Errorf("archive: source %s batch %s event %d: %w", src.Name, batchID, i, err)
 		}
 	}
-	sorted := slices.Clone(evs)
-	sorted = dedupe(sorted)
-	for len(sorted) > 0 {
-		d := dateOf(sorted[0].Time)
-		n := 1
-		for n < len(sorted) && dateOf(sorted[n].Time) == d {
-			n++
+	if len(evs) == 0 {
+		return nil
+	}
+	// Group by day, keeping the order within each.
+	const dayMs = int64(day / time.Millisecond)
+	byDay := map[int64][]Archived{}
+	first := evs[0].Time / dayMs
+	same := true
+	for i := range evs {
+		if evs[i].Time/dayMs != first {
+			same = false
+			break
 		}
-		data, err := fs.encode(src.Name, sorted[:n])
+	}
+	if same {
+		byDay[first] = evs
+	} else {
+		for i := range evs {
+			d := evs[i].Time / dayMs
+			byDay[d] = append(byDay[d], evs[i])
+		}
+	}
+	days := make([]int64, 0, len(byDay))
+	for d := range byDay {
+		days = append(days, d)
+	}
+	slices.Sort(days)
+	for _, d := range days {
+		data, err := fs.encode(src.Name, byDay[d])
 		if err != nil {
 			return err
 		}
-		if err := a.b.Put(ctx, datePrefix(src.Name, d)+batchPrefix+batchID+fileSuffix, data); err != nil {
+		if err := a.b.Put(ctx, datePrefix(src.Name, dateOf(d*dayMs))+batchPrefix+batchID+fileSuffix, data); err != nil {
 			return err
 		}
-		sorted = sorted[n:]
 	}
 	return nil
 }
@@ -238,8 +260,8 @@ func (a *Archive) dates(ctx context.Context, source string) ([]string, error) {
 		return nil, err
 	}
 	var dates []string
-	for _, n := range names {
-		if d, _, ok := parseName(source, n); ok && (len(dates) == 0 || dates[len(dates)-1] != d) {
+	for _, o := range names {
+		if d, _, ok := parseName(source, o.Name); ok && (len(dates) == 0 || dates[len(dates)-1] != d) {
 			dates = append(dates, d)
 		}
 	}
@@ -248,15 +270,15 @@ func (a *Archive) dates(ctx context.Context, source string) ([]string, error) {
 }
 
 // files lists one date's archive files.
-func (a *Archive) files(ctx context.Context, source, date string) ([]string, error) {
-	names, err := a.b.List(ctx, datePrefix(source, date))
+func (a *Archive) files(ctx context.Context, source, date string) ([]Object, error) {
+	objs, err := a.b.List(ctx, datePrefix(source, date))
 	if err != nil {
 		return nil, err
 	}
-	out := names[:0]
-	for _, n := range names {
-		if d, _, ok := parseName(source, n); ok && d == date {
-			out = append(out, n)
+	out := objs[:0]
+	for _, o := range objs {
+		if d, _, ok := parseName(source, o.Name); ok && d == date {
+			out = append(out, o)
 		}
 	}
 	return out, nil
@@ -276,7 +298,8 @@ func (a *Archive) readDate(ctx context.Context, src *definition.Source, date str
 			return nil, nil, err
 		}
 		vanished := false
-		for _, n := range files {
+		for _, o := range files {
+			n := o.Name
 			if read[n] {
 				continue
 			}
@@ -346,13 +369,18 @@ func (a *Archive) Scan(ctx context.Context, src *definition.Source, from, to tim
 	return nil
 }
 
+// CompactBelow is the size under which Compact merges a file: a file this
+// big is left as it is.
+const CompactBelow = 8 << 20
+
 // Compact merges the files of src's date (the UTC day that contains date)
-// into one, deduplicated and sorted, named "c-<hash of the input names>.parquet",
-// and then deletes the inputs. It does nothing if the date has fewer than
-// two files. A crash at any point leaves every event readable exactly once:
-// the new file is complete before any input is deleted, and readers
-// deduplicate by origin while both exist. Running Compact again after a
-// crash finishes the job.
+// smaller than CompactBelow into one, deduplicated and sorted, named
+// "c-<hash of the input names>.parquet", and then deletes the inputs. It
+// does nothing if the date has fewer than two such files. A crash at any
+// point leaves every event readable exactly once: the new file is complete
+// before any input is deleted, and readers deduplicate by origin while both
+// exist. Running Compact again after a crash finishes the job. Compact
+// holds the files it merges in memory, at most about CompactBelow each.
 func (a *Archive) Compact(ctx context.Context, src *definition.Source, date time.Time) error {
 	fs, err := newFileSchema(src)
 	if err != nil {
@@ -360,16 +388,31 @@ func (a *Archive) Compact(ctx context.Context, src *definition.Source, date time
 	}
 	d := date.UTC().Format(dateLayout)
 	files, err := a.files(ctx, src.Name, d)
-	if err != nil || len(files) < 2 {
-		return err
-	}
-	evs, inputs, err := a.readDate(ctx, src, d)
 	if err != nil {
 		return err
+	}
+	var inputs []string
+	for _, o := range files {
+		if o.Size < CompactBelow {
+			inputs = append(inputs, o.Name)
+		}
 	}
 	if len(inputs) < 2 {
 		return nil
 	}
+	var evs []Archived
+	for _, n := range inputs {
+		data, err := a.b.Get(ctx, n)
+		if err != nil {
+			return err // a file deleted meanwhile: the next Compact sees the new state
+		}
+		got, err := ReadFile(src, n, data)
+		if err != nil {
+			return err
+		}
+		evs = append(evs, got...)
+	}
+	evs = dedupe(evs)
 	slices.Sort(inputs)
 	h := sha256.New()
 	for _, n := range inputs {
@@ -411,14 +454,14 @@ func (a *Archive) Retain(ctx context.Context, src *definition.Source, keep time.
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
-		d, _, ok := parseName(src.Name, n)
+	for _, o := range names {
+		d, _, ok := parseName(src.Name, o.Name)
 		if !ok {
 			continue
 		}
 		start, _ := time.Parse(dateLayout, d)
 		if !start.Add(day).After(cutoff) {
-			if err := a.b.Delete(ctx, n); err != nil {
+			if err := a.b.Delete(ctx, o.Name); err != nil {
 				return err
 			}
 		}
@@ -440,8 +483,7 @@ func (a *Archive) Dates(ctx context.Context, src *definition.Source) ([]time.Tim
 	return out, nil
 }
 
-// Files lists the names of src's archive files of the UTC day that
-// contains date.
-func (a *Archive) Files(ctx context.Context, src *definition.Source, date time.Time) ([]string, error) {
+// Files lists src's archive files of the UTC day that contains date.
+func (a *Archive) Files(ctx context.Context, src *definition.Source, date time.Time) ([]Object, error) {
 	return a.files(ctx, src.Name, date.UTC().Format(dateLayout))
 }

@@ -124,7 +124,7 @@ func TestCompactAndRetain(t *testing.T) {
 		t.Fatal(err)
 	}
 	files, _ := dir.List(ctx, "source=clicks/date=2026-03-01/")
-	if len(files) != 1 || !strings.Contains(files[0], "/c-") {
+	if len(files) != 1 || !strings.Contains(files[0].Name, "/c-") {
 		t.Errorf("after compact: %v", files)
 	}
 	if got := scanAll(t, a, src); !equalEvents(got, want) {

@@ -75,7 +75,7 @@ func BenchmarkAppend(b *testing.B) {
 				}
 				if i == 0 {
 					names, _ := bk.List(ctx, "")
-					data, _ := bk.Get(ctx, names[0])
+					data, _ := bk.Get(ctx, names[0].Name)
 					bytes = len(data)
 				}
 			}

@@ -18,6 +18,12 @@ import (
 // exist.
 var ErrNotExist = fs.ErrNotExist
 
+// Object is a listed object: its name and size in bytes.
+type Object struct {
+	Name string
+	Size int64
+}
+
 // Bucket is where the archive's files live: a flat namespace of immutable
 // objects named by slash-separated paths, like an object store.
 //
@@ -25,12 +31,13 @@ var ErrNotExist = fs.ErrNotExist
 // and List, and after a crash the object either exists whole or not at all.
 // Put over an existing name replaces it (the archive only ever rewrites a
 // name with the same content). Get of a missing name returns an error that
-// wraps ErrNotExist. List returns every name that starts with prefix, sorted.
+// wraps ErrNotExist. List returns every object whose name starts with
+// prefix, sorted by name.
 // Delete of a missing name is not an error.
 type Bucket interface {
 	Put(ctx context.Context, name string, data []byte) error
 	Get(ctx context.Context, name string) ([]byte, error)
-	List(ctx context.Context, prefix string) ([]string, error)
+	List(ctx context.Context, prefix string) ([]Object, error)
 	Delete(ctx context.Context, name string) error
 }
 
@@ -148,8 +155,9 @@ func (d *Dir) Get(ctx context.Context, name string) ([]byte, error) {
 	return b, nil
 }
 
-// List returns the names under the root that start with prefix, sorted.
-func (d *Dir) List(ctx context.Context, prefix string) ([]string, error) {
+// List returns the objects under the root whose names start with prefix,
+// sorted.
+func (d *Dir) List(ctx context.Context, prefix string) ([]Object, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -162,7 +170,7 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]string, error) {
 	if dir != "" {
 		start = d.path(dir)
 	}
-	var names []string
+	var objs []Object
 	err := filepath.WalkDir(start, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -184,15 +192,22 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]string, error) {
 			return err
 		}
 		if name := filepath.ToSlash(rel); strings.HasPrefix(name, prefix) {
-			names = append(names, name)
+			info, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking
+			}
+			if err != nil {
+				return err
+			}
+			objs = append(objs, Object{Name: name, Size: info.Size()})
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("archive: list %q: %w", prefix, err)
 	}
-	slices.Sort(names)
-	return names, nil
+	slices.SortFunc(objs, func(a, b Object) int { return strings.Compare(a.Name, b.Name) })
+	return objs, nil
 }
 
 // Delete removes the object name, and its directory if that is left empty
@@ -258,21 +273,21 @@ func (m *Mem) Get(ctx context.Context, name string) ([]byte, error) {
 	return bytes.Clone(b), nil
 }
 
-// List returns the names that start with prefix, sorted.
-func (m *Mem) List(ctx context.Context, prefix string) ([]string, error) {
+// List returns the objects whose names start with prefix, sorted.
+func (m *Mem) List(ctx context.Context, prefix string) ([]Object, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var names []string
-	for n := range m.objects {
+	var objs []Object
+	for n, b := range m.objects {
 		if strings.HasPrefix(n, prefix) {
-			names = append(names, n)
+			objs = append(objs, Object{Name: n, Size: int64(len(b))})
 		}
 	}
-	slices.Sort(names)
-	return names, nil
+	slices.SortFunc(objs, func(a, b Object) int { return strings.Compare(a.Name, b.Name) })
+	return objs, nil
 }
 
 // Delete removes the object name.

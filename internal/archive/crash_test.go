@@ -62,7 +62,7 @@ func (c *crashBucket) Get(ctx context.Context, name string) ([]byte, error) {
 	return data, err
 }
 
-func (c *crashBucket) List(ctx context.Context, prefix string) ([]string, error) {
+func (c *crashBucket) List(ctx context.Context, prefix string) ([]Object, error) {
 	do, err := c.op()
 	if !do {
 		return nil, err

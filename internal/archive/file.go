@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"unsafe"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
@@ -129,7 +130,7 @@ func newFileSchema(src *definition.Source) (*fileSchema, error) {
 func (fs *fileSchema) encode(source string, evs []Archived) ([]byte, error) {
 	var buf bytes.Buffer
 	w := parquet.NewWriter(&buf, fs.schema,
-		parquet.Compression(&parquet.Zstd),
+		parquet.Compression(&parquet.Snappy),
 		parquet.CreatedBy("kiln", "archive", formatV1),
 		parquet.KeyValueMetadata(metaFormat, formatV1),
 		parquet.KeyValueMetadata(metaSource, source),
@@ -145,7 +146,7 @@ func (fs *fileSchema) encode(source string, evs []Archived) ([]byte, error) {
 			row := parquet.Row(vals[i*fs.ncols : (i+1)*fs.ncols])
 			row[fs.timeCol] = parquet.Int64Value(ev.Time).Level(0, 0, fs.timeCol)
 			row[fs.arrCol] = parquet.Int64Value(ev.Arrival).Level(0, 0, fs.arrCol)
-			row[fs.streamCol] = parquet.ByteArrayValue([]byte(ev.Origin.Stream)).Level(0, 0, fs.streamCol)
+			row[fs.streamCol] = parquet.ByteArrayValue(stringBytes(ev.Origin.Stream)).Level(0, 0, fs.streamCol)
 			row[fs.offCol] = parquet.Int64Value(ev.Origin.Offset).Level(0, 0, fs.offCol)
 			for j, c := range fs.fieldCol {
 				row[c] = parquetValue(ev.Fields[j]).Level(0, defLevel(ev.Fields[j]), c)
@@ -163,6 +164,10 @@ func (fs *fileSchema) encode(source string, evs []Archived) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// stringBytes returns the bytes of s without copying them: the writer
+// copies a value's bytes into its own buffers and never changes them.
+func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
 func defLevel(v event.Value) int {
 	if v.Kind == event.Null {
 		return 0
@@ -177,7 +182,7 @@ func parquetValue(v event.Value) parquet.Value {
 	case event.Float64:
 		return parquet.DoubleValue(v.Float)
 	case event.String:
-		return parquet.ByteArrayValue([]byte(v.Str))
+		return parquet.ByteArrayValue(stringBytes(v.Str))
 	case event.Bool:
 		return parquet.BooleanValue(v.Bool)
 	}

@@ -87,12 +87,12 @@ func rawOrigins(t tb, b archive.Bucket, src *definition.Source) map[archive.Orig
 		t.Fatal(err)
 	}
 	out := map[archive.Origin]int{}
-	for _, n := range names {
-		data, err := b.Get(ctx, n)
+	for _, o := range names {
+		data, err := b.Get(ctx, o.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		evs, err := archive.ReadFile(src, n, data)
+		evs, err := archive.ReadFile(src, o.Name, data)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -505,7 +505,7 @@ func (f *failBucket) Get(ctx context.Context, name string) ([]byte, error) {
 	return f.b.Get(ctx, name)
 }
 
-func (f *failBucket) List(ctx context.Context, prefix string) ([]string, error) {
+func (f *failBucket) List(ctx context.Context, prefix string) ([]archive.Object, error) {
 	if !f.ok() {
 		return nil, errFail
 	}

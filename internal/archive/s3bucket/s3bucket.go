@@ -65,19 +65,19 @@ func (b *Bucket) Get(ctx context.Context, name string) ([]byte, error) {
 	return nil, fmt.Errorf("s3bucket: get %s: %w", name, err)
 }
 
-// List returns the names under the prefix that start with prefix, in key
-// order.
-func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
+// List returns the objects under the prefix whose names start with prefix,
+// in key order.
+func (b *Bucket) List(ctx context.Context, prefix string) ([]archive.Object, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the listing goroutine on an early return
-	var names []string
+	var objs []archive.Object
 	for o := range b.c.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix + prefix, Recursive: true}) {
 		if o.Err != nil {
 			return nil, fmt.Errorf("s3bucket: list %q: %w", prefix, o.Err)
 		}
-		names = append(names, strings.TrimPrefix(o.Key, b.prefix))
+		objs = append(objs, archive.Object{Name: strings.TrimPrefix(o.Key, b.prefix), Size: o.Size})
 	}
-	return names, nil
+	return objs, nil
 }
 
 // Delete removes the object name; S3 does not mind a missing one.

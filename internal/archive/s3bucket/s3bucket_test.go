@@ -61,7 +61,7 @@ func TestBucket(t *testing.T) {
 		if got, err := b.Get(ctx, "a/x.parquet"); err != nil || string(got) != "again" {
 			t.Fatalf("get = %q, %v", got, err)
 		}
-		if got, err := b.List(ctx, "a/"); err != nil || !slices.Equal(got, []string{"a/x.parquet", "a/y.parquet"}) {
+		if got, err := b.List(ctx, "a/"); err != nil || !slices.Equal(got, []archive.Object{{Name: "a/x.parquet", Size: 5}, {Name: "a/y.parquet", Size: 11}}) {
 			t.Fatalf("list a/ = %v, %v", got, err)
 		}
 		if got, err := b.List(ctx, "a"); err != nil || len(got) != 3 {
@@ -73,7 +73,7 @@ func TestBucket(t *testing.T) {
 		if err := b.Delete(ctx, "a/x.parquet"); err != nil {
 			t.Fatalf("delete of a missing object: %v", err)
 		}
-		if got, err := b.List(ctx, ""); err != nil || !slices.Equal(got, []string{"a/y.parquet", "ab/z.parquet", "b/w.parquet"}) {
+		if got, err := b.List(ctx, ""); err != nil || !slices.Equal(names(got), []string{"a/y.parquet", "ab/z.parquet", "b/w.parquet"}) {
 			t.Fatalf("list = %v, %v", got, err)
 		}
 	}
@@ -168,4 +168,12 @@ func TestOpenURL(t *testing.T) {
 			t.Errorf("%s: got %v, want %q", url, err, want)
 		}
 	}
+}
+
+func names(objs []archive.Object) []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Name)
+	}
+	return out
 }
