@@ -36,7 +36,8 @@ server core, Kafka ≥ 200,000 events/s per core, freshness p99 ≤ 100 ms;
 docs/workload.md) and writes results.json to --out.
 
 `+kilnHelp)
-	phases := fs.String("phases", strings.Join(def.Phases, ","), "phases to run, comma-separated: push, kafka, freshness (freshness needs kafka)")
+	phases := fs.String("phases", strings.Join(def.Phases, ","), "phases to run, comma-separated: push, kafka, freshness (freshness needs kafka), archive (push without and with the event archive, alternated; not a default)")
+	archiveRounds := fs.Int("archive-rounds", def.ArchiveRounds, "archive phase: push runs without the event archive, and as many with it")
 	data := fs.String("data", "", "directory for the servers' data directories (default: a temporary one, removed at the end)")
 	scale := fs.Float64("scale", def.Scale, "RW1 scale factor S (S×100,000 users, S×1,000,000 posts)")
 	seed := fs.Uint64("seed", def.Seed, "seed of the events and Q2's draws")
@@ -71,6 +72,7 @@ docs/workload.md) and writes results.json to --out.
 	cfg.DataDir, cfg.Scale, cfg.Seed = *data, *scale, *seed
 	cfg.PushConns, cfg.PushBatch, cfg.PushPool, cfg.PushDuration, cfg.PushWarmup = *pushConns, *pushBatch, *pushPool, *pushDuration, *pushWarmup
 	cfg.KafkaEvents, cfg.KafkaPartitions, cfg.KafkaTimeout = *kafkaEvents, *kafkaPartitions, *kafkaTimeout
+	cfg.ArchiveRounds = *archiveRounds
 	cfg.FreshRate, cfg.Q2Rate, cfg.FreshDuration, cfg.FreshWarmup = *freshRate, *q2Rate, *freshDuration, *freshWarmup
 	cfg.MaxInFlight, cfg.RequestTimeout, cfg.Profile, cfg.OutDir = *inFlight, *timeout, *profile, *out
 	cfg.Log = stderr

@@ -40,6 +40,9 @@ const (
 	PhasePush      = "push"
 	PhaseKafka     = "kafka"
 	PhaseFreshness = "freshness"
+	// PhaseArchive runs the push phase ArchiveRounds times without the
+	// event archive and as many with it, alternated (not a default phase).
+	PhaseArchive = "archive"
 )
 
 // The ingestion targets: push and Kafka throughput per server core, and
@@ -90,6 +93,10 @@ type IngestConfig struct {
 	KafkaEvents, KafkaPartitions int
 	KafkaTimeout                 time.Duration
 
+	// ArchiveRounds is how many push runs the archive phase makes with
+	// the event archive, and as many without, alternated.
+	ArchiveRounds int
+
 	// FreshRate events/s are produced for FreshWarmup + FreshDuration
 	// while Q2 runs open loop at Q2Rate (its first FreshWarmup not
 	// recorded).
@@ -117,7 +124,8 @@ func DefaultIngestConfig() IngestConfig {
 		Scale:  1, Seed: 1,
 		PushConns: 8, PushBatch: 1000, PushPool: 1_000_000,
 		PushDuration: 20 * time.Second, PushWarmup: 3 * time.Second,
-		KafkaEvents: 2_000_000, KafkaPartitions: 8, KafkaTimeout: 3 * time.Minute,
+		ArchiveRounds: 3,
+		KafkaEvents:   2_000_000, KafkaPartitions: 8, KafkaTimeout: 3 * time.Minute,
 		FreshRate: 5000, Q2Rate: 50, FreshDuration: 30 * time.Second, FreshWarmup: 3 * time.Second,
 		MaxInFlight: DefaultMaxInFlight, RequestTimeout: 10 * time.Second,
 	}
@@ -130,8 +138,8 @@ func (c *IngestConfig) Check() error {
 		bad.add("no phase to run: name some of %s, %s, %s", PhasePush, PhaseKafka, PhaseFreshness)
 	}
 	for _, p := range c.Phases {
-		if p != PhasePush && p != PhaseKafka && p != PhaseFreshness {
-			bad.add("phase %q: use %s, %s or %s", p, PhasePush, PhaseKafka, PhaseFreshness)
+		if p != PhasePush && p != PhaseKafka && p != PhaseFreshness && p != PhaseArchive {
+			bad.add("phase %q: use %s, %s, %s or %s", p, PhasePush, PhaseKafka, PhaseFreshness, PhaseArchive)
 		}
 	}
 	if c.has(PhaseFreshness) && !c.has(PhaseKafka) {
@@ -149,6 +157,9 @@ func (c *IngestConfig) Check() error {
 	}
 	if c.PushDuration <= 0 || c.PushWarmup < 0 {
 		bad.add("push duration %v, warm-up %v: want duration > 0, warm-up ≥ 0", c.PushDuration, c.PushWarmup)
+	}
+	if c.ArchiveRounds < 1 || c.ArchiveRounds > 100 {
+		bad.add("archive rounds %d: want 1..100", c.ArchiveRounds)
 	}
 	if c.KafkaEvents < 1 || c.KafkaEvents > maxKafkaEvents {
 		bad.add("kafka events %d: want 1..%d", c.KafkaEvents, maxKafkaEvents)
@@ -183,6 +194,7 @@ type IngestReport struct {
 	Push      *PushPhase         `json:"push,omitempty"`
 	Kafka     *KafkaPhase        `json:"kafka,omitempty"`
 	Freshness *FreshnessPhase    `json:"freshness,omitempty"`
+	Archive   *ArchivePhase      `json:"archive,omitempty"`
 	Seconds   float64            `json:"seconds"`
 }
 
@@ -398,6 +410,12 @@ func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err er
 			return nil, fmt.Errorf("bench ingest: push phase: %w", err)
 		}
 	}
+	if cfg.has(PhaseArchive) {
+		measured = true
+		if r.rep.Archive, err = r.archivePhase(ctx); err != nil {
+			return nil, fmt.Errorf("bench ingest: archive phase: %w", err)
+		}
+	}
 	if cfg.has(PhaseKafka) {
 		kc, err := startKafka(int32(cfg.KafkaPartitions), ingestTopic)
 		if err != nil {
@@ -479,14 +497,20 @@ func (r *ingestRun) profile(ctx context.Context, name string, d time.Duration) (
 
 // pushPhase is phase 1: closed-loop pushes of pre-encoded batches.
 func (r *ingestRun) pushPhase(ctx context.Context) (*PushPhase, error) {
+	return r.pushRun(ctx, r.argv, filepath.Join(r.dataDir, "push"), PhasePush)
+}
+
+// pushRun runs the push phase against a server started with argv on
+// dataDir; label names it in the log and its profile.
+func (r *ingestRun) pushRun(ctx context.Context, argv []string, dataDir, label string) (*PushPhase, error) {
 	cfg := r.cfg
-	fmt.Fprintf(r.log, "kiln-bench ingest: push: encoding %d RW1 live events in batches of %d\n", cfg.PushPool, cfg.PushBatch)
+	fmt.Fprintf(r.log, "kiln-bench ingest: %s: encoding %d RW1 live events in batches of %d\n", label, cfg.PushPool, cfg.PushBatch)
 	pool := r.pushPool()
 	projectFile := filepath.Join(r.tmp, "kiln-push.yaml")
 	if err := os.WriteFile(projectFile, examples.FeedProject, 0o644); err != nil {
 		return nil, err
 	}
-	if err := r.startServerOn(ctx, projectFile, filepath.Join(r.dataDir, "push")); err != nil {
+	if err := r.launch(ctx, argv, projectFile, dataDir, false); err != nil {
 		return nil, err
 	}
 	defer r.stopServer()
@@ -541,7 +565,7 @@ func (r *ingestRun) pushPhase(ctx context.Context) (*PushPhase, error) {
 		})
 	}
 	finish := func() { stop.Store(true); wg.Wait() }
-	fmt.Fprintf(r.log, "kiln-bench ingest: push: %d connections, %v warm-up, %v measured\n", cfg.PushConns, cfg.PushWarmup, cfg.PushDuration)
+	fmt.Fprintf(r.log, "kiln-bench ingest: %s: %d connections, %v warm-up, %v measured\n", label, cfg.PushConns, cfg.PushWarmup, cfg.PushDuration)
 	if !sleepCtx(ctx, cfg.PushWarmup) {
 		finish()
 		return nil, ctx.Err()
@@ -552,7 +576,7 @@ func (r *ingestRun) pushPhase(ctx context.Context) (*PushPhase, error) {
 		return nil, err
 	}
 	measuring.Store(true)
-	waitProfile := r.profile(ctx, PhasePush, min(cfg.Profile, cfg.PushDuration))
+	waitProfile := r.profile(ctx, label, min(cfg.Profile, cfg.PushDuration))
 	ok := sleepCtx(ctx, cfg.PushDuration)
 	m1, serr := markNow(ctx, r.srv, r.ctl)
 	measuring.Store(false)
@@ -574,8 +598,8 @@ func (r *ingestRun) pushPhase(ctx context.Context) (*PushPhase, error) {
 	if firstErr != nil {
 		p.FirstError = firstErr.Error()
 	}
-	fmt.Fprintf(r.log, "kiln-bench ingest: push: %d events in %.1f s = %.0f events/s; server %.2f CPU-s (%.2f cores) = %.0f events/s per core; %d errors\n",
-		p.Events, p.Seconds, p.EventsPerS, p.ServerCPUSeconds, p.ServerCores, p.EventsPerCoreS, p.Errors)
+	fmt.Fprintf(r.log, "kiln-bench ingest: %s: %d events in %.1f s = %.0f events/s; server %.2f CPU-s (%.2f cores) = %.0f events/s per core; %d errors\n",
+		label, p.Events, p.Seconds, p.EventsPerS, p.ServerCPUSeconds, p.ServerCores, p.EventsPerCoreS, p.Errors)
 	if p.Errors > 0 {
 		return p, fmt.Errorf("%d pushes failed; first: %s", p.Errors, p.FirstError)
 	}
@@ -630,6 +654,9 @@ func (rep *IngestReport) PrintSummary(w io.Writer) {
 	if k := rep.Kafka; k != nil {
 		fmt.Fprintf(w, "kafka: %d produced before the server started (%.0f events/s), %d applied, %d dead letters; %.1f s from process start to lag 0\n",
 			k.Produced, k.ProduceEventsPerS, k.Applied, k.DeadLetters, k.FromStartSeconds)
+	}
+	if a := rep.Archive; a != nil {
+		a.printSummary(w)
 	}
 	if f := rep.Freshness; f != nil {
 		fmt.Fprintln(w)
