@@ -478,20 +478,14 @@ func (d *Decoder) decodeEvent(src *definition.Source, required []bool, b []byte,
 					problems = appendProblem(problems, idx, key, "given twice")
 				} else {
 					sawTime = true
-					switch ts, msg := parseTime(raw, plain); {
-					case msg != "":
+					if ts, msg := checkTime(src, raw, plain, now); msg != "" {
 						problems = appendProblem(problems, idx, key, msg)
-					case ts < src.MinEventTime:
-						problems = appendProblem(problems, idx, key, tooEarly(src, raw, ts))
-					case ts > now+maxSkew(src).Milliseconds():
-						problems = appendProblem(problems, idx, key, fmt.Sprintf("event time %s is more than %s ahead of the server clock (%s); fix the producer's clock or raise max_future_skew of source %s",
-							formatTS(ts), maxSkew(src), formatTS(now), src.Name))
-					default:
+					} else {
 						ev.TS = ts
 					}
 				}
 			} else if fi := fieldIndex(src, key); fi < 0 {
-				problems = appendProblem(problems, idx, key, fmt.Sprintf("not a field of source %s (fields: %s, and %s for the event time)", src.Name, fieldNames(src), src.EventTime))
+				problems = appendProblem(problems, idx, key, UnknownField(src))
 			} else if seen[fi] {
 				problems = appendProblem(problems, idx, key, "given twice")
 			} else {
@@ -500,7 +494,7 @@ func (d *Decoder) decodeEvent(src *definition.Source, required []bool, b []byte,
 				case msg != "":
 					problems = appendProblem(problems, idx, key, msg)
 				case v.Kind == event.Null && required[fi]:
-					problems = appendProblem(problems, idx, key, "is a key field and cannot be null")
+					problems = appendProblem(problems, idx, key, NullKey)
 				default:
 					ev.Fields[fi] = v
 				}
@@ -520,11 +514,11 @@ func (d *Decoder) decodeEvent(src *definition.Source, required []bool, b []byte,
 		}
 	}
 	if !sawTime {
-		problems = append(problems, Problem{Index: idx, Field: src.EventTime, Message: "missing: every event needs its event time, as RFC 3339 (\"2026-11-26T10:00:00Z\") or epoch milliseconds"})
+		problems = append(problems, Problem{Index: idx, Field: src.EventTime, Message: MissingEventTime})
 	}
 	for fi, req := range required {
 		if req && !seen[fi] {
-			problems = append(problems, Problem{Index: idx, Field: src.Fields[fi].Name, Message: "missing: it is a key field of a view fed by source " + src.Name})
+			problems = append(problems, Problem{Index: idx, Field: src.Fields[fi].Name, Message: MissingKey(src)})
 		}
 	}
 	return i, problems, nil
