@@ -3,6 +3,8 @@ package archive
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -37,8 +39,11 @@ func BenchmarkAppend(b *testing.B) {
 			b.Fatalf("source has no field %s", n)
 		}
 	}
-	const n = 10_000
-	live := workload.NewGenerator(workload.Config{Scale: 0.01}).Live(n)
+	n := 10_000
+	if s := os.Getenv("KILN_BENCH_BATCH"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	live := workload.NewGenerator(workload.Config{Scale: 0.01}).Live(float64(n))
 	now := workload.DefaultNow.Add(time.Hour)
 	var e event.Event
 	batch := make([]Archived, n)
@@ -80,7 +85,7 @@ func BenchmarkAppend(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
-			b.ReportMetric(float64(bytes)/n, "file-bytes/event")
+			b.ReportMetric(float64(bytes)/float64(n), "file-bytes/event")
 		})
 	}
 }

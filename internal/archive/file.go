@@ -61,7 +61,7 @@ func leafNode(t event.Type) parquet.Node {
 	case event.Float64:
 		return parquet.Leaf(parquet.DoubleType)
 	case event.String:
-		return parquet.String()
+		return parquet.Encoded(parquet.String(), &parquet.RLEDictionary)
 	case event.Bool:
 		return parquet.Leaf(parquet.BooleanType)
 	}
@@ -106,7 +106,7 @@ func newFileSchema(src *definition.Source) (*fileSchema, error) {
 	g := parquet.Group{
 		ColEventTime:    parquet.Timestamp(parquet.Millisecond),
 		ColArrival:      parquet.Timestamp(parquet.Millisecond),
-		ColOriginStream: parquet.String(),
+		ColOriginStream: parquet.Encoded(parquet.String(), &parquet.RLEDictionary),
 		ColOriginOffset: parquet.Int(64),
 	}
 	for _, f := range src.Fields {
@@ -126,42 +126,90 @@ func newFileSchema(src *definition.Source) (*fileSchema, error) {
 	return fs, nil
 }
 
-// encode writes evs as one Parquet file, in the order given.
+// encode writes evs as one Parquet file, in the order given: column by
+// column into a buffer of up to encodeRows rows, each buffer one row group.
 func (fs *fileSchema) encode(source string, evs []Archived) ([]byte, error) {
-	var buf bytes.Buffer
-	w := parquet.NewWriter(&buf, fs.schema,
+	var out bytes.Buffer
+	w := parquet.NewWriter(&out, fs.schema,
 		parquet.Compression(&parquet.Snappy),
 		parquet.CreatedBy("kiln", "archive", formatV1),
 		parquet.KeyValueMetadata(metaFormat, formatV1),
 		parquet.KeyValueMetadata(metaSource, source),
-		parquet.MaxRowsPerRowGroup(1<<20),
 	)
-	const chunk = 1024
-	vals := make([]parquet.Value, chunk*fs.ncols)
-	rows := make([]parquet.Row, 0, chunk)
+	buf := parquet.NewBuffer(fs.schema)
+	cols := buf.ColumnBuffers()
+	// Columns are filled encodeChunk rows at a time, so the values being
+	// handed over stay in the processor's cache.
+	var ints [encodeChunk]int64
+	var vals [encodeChunk]parquet.Value
 	for len(evs) > 0 {
-		n := min(chunk, len(evs))
-		rows = rows[:0]
-		for i, ev := range evs[:n] {
-			row := parquet.Row(vals[i*fs.ncols : (i+1)*fs.ncols])
-			row[fs.timeCol] = parquet.Int64Value(ev.Time).Level(0, 0, fs.timeCol)
-			row[fs.arrCol] = parquet.Int64Value(ev.Arrival).Level(0, 0, fs.arrCol)
-			row[fs.streamCol] = parquet.ByteArrayValue(stringBytes(ev.Origin.Stream)).Level(0, 0, fs.streamCol)
-			row[fs.offCol] = parquet.Int64Value(ev.Origin.Offset).Level(0, 0, fs.offCol)
-			for j, c := range fs.fieldCol {
-				row[c] = parquetValue(ev.Fields[j]).Level(0, defLevel(ev.Fields[j]), c)
+		group := evs[:min(len(evs), encodeRows)]
+		evs = evs[len(group):]
+		buf.Reset()
+		for len(group) > 0 {
+			part := group[:min(len(group), encodeChunk)]
+			group = group[len(part):]
+			for _, c := range [...]struct {
+				col int
+				get func(*Archived) int64
+			}{{fs.timeCol, evTime}, {fs.arrCol, evArrival}, {fs.offCol, evOffset}} {
+				for i := range part {
+					ints[i] = c.get(&part[i])
+				}
+				if err := writeInt64s(cols[c.col], ints[:len(part)], c.col); err != nil {
+					return nil, fmt.Errorf("archive: encode: %w", err)
+				}
 			}
-			rows = append(rows, row)
+			for i := range part {
+				vals[i] = parquet.ByteArrayValue(stringBytes(part[i].Origin.Stream)).Level(0, 0, fs.streamCol)
+			}
+			if _, err := cols[fs.streamCol].WriteValues(vals[:len(part)]); err != nil {
+				return nil, fmt.Errorf("archive: encode: %w", err)
+			}
+			for j, c := range fs.fieldCol {
+				for i := range part {
+					v := part[i].Fields[j]
+					vals[i] = parquetValue(v).Level(0, defLevel(v), c)
+				}
+				if _, err := cols[c].WriteValues(vals[:len(part)]); err != nil {
+					return nil, fmt.Errorf("archive: encode: %w", err)
+				}
+			}
 		}
-		if _, err := w.WriteRows(rows); err != nil {
+		if _, err := w.WriteRowGroup(buf); err != nil {
 			return nil, fmt.Errorf("archive: encode: %w", err)
 		}
-		evs = evs[n:]
 	}
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("archive: encode: %w", err)
 	}
-	return buf.Bytes(), nil
+	return out.Bytes(), nil
+}
+
+// encodeRows is the most rows encode puts in one row group; encodeChunk
+// how many it hands a column at a time.
+const (
+	encodeRows  = 256 << 10
+	encodeChunk = 1024
+)
+
+func evTime(ev *Archived) int64    { return ev.Time }
+func evArrival(ev *Archived) int64 { return ev.Arrival }
+func evOffset(ev *Archived) int64  { return ev.Origin.Offset }
+
+// writeInt64s writes a required int64 column's values, directly when the
+// column buffer takes them so.
+func writeInt64s(cb parquet.ColumnBuffer, v []int64, col int) error {
+	if iw, ok := cb.(parquet.Int64Writer); ok {
+		_, err := iw.WriteInt64s(v)
+		return err
+	}
+	vals := make([]parquet.Value, len(v))
+	for i, x := range v {
+		vals[i] = parquet.Int64Value(x).Level(0, 0, col)
+	}
+	_, err := cb.WriteValues(vals)
+	return err
 }
 
 // stringBytes returns the bytes of s without copying them: the writer

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"unsafe"
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
@@ -165,6 +166,13 @@ func (d *decoder) bytes(n uint64, what string) []byte {
 
 func (d *decoder) str(what string) string { return string(d.bytes(d.uvarint(what), what)) }
 
+// view is str without a copy: the string shares the payload's memory, so
+// it is only good while the payload is.
+func (d *decoder) view(what string) string {
+	b := d.bytes(d.uvarint(what), what)
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
 // schema is what a record must agree on with the project that reads it.
 type schema struct {
 	fields int
@@ -181,7 +189,8 @@ func schemaOf(src *definition.Source) schema {
 	return schema{fields: len(src.Fields), hash: h.Sum32()}
 }
 
-// decodeRecord decodes a payload of a source schemaOf knows.
+// decodeRecord decodes a payload of a source schemaOf knows. Its events'
+// string values share the payload's memory.
 func decodeRecord(payload []byte, schemaOf func(source string) (schema, bool)) (record, error) {
 	d := decoder{b: payload}
 	if v := d.bytes(1, "version"); d.err == nil && v[0] != recordVersion {
@@ -237,7 +246,7 @@ func decodeRecord(payload []byte, schemaOf func(source string) (schema, bool)) (
 					ev.fields[j] = event.FloatValue(math.Float64frombits(binary.LittleEndian.Uint64(b)))
 				}
 			case event.String:
-				ev.fields[j] = event.StringValue(d.str("string"))
+				ev.fields[j] = event.StringValue(d.view("string"))
 			case event.Bool:
 				b := d.bytes(1, "bool")
 				if d.err == nil {
