@@ -30,6 +30,7 @@ usage:
   kiln demo [flags]                    run the example project with a synthetic event stream
   kiln serve -c kiln.yaml [flags]      serve a project (embedded store in --data)
   kiln validate kiln.yaml              check a project file and print its tile plan
+  kiln import -c kiln.yaml FILE...     load a source's history from Parquet, CSV or JSON lines files
   kiln help [command]                  this help, or a command's
 
 Run "kiln help <command>" or "kiln <command> -h" for a command's flags.
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
+	case "import":
+		return runImport(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return fmt.Errorf("%w: %s", cli.ErrUsage, benchMoved)
 	case "help", "-h", "-help", "--help":
@@ -73,7 +76,7 @@ func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	}
 	switch args[0] {
-	case "demo", "serve", "validate":
+	case "demo", "serve", "validate", "import":
 		err := run(ctx, []string{args[0], "-h"}, stdout, stderr)
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

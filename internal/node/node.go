@@ -145,8 +145,10 @@ type Node struct {
 	Plans    map[*definition.View]*tile.Plan
 	Store    store.Store
 	Writer   *ingest.Writer // nil in a serve-only process
-	// Journal is the archive's journal; nil without an archive or in a
-	// serve-only process.
+	// Archive is the event archive (Config.Archive), nil without one;
+	// Journal is its journal, nil without an archive or in a serve-only
+	// process.
+	Archive *archive.Archive
 	Journal *spool.Spool
 	Engine  *query.Engine // nil in an ingest-only process
 	Server  *serve.Server
@@ -195,7 +197,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Role: cfg.Role, Plans: plans, cfg: cfg}
+	n := &Node{Role: cfg.Role, Plans: plans, Archive: cfg.Archive, cfg: cfg}
 	// On an error below, undo what was started.
 	var cleanups []func()
 	defer func() {

@@ -19,15 +19,18 @@ import (
 	"net/http"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/store"
+	"github.com/kiln-dev/kiln/internal/stream"
 )
 
 // Limits of the HTTP API.
@@ -235,10 +238,25 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pb.body = body
+	var origin importOrigin
+	if r.URL.RawQuery != "" {
+		var msg string
+		if origin, msg = parseImportOrigin(r); msg != "" {
+			writeError(w, http.StatusBadRequest, msg, nil)
+			return
+		}
+	}
 	src, events, err := s.decoder.DecodePushInto(body, s.cfg.Writer.Now(), &pb.events)
 	if err != nil {
 		writeRequestError(w, err)
 		return
+	}
+	if origin.name != "" {
+		id := stream.StreamID(origin.name)
+		s.cfg.Writer.NameStream(id, origin.name)
+		for i := range events {
+			events[i].Origin = event.Origin{Stream: id, Offset: origin.first + uint64(i)}
+		}
 	}
 	res, err := s.cfg.Writer.Push(r.Context(), src, events)
 	if err != nil {
@@ -248,6 +266,37 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	b := fmt.Appendf(nil, `{"accepted":%d,"dropped_late":%d}`+"\n", res.Accepted, res.DroppedLate)
 	w.Write(b)
+}
+
+// importOrigin is where the events of a push were read, for imports
+// (package importer): events[i] is at offset first+i of the stream name.
+type importOrigin struct {
+	name  string
+	first uint64
+}
+
+// parseImportOrigin reads ?origin=import/<id>&offset=N, or explains what is
+// wrong with the query.
+func parseImportOrigin(r *http.Request) (importOrigin, string) {
+	q := r.URL.Query()
+	for k := range q {
+		if k != "origin" && k != "offset" {
+			return importOrigin{}, fmt.Sprintf("unknown query parameter %q: /v1/push takes origin and offset (for imports) or nothing", k)
+		}
+	}
+	name, off := q.Get("origin"), q.Get("offset")
+	if name == "" || off == "" {
+		return importOrigin{}, "origin and offset go together: origin=import/<id> names the file the events were read from, offset=N the position of the first"
+	}
+	id, ok := strings.CutPrefix(name, "import/")
+	if !ok || id == "" || len(id) > 100 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+		return importOrigin{}, fmt.Sprintf("origin %q: write import/<id>, the id of up to 100 letters, digits, '.', '_' or '-'", name)
+	}
+	first, err := strconv.ParseUint(off, 10, 64)
+	if err != nil || first == 0 {
+		return importOrigin{}, fmt.Sprintf("offset %q: write the position of the first event, a whole number from 1", off)
+	}
+	return importOrigin{name: name, first: first}, ""
 }
 
 // storeError answers a failure of the store or the write path: retryable.

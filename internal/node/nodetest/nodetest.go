@@ -2,9 +2,11 @@
 package nodetest
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/node"
@@ -13,16 +15,22 @@ import (
 
 // Start parses the project file text src (name is the file name errors
 // give) and starts a node on it: its data in a temporary directory, its
-// HTTP API on a free loopback port, and the write path's clock stopped at
-// now. The node is closed when tb ends.
+// HTTP API on a free loopback port, its event archive in the data
+// directory (Node.Archive; Node.Journal.Flush writes what it holds), and
+// the write path's clock stopped at now. The node is closed when tb ends.
 func Start(tb testing.TB, name string, src []byte, now time.Time) (*node.Node, *definition.Project) {
 	tb.Helper()
 	p, err := projectfile.Parse(name, src)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	dir := tb.TempDir()
+	arch, err := archive.NewDir(filepath.Join(dir, "archive"))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	n, err := node.Start(node.Config{
-		Project: p, DataDir: tb.TempDir(), Addr: "127.0.0.1:0",
+		Project: p, DataDir: dir, Addr: "127.0.0.1:0", Archive: archive.New(arch),
 		Ingest: ingest.Options{Now: func() time.Time { return now }},
 	})
 	if err != nil {
