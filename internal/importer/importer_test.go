@@ -226,7 +226,7 @@ func TestPushOriginIsChecked(t *testing.T) {
 	n, _ := nodetest.Start(t, "kiln.yaml", []byte(project), now)
 	body := `{"source": "clicks", "events": [{"user_id": 1, "ts": 1773140400000}]}`
 	for q, want := range map[string]string{
-		"?origin=kafka/t/0&offset=1":   `origin "kafka/t/0": write import/<id>`,
+		"?origin=kafka/t/0&offset=1":    `origin "kafka/t/0": write import/<id>`,
 		"?origin=import/a%2Fb&offset=1": `origin "import/a/b"`,
 		"?origin=import/ab":             "origin and offset go together",
 		"?origin=import/ab&offset=0":    `offset "0"`,
