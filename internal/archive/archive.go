@@ -120,20 +120,22 @@ func (a *Archive) Append(ctx context.Context, src *definition.Source, batchID st
 	if len(evs) == 0 {
 		return nil
 	}
-	// Group by day, keeping the order within each.
+	// Group by day, keeping the order within each: a counting sort into
+	// one slice, so each event is copied once.
 	const dayMs = int64(day / time.Millisecond)
-	byDay := map[int64][]Archived{}
-	first := evs[0].Time / dayMs
-	same := true
+	count := map[int64]int{}
 	for i := range evs {
-		if evs[i].Time/dayMs != first {
-			same = false
-			break
-		}
+		count[evs[i].Time/dayMs]++
 	}
-	if same {
-		byDay[first] = evs
+	byDay := make(map[int64][]Archived, len(count))
+	if len(count) == 1 {
+		byDay[evs[0].Time/dayMs] = evs
 	} else {
+		all := make([]Archived, 0, len(evs))
+		for d, n := range count {
+			byDay[d] = all[len(all) : len(all) : len(all)+n]
+			all = all[:len(all)+n]
+		}
 		for i := range evs {
 			d := evs[i].Time / dayMs
 			byDay[d] = append(byDay[d], evs[i])

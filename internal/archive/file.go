@@ -126,8 +126,10 @@ func newFileSchema(src *definition.Source) (*fileSchema, error) {
 	return fs, nil
 }
 
-// encode writes evs as one Parquet file, in the order given: column by
-// column into a buffer of up to encodeRows rows, each buffer one row group.
+// encode writes evs as one Parquet file, in the order given: straight
+// into the writer's columns, encodeChunk rows at a time (so the values
+// handed over stay in the processor's cache), a row group every encodeRows
+// rows.
 func (fs *fileSchema) encode(source string, evs []Archived) ([]byte, error) {
 	var out bytes.Buffer
 	w := parquet.NewWriter(&out, fs.schema,
@@ -136,47 +138,60 @@ func (fs *fileSchema) encode(source string, evs []Archived) ([]byte, error) {
 		parquet.KeyValueMetadata(metaFormat, formatV1),
 		parquet.KeyValueMetadata(metaSource, source),
 	)
-	buf := parquet.NewBuffer(fs.schema)
-	cols := buf.ColumnBuffers()
-	// Columns are filled encodeChunk rows at a time, so the values being
-	// handed over stay in the processor's cache.
-	var ints [encodeChunk]int64
+	cols := w.ColumnWriters()
 	var vals [encodeChunk]parquet.Value
+	write := func(col int, n int) error {
+		if _, err := cols[col].WriteRowValues(vals[:n]); err != nil {
+			return fmt.Errorf("archive: encode: %w", err)
+		}
+		return nil
+	}
+	// The fields' values, one array per field, filled in one pass over
+	// the events.
+	fvals := make([][encodeChunk]parquet.Value, len(fs.fieldCol))
 	for len(evs) > 0 {
 		group := evs[:min(len(evs), encodeRows)]
 		evs = evs[len(group):]
-		buf.Reset()
 		for len(group) > 0 {
 			part := group[:min(len(group), encodeChunk)]
 			group = group[len(part):]
-			for _, c := range [...]struct {
-				col int
-				get func(*Archived) int64
-			}{{fs.timeCol, evTime}, {fs.arrCol, evArrival}, {fs.offCol, evOffset}} {
-				for i := range part {
-					ints[i] = c.get(&part[i])
-				}
-				if err := writeInt64s(cols[c.col], ints[:len(part)], c.col); err != nil {
-					return nil, fmt.Errorf("archive: encode: %w", err)
-				}
+			n := len(part)
+			for i := range part {
+				vals[i] = parquet.Int64Value(part[i].Time).Level(0, 0, fs.timeCol)
+			}
+			if err := write(fs.timeCol, n); err != nil {
+				return nil, err
+			}
+			for i := range part {
+				vals[i] = parquet.Int64Value(part[i].Arrival).Level(0, 0, fs.arrCol)
+			}
+			if err := write(fs.arrCol, n); err != nil {
+				return nil, err
+			}
+			for i := range part {
+				vals[i] = parquet.Int64Value(part[i].Origin.Offset).Level(0, 0, fs.offCol)
+			}
+			if err := write(fs.offCol, n); err != nil {
+				return nil, err
 			}
 			for i := range part {
 				vals[i] = parquet.ByteArrayValue(stringBytes(part[i].Origin.Stream)).Level(0, 0, fs.streamCol)
 			}
-			if _, err := cols[fs.streamCol].WriteValues(vals[:len(part)]); err != nil {
-				return nil, fmt.Errorf("archive: encode: %w", err)
+			if err := write(fs.streamCol, n); err != nil {
+				return nil, err
+			}
+			for i := range part {
+				for j := range part[i].Fields {
+					fvals[j][i] = fieldValue(&part[i].Fields[j], fs.fieldCol[j])
+				}
 			}
 			for j, c := range fs.fieldCol {
-				for i := range part {
-					v := part[i].Fields[j]
-					vals[i] = parquetValue(v).Level(0, defLevel(v), c)
-				}
-				if _, err := cols[c].WriteValues(vals[:len(part)]); err != nil {
+				if _, err := cols[c].WriteRowValues(fvals[j][:n]); err != nil {
 					return nil, fmt.Errorf("archive: encode: %w", err)
 				}
 			}
 		}
-		if _, err := w.WriteRowGroup(buf); err != nil {
+		if err := w.Flush(); err != nil {
 			return nil, fmt.Errorf("archive: encode: %w", err)
 		}
 	}
@@ -193,25 +208,6 @@ const (
 	encodeChunk = 1024
 )
 
-func evTime(ev *Archived) int64    { return ev.Time }
-func evArrival(ev *Archived) int64 { return ev.Arrival }
-func evOffset(ev *Archived) int64  { return ev.Origin.Offset }
-
-// writeInt64s writes a required int64 column's values, directly when the
-// column buffer takes them so.
-func writeInt64s(cb parquet.ColumnBuffer, v []int64, col int) error {
-	if iw, ok := cb.(parquet.Int64Writer); ok {
-		_, err := iw.WriteInt64s(v)
-		return err
-	}
-	vals := make([]parquet.Value, len(v))
-	for i, x := range v {
-		vals[i] = parquet.Int64Value(x).Level(0, 0, col)
-	}
-	_, err := cb.WriteValues(vals)
-	return err
-}
-
 // stringBytes returns the bytes of s without copying them: the writer
 // copies a value's bytes into its own buffers and never changes them.
 func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
@@ -221,6 +217,22 @@ func defLevel(v event.Value) int {
 		return 0
 	}
 	return 1
+}
+
+// fieldValue is the Parquet value of an optional field's value v in
+// column col.
+func fieldValue(v *event.Value, col int) parquet.Value {
+	switch v.Kind {
+	case event.Int64:
+		return parquet.Int64Value(v.Int).Level(0, 1, col)
+	case event.Float64:
+		return parquet.DoubleValue(v.Float).Level(0, 1, col)
+	case event.String:
+		return parquet.ByteArrayValue(stringBytes(v.Str)).Level(0, 1, col)
+	case event.Bool:
+		return parquet.BooleanValue(v.Bool).Level(0, 1, col)
+	}
+	return parquet.NullValue().Level(0, 0, col)
 }
 
 func parquetValue(v event.Value) parquet.Value {

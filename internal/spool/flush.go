@@ -84,7 +84,24 @@ func (s *Spool) archiveSegment(ctx context.Context, seq uint64) error {
 	if err != nil {
 		return err
 	}
-	bySource := map[string][]archive.Archived{}
+	// The events of the segment, by source; a first pass counts them.
+	counts := map[string]int{}
+	for b := data; len(b) > 0; {
+		payload, rest, err := nextRecord(b)
+		if err != nil {
+			return fmt.Errorf("%s at byte %d: %w", path, len(data)-len(b), err)
+		}
+		b = rest
+		src, n, err := recordHeader(payload)
+		if err != nil {
+			return fmt.Errorf("%s at byte %d: %w", path, len(data)-len(b), err)
+		}
+		counts[src] += n
+	}
+	bySource := make(map[string][]archive.Archived, len(counts))
+	for src, n := range counts {
+		bySource[src] = make([]archive.Archived, 0, n)
+	}
 	next := s.state
 	next.Streams = maps(s.state.Streams)
 	next.NextSegment = max(next.NextSegment, seq+1)

@@ -173,6 +173,24 @@ func (d *decoder) view(what string) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
+// recordHeader reads the source and the number of events of a payload.
+func recordHeader(payload []byte) (source string, events int, err error) {
+	d := decoder{b: payload}
+	d.bytes(1, "version")
+	source = d.view("source")
+	d.bytes(4, "schema")
+	d.varint("arrival")
+	ns := d.uvarint("stream count")
+	for range min(ns, uint64(len(d.b))) {
+		d.view("stream")
+	}
+	n := d.uvarint("event count")
+	if d.err == nil && n > uint64(len(d.b)) {
+		d.fail("event count")
+	}
+	return source, int(n), d.err
+}
+
 // schema is what a record must agree on with the project that reads it.
 type schema struct {
 	fields int
