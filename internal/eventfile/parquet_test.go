@@ -336,6 +336,14 @@ func TestReadParquetDamaged(t *testing.T) {
 			t.Errorf("%s: %d events, error %v\n  want %s…", tc.name, len(res.events), res.err, tc.want)
 		}
 	}
+	// LZ4, whose decoder never gives up on a damaged page, is refused.
+	if err := os.WriteFile("d.parquet", encodeParquet(t, cols, rows[:1], 0, parquet.Compression(&parquet.Lz4Raw)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "lz4", errorLines(read(t, "d.parquet", Options{}).err), []string{
+		"d.parquet: compressed with LZ4_RAW, which this reader does not take: write it compressed with zstd, snappy, gzip or brotli, or not compressed",
+	})
+
 	// Any byte changed, or the data cut: an error or events, never a
 	// panic (read checks the events).
 	step := 3
