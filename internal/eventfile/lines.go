@@ -1,6 +1,7 @@
 package eventfile
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -92,4 +93,20 @@ func (l *lineLimiter) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
+}
+
+// readLine returns the next line of br with its '\n' (if any), and
+// ReadSlice's error; a line longer than br's buffer is gathered in *long,
+// which the line is then valid until the next call.
+func readLine(br *bufio.Reader, long *[]byte) ([]byte, error) {
+	b, err := br.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		return b, err
+	}
+	*long = append((*long)[:0], b...)
+	for err == bufio.ErrBufferFull {
+		b, err = br.ReadSlice('\n')
+		*long = append(*long, b...)
+	}
+	return *long, err
 }

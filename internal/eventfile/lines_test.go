@@ -37,15 +37,7 @@ func TestLineLimiter(t *testing.T) {
 		br := bufio.NewReaderSize(lim, 16)
 		var long []byte
 		for i := 0; ; i++ {
-			b, err := br.ReadSlice('\n')
-			if err == bufio.ErrBufferFull {
-				long = append(long[:0], b...)
-				for err == bufio.ErrBufferFull {
-					b, err = br.ReadSlice('\n')
-					long = append(long, b...)
-				}
-				b = long
-			}
+			b, err := readLine(br, &long)
 			if len(b) == 0 && err == io.EOF {
 				if i < len(lines) && !(i == len(lines)-1 && lines[i] == "") {
 					t.Fatalf("seed %d: %q (max %d): ended at line %d of %d", seed, in, max, i+1, len(lines))
