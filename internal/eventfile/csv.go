@@ -29,7 +29,8 @@ type csvHeader struct {
 // readCSV reads a CSV file of size bytes from in.
 func (r *rows) readCSV(in io.Reader, size int64) error {
 	counted := &countingReader{r: in}
-	cr := csv.NewReader(bufio.NewReaderSize(newLineLimiter(counted, r.opts.MaxLineBytes), readBufferBytes))
+	lim := newLineLimiter(counted, r.opts.MaxLineBytes)
+	cr := csv.NewReader(bufio.NewReaderSize(lim, readBufferBytes))
 	cr.ReuseRecord = true
 	cr.FieldsPerRecord = -1 // a ragged row is a problem of its own, worded here
 
@@ -44,6 +45,7 @@ func (r *rows) readCSV(in io.Reader, size int64) error {
 	ncols := len(h.slot)
 	done := func() int64 { return counted.n }
 	var cell []byte // the cell being read, as bytes
+	var pe *csv.ParseError
 	for {
 		record, err := cr.Read()
 		if err == io.EOF {
@@ -53,9 +55,11 @@ func (r *rows) readCSV(in io.Reader, size int64) error {
 		if len(record) > 0 {
 			line, _ = cr.FieldPos(0)
 		}
-		var pe *csv.ParseError
 		switch {
 		case errors.Is(err, errLineTooLong):
+			// The line cut short: a record cut short in a quoted cell
+			// may have no field to tell where it began.
+			line = lim.longLine
 			r.problem(line, "", r.tooLong())
 		case errors.As(err, &pe):
 			line = pe.StartLine
@@ -167,7 +171,12 @@ func (r *rows) csvHeader(names []string) (*csvHeader, error) {
 		case name == r.src.EventTime:
 			h.slot[c] = timeColumn
 		default:
-			if h.slot[c] = r.src.FieldIndex(name); h.slot[c] < 0 {
+			if h.slot[c] = r.src.FieldIndex(name); h.slot[c] >= 0 {
+				break
+			}
+			if t := strings.TrimSpace(name); t != name && (t == r.src.EventTime || r.src.FieldIndex(t) >= 0) {
+				bad(name, fmt.Sprintf("%q has spaces around it: the header names each column exactly as its field", name))
+			} else {
 				bad(name, eventjson.UnknownField(r.src))
 			}
 		}

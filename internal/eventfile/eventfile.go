@@ -131,6 +131,8 @@ type RowFunc func(row int, ev *event.Event, problems []Problem) error
 // bool. The event-time column may be INT64 epoch milliseconds, a TIMESTAMP
 // of any unit (taken as UTC; finer units are cut to milliseconds), or a
 // string as in CSV. A column may be required or optional; a null is null.
+// Pages may be compressed with Snappy, gzip, Brotli or Zstd; LZ4 is
+// refused (the Parquet library's LZ4 decoder cannot tell a damaged page).
 func Read(ctx context.Context, path string, dec *eventjson.Decoder, src *definition.Source, opts Options, fn RowFunc) error {
 	format, err := FormatOf(path)
 	if err != nil {

@@ -18,15 +18,7 @@ func (r *rows) readJSONLines(in io.Reader, size int64) error {
 	var long []byte // a line longer than br's buffer
 	line, sawEvent := 0, false
 	for {
-		b, err := br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			long = append(long[:0], b...)
-			for err == bufio.ErrBufferFull {
-				b, err = br.ReadSlice('\n')
-				long = append(long, b...)
-			}
-			b = long
-		}
+		b, err := readLine(br, &long)
 		if len(b) == 0 && err == io.EOF {
 			break
 		}

@@ -1,6 +1,7 @@
 package eventfile
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -9,6 +10,8 @@ import (
 // errLineTooLong is what a lineLimiter returns in place of the part of a
 // line past its limit.
 var errLineTooLong = errors.New("line too long")
+
+var nl = []byte{'\n'}
 
 // lineLimiter passes on what it reads but for the part of each line past
 // max bytes: it returns the first max bytes of such a line, then
@@ -28,6 +31,10 @@ type lineLimiter struct {
 	// skipping says the current line is past max: drop up to its '\n'.
 	skipping bool
 	err      error // of r, to return once what came before it has been
+	// lines counts the '\n's passed on; longLine is the number of the
+	// last line found too long (1-based), for the reader above, which
+	// may not know where a line it got cut short began.
+	lines, longLine int
 }
 
 func newLineLimiter(r io.Reader, max int) *lineLimiter { return &lineLimiter{r: r, max: max} }
@@ -62,6 +69,7 @@ func (l *lineLimiter) Read(p []byte) (int, error) {
 				continue // dropped: read on
 			}
 			l.skipping, l.run = false, 0
+			l.lines++ // the '\n' dropped ended a line
 			n = copy(p, p[i+1:n])
 		}
 		if n == 0 {
@@ -72,6 +80,7 @@ func (l *lineLimiter) Read(p []byte) (int, error) {
 		}
 		if i := bytes.LastIndexByte(p[:n], '\n'); i >= 0 {
 			l.run = n - i - 1
+			l.lines += bytes.Count(p[:i+1], nl)
 		} else {
 			l.run += n
 		}
@@ -79,8 +88,25 @@ func (l *lineLimiter) Read(p []byte) (int, error) {
 			// One byte past max, and no '\n' in what was read: the line
 			// is too long.
 			l.skipping, l.run = true, 0
+			l.longLine = l.lines + 1
 			return n - 1, errLineTooLong
 		}
 		return n, nil
 	}
+}
+
+// readLine returns the next line of br with its '\n' (if any), and
+// ReadSlice's error; a line longer than br's buffer is gathered in *long,
+// which the line is then valid until the next call.
+func readLine(br *bufio.Reader, long *[]byte) ([]byte, error) {
+	b, err := br.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		return b, err
+	}
+	*long = append((*long)[:0], b...)
+	for err == bufio.ErrBufferFull {
+		b, err = br.ReadSlice('\n')
+		*long = append(*long, b...)
+	}
+	return *long, err
 }

@@ -7,9 +7,11 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/encoding/thrift"
 	"github.com/parquet-go/parquet-go/format"
 
 	"github.com/kiln-dev/kiln/internal/event"
@@ -62,19 +64,26 @@ type parquetColumn struct {
 // readParquet reads a Parquet file of size bytes from in.
 func (r *rows) readParquet(in io.ReaderAt, size int64) error {
 	var f *parquet.File
-	err := r.guard(func() (err error) {
+	err := guard(func() (err error) {
 		f, err = parquet.OpenFile(in, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
 		return err
 	})
 	if err != nil {
 		return r.fileError(0, "", fmt.Sprintf("not a Parquet file, or a damaged one (%v); is it complete?", err))
 	}
-	cols, err := r.parquetColumns(f)
-	if err != nil {
-		return err
+	var cols []*parquetColumn
+	var schemaErr error
+	if err := guard(func() error { cols, schemaErr = r.parquetColumns(f); return nil }); err != nil {
+		return r.fileError(0, "", fmt.Sprintf("damaged schema (%v)", err))
+	}
+	if schemaErr != nil {
+		return schemaErr
 	}
 	if err := r.checkCodecs(f); err != nil {
 		return err
+	}
+	if err := guard(func() error { return checkPages(in, size, f) }); err != nil {
+		return r.fileError(0, "", fmt.Sprintf("damaged: %v", err))
 	}
 	total := f.NumRows()
 	nf := len(r.src.Fields)
@@ -91,7 +100,7 @@ func (r *rows) readParquet(in io.ReaderAt, size int64) error {
 		if n < 0 {
 			return r.fileError(0, "", fmt.Sprintf("row group %d declares %d rows: the file is damaged", g, n))
 		}
-		err := r.guard(func() error {
+		err := guard(func() error {
 			chunks := rg.ColumnChunks()
 			for _, c := range cols {
 				if c.index >= len(chunks) {
@@ -106,7 +115,7 @@ func (r *rows) readParquet(in io.ReaderAt, size int64) error {
 		}
 		for off := int64(0); off < n; {
 			m := int(min(parquetBatch, n-off))
-			if err := r.guard(func() error { return b.fill(cols, m) }); err != nil {
+			if err := guard(func() error { return b.fill(cols, m) }); err != nil {
 				closePages(cols)
 				return r.corrupt(row, err)
 			}
@@ -140,7 +149,7 @@ func (r *rows) readParquet(in io.ReaderAt, size int64) error {
 
 // guard runs do, which calls into the Parquet library, and turns a panic of
 // the library on a damaged file into an error: a file is data.
-func (r *rows) guard(do func() error) (err error) {
+func guard(do func() error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%v", p)
@@ -532,17 +541,94 @@ func conversionOf(pt parquet.Type, t event.Type) (conv conversion, perMs int64) 
 	return 0, 0
 }
 
-// checkCodecs refuses compression the Parquet library cannot read, before
-// a row is read.
+// checkCodecs refuses, before a row is read, compression that the Parquet
+// library cannot read, and LZ4: its LZ4 decoder takes a damaged page for
+// too small a buffer and doubles the buffer without end.
 func (r *rows) checkCodecs(f *parquet.File) error {
 	for _, rg := range f.Metadata().RowGroups {
 		for _, c := range rg.Columns {
 			codec := c.MetaData.Codec
 			switch codec {
-			case format.Uncompressed, format.Snappy, format.Gzip, format.Brotli, format.Zstd, format.Lz4Raw:
+			case format.Uncompressed, format.Snappy, format.Gzip, format.Brotli, format.Zstd:
 				continue
 			}
-			return r.fileError(0, "", fmt.Sprintf("compressed with %v, which cannot be read: write it with zstd, snappy, gzip or none", codec))
+			return r.fileError(0, "", fmt.Sprintf("compressed with %v, which this reader does not take: write it compressed with zstd, snappy, gzip or brotli, or not compressed", codec))
+		}
+	}
+	return nil
+}
+
+// Limits on one page of a Parquet file, above what writers make: the
+// Parquet library allocates what a page header declares before it reads
+// the page, so checkPages holds every header to these first.
+const (
+	// maxPageBytes bounds a page's size, compressed and not.
+	maxPageBytes = 256 << 20
+	// maxPageValues bounds the values of a page.
+	maxPageValues = 64 << 20
+	// maxPageHeaderBytes bounds a page header (with its statistics).
+	maxPageHeaderBytes = 16 << 20
+)
+
+// checkPages reads the header of every page of every column chunk of f,
+// a file of size bytes read from in, and refuses the file if a chunk lies
+// outside it, or a page outside its chunk or past the limits above: a
+// damaged header must not make the Parquet library allocate gigabytes.
+// Only the headers are read, a few hundred bytes a page.
+func checkPages(in io.ReaderAt, size int64, f *parquet.File) error {
+	var proto thrift.CompactProtocol
+	var buf []byte
+	for g, rg := range f.Metadata().RowGroups {
+		for _, c := range rg.Columns {
+			m := &c.MetaData
+			where := fmt.Sprintf("column %s of row group %d", strings.Join(m.PathInSchema, "."), g)
+			start := m.DataPageOffset
+			if m.DictionaryPageOffset != 0 {
+				start = m.DictionaryPageOffset
+			}
+			end := start + m.TotalCompressedSize
+			if start < 0 || m.TotalCompressedSize < 0 || start > size || m.TotalCompressedSize > size-start {
+				return fmt.Errorf("%s lies outside the file", where)
+			}
+			for off := start; off < end; {
+				// Read a window that holds the header, larger until it does.
+				var h format.PageHeader
+				var read int
+				for window := int64(4 << 10); ; window *= 4 {
+					n := min(window, end-off)
+					buf = slices.Grow(buf[:0], int(n))[:n]
+					if _, err := in.ReadAt(buf, off); err != nil && err != io.EOF {
+						return err
+					}
+					r := proto.NewReaderFromBytes(buf)
+					err := thrift.NewDecoder(r).Decode(&h)
+					if err == nil {
+						read = r.BytesRead()
+						break
+					}
+					if n == end-off || n >= maxPageHeaderBytes {
+						return fmt.Errorf("%s: a page header at byte %d cannot be read: %v", where, off, err)
+					}
+					h = format.PageHeader{}
+				}
+				off += int64(read)
+				values := int32(0)
+				switch {
+				case h.DataPageHeader.Valid:
+					values = h.DataPageHeader.V.NumValues
+				case h.DataPageHeaderV2.Valid:
+					values = max(h.DataPageHeaderV2.V.NumValues, h.DataPageHeaderV2.V.NumRows)
+				case h.DictionaryPageHeader.Valid:
+					values = h.DictionaryPageHeader.V.NumValues
+				}
+				if h.CompressedPageSize < 0 || int64(h.CompressedPageSize) > end-off ||
+					h.UncompressedPageSize < 0 || h.UncompressedPageSize > maxPageBytes || h.CompressedPageSize > maxPageBytes ||
+					values < 0 || values > maxPageValues {
+					return fmt.Errorf("%s: a page at byte %d declares %d bytes (%d compressed) and %d values, out of bounds",
+						where, off, h.UncompressedPageSize, h.CompressedPageSize, values)
+				}
+				off += int64(h.CompressedPageSize)
+			}
 		}
 	}
 	return nil

@@ -94,6 +94,9 @@ func TestReadCSVHeader(t *testing.T) {
 		`h.csv:1:color: not a field of source clicks (fields: user_id, kind, amount, n, ok, and ts for the event time)`,
 		`h.csv:1:kind: given twice`,
 		`h.csv:1: column 6 has no name: the header row names every column`)
+	f("ts, user_id\n1795600000000,1\n",
+		`h.csv:1: user_id: " user_id" has spaces around it: the header names each column exactly as its field`,
+		`h.csv:1:user_id: missing: it is a key field of a view fed by source clicks`)
 	f("user_id,kind\n1,a\n",
 		`h.csv:1:ts: missing: every event needs its event time, as RFC 3339 ("2026-11-26T10:00:00Z") or epoch milliseconds`)
 	f("ts,kind\n1795600000000,a\n",
@@ -196,6 +199,9 @@ func TestReadLongLine(t *testing.T) {
 	}
 }
 
+// xs is what lineOf copies its line from.
+var xs = []byte(strings.Repeat("x", 64<<10))
+
 // lineOf is a reader of one long line of 'x' (n bytes, '\n' included) and
 // then of rest, made as it is read.
 type lineOf struct {
@@ -207,10 +213,8 @@ func (l *lineOf) Read(p []byte) (int, error) {
 	if l.n == 0 {
 		return l.rest.Read(p)
 	}
-	k := int(min(int64(len(p)), l.n))
-	for i := range p[:k] {
-		p[i] = 'x'
-	}
+	k := int(min(int64(len(p)), l.n, int64(len(xs))))
+	copy(p, xs[:k])
 	if l.n -= int64(k); l.n == 0 {
 		p[k-1] = '\n'
 	}
