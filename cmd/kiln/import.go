@@ -62,6 +62,7 @@ counts each of its rows once. docs/archive.md has the details.
 	if err != nil {
 		return err
 	}
+	applyGCDefaults()
 	project, err := projectfile.Load(*config)
 	if err != nil {
 		return err
