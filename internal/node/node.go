@@ -24,6 +24,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
@@ -123,6 +124,25 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives the node's log. Default: discard.
 	Logger *slog.Logger
+
+	// Archive is the node's event archive; nil when there is none. A new
+	// view is filled from it, and changed views are rebuilt from it.
+	Archive *archive.Archive
+	// Rebuild rebuilds the views whose definition changed since their rows
+	// were written from the Archive, serving the other views meanwhile
+	// (kiln serve --rebuild). Without it, Start refuses to start on a
+	// changed view (a *ChangedViewsError says which and how).
+	Rebuild bool
+	// ResetViews start the named views empty, under a new generation of
+	// their rows, changed or not (kiln serve --reset-view).
+	ResetViews []string
+	// RebuildBatch, if set, is called before each batch a rebuild replays;
+	// an error stops the rebuild. Tests hold a rebuild with it.
+	RebuildBatch func(ctx context.Context, view string) error
+	// CatalogPoll is how often a process that only serves reads the
+	// catalog of view layouts while another process rebuilds a view.
+	// Default 5s.
+	CatalogPoll time.Duration
 }
 
 // Node is a running Kiln process.
@@ -149,6 +169,13 @@ type Node struct {
 	stopSources context.CancelFunc
 	sourcesDone chan struct{}
 	deadLetters []stream.DeadLetters
+
+	// views is what the catalog of view layouts said at start; catMu
+	// guards its catalog once rebuilds run.
+	views     *views
+	catMu     sync.Mutex
+	rebuilds  *rebuilds // nil: a process that only serves
+	stopWatch func()    // nil: no catalog watch
 }
 
 // Start opens the store, starts what the role needs and serves HTTP (and
@@ -197,6 +224,24 @@ func Start(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	cleanups = append(cleanups, func() { n.Store.Close() })
+	if err := checkNames(cfg.Project, "--reset-view", cfg.ResetViews); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if cfg.Role == RoleServe {
+		n.views, err = readCatalog(ctx, n.Store, cfg.Project, plans)
+	} else {
+		n.views, err = reconcile(ctx, n.Store, cfg.Project, plans, viewOptions{
+			rebuildChanged: cfg.Rebuild, reset: setOf(cfg.ResetViews), archive: cfg.Archive != nil,
+		}, cfg.Logger)
+	}
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	// Each view's rows at the generation the catalog gives them.
+	plans = n.views.plans
+	n.Plans = plans
 
 	var cache *rowcache.Cache
 	if cfg.Role != RoleIngest && cfg.RowCacheBytes >= 0 {
@@ -229,6 +274,9 @@ func Start(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 		cleanups = append(cleanups, func() { n.Writer.Close() })
+		// T0 of the rebuilds: from now on the live path folds every
+		// event into the rebuilt views' fresh rows.
+		n.rebuilds = newRebuilds(n, n.views.rebuild, n.Writer.Now())
 		if err := n.startSources(cfg); err != nil {
 			return nil, err
 		}
@@ -264,8 +312,12 @@ func Start(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
+		// Views being rebuilt are unavailable from the first read on.
+		n.rebuilds.markUnavailable(n.Engine)
+		n.markWaiting()
 	}
 	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger,
+		Rebuilds: n.rebuilds.list,
 		Stats: func() map[string]any {
 			out := map[string]any{"role": cfg.Role, "online_store": online.Type}
 			if n.Engine != nil {
@@ -313,6 +365,8 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	n.serveCh = make(chan error, 1)
 	go func() { n.serveCh <- n.http.Serve(ln) }()
+	n.rebuilds.start()
+	n.watchCatalog()
 	cfg.Logger.Info("kiln serving", "role", cfg.Role, "addr", n.Addr, "grpc", n.GRPCAddr,
 		"project", cfg.Project.Name, "online_store", online.Type)
 	return n, nil
@@ -449,6 +503,10 @@ func (n *Node) Close() error {
 	if err := <-n.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
 	}
+	if n.stopWatch != nil {
+		n.stopWatch()
+	}
+	n.rebuilds.stop()
 	n.stopStreams()
 	if n.Writer != nil {
 		errs = append(errs, n.Writer.Close())

@@ -193,6 +193,8 @@ type Rebuild struct {
 	DatesDone      int    `json:"dates_done"`
 	DatesTotal     int    `json:"dates_total"`
 	EventsReplayed int64  `json:"events_replayed"`
+	// Error says why the rebuild failed; empty while it runs.
+	Error string `json:"error,omitempty"`
 }
 
 // handleReady answers 200 while the server takes requests, listing the
