@@ -176,6 +176,9 @@ type Node struct {
 	catMu     sync.Mutex
 	rebuilds  *rebuilds // nil: a process that only serves
 	stopWatch func()    // nil: no catalog watch
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start opens the store, starts what the role needs and serves HTTP (and
@@ -484,7 +487,14 @@ func (n *Node) URL() string { return "http://" + n.Addr }
 // whatever the earlier ones met, and the error joins all their errors
 // (errors.Join): a last write that failed is not hidden behind a shutdown
 // that timed out.
+//
+// Close may be called more than once; later calls return the first's error.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
 	n.Server.SetReady(false)
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()

@@ -385,6 +385,24 @@ func (r *rebuilds) run(ctx context.Context, v *definition.View) {
 	r.logger.Info(sum.String(), "view", v.Name)
 }
 
+// WaitRebuilds waits until the rebuilds Start began have ended — done,
+// failed or stopped — or ctx ends.
+func (n *Node) WaitRebuilds(ctx context.Context) error {
+	r := n.rebuilds
+	if r == nil || r.done == nil {
+		return nil
+	}
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Rebuilding lists the views being rebuilt (or whose rebuild failed).
+func (n *Node) Rebuilding() []serve.Rebuild { return n.rebuilds.list() }
+
 // stop stops the rebuilds in progress and waits for them: the catalog
 // still says rebuilding, so the next start rebuilds them again.
 func (r *rebuilds) stop() {
