@@ -165,6 +165,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	s.DatesTotal = len(todo)
 	s.Incomplete = incompleteness(cfg.Plan, src, s.Needed, s.ArchiveFrom)
+	if s.ArchiveFrom < 0 {
+		log.Warn("the event archive holds no event of the view's source: the view is rebuilt empty")
+	}
 	log.Info("rebuilding the view from the event archive", "dates", s.DatesTotal,
 		"needed_from", timeOrAll(s.Needed), "archive_from", timeOrNone(s.ArchiveFrom), "arrived_before", time.UnixMilli(cfg.Before).UTC())
 
