@@ -20,6 +20,7 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -221,12 +222,18 @@ func (c *Catalog) NextGeneration() uint64 {
 	return c.LastGeneration
 }
 
-// Save writes the catalog to st: on a store.ConditionalWriter only over the
-// value Load read (or the last Save wrote), else plainly.
+// Save writes the catalog to st, unless it is what st holds already: on a
+// store.ConditionalWriter only over the value Load read (or the last Save
+// wrote), else plainly.
 func (c *Catalog) Save(ctx context.Context, st Writer) error {
 	data, err := json.MarshalIndent(document{Version: version, Catalog: c}, "", " ")
 	if err != nil {
 		return err
+	}
+	if c.found && bytes.Equal(data, c.raw) {
+		// Nothing changed: processes starting at once on one store with
+		// the same project do not conflict.
+		return nil
 	}
 	if cw, ok := st.(store.ConditionalWriter); ok {
 		conflict := false
