@@ -2,6 +2,7 @@
 //
 //	kiln demo                          the example project with a synthetic event stream
 //	kiln serve -c kiln.yaml --data DIR serve a project on the embedded store
+//	kiln rebuild -c kiln.yaml --view V rebuild a view from the event archive, offline
 //	kiln validate kiln.yaml            check a project file and print its tile plan
 //	kiln help [command]                the usage, or a command's help
 //
@@ -29,6 +30,7 @@ const usage = `kiln: a real-time feature store
 usage:
   kiln demo [flags]                    run the example project with a synthetic event stream
   kiln serve -c kiln.yaml [flags]      serve a project (embedded store in --data)
+  kiln rebuild -c kiln.yaml --view V   rebuild a changed view from the event archive, offline
   kiln validate kiln.yaml              check a project file and print its tile plan
   kiln import -c kiln.yaml FILE...     load a source's history from Parquet, CSV or JSON lines files
   kiln help [command]                  this help, or a command's
@@ -52,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr)
+	case "rebuild":
+		return runRebuild(ctx, args[1:], stdout, stderr)
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
 	case "import":
@@ -76,7 +80,7 @@ func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	}
 	switch args[0] {
-	case "demo", "serve", "validate", "import":
+	case "demo", "serve", "rebuild", "validate", "import":
 		err := run(ctx, []string{args[0], "-h"}, stdout, stderr)
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

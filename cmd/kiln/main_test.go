@@ -78,6 +78,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"serve", "--data", "x", "-h"}, "kiln serve: serve a project"},
 		{[]string{"validate", "-h"}, "kiln validate: check a project file"},
 		{[]string{"validate", "--help"}, "kiln validate: check a project file"},
+		{[]string{"help", "rebuild"}, "kiln rebuild: rebuild views from the event archive"},
+		{[]string{"rebuild", "-h"}, "kiln rebuild: rebuild views from the event archive"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), c.args, &stdout, &stderr)
@@ -98,7 +100,7 @@ func TestHelp(t *testing.T) {
 				t.Errorf("kiln help %s is not kiln %s -h:\n%s\n%s", c.args[1], c.args[1], stdout.String(), direct.String())
 			}
 		}
-		if slices.Contains(c.args, "serve") || slices.Contains(c.args, "validate") {
+		if slices.Contains(c.args, "serve") || slices.Contains(c.args, "validate") || slices.Contains(c.args, "rebuild") {
 			if !strings.Contains(stdout.String(), "-config") {
 				t.Errorf("kiln %v: the help does not name --config:\n%s", c.args, stdout.String())
 			}
@@ -141,7 +143,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
-	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "--nope"}, {"validate", "one", "extra"}, {"help", "serve", "extra"}} {
+	for _, args := range [][]string{nil, {"frobnicate"}, {"serve", "--nope"}, {"validate", "one", "extra"}, {"help", "serve", "extra"}, {"rebuild"}} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		if !errors.Is(err, cli.ErrUsage) || cli.ExitCode(err) != 2 {
 			t.Errorf("kiln %v: %v (exit %d), want a usage error (exit 2)", args, err, cli.ExitCode(err))

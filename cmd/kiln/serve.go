@@ -25,6 +25,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 Runs until SIGINT or SIGTERM, then writes what is buffered and closes the
 store. docs/operations.md says how to run it, docs/api.md what it answers.
+
+If a view's definition changed since its rows were written, kiln serve
+refuses to start, says how it changed, and offers --rebuild (rebuild it
+from the event archive while serving the other views), kiln rebuild (the
+same, offline) or --reset-view NAME (start it empty). A view added to the
+project is filled from the archive at start. See docs/definitions.md,
+"Changing a definition".
 `)
 	config := configFlag(fs)
 	data := fs.String("data", "kiln-data", "data directory: the embedded store, and the event archive's journal (created if missing)")
@@ -42,6 +49,9 @@ store. docs/operations.md says how to run it, docs/api.md what it answers.
 	checkpointEvery := fs.Duration("checkpoint-interval", time.Minute, "embedded store: longest time between checkpoints of a busy partition (rows written back, event log deleted)")
 	checkpointRows := fs.Int("checkpoint-rows", 0, "embedded store: rows a partition holds not yet written back before it checkpoints (0: 65536); they stay in memory until then")
 	checkpointLog := fs.Int64("checkpoint-log-bytes", 0, "embedded store: event log a partition appends before it checkpoints (0: 32 MiB); a restart after a crash replays up to this much per partition")
+	rebuildViews := fs.Bool("rebuild", false, "rebuild the views whose definition changed from the event archive, serving the other views meanwhile (their features answer 503 until done)")
+	var resets viewNames
+	fs.Var(&resets, "reset-view", "start this view empty, its earlier rows no longer served (repeat the flag, or separate names with commas)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
@@ -86,9 +96,10 @@ store. docs/operations.md says how to run it, docs/api.md what it answers.
 		logger.Info("event archive", "at", archWhere)
 	}
 	n, err := node.Start(node.Config{
-		Archive: arch, Journal: spool.Options{FlushInterval: *archiveFlush},
+		Journal: spool.Options{FlushInterval: *archiveFlush},
 		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
+		Archive: arch, Rebuild: *rebuildViews, ResetViews: resets,
 		Ingest: ingest.Options{Partitions: *partitions, MaxCachedRows: *writeRows / max(*partitions, 1), WriteThrough: *writeThrough,
 			CheckpointInterval: *checkpointEvery, CheckpointRows: *checkpointRows, CheckpointLogBytes: int(*checkpointLog)},
 	})

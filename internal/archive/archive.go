@@ -471,20 +471,6 @@ func (a *Archive) Retain(ctx context.Context, src *definition.Source, keep time.
 	return nil
 }
 
-// Dates lists the UTC days for which src has archive files, in order.
-func (a *Archive) Dates(ctx context.Context, src *definition.Source) ([]time.Time, error) {
-	ds, err := a.dates(ctx, src.Name)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]time.Time, 0, len(ds))
-	for _, d := range ds {
-		t, _ := time.Parse(dateLayout, d)
-		out = append(out, t)
-	}
-	return out, nil
-}
-
 // Files lists src's archive files of the UTC day that contains date.
 func (a *Archive) Files(ctx context.Context, src *definition.Source, date time.Time) ([]Object, error) {
 	return a.files(ctx, src.Name, date.UTC().Format(dateLayout))

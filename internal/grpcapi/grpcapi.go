@@ -402,6 +402,8 @@ func (s *Server) readError(err error) error {
 		return status.Error(codes.InvalidArgument, qe.Msg)
 	case errors.Is(err, query.ErrOverloaded):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, query.ErrViewUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return contextStatus(err)
 	case errors.Is(err, store.ErrClosed):

@@ -67,17 +67,21 @@ var (
 	logEnd    = []byte(store.ReservedPrefix + "kiln-log\x01")
 )
 
-// logVersion is the first byte of every log record.
+// logVersion is the first byte of every log record this build writes.
 //
 // Layout (integers are varints): the views of the project that wrote it
 // (a count, then per view its name as a length and bytes, and its layout
 // fingerprint as 4 little-endian bytes); then per request folded in the
 // commit, its clock (zigzag Unix ms), its number of ops, and per op the
-// index of its view in that list, the length of its event and the event
-// (tile.Plan.AppendEvent). Naming the views lets a run whose project
-// changed replay the log: events of a view that is gone, or whose
-// definition changed (and whose rows start afresh), are passed over.
-const logVersion = 1
+// index of its view in that list shifted left by one, its low bit set for
+// an op of Writer.Replay (folded whatever the row's applied positions
+// say), the length of its event and the event (tile.Plan.AppendEvent).
+// Naming the views lets a run whose project changed replay the log: events
+// of a view that is gone, or whose definition or generation changed (and
+// whose rows start afresh), are passed over.
+//
+// Version 1 records, whose ops hold the bare view index, are still read.
+const logVersion = 2
 
 func logKey(dst []byte, part int, seq uint64) []byte {
 	dst = append(dst, logPrefix...)
@@ -113,7 +117,11 @@ func (p *Writer) appendRecord(dst []byte, reqs []*request) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(r.ops)))
 		for i := range r.ops {
 			op := &r.ops[i]
-			dst = binary.AppendUvarint(dst, uint64(op.feed.index))
+			vi := uint64(op.feed.index) << 1
+			if op.replay {
+				vi |= 1
+			}
+			dst = binary.AppendUvarint(dst, vi)
 			// The event's length, as one byte when it fits, which is the
 			// rule; else the event is moved to make room.
 			at := len(dst)
@@ -134,17 +142,19 @@ func (p *Writer) appendRecord(dst []byte, reqs []*request) []byte {
 }
 
 // decodeRecord decodes a log record into one request per partition its
-// ops route to (nil for the others), as Push would have made them, and
-// counts the ops it passed over (views gone or redefined). It refuses
+// ops route to (nil for the others), as Push (or Replay) would have made
+// them, and counts the ops it passed over (views gone, redefined or of
+// another generation). It refuses
 // anything appendRecord did not write with an error wrapping errLogRecord,
 // and never panics.
 func (p *Writer) decodeRecord(data []byte) (reqs []*request, skipped int, err error) {
 	fail := func(what string) ([]*request, int, error) {
 		return nil, 0, fmt.Errorf("%w: %s", errLogRecord, what)
 	}
-	if len(data) == 0 || data[0] != logVersion {
+	if len(data) == 0 || (data[0] != 1 && data[0] != logVersion) {
 		return fail("unknown version")
 	}
+	version := data[0]
 	data = data[1:]
 	nviews, n := binary.Uvarint(data)
 	if n <= 0 || nviews > uint64(len(data)) {
@@ -181,6 +191,11 @@ func (p *Writer) decodeRecord(data []byte) (reqs []*request, skipped int, err er
 		group := make([]*request, len(p.partitions))
 		for i := range evs {
 			vi, n := binary.Uvarint(data)
+			replay := false
+			if version >= 2 {
+				replay = vi&1 == 1
+				vi >>= 1
+			}
 			if n <= 0 || vi >= uint64(len(feeds)) {
 				return fail("bad view index")
 			}
@@ -208,7 +223,7 @@ func (p *Writer) decodeRecord(data []byte) (reqs []*request, skipped int, err er
 			if group[part] == nil {
 				group[part] = &request{now: now}
 			}
-			group[part].add(f, key, h, &evs[i])
+			group[part].add(f, key, h, &evs[i], replay)
 		}
 		for i, g := range group {
 			if g == nil {

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -268,7 +269,7 @@ func TestLogRecordRoundTrip(t *testing.T) {
 			for _, fd := range f.w.feedList {
 				k := appendRowKey(nil, fd, ev)
 				_, h := f.w.route(k)
-				r.add(fd, k, h, ev)
+				r.add(fd, k, h, ev, j%3 == 0) // some ops of Replay
 			}
 		}
 		reqs = append(reqs, r)
@@ -286,6 +287,7 @@ func TestLogRecordRoundTrip(t *testing.T) {
 		key  string
 		hash uint64
 		ev   event.Event
+		rep  bool
 	}
 	var want, have []opAt
 	for _, r := range reqs {
@@ -293,7 +295,7 @@ func TestLogRecordRoundTrip(t *testing.T) {
 			for _, op := range r.ops {
 				key := r.keys[op.from:op.to]
 				if p, _ := f.w.route(key); p == part {
-					want = append(want, opAt{part, r.now, op.feed.index, string(key), op.hash, *op.ev})
+					want = append(want, opAt{part, r.now, op.feed.index, string(key), op.hash, *op.ev, op.replay})
 				}
 			}
 		}
@@ -305,7 +307,7 @@ func TestLogRecordRoundTrip(t *testing.T) {
 				continue
 			}
 			for _, op := range r.ops {
-				have = append(have, opAt{part, r.now, op.feed.index, string(r.keys[op.from:op.to]), op.hash, *op.ev})
+				have = append(have, opAt{part, r.now, op.feed.index, string(r.keys[op.from:op.to]), op.hash, *op.ev, op.replay})
 			}
 		}
 	}
@@ -319,6 +321,52 @@ func TestLogRecordRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(byNowPart(have), byNowPart(want)) {
 		t.Fatalf("decoded\n%v\nwant\n%v", have, want)
+	}
+}
+
+// A record of the first log version, written before ops could be replays,
+// still decodes: every op an ordinary one.
+func TestLogRecordVersion1(t *testing.T) {
+	f := newFixture(t, nil, Options{Partitions: 2})
+	evs := f.streamEvents(4, 100, 5)
+	// Version 1: the header with version byte 1, then ops with the bare
+	// view index.
+	rec := []byte{1}
+	rec = binary.AppendUvarint(rec, uint64(len(f.w.feedList)))
+	for _, fd := range f.w.feedList {
+		rec = binary.AppendUvarint(rec, uint64(len(fd.view.Name)))
+		rec = append(rec, fd.view.Name...)
+		rec = binary.LittleEndian.AppendUint32(rec, fd.plan.Fingerprint)
+	}
+	rec = binary.AppendVarint(rec, 1000)
+	rec = binary.AppendUvarint(rec, uint64(len(evs)))
+	fd := f.w.feedList[0]
+	for i := range evs {
+		rec = binary.AppendUvarint(rec, uint64(fd.index))
+		ev := fd.plan.AppendEvent(nil, &evs[i])
+		rec = binary.AppendUvarint(rec, uint64(len(ev)))
+		rec = append(rec, ev...)
+	}
+	got, skipped, err := f.w.decodeRecord(rec)
+	if err != nil || skipped != 0 {
+		t.Fatalf("decoding: %v, %d ops passed over", err, skipped)
+	}
+	n := 0
+	for _, r := range got {
+		for _, r := range append([]*request{r}, nextOf(r)...) {
+			if r == nil {
+				continue
+			}
+			for _, op := range r.ops {
+				if op.replay || op.feed != fd || r.now != 1000 {
+					t.Fatalf("op %+v of a version 1 record", op)
+				}
+				n++
+			}
+		}
+	}
+	if n != len(evs) {
+		t.Fatalf("%d ops, want %d", n, len(evs))
 	}
 }
 
@@ -339,7 +387,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		for _, fd := range fx.w.feedList {
 			k := appendRowKey(nil, fd, &evs[i])
 			_, h := fx.w.route(k)
-			r.add(fd, k, h, &evs[i])
+			r.add(fd, k, h, &evs[i], i%2 == 0)
 		}
 	}
 	f.Add(fx.w.appendRecord(nil, []*request{r}))

@@ -131,11 +131,12 @@ func (o *partition) foldRequest(r *request, locked bool) {
 }
 
 // fold applies one event to its row, unless the row has applied it before
-// (a streamed event at or below the offset the row records for its stream).
+// (a streamed event at or below the offset the row records for its stream)
+// and the op is not a replay (Writer.Replay).
 // With locked, it holds the row's lock while the row changes: writing
 // behind, readers encode rows of the overlay under it.
 func (o *partition) fold(e *heldRow, op *op, now int64, locked bool) {
-	if e.row.Applied(op.ev.Origin) {
+	if !op.replay && e.row.Applied(op.ev.Origin) {
 		o.writer.skipped.Add(1)
 		return
 	}
@@ -225,11 +226,15 @@ func (o *partition) loadMissing(keepStored bool) error {
 				}
 				return
 			}
-			// The view's definition changed: its old tiles mean something
-			// else now, so the row starts again.
+			// A row of another definition or generation of the view (the
+			// view was reset or rebuilt): as good as absent, so the row
+			// starts afresh. Expected after every reset, so it is logged
+			// once per view, not per row.
 			o.rowsReset.Add(1)
-			o.writer.opts.Logger.Warn("row written for an older definition of the view; starting it afresh",
-				"view", e.plan.View.Name)
+			if f := o.writer.feedByName[e.plan.View.Name]; f != nil && !f.foreign.Swap(true) {
+				o.writer.opts.Logger.Info("rows of an earlier definition or generation of the view are taken as absent and started afresh when written",
+					"view", e.plan.View.Name, "generation", e.plan.Generation())
+			}
 			e.plan.Reset(e.row)
 		}
 	})

@@ -199,6 +199,9 @@ type feed struct {
 	keys  []int // field indices of the entity key
 	index int   // in Writer.feedList, and in the log
 	late  atomic.Int64
+	// foreign is set once a row of another layout or generation of the
+	// view was met, so that it is logged once, not once per row.
+	foreign atomic.Bool
 }
 
 // maxPartitions bounds Options.Partitions (the log numbers partitions in
@@ -307,11 +310,11 @@ func (p *Writer) freeRequest(r *request) {
 }
 
 // add appends an op folding ev into the row of f under key, whose hash
-// is h.
-func (r *request) add(f *feed, key []byte, h uint64, ev *event.Event) {
+// is h; with replay, whether or not the row applied ev's origin (Replay).
+func (r *request) add(f *feed, key []byte, h uint64, ev *event.Event, replay bool) {
 	from := len(r.keys)
 	r.keys = append(r.keys, key...)
-	r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), hash: h, ev: ev})
+	r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), hash: h, ev: ev, replay: replay})
 }
 
 type op struct {
@@ -320,6 +323,8 @@ type op struct {
 	hash     uint64 // store.KeyHash of the row key
 	ev       *event.Event
 	row      *heldRow // set by the partition (loadRows)
+	// replay: fold even if the row has applied ev's origin (Writer.Replay).
+	replay bool
 }
 
 // Push folds events of src (validated, e.g. by eventjson.Decoder.DecodePush) into
@@ -328,8 +333,31 @@ type op struct {
 // have written their part: pushing the same events again can count those
 // twice (see docs/api.md).
 func (p *Writer) Push(ctx context.Context, src *definition.Source, events []event.Event) (Result, error) {
+	return p.push(ctx, src, p.feeds[src], events, false)
+}
+
+// Replay folds events of v's source into the rows of v alone, as Push
+// does, for a rebuild of the view from the event archive. Unlike Push it
+// folds a streamed event even when the row has applied its stream past the
+// event's offset (tile.Row.Applied): the archive is in event-time order,
+// not offset order. It still records the offsets (tile.Row.MarkApplied
+// keeps the greatest), so a stream that delivers the events again after
+// the rebuild is passed over. The caller must replay each event once, and
+// only events the live write path will not fold: those it accepted before
+// the view's rows started afresh.
+func (p *Writer) Replay(ctx context.Context, v *definition.View, events []event.Event) (Result, error) {
+	f := p.feedByName[v.Name]
+	if f == nil || f.view != v {
+		return Result{}, fmt.Errorf("ingest: view %s is not written by this writer", v.Name)
+	}
+	return p.push(ctx, v.Source, []*feed{f}, events, true)
+}
+
+// push folds events of src into the rows of feeds; with replay, ignoring
+// the rows' applied positions, and not archiving them (Replay: they come
+// from the archive).
+func (p *Writer) push(ctx context.Context, src *definition.Source, feeds []*feed, events []event.Event, replay bool) (Result, error) {
 	now := p.Now()
-	feeds := p.feeds[src]
 	reqs := make([]*request, len(p.partitions))
 	var res Result
 	var key []byte
@@ -359,7 +387,7 @@ func (p *Writer) Push(ctx context.Context, src *definition.Source, events []even
 				r = p.newRequest(now, n, n*len(key))
 				reqs[part] = r
 			}
-			r.add(f, key, h, ev)
+			r.add(f, key, h, ev, replay)
 		}
 		if reached {
 			res.Accepted++
@@ -376,7 +404,7 @@ func (p *Writer) Push(ctx context.Context, src *definition.Source, events []even
 	// Every valid event is archived, late ones too: a definition with
 	// longer windows may count them.
 	var archived func() error
-	if p.opts.Archive != nil {
+	if p.opts.Archive != nil && !replay {
 		archived = p.opts.Archive.Append(src, now, events)
 	}
 	for i, r := range reqs {

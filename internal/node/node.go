@@ -109,7 +109,8 @@ type Config struct {
 	// Archive is where every event the write path accepts is kept
 	// (OpenArchive); nil keeps none. A process that ingests journals the
 	// events it accepts before it acknowledges them (package spool), in
-	// Journal.Dir: by default "archive-journal" in DataDir.
+	// Journal.Dir: by default "archive-journal" in DataDir. A new view is
+	// filled from the archive, and changed views are rebuilt from it.
 	Archive *archive.Archive
 	// Journal configures the archive's journal; Start fills in its Archive,
 	// Project, Logger and (from Ingest.Now) clock.
@@ -133,6 +134,22 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives the node's log. Default: discard.
 	Logger *slog.Logger
+
+	// Rebuild rebuilds the views whose definition changed since their rows
+	// were written from the Archive, serving the other views meanwhile
+	// (kiln serve --rebuild). Without it, Start refuses to start on a
+	// changed view (a *ChangedViewsError says which and how).
+	Rebuild bool
+	// ResetViews start the named views empty, under a new generation of
+	// their rows, changed or not (kiln serve --reset-view).
+	ResetViews []string
+	// RebuildBatch, if set, is called before each batch a rebuild replays;
+	// an error stops the rebuild. Tests hold a rebuild with it.
+	RebuildBatch func(ctx context.Context, view string) error
+	// CatalogPoll is how often a process that only serves reads the
+	// catalog of view layouts while another process rebuilds a view.
+	// Default 5s.
+	CatalogPoll time.Duration
 }
 
 // Node is a running Kiln process.
@@ -164,6 +181,16 @@ type Node struct {
 	stopSources context.CancelFunc
 	sourcesDone chan struct{}
 	deadLetters []stream.DeadLetters
+
+	// views is what the catalog of view layouts said at start; catMu
+	// guards its catalog once rebuilds run.
+	views     *views
+	catMu     sync.Mutex
+	rebuilds  *rebuilds // nil: a process that only serves
+	stopWatch func()    // nil: no catalog watch
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start opens the store, starts what the role needs and serves HTTP (and
@@ -212,6 +239,24 @@ func Start(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	cleanups = append(cleanups, func() { n.Store.Close() })
+	if err := checkNames(cfg.Project, "--reset-view", cfg.ResetViews); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if cfg.Role == RoleServe {
+		n.views, err = readCatalog(ctx, n.Store, cfg.Project, plans)
+	} else {
+		n.views, err = reconcile(ctx, n.Store, cfg.Project, plans, viewOptions{
+			rebuildChanged: cfg.Rebuild, reset: setOf(cfg.ResetViews), archive: cfg.Archive != nil,
+		}, cfg.Logger)
+	}
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	// Each view's rows at the generation the catalog gives them.
+	plans = n.views.plans
+	n.Plans = plans
 
 	var cache *rowcache.Cache
 	if cfg.Role != RoleIngest && cfg.RowCacheBytes >= 0 {
@@ -255,6 +300,9 @@ func Start(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 		cleanups = append(cleanups, func() { n.Writer.Close() })
+		// T0 of the rebuilds: from now on the live path folds every
+		// event into the rebuilt views' fresh rows.
+		n.rebuilds = newRebuilds(n, n.views.rebuild, n.Writer.Now())
 		if err := n.startSources(cfg); err != nil {
 			return nil, err
 		}
@@ -290,8 +338,12 @@ func Start(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
+		// Views being rebuilt are unavailable from the first read on.
+		n.rebuilds.markUnavailable(n.Engine)
+		n.markWaiting()
 	}
 	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger,
+		Rebuilds: n.rebuilds.list,
 		Stats: func() map[string]any {
 			out := map[string]any{"role": cfg.Role, "online_store": online.Type}
 			if n.Engine != nil {
@@ -339,6 +391,8 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	n.serveCh = make(chan error, 1)
 	go func() { n.serveCh <- n.http.Serve(ln) }()
+	n.rebuilds.start()
+	n.watchCatalog()
 	cfg.Logger.Info("kiln serving", "role", cfg.Role, "addr", n.Addr, "grpc", n.GRPCAddr,
 		"project", cfg.Project.Name, "online_store", online.Type)
 	return n, nil
@@ -456,7 +510,14 @@ func (n *Node) URL() string { return "http://" + n.Addr }
 // whatever the earlier ones met, and the error joins all their errors
 // (errors.Join): a last write that failed is not hidden behind a shutdown
 // that timed out.
+//
+// Close may be called more than once; later calls return the first's error.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
 	n.Server.SetReady(false)
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
@@ -475,6 +536,10 @@ func (n *Node) Close() error {
 	if err := <-n.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
 	}
+	if n.stopWatch != nil {
+		n.stopWatch()
+	}
+	n.rebuilds.stop()
 	n.stopStreams()
 	if n.Writer != nil {
 		errs = append(errs, n.Writer.Close())

@@ -28,6 +28,7 @@ type Reporter struct {
 	lastLine  time.Time
 	lastDone  int64
 	unitBytes bool
+	quiet     bool // no lines off a terminal
 }
 
 // New returns a Reporter writing to w: a bar when w is a terminal, else a
@@ -40,6 +41,14 @@ func New(w io.Writer, interval time.Duration) *Reporter {
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		r.terminal = true
 	}
+	return r
+}
+
+// NewBar returns a Reporter that draws a bar when w is a terminal and
+// writes nothing otherwise, for work whose log already says how far it is.
+func NewBar(w io.Writer) *Reporter {
+	r := New(w, 0)
+	r.quiet = !r.terminal
 	return r
 }
 
@@ -68,6 +77,9 @@ func (r *Reporter) Update(phase string, done, total int64, bytes bool) {
 	if r.bar != nil {
 		r.bar.ChangeMax64(total)
 		_ = r.bar.Set64(done)
+		return
+	}
+	if r.quiet {
 		return
 	}
 	now := r.now()

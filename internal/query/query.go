@@ -17,6 +17,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,12 @@ type Engine struct {
 
 	inFlight atomic.Int64 // rows being read by admitted requests
 	refused  atomic.Int64
+
+	// unavailable holds the views reads of which are refused, with their
+	// reasons (SetUnavailable); nil when there are none, so that a read
+	// pays one atomic load. unavailableMu serializes its writers.
+	unavailable   atomic.Pointer[map[*definition.View]func() string]
+	unavailableMu sync.Mutex
 }
 
 // Entity is an entity type as the read path sees it.

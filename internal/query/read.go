@@ -216,6 +216,9 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := e.checkAvailable(req.Prepared); err != nil {
+		return err
+	}
 	rows := int64(0)
 	for i, pe := range req.Prepared.Entities {
 		rows += int64(len(req.Keys[i]) / len(pe.Entity.KeyTypes) * len(pe.views))

@@ -54,6 +54,9 @@ type Config struct {
 	Writer *ingest.Writer
 	// Stats, if set, adds its fields to GET /debug/stats.
 	Stats func() map[string]any
+	// Rebuilds, if set, lists the views being rebuilt, which /readyz
+	// names (their features answer 503 meanwhile; the others are served).
+	Rebuilds func() []Rebuild
 	// Logger receives request errors. Default: discard.
 	Logger *slog.Logger
 }
@@ -187,13 +190,38 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, `{"status":"ok"}`+"\n")
 }
 
+// Rebuild is a view being rebuilt, as /readyz lists it.
+type Rebuild struct {
+	View           string `json:"view"`
+	DatesDone      int    `json:"dates_done"`
+	DatesTotal     int    `json:"dates_total"`
+	EventsReplayed int64  `json:"events_replayed"`
+	// Error says why the rebuild failed; empty while it runs.
+	Error string `json:"error,omitempty"`
+}
+
+// handleReady answers 200 while the server takes requests, listing the
+// views being rebuilt if any (the process is ready: it serves every other
+// view), and 503 once it is draining.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		writeError(w, http.StatusServiceUnavailable, "not ready", nil)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	io.WriteString(w, `{"status":"ready"}`+"\n")
+	var rebuilding []Rebuild
+	if s.cfg.Rebuilds != nil {
+		rebuilding = s.cfg.Rebuilds()
+	}
+	if len(rebuilding) == 0 {
+		io.WriteString(w, `{"status":"ready"}`+"\n")
+		return
+	}
+	b, _ := json.Marshal(struct {
+		Status     string    `json:"status"`
+		Rebuilding []Rebuild `json:"rebuilding"`
+	}{"ready", rebuilding})
+	w.Write(append(b, '\n'))
 }
 
 // readBody reads a request body up to limit bytes.
@@ -305,6 +333,9 @@ func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
 	case errors.Is(err, query.ErrOverloaded):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, err.Error(), nil)
+	case errors.Is(err, query.ErrViewUnavailable):
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, err.Error(), nil)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		writeError(w, http.StatusServiceUnavailable, what+" did not finish before the request ended: "+err.Error(), nil)
 	case errors.Is(err, ingest.ErrClosed), errors.Is(err, store.ErrClosed):

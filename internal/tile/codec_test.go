@@ -311,3 +311,33 @@ func TestRowBytesBoundsRealRows(t *testing.T) {
 	}
 	t.Logf("empty %d B, full %d B, busy row %d B", empty, full, got)
 }
+
+// A row of one generation of a view is no row to a plan of another
+// generation, the compiled plan (generation 0) included, and is read back
+// by its own.
+func TestGenerations(t *testing.T) {
+	p, err := Compile(feedView())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.WithGeneration(0) != p || p.Generation() != 0 || p.Layout != p.Fingerprint {
+		t.Fatal("generation 0 is not the compiled plan")
+	}
+	now := int64(1_790_000_000_000)
+	g1, g2 := p.WithGeneration(1), p.WithGeneration(2)
+	if g1.Layout != p.Layout || g2.Layout != p.Layout || g1.Generation() != 1 {
+		t.Fatal("a generation changed the layout fingerprint")
+	}
+	row := g1.AppendRow(nil, busyRow(t, g1, now, 50, 1))
+	if err := g1.DecodeRow(row, g1.NewRow()); err != nil {
+		t.Fatalf("generation 1 reading its own row: %v", err)
+	}
+	for _, other := range []*Plan{p, g2} {
+		if err := other.DecodeRow(row, other.NewRow()); !errors.Is(err, ErrLayout) {
+			t.Fatalf("generation %d reading a row of generation 1: %v, want ErrLayout", other.Generation(), err)
+		}
+	}
+	if p.Fingerprint == g1.Fingerprint || g1.Fingerprint == g2.Fingerprint {
+		t.Fatal("generations share a fingerprint")
+	}
+}

@@ -54,9 +54,13 @@ type Plan struct {
 	Levels []Level
 	// Outputs are the served values in definition.View.Outputs order.
 	Outputs []Output
-	// Fingerprint identifies the layout of the view's rows; a row encoded
-	// under another layout is refused with ErrLayout.
+	// Fingerprint identifies the layout of the view's rows and their
+	// generation (WithGeneration); a row encoded under another layout or
+	// generation is refused with ErrLayout.
 	Fingerprint uint32
+	// Layout is the fingerprint of the layout alone (generation 0): what a
+	// stored catalog of layouts compares to tell whether a view changed.
+	Layout uint32
 
 	features  []feature
 	allTime   bool  // Levels[0] is the all-time level
@@ -64,6 +68,7 @@ type Plan struct {
 	retention int64 // ms; 0: events are never too old (all-time features)
 	nFields   int   // source fields, for pending events
 	fieldType []event.Type
+	gen       uint64 // WithGeneration's; 0 for a compiled plan
 }
 
 // Level is one tile size of a plan: the tiles of one window length.
@@ -230,8 +235,30 @@ func Compile(v *definition.View) (*Plan, error) {
 		}
 	}
 	p.Fingerprint = p.fingerprint()
+	p.Layout = p.Fingerprint
 	return p, nil
 }
+
+// WithGeneration returns a plan like p whose rows are of generation gen of
+// the view: its Fingerprint mixes gen in, so rows of any other generation
+// (older rows of the same layout included) fail DecodeRow with ErrLayout,
+// which both paths take as no row. Starting a view's rows afresh is then a
+// matter of a new generation, without finding or deleting its old rows.
+// Generation 0 is the compiled plan's own fingerprint, so rows written
+// before generations existed stay readable.
+func (p *Plan) WithGeneration(gen uint64) *Plan {
+	if gen == p.gen {
+		return p
+	}
+	q := *p
+	q.gen = gen
+	q.Fingerprint = q.fingerprint()
+	return &q
+}
+
+// Generation is the generation of the view's rows the plan reads and
+// writes (WithGeneration).
+func (p *Plan) Generation() uint64 { return p.gen }
 
 func outputsOf(v *definition.View, f *definition.Feature) []definition.FeatureRef {
 	if len(f.Windows) == 0 {
@@ -245,7 +272,8 @@ func outputsOf(v *definition.View, f *definition.Feature) []definition.FeatureRe
 }
 
 // fingerprint hashes everything a row's encoding depends on: levels, slot
-// kinds, last features and the source field types of pending events.
+// kinds, last features and the source field types of pending events; and
+// the generation, when not 0.
 func (p *Plan) fingerprint() uint32 {
 	var b []byte
 	b = append(b, RowVersion)
@@ -274,6 +302,10 @@ func (p *Plan) fingerprint() uint32 {
 			}
 		}
 		b = append(b, 0xfe)
+	}
+	if p.gen != 0 {
+		b = append(b, 0xfd)
+		b = binary.AppendUvarint(b, p.gen)
 	}
 	return crc32.Checksum(b, castagnoli)
 }
