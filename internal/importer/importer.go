@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -183,11 +184,13 @@ func Run(ctx context.Context, p Pusher, opts Options) (Summary, error) {
 		}
 		defer reject.close()
 	}
-	rows := newRowCounter(opts)
+	// Reading the next batch overlaps pushing the last one.
+	pl := startPipeline(ctx, p, opts.Source, newRowCounter(opts))
+	defer pl.stop()
 	var base int64
 	for _, f := range files {
 		rd.Progress = func(done, _ int64) { opts.Progress("importing", base+done, total) }
-		b := batcher{ctx: ctx, p: p, src: opts.Source, stream: f.stream, max: opts.BatchEvents, sum: &sum, rows: rows}
+		b := batcher{pl: pl, stream: f.stream, max: opts.BatchEvents, cur: <-pl.free}
 		err := eventfile.Read(ctx, f.path, dec, opts.Source, rd, func(row int, ev *event.Event, problems []eventfile.Problem) error {
 			sum.Rows++
 			if len(problems) > 0 {
@@ -206,17 +209,24 @@ func Run(ctx context.Context, p Pusher, opts Options) (Summary, error) {
 		if err == nil {
 			err = b.flush()
 		}
+		pl.free <- b.cur
 		if err != nil {
+			pl.stop()
+			pl.addTo(&sum)
 			return sum, err
 		}
 		base += f.size
+	}
+	err := pl.stop()
+	pl.addTo(&sum)
+	if err != nil {
+		return sum, err
 	}
 	if reject != nil {
 		if err := reject.close(); err != nil {
 			return sum, err
 		}
 	}
-	sum.RowsTouched = rows.count()
 	sum.Seconds = time.Since(start).Seconds()
 	return sum, nil
 }
@@ -237,53 +247,125 @@ func hashFile(path string) (file, error) {
 	return file{path: path, stream: StreamOf(h.Sum(nil)), size: n}, nil
 }
 
-// batcher gathers a file's events into pushes of consecutive rows.
-type batcher struct {
-	ctx    context.Context
-	p      Pusher
-	src    *definition.Source
+// batch is one push of consecutive rows of a file.
+type batch struct {
 	stream string
-	max    int
-	sum    *Summary
-	rows   *rowCounter
-
 	first  uint64
 	events []event.Event
 	values []event.Value
 }
 
+// pipeline pushes batches on a goroutine of its own, in order, while the
+// next is read: two batches go round between the reader and the pusher.
+type pipeline struct {
+	ctx  context.Context
+	p    Pusher
+	src  *definition.Source
+	rows *rowCounter
+
+	in   chan *batch
+	free chan *batch
+	done chan struct{}
+
+	mu  sync.Mutex // guards err
+	err error
+	// Written by the pusher, read after stop.
+	accepted, droppedLate int64
+	stopped               bool
+}
+
+func startPipeline(ctx context.Context, p Pusher, src *definition.Source, rows *rowCounter) *pipeline {
+	pl := &pipeline{ctx: ctx, p: p, src: src, rows: rows, in: make(chan *batch), free: make(chan *batch, 2), done: make(chan struct{})}
+	pl.free <- &batch{}
+	pl.free <- &batch{}
+	go pl.run()
+	return pl
+}
+
+func (pl *pipeline) run() {
+	defer close(pl.done)
+	nf := len(pl.src.Fields)
+	for b := range pl.in {
+		if pl.failed() == nil {
+			for i := range b.events {
+				b.events[i].Fields = b.values[i*nf : (i+1)*nf : (i+1)*nf]
+			}
+			res, err := pl.p.PushFrom(pl.ctx, pl.src, b.stream, b.first, b.events)
+			if err != nil {
+				pl.mu.Lock()
+				pl.err = err
+				pl.mu.Unlock()
+			} else {
+				pl.accepted += int64(res.Accepted)
+				pl.droppedLate += int64(res.DroppedLate)
+				pl.rows.add(b.events)
+			}
+		}
+		clear(b.values)
+		b.events, b.values = b.events[:0], b.values[:0]
+		pl.free <- b
+	}
+}
+
+// failed returns the error of a push that failed, which stops the import.
+func (pl *pipeline) failed() error {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.err
+}
+
+// stop waits for the pushes sent and returns the first error.
+func (pl *pipeline) stop() error {
+	if !pl.stopped {
+		pl.stopped = true
+		close(pl.in)
+		<-pl.done
+	}
+	return pl.failed()
+}
+
+// addTo adds what the pushes did to sum; call it after stop.
+func (pl *pipeline) addTo(sum *Summary) {
+	sum.Accepted, sum.DroppedLate = pl.accepted, pl.droppedLate
+	sum.RowsTouched = pl.rows.count()
+}
+
+// batcher gathers a file's rows into batches of consecutive rows.
+type batcher struct {
+	pl     *pipeline
+	stream string
+	max    int
+	cur    *batch
+}
+
 func (b *batcher) add(row uint64, ev *event.Event) error {
-	if len(b.events) > 0 && (row != b.first+uint64(len(b.events)) || len(b.events) >= b.max) {
+	c := b.cur
+	if len(c.events) > 0 && (row != c.first+uint64(len(c.events)) || len(c.events) >= b.max) {
 		if err := b.flush(); err != nil {
 			return err
 		}
+		c = b.cur
 	}
-	if len(b.events) == 0 {
-		b.first = row
+	if len(c.events) == 0 {
+		c.first = row
 	}
 	// Fields are set at the push: values may still grow (and move).
-	b.values = append(b.values, ev.Fields...)
-	b.events = append(b.events, event.Event{TS: ev.TS})
+	c.values = append(c.values, ev.Fields...)
+	c.events = append(c.events, event.Event{TS: ev.TS})
 	return nil
 }
 
+// flush hands the current batch to the pusher and takes the free one.
 func (b *batcher) flush() error {
-	if len(b.events) == 0 {
-		return nil
-	}
-	nf := len(b.src.Fields)
-	for i := range b.events {
-		b.events[i].Fields = b.values[i*nf : (i+1)*nf : (i+1)*nf]
-	}
-	res, err := b.p.PushFrom(b.ctx, b.src, b.stream, b.first, b.events)
-	if err != nil {
+	if err := b.pl.failed(); err != nil {
 		return err
 	}
-	b.sum.Accepted += int64(res.Accepted)
-	b.sum.DroppedLate += int64(res.DroppedLate)
-	b.rows.add(b.events)
-	clear(b.values)
-	b.events, b.values = b.events[:0], b.values[:0]
+	if len(b.cur.events) == 0 {
+		return nil
+	}
+	b.cur.stream = b.stream
+	b.pl.in <- b.cur
+	b.cur = <-b.pl.free
 	return nil
 }
 
