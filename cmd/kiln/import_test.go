@@ -82,23 +82,45 @@ func TestImportCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	if err := arch.Scan(context.Background(), p.Source("clicks"), time.UnixMilli(0), time.Now(), func(archive.Archived) error { n++; return nil }); err != nil {
-		t.Fatal(err)
+	count := func() int {
+		n := 0
+		if err := arch.Scan(context.Background(), p.Source("clicks"), time.UnixMilli(0), time.Now(), func(archive.Archived) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	if n != 200 {
+	if n := count(); n != 200 {
 		t.Errorf("the archive holds %d events after importing 200 rows twice, want 200", n)
 	}
 
-	// A server holds the directory: the import says what to do.
+	// A server holds the directory: the import says what to do, and with
+	// --url goes through the server, which passes over what it holds.
 	nd, err := node.Start(node.Config{Project: p, DataDir: data, Addr: "127.0.0.1:0", Archive: arch})
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = run(context.Background(), args, io.Discard, io.Discard)
-	nd.Close()
 	if err == nil || !strings.Contains(err.Error(), "import over its API with --url") {
 		t.Errorf("import while a server runs: %v", err)
+	}
+	more := filepath.Join(dir, "more.csv")
+	if err := os.WriteFile(more, []byte(fmt.Sprintf("user_id,kind,ts\n9,view,%d\n9,view,%d\n", ts, ts+1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	online := []string{"import", "-c", proj, "--source", "clicks", "--url", nd.URL(), filepath.Join(dir, "a.csv"), more}
+	if err := run(context.Background(), online, &out, io.Discard); err != nil {
+		t.Fatalf("import --url: %v", err)
+	}
+	if !strings.Contains(out.String(), "102 rows of 2 files into "+nd.URL()) {
+		t.Errorf("summary: %s", out.String())
+	}
+	if err := nd.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if n := count(); n != 202 {
+		t.Errorf("the archive holds %d events after importing a.csv again and 2 more rows over the API, want 202", n)
 	}
 
 	for _, tc := range []struct {
