@@ -3,10 +3,14 @@ package archive
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -432,5 +436,110 @@ func TestEncodeRefusesMistypedValue(t *testing.T) {
 	e.Fields[0] = event.StringValue("1")
 	if _, err := fs.encode(src.Name, []Archived{e}); err == nil {
 		t.Fatal("no error")
+	}
+}
+
+// TestEncodeReadByDuckDB has DuckDB read random files, both encode's and the
+// reference writer's, and checks what it reads (testdata/duckdb-check.cjs).
+// It runs when KILN_NODE_PATH names a node_modules directory holding the
+// npm package @duckdb/node-api.
+func TestEncodeReadByDuckDB(t *testing.T) {
+	modules := os.Getenv("KILN_NODE_PATH")
+	if modules == "" {
+		t.Skip("KILN_NODE_PATH is not set")
+	}
+	script, err := filepath.Abs("testdata/duckdb-check.cjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type duckCase struct {
+		File   string `json:"file"`
+		Source string `json:"source"`
+		Fields []struct {
+			Name string `json:"name"`
+			Type string `json:"type"`
+		} `json:"fields"`
+		Rows      [][]any `json:"rows"`
+		From      int64   `json:"from"`
+		CountFrom int     `json:"countFrom"`
+	}
+	dir := t.TempDir()
+	var cases []duckCase
+	rapid.Check(t, func(t *rapid.T) {
+		src := drawSource(t)
+		fs, err := newFileSchema(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim := encodeLimits{
+			groupRows: rapid.IntRange(1, 60).Draw(t, "groupRows"),
+			pageRows:  rapid.IntRange(1, 25).Draw(t, "pageRows"),
+			pageBytes: rapid.IntRange(1, 300).Draw(t, "pageBytes"),
+			dictBytes: rapid.IntRange(0, 400).Draw(t, "dictBytes"),
+		}
+		evs := drawEvents(t, src, rapid.IntRange(1, 150).Draw(t, "rows"))
+		for i := range evs {
+			// DuckDB's timestamps span less than int64 milliseconds.
+			evs[i].Arrival = evs[i].Time + int64(i)
+		}
+		data, err := fs.encodeLimited(lim, src.Name, evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := duckCase{Source: src.Name, From: evs[len(evs)/2].Time}
+		for _, f := range src.Fields {
+			c.Fields = append(c.Fields, struct {
+				Name string `json:"name"`
+				Type string `json:"type"`
+			}{f.Name, f.Type.String()})
+		}
+		for _, e := range evs {
+			row := []any{fmt.Sprint(e.Time), fmt.Sprint(e.Arrival), e.Origin.Stream, fmt.Sprint(e.Origin.Offset)}
+			for _, v := range e.Fields {
+				switch v.Kind {
+				case event.Int64:
+					row = append(row, fmt.Sprint(v.Int))
+				case event.Float64:
+					row = append(row, v.Float)
+				case event.String:
+					row = append(row, v.Str)
+				case event.Bool:
+					row = append(row, v.Bool)
+				default:
+					row = append(row, nil)
+				}
+			}
+			c.Rows = append(c.Rows, row)
+			if e.Time >= c.From {
+				c.CountFrom++
+			}
+		}
+		for _, file := range []struct {
+			name string
+			data []byte
+		}{
+			{fmt.Sprintf("new-%d.parquet", len(cases)), data},
+			{fmt.Sprintf("ref-%d.parquet", len(cases)), referenceEncode(t, fs, src.Name, evs, lim.groupRows)},
+		} {
+			if err := os.WriteFile(filepath.Join(dir, file.name), file.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c.File = file.name
+			cases = append(cases, c)
+		}
+	})
+	js, err := json.Marshal(cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cases.json"), js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", script, dir)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatal(err)
 	}
 }
