@@ -7,9 +7,9 @@ import (
 	"io"
 	"math"
 	"strings"
-	"unsafe"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/encoding/thrift"
 	"github.com/parquet-go/parquet-go/format"
 
 	"github.com/kiln-dev/kiln/internal/definition"
@@ -47,12 +47,14 @@ func reserved(name string) bool {
 // the source's fields and the four fixed columns sit in a row.
 type fileSchema struct {
 	schema *parquet.Schema
-	ncols  int
-	// fieldCol[i] is the column index of src.Fields[i].
-	fieldCol []int
-
-	timeCol, arrCol, streamCol, offCol int
+	// cols are the columns in schema order, and elements the schema as
+	// the footer states it.
+	cols     []colSpec
+	elements []format.SchemaElement
 }
+
+// createdBy is the footer's created_by.
+const createdBy = "kiln version archive(build " + formatV1 + ")"
 
 func leafNode(t event.Type) parquet.Node {
 	switch t {
@@ -113,140 +115,55 @@ func newFileSchema(src *definition.Source) (*fileSchema, error) {
 		g[f.Name] = parquet.Optional(leafNode(f.Type))
 	}
 	s := parquet.NewSchema(src.Name, g)
-	fs := &fileSchema{schema: s, ncols: len(s.Columns())}
-	col := func(name string) int {
-		l, _ := s.Lookup(name)
-		return l.ColumnIndex
+	fs := &fileSchema{schema: s}
+	fs.elements = append(fs.elements, format.SchemaElement{Name: s.Name(), NumChildren: thrift.New(int32(len(s.Fields())))})
+	for _, n := range s.Fields() {
+		cs := colSpec{name: n.Name(), optional: n.Optional()}
+		switch cs.name {
+		case ColEventTime:
+			cs.kind, cs.typ = colTime, event.Int64
+		case ColArrival:
+			cs.kind, cs.typ = colArrival, event.Int64
+		case ColOriginStream:
+			cs.kind, cs.typ = colStream, event.String
+		case ColOriginOffset:
+			cs.kind, cs.typ = colOffset, event.Int64
+		default:
+			cs.field = src.FieldIndex(cs.name)
+			cs.typ = src.Fields[cs.field].Type
+		}
+		fs.cols = append(fs.cols, cs)
+		fs.elements = append(fs.elements, schemaElement(n))
 	}
-	fs.timeCol, fs.arrCol = col(ColEventTime), col(ColArrival)
-	fs.streamCol, fs.offCol = col(ColOriginStream), col(ColOriginOffset)
-	for _, f := range src.Fields {
-		fs.fieldCol = append(fs.fieldCol, col(f.Name))
+	for i := range fs.cols {
+		fs.cols[i].phys = fs.elements[i+1].Type.V
 	}
 	return fs, nil
 }
 
-// encode writes evs as one Parquet file, in the order given: straight
-// into the writer's columns, encodeChunk rows at a time (so the values
-// handed over stay in the processor's cache), a row group every encodeRows
-// rows.
-func (fs *fileSchema) encode(source string, evs []Archived) ([]byte, error) {
-	var out bytes.Buffer
-	w := parquet.NewWriter(&out, fs.schema,
-		parquet.Compression(&parquet.Snappy),
-		parquet.CreatedBy("kiln", "archive", formatV1),
-		parquet.KeyValueMetadata(metaFormat, formatV1),
-		parquet.KeyValueMetadata(metaSource, source),
-	)
-	cols := w.ColumnWriters()
-	var vals [encodeChunk]parquet.Value
-	write := func(col int, n int) error {
-		if _, err := cols[col].WriteRowValues(vals[:n]); err != nil {
-			return fmt.Errorf("archive: encode: %w", err)
-		}
-		return nil
+// schemaElement is leaf n's element of the footer's schema, as
+// parquet.Writer states it.
+func schemaElement(n parquet.Field) format.SchemaElement {
+	t := n.Type()
+	e := format.SchemaElement{Name: n.Name(), FieldID: int32(n.ID())}
+	if n.Optional() {
+		e.RepetitionType.Set(format.Optional)
+	} else {
+		e.RepetitionType.Set(format.Required)
 	}
-	// The fields' values, one array per field, filled in one pass over
-	// the events.
-	fvals := make([][encodeChunk]parquet.Value, len(fs.fieldCol))
-	for len(evs) > 0 {
-		group := evs[:min(len(evs), encodeRows)]
-		evs = evs[len(group):]
-		for len(group) > 0 {
-			part := group[:min(len(group), encodeChunk)]
-			group = group[len(part):]
-			n := len(part)
-			for i := range part {
-				vals[i] = parquet.Int64Value(part[i].Time).Level(0, 0, fs.timeCol)
-			}
-			if err := write(fs.timeCol, n); err != nil {
-				return nil, err
-			}
-			for i := range part {
-				vals[i] = parquet.Int64Value(part[i].Arrival).Level(0, 0, fs.arrCol)
-			}
-			if err := write(fs.arrCol, n); err != nil {
-				return nil, err
-			}
-			for i := range part {
-				vals[i] = parquet.Int64Value(part[i].Origin.Offset).Level(0, 0, fs.offCol)
-			}
-			if err := write(fs.offCol, n); err != nil {
-				return nil, err
-			}
-			for i := range part {
-				vals[i] = parquet.ByteArrayValue(stringBytes(part[i].Origin.Stream)).Level(0, 0, fs.streamCol)
-			}
-			if err := write(fs.streamCol, n); err != nil {
-				return nil, err
-			}
-			for i := range part {
-				for j := range part[i].Fields {
-					fvals[j][i] = fieldValue(&part[i].Fields[j], fs.fieldCol[j])
-				}
-			}
-			for j, c := range fs.fieldCol {
-				if _, err := cols[c].WriteRowValues(fvals[j][:n]); err != nil {
-					return nil, fmt.Errorf("archive: encode: %w", err)
-				}
-			}
-		}
-		if err := w.Flush(); err != nil {
-			return nil, fmt.Errorf("archive: encode: %w", err)
-		}
+	if lt := t.LogicalType(); lt != nil {
+		e.LogicalType = *lt
 	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("archive: encode: %w", err)
+	if l := int32(t.Length()); l > 0 {
+		e.TypeLength.Set(l)
 	}
-	return out.Bytes(), nil
-}
-
-// encodeRows is the most rows encode puts in one row group; encodeChunk
-// how many it hands a column at a time.
-const (
-	encodeRows  = 256 << 10
-	encodeChunk = 1024
-)
-
-// stringBytes returns the bytes of s without copying them: the writer
-// copies a value's bytes into its own buffers and never changes them.
-func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
-
-func defLevel(v event.Value) int {
-	if v.Kind == event.Null {
-		return 0
+	if pt := t.PhysicalType(); pt != nil {
+		e.Type.Set(*pt)
 	}
-	return 1
-}
-
-// fieldValue is the Parquet value of an optional field's value v in
-// column col.
-func fieldValue(v *event.Value, col int) parquet.Value {
-	switch v.Kind {
-	case event.Int64:
-		return parquet.Int64Value(v.Int).Level(0, 1, col)
-	case event.Float64:
-		return parquet.DoubleValue(v.Float).Level(0, 1, col)
-	case event.String:
-		return parquet.ByteArrayValue(stringBytes(v.Str)).Level(0, 1, col)
-	case event.Bool:
-		return parquet.BooleanValue(v.Bool).Level(0, 1, col)
+	if ct := t.ConvertedType(); ct != nil {
+		e.ConvertedType.Set(*ct)
 	}
-	return parquet.NullValue().Level(0, 0, col)
-}
-
-func parquetValue(v event.Value) parquet.Value {
-	switch v.Kind {
-	case event.Int64:
-		return parquet.Int64Value(v.Int)
-	case event.Float64:
-		return parquet.DoubleValue(v.Float)
-	case event.String:
-		return parquet.ByteArrayValue(stringBytes(v.Str))
-	case event.Bool:
-		return parquet.BooleanValue(v.Bool)
-	}
-	return parquet.NullValue()
+	return e
 }
 
 // ReadFile decodes one archive file of source src. name is only used in
