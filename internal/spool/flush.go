@@ -139,10 +139,15 @@ func (s *Spool) archiveSegment(ctx context.Context, seq uint64) error {
 		if err := s.opts.Archive.Append(ctx, s.sources[n], batch, evs); err != nil {
 			return err
 		}
+		// Append wrote one file per date the batch touches.
+		const dayMs = int64(24 * time.Hour / time.Millisecond)
+		days := map[int64]bool{}
+		for i := range evs {
+			days[evs[i].Time/dayMs] = true
+		}
 		s.fmu.Lock()
-		for _, ev := range evs {
-			k := dateKey{n, time.UnixMilli(ev.Time).UTC().Format(time.DateOnly)}
-			s.touched[k]++
+		for d := range days {
+			s.touched[dateKey{n, time.UnixMilli(d * dayMs).UTC().Format(time.DateOnly)}]++
 		}
 		s.fmu.Unlock()
 	}
@@ -156,9 +161,8 @@ func (s *Spool) archiveSegment(ctx context.Context, seq uint64) error {
 	return syncDir(s.opts.Dir)
 }
 
-// compactTouched compacts each date a segment wrote to once it holds
-// CompactFiles batches (all of them when all is set) since its last
-// compaction.
+// compactTouched compacts each date the journal has written CompactFiles
+// files to (any number when all is set) since its last compaction.
 func (s *Spool) compactTouched(ctx context.Context, all bool) {
 	s.fmu.Lock()
 	var due []dateKey
