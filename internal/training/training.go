@@ -577,3 +577,19 @@ func (h *arrivals) Pop() any {
 	*h = old[:len(old)-1]
 	return x
 }
+
+// Resolver returns a query engine that resolves feature names (Service,
+// Prepare) and key types as the read API does, for a process that reads
+// no rows: its reads find nothing.
+func Resolver(p *definition.Project, plans map[*definition.View]*tile.Plan) (*query.Engine, error) {
+	return query.New(query.Config{Project: p, Plans: plans, Rows: noRows{}})
+}
+
+type noRows struct{}
+
+func (noRows) Get(ctx context.Context, keys [][]byte, fn func(i int, value []byte, found bool)) error {
+	for i := range keys {
+		fn(i, nil, false)
+	}
+	return nil
+}
