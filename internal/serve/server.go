@@ -78,6 +78,8 @@ type Server struct {
 	// resolver resolves the feature names of training-set requests (set
 	// with Config.Archive): it reads no rows.
 	resolver *query.Engine
+	// training is held while a training set is computed (one at a time).
+	training sync.Mutex
 	decoder  *eventjson.Decoder
 	ready    atomic.Bool
 	mux      *http.ServeMux

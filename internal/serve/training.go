@@ -84,6 +84,14 @@ func (s *Server) handleTrainingSet(w http.ResponseWriter, r *http.Request) {
 		writeRequestError(w, err)
 		return
 	}
+	// A training set reads the whole archive: one at a time, so that they
+	// do not crowd out the reads and pushes the process serves.
+	if !s.training.TryLock() {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusTooManyRequests, "a training set is being computed on this process: retry when it is done", nil)
+		return
+	}
+	defer s.training.Unlock()
 	mode := training.EventTime
 	if req.AsServed {
 		mode = training.AsServed
