@@ -343,6 +343,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		n.markWaiting()
 	}
 	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger,
+		Archive: cfg.Archive, Plans: plans,
 		Rebuilds: n.rebuilds.list,
 		Stats: func() map[string]any {
 			out := map[string]any{"role": cfg.Role, "online_store": online.Type}

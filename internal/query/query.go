@@ -322,6 +322,24 @@ func (e *Engine) exampleName() string {
 	return "view:feature"
 }
 
+// Views returns the views whose rows pe reads, in the order Item numbers
+// them. The slice is the caller's.
+func (pe *PreparedEntity) Views() []*definition.View {
+	views := make([]*definition.View, len(pe.views))
+	for i, v := range pe.views {
+		views[i] = v.view
+	}
+	return views
+}
+
+// Item says where served value c of pe (Features[c]) comes from: the index
+// of its view in Views, and of its output in that view's plan
+// (tile.Plan.Outputs). A training set computes the same values this way.
+func (pe *PreparedEntity) Item(c int) (view, output int) {
+	it := pe.items[c]
+	return it.view, it.output
+}
+
 // Entity returns the prepared part for the named entity type, or nil.
 func (p *Prepared) Entity(name string) *PreparedEntity {
 	for _, pe := range p.Entities {

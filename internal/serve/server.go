@@ -1,6 +1,8 @@
 // Package serve owns Kiln's HTTP API: POST /v1/push hands events to the
 // write path, POST /v1/features reads rows (one multi-get per request) and
-// evaluates their windows at the server's clock, and /healthz and /readyz
+// evaluates their windows at the server's clock, POST /v1/training-set
+// computes point-in-time values for a spine from the event archive
+// (package training), and /healthz and /readyz
 // answer probes. Every request is validated whole before anything is
 // applied; bad input gets a 4xx naming what was wrong, never a panic.
 //
@@ -24,6 +26,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/eventjson"
@@ -31,6 +34,8 @@ import (
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/stream"
+	"github.com/kiln-dev/kiln/internal/tile"
+	"github.com/kiln-dev/kiln/internal/training"
 )
 
 // Limits of the HTTP API.
@@ -57,17 +62,27 @@ type Config struct {
 	// Rebuilds, if set, lists the views being rebuilt, which /readyz
 	// names (their features answer 503 meanwhile; the others are served).
 	Rebuilds func() []Rebuild
+	// Archive, if set, is the event archive POST /v1/training-set reads,
+	// with Plans, the views' compiled plans; without it the endpoint is
+	// refused.
+	Archive *archive.Archive
+	Plans   map[*definition.View]*tile.Plan
 	// Logger receives request errors. Default: discard.
 	Logger *slog.Logger
 }
 
 // Server serves the HTTP API. It is safe for concurrent use.
 type Server struct {
-	cfg     Config
-	engine  *query.Engine
-	decoder *eventjson.Decoder
-	ready   atomic.Bool
-	mux     *http.ServeMux
+	cfg    Config
+	engine *query.Engine
+	// resolver resolves the feature names of training-set requests (set
+	// with Config.Archive): it reads no rows.
+	resolver *query.Engine
+	// training is held while a training set is computed (one at a time).
+	training sync.Mutex
+	decoder  *eventjson.Decoder
+	ready    atomic.Bool
+	mux      *http.ServeMux
 	// notFound answers a path with no route.
 	notFound http.HandlerFunc
 	// pushes holds the memory of pushes no longer in flight (*pushBuffer):
@@ -89,6 +104,15 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, engine: cfg.Engine, decoder: eventjson.NewDecoder(cfg.Project)}
+	if cfg.Archive != nil {
+		if cfg.Plans == nil {
+			return nil, errors.New("serve: Config.Archive needs Config.Plans")
+		}
+		var err error
+		if s.resolver, err = training.Resolver(cfg.Project, cfg.Plans); err != nil {
+			return nil, err
+		}
+	}
 	s.mux = s.routes()
 	s.ready.Store(true)
 	return s, nil
@@ -105,6 +129,7 @@ func (s *Server) routes() *http.ServeMux {
 	}{
 		{http.MethodPost, "/v1/push", s.handlePush},
 		{http.MethodPost, "/v1/features", s.handleFeatures},
+		{http.MethodPost, "/v1/training-set", s.handleTrainingSet},
 		{http.MethodGet, "/healthz", s.handleHealth},
 		{http.MethodGet, "/readyz", s.handleReady},
 		{http.MethodPost, "/debug/rows", s.handleRows},

@@ -20,6 +20,13 @@ import (
 // the write path's clock stopped at now. The node is closed when tb ends.
 func Start(tb testing.TB, name string, src []byte, now time.Time) (*node.Node, *definition.Project) {
 	tb.Helper()
+	return StartClock(tb, name, src, func() time.Time { return now })
+}
+
+// StartClock is Start with the write path's (and so the read path's) clock
+// given: a test moves it to push and read at the instants it chooses.
+func StartClock(tb testing.TB, name string, src []byte, clock func() time.Time) (*node.Node, *definition.Project) {
+	tb.Helper()
 	p, err := projectfile.Parse(name, src)
 	if err != nil {
 		tb.Fatal(err)
@@ -31,7 +38,7 @@ func Start(tb testing.TB, name string, src []byte, now time.Time) (*node.Node, *
 	}
 	n, err := node.Start(node.Config{
 		Project: p, DataDir: dir, Addr: "127.0.0.1:0", Archive: archive.New(arch),
-		Ingest: ingest.Options{Now: func() time.Time { return now }},
+		Ingest: ingest.Options{Now: clock},
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -1,0 +1,131 @@
+package training_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/examples"
+	"github.com/kiln-dev/kiln/internal/archive"
+	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/tile"
+	"github.com/kiln-dev/kiln/internal/training"
+	"github.com/kiln-dev/kiln/internal/workload"
+)
+
+func envInt(b *testing.B, name string, def int) int {
+	if s := os.Getenv(name); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		return n
+	}
+	return def
+}
+
+// BenchmarkTrainingSetRW1 builds the training set of the RW1 ranking
+// service (31 values a row) for a spine of (user, post, ts) rows with Zipf
+// keys over the last 7 days, from an archive holding the RW1 history:
+// KILN_BENCH_TRAINING_EVENTS events (default 2,000,000) over 30 days and
+// KILN_BENCH_TRAINING_ROWS spine rows (default 100,000), in event-time
+// mode, and as served with KILN_BENCH_TRAINING_AS_SERVED=1 (each event
+// arriving up to a minute after its time). It reports spine rows/s,
+// archived events read/s and the process's peak RSS.
+func BenchmarkTrainingSetRW1(b *testing.B) {
+	nEvents := envInt(b, "KILN_BENCH_TRAINING_EVENTS", 2_000_000)
+	nRows := envInt(b, "KILN_BENCH_TRAINING_ROWS", 100_000)
+	asServed := os.Getenv("KILN_BENCH_TRAINING_AS_SERVED") == "1"
+	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
+	if err != nil {
+		b.Fatal(err)
+	}
+	plans, err := tile.CompileProject(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	bucket, err := archive.NewDir(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	arch := archive.New(bucket)
+	src := p.Source(workload.SourceName)
+	g := workload.NewGenerator(workload.Config{Scale: float64(nEvents) / 20_000_000, HistoryEvents: nEvents, Now: now})
+	rng := rand.New(rand.NewPCG(1, 2))
+	batch := make([]archive.Archived, 0, 1<<19)
+	seq, files := int64(0), 0
+	flush := func() {
+		if err := arch.Append(context.Background(), src, fmt.Sprintf("bench-%04d", files), batch); err != nil {
+			b.Fatal(err)
+		}
+		files++
+		batch = batch[:0]
+	}
+	g.History(func(ev *event.Event) bool {
+		seq++
+		arrival := ev.TS
+		if asServed {
+			arrival += rng.Int64N(60_000)
+		}
+		batch = append(batch, archive.Archived{Time: ev.TS, Arrival: arrival, Fields: append([]event.Value(nil), ev.Fields...),
+			Origin: archive.Origin{Stream: "push/bench", Offset: seq}})
+		if len(batch) == cap(batch) {
+			flush()
+		}
+		return true
+	})
+	flush()
+
+	engine, err := training.Resolver(p, plans)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prep, err := engine.Service("ranking")
+	if err != nil {
+		b.Fatal(err)
+	}
+	spine := &training.Spine{Times: make([]int64, nRows), Keys: make([][]event.Value, len(prep.Entities))}
+	week := int64(7 * 24 * time.Hour / time.Millisecond)
+	var posts []int64
+	for i := range nRows {
+		spine.Times[i] = now.UnixMilli() - rng.Int64N(week)
+		posts = g.QueryPosts(rng, 1, posts[:0])
+		for e, pe := range prep.Entities {
+			switch pe.Entity.Def.Name {
+			case "user":
+				spine.Keys[e] = append(spine.Keys[e], event.IntValue(g.QueryUser(rng)))
+			case "post":
+				spine.Keys[e] = append(spine.Keys[e], event.IntValue(posts[0]))
+			}
+		}
+	}
+	mode := training.EventTime
+	if asServed {
+		mode = training.AsServed
+	}
+	b.ResetTimer()
+	var sum training.Summary
+	for range b.N {
+		set, err := training.Build(context.Background(), training.Options{Project: p, Plans: plans, Archive: arch, Mode: mode}, prep, spine)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sum = set.Summary
+	}
+	b.StopTimer()
+	secs := b.Elapsed().Seconds() / float64(b.N)
+	b.ReportMetric(float64(nRows)/secs, "rows/s")
+	b.ReportMetric(float64(sum.EventsRead)/secs, "events/s")
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		b.ReportMetric(float64(ru.Maxrss)/1024, "peak-RSS-MiB")
+	}
+	b.Logf("%d rows, %d entities, %d events read, %d folded, %d files", sum.Rows, sum.Entities, sum.EventsRead, sum.EventsFolded, files)
+}
