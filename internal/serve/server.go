@@ -67,6 +67,10 @@ type Config struct {
 	// refused.
 	Archive *archive.Archive
 	Plans   map[*definition.View]*tile.Plan
+	// FlushArchive, if set, writes what this process's archive journal
+	// holds to the archive; a training set calls it first, so that it
+	// counts every event accepted before the request.
+	FlushArchive func(ctx context.Context) error
 	// Logger receives request errors. Default: discard.
 	Logger *slog.Logger
 }

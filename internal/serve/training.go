@@ -92,6 +92,12 @@ func (s *Server) handleTrainingSet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.training.Unlock()
+	if s.cfg.FlushArchive != nil {
+		if err := s.cfg.FlushArchive(r.Context()); err != nil {
+			s.storeError(w, "writing the archive's journal to the archive", err)
+			return
+		}
+	}
 	mode := training.EventTime
 	if req.AsServed {
 		mode = training.AsServed
