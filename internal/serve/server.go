@@ -73,6 +73,11 @@ type Server struct {
 	// pushes holds the memory of pushes no longer in flight (*pushBuffer):
 	// a push reuses a body and decoded events instead of allocating them.
 	pushes sync.Pool
+
+	// The body of GET /v1/metadata, made on first use (metadata.go).
+	metadataOnce sync.Once
+	metadataBody []byte
+	metadataErr  error
 }
 
 type pushBuffer struct {
@@ -105,6 +110,7 @@ func (s *Server) routes() *http.ServeMux {
 	}{
 		{http.MethodPost, "/v1/push", s.handlePush},
 		{http.MethodPost, "/v1/features", s.handleFeatures},
+		{http.MethodGet, "/v1/metadata", s.handleMetadata},
 		{http.MethodGet, "/healthz", s.handleHealth},
 		{http.MethodGet, "/readyz", s.handleReady},
 		{http.MethodPost, "/debug/rows", s.handleRows},
