@@ -111,6 +111,8 @@ func (s *Server) routes() *http.ServeMux {
 		{http.MethodPost, "/v1/push", s.handlePush},
 		{http.MethodPost, "/v1/features", s.handleFeatures},
 		{http.MethodGet, "/v1/metadata", s.handleMetadata},
+		{http.MethodPost, "/get-online-features", s.handleFeastOnline},
+		{http.MethodPost, "/push", s.handleFeastPush},
 		{http.MethodGet, "/healthz", s.handleHealth},
 		{http.MethodGet, "/readyz", s.handleReady},
 		{http.MethodPost, "/debug/rows", s.handleRows},
