@@ -29,6 +29,32 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
 fi
 export KILN_REQUIRE_REDIS=1
 
+# The Python client's tests (python/tests) run with pytest and pandas from
+# Debian's packages, which install for Debian's own python3.
+python=""
+for candidate in python3 /usr/bin/python3; do
+  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys, pytest, pandas; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+    python=$candidate
+    break
+  fi
+done
+if [ -z "$python" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing python3-pytest and python3-pandas (Debian packages) for the Python client's tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pytest python3-pandas >/dev/null
+    python=/usr/bin/python3
+  else
+    echo "scripts/test.sh: the Python client's tests need Python 3.11+ with pytest and pandas. Install them" >&2
+    echo "  (Debian/Ubuntu: sudo apt-get install python3-pytest python3-pandas)" >&2
+    echo "and run this script again, or run it as root to have it do so." >&2
+    exit 1
+  fi
+fi
+# KILN_REQUIRE_PANDAS makes the tests that need pandas fail, rather than
+# skip, without it.
+export KILN_REQUIRE_PANDAS=1
+
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
   echo "gofmt: these files need formatting (run gofmt -w):" >&2
@@ -37,3 +63,4 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 20m ./...
+"$python" -m pytest -q -p no:cacheprovider python/tests

@@ -4,12 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/kiln-dev/kiln/internal/cli"
-	"github.com/kiln-dev/kiln/internal/definition"
+	"github.com/kiln-dev/kiln/internal/metadata"
 	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/tile"
 )
@@ -42,12 +39,7 @@ its line; the exit code is 1 if there is any.
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: project %s is valid: %d entities, %d sources, %d views, %d services\n",
-		*config, project.Name, len(project.Entities), len(project.Sources), len(project.Views), len(project.Services))
-	for _, v := range project.Views {
-		printPlan(stdout, plans[v])
-	}
-	return nil
+	return metadata.Describe(project, plans).WriteText(stdout, *config)
 }
 
 // configFlag defines the project file's flag, -c and its long form
@@ -63,42 +55,4 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
 	return given
-}
-
-// printPlan writes a view's tile plan: per window its hop, the tiles an
-// evaluation reads and the worst-case deviation, then the row size.
-func printPlan(w io.Writer, p *tile.Plan) {
-	v := p.View
-	fmt.Fprintf(w, "\nview %s (entity %s, source %s): %d served values\n", v.Name, v.Entity.Name, v.Source.Name, len(p.Outputs))
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  window\ttile size (hop)\ttiles read\tspan covered\tmax deviation\tfeatures")
-	for li, l := range p.Levels {
-		var names []string
-		spelling := ""
-		for _, o := range p.Outputs {
-			if o.Level == li {
-				names = append(names, o.Ref.Feature.Name)
-				if spelling == "" {
-					spelling = o.Ref.WindowName
-				}
-			}
-		}
-		if l.Window.IsAllTime() {
-			fmt.Fprintf(tw, "  all time\t-\t1\tevery event\t0\t%s\n", strings.Join(names, ", "))
-			continue
-		}
-		length := time.Duration(l.Window.Length) * time.Millisecond
-		hop := time.Duration(l.Window.Hop) * time.Millisecond
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t[%s, %s)\t%.1f%%\t%s\n",
-			spelling, definition.FormatWindow(hop), l.Window.TilesRead(),
-			spelling, definition.FormatWindow(length+hop), 100*l.Window.Deviation(), strings.Join(names, ", "))
-	}
-	tw.Flush()
-	empty, full := p.RowBytes()
-	retention := "none (all-time features keep every event)"
-	if r := p.Retention(); r > 0 {
-		retention = definition.FormatWindow(time.Duration(r) * time.Millisecond)
-	}
-	fmt.Fprintf(w, "  bytes per row (one entity): %d with no events, %d when active in every tile (events from the future add theirs until their time)\n", empty, full)
-	fmt.Fprintf(w, "  late-event horizon: %s\n", retention)
 }

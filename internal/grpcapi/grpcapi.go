@@ -82,6 +82,11 @@ type Server struct {
 	opts     Options
 	health   *health.Server
 	prepared *preparedCache
+
+	// The answer of GetMetadata, made on first use (metadata.go).
+	metadataOnce sync.Once
+	metadata     *kilnv1.GetMetadataResponse
+	metadataErr  error
 }
 
 // New builds a server reading through engine.

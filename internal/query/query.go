@@ -144,7 +144,7 @@ func New(cfg Config) (*Engine, error) {
 		}
 		vi := &viewInfo{view: v, plan: plan, entity: ent}
 		for i, o := range plan.Outputs {
-			vi.types = append(vi.types, servedType(v, o))
+			vi.types = append(vi.types, o.Type())
 			e.outputs[o.Name] = outputRef{view: vi, output: i}
 		}
 		ent.views = append(ent.views, vi)
@@ -162,18 +162,6 @@ func New(cfg Config) (*Engine, error) {
 		e.services[svc.Name] = p
 	}
 	return e, nil
-}
-
-// servedType is the type of an output's values: counts are int64, last
-// has its field's type, the rest are float64.
-func servedType(v *definition.View, o tile.Output) event.Type {
-	switch o.Agg {
-	case definition.Count:
-		return event.Int64
-	case definition.Last:
-		return v.Source.Fields[v.Source.FieldIndex(o.Ref.Feature.Field)].Type
-	}
-	return event.Float64
 }
 
 // admit takes rows from the in-flight budget, or refuses.
@@ -213,6 +201,9 @@ func (e *Engine) Stats() Stats {
 
 // Now is the engine's clock in Unix ms.
 func (e *Engine) Now() int64 { return e.cfg.Now() }
+
+// Project is the project the engine serves.
+func (e *Engine) Project() *definition.Project { return e.cfg.Project }
 
 // Entity returns the named entity type, or nil.
 func (e *Engine) Entity(name string) *Entity { return e.entities[name] }

@@ -92,6 +92,11 @@ type Server struct {
 	// pushes holds the memory of pushes no longer in flight (*pushBuffer):
 	// a push reuses a body and decoded events instead of allocating them.
 	pushes sync.Pool
+
+	// The body of GET /v1/metadata, made on first use (metadata.go).
+	metadataOnce sync.Once
+	metadataBody []byte
+	metadataErr  error
 }
 
 type pushBuffer struct {
@@ -134,6 +139,9 @@ func (s *Server) routes() *http.ServeMux {
 		{http.MethodPost, "/v1/push", s.handlePush},
 		{http.MethodPost, "/v1/features", s.handleFeatures},
 		{http.MethodPost, "/v1/training-set", s.handleTrainingSet},
+		{http.MethodGet, "/v1/metadata", s.handleMetadata},
+		{http.MethodPost, "/get-online-features", s.handleFeastOnline},
+		{http.MethodPost, "/push", s.handleFeastPush},
 		{http.MethodGet, "/healthz", s.handleHealth},
 		{http.MethodGet, "/readyz", s.handleReady},
 		{http.MethodPost, "/debug/rows", s.handleRows},

@@ -23,7 +23,7 @@ func TestRouterRefusals(t *testing.T) {
 		{"GET /v1/features", "POST", 405, "/v1/features takes POST, not GET"},
 		{"HEAD /v1/push", "POST", 405, "/v1/push takes POST, not HEAD"},
 		{"POST /v1/push", "", 403, "only serves"},
-		{"GET /nope", "", 404, "no route /nope; routes are: GET /debug/stats, GET /healthz, GET /readyz, POST /debug/rows, POST /v1/features, POST /v1/push"},
+		{"GET /nope", "", 404, "no route /nope; routes are: GET /debug/stats, GET /healthz, GET /readyz, GET /v1/metadata, POST /debug/rows, POST /get-online-features, POST /push, POST /v1/features, POST /v1/push"},
 		{"GET /healthz/", "", 404, "no route /healthz/"},
 		{"POST /v1//features", "", 404, "no route /v1//features"},
 		{"GET /v1/../healthz", "", 404, "no route /v1/../healthz"},

@@ -92,6 +92,19 @@ type Output struct {
 	feature int
 }
 
+// Type is the type of the output's values: counts are int64, last has its
+// field's type, the other aggregations are float64.
+func (o *Output) Type() event.Type {
+	switch o.Agg {
+	case definition.Count:
+		return event.Int64
+	case definition.Last:
+		src := o.Ref.View.Source
+		return src.Fields[src.FieldIndex(o.Ref.Feature.Field)].Type
+	}
+	return event.Float64
+}
+
 // feature is one compiled feature of the view.
 type feature struct {
 	agg    definition.Agg

@@ -1050,6 +1050,785 @@ func (x *FeatureSpec) GetType() ValueType {
 	return ValueType_VALUE_TYPE_UNSPECIFIED
 }
 
+// GetMetadataRequest asks for the project's description; it has no fields.
+type GetMetadataRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMetadataRequest) Reset() {
+	*x = GetMetadataRequest{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMetadataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMetadataRequest) ProtoMessage() {}
+
+func (x *GetMetadataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMetadataRequest.ProtoReflect.Descriptor instead.
+func (*GetMetadataRequest) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{13}
+}
+
+// GetMetadataResponse describes a project. Lists are in the order the
+// project file declares them.
+type GetMetadataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// project is the project's name.
+	Project       string             `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	Entities      []*MetadataEntity  `protobuf:"bytes,2,rep,name=entities,proto3" json:"entities,omitempty"`
+	Sources       []*MetadataSource  `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
+	Views         []*MetadataView    `protobuf:"bytes,4,rep,name=views,proto3" json:"views,omitempty"`
+	Services      []*MetadataService `protobuf:"bytes,5,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMetadataResponse) Reset() {
+	*x = GetMetadataResponse{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMetadataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMetadataResponse) ProtoMessage() {}
+
+func (x *GetMetadataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMetadataResponse.ProtoReflect.Descriptor instead.
+func (*GetMetadataResponse) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetMetadataResponse) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *GetMetadataResponse) GetEntities() []*MetadataEntity {
+	if x != nil {
+		return x.Entities
+	}
+	return nil
+}
+
+func (x *GetMetadataResponse) GetSources() []*MetadataSource {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *GetMetadataResponse) GetViews() []*MetadataView {
+	if x != nil {
+		return x.Views
+	}
+	return nil
+}
+
+func (x *GetMetadataResponse) GetServices() []*MetadataService {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// MetadataEntity is an entity type and its key fields.
+type MetadataEntity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// keys are the key fields, typed VALUE_TYPE_INT64 or VALUE_TYPE_STRING
+	// (VALUE_TYPE_UNSPECIFIED for an entity no view reads).
+	Keys          []*KeyField `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataEntity) Reset() {
+	*x = MetadataEntity{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataEntity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataEntity) ProtoMessage() {}
+
+func (x *MetadataEntity) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataEntity.ProtoReflect.Descriptor instead.
+func (*MetadataEntity) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MetadataEntity) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MetadataEntity) GetKeys() []*KeyField {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// MetadataSource is where events come from.
+type MetadataSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// type is push, kafka or nats.
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// event_time is the name of the event-time field.
+	EventTime string `protobuf:"bytes,3,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	// fields are the other fields, with their types.
+	Fields        []*KeyField `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataSource) Reset() {
+	*x = MetadataSource{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataSource) ProtoMessage() {}
+
+func (x *MetadataSource) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataSource.ProtoReflect.Descriptor instead.
+func (*MetadataSource) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MetadataSource) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MetadataSource) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *MetadataSource) GetEventTime() string {
+	if x != nil {
+		return x.EventTime
+	}
+	return ""
+}
+
+func (x *MetadataSource) GetFields() []*KeyField {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// MetadataView is a feature view: its features, served values and tile
+// plan.
+type MetadataView struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Entity   string                 `protobuf:"bytes,2,opt,name=entity,proto3" json:"entity,omitempty"`
+	Source   string                 `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Features []*MetadataFeature     `protobuf:"bytes,4,rep,name=features,proto3" json:"features,omitempty"`
+	// served are the values the view serves, one per feature and window.
+	Served        []*MetadataServed `protobuf:"bytes,5,rep,name=served,proto3" json:"served,omitempty"`
+	Plan          *MetadataPlan     `protobuf:"bytes,6,opt,name=plan,proto3" json:"plan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataView) Reset() {
+	*x = MetadataView{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataView) ProtoMessage() {}
+
+func (x *MetadataView) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataView.ProtoReflect.Descriptor instead.
+func (*MetadataView) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MetadataView) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MetadataView) GetEntity() string {
+	if x != nil {
+		return x.Entity
+	}
+	return ""
+}
+
+func (x *MetadataView) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *MetadataView) GetFeatures() []*MetadataFeature {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *MetadataView) GetServed() []*MetadataServed {
+	if x != nil {
+		return x.Served
+	}
+	return nil
+}
+
+func (x *MetadataView) GetPlan() *MetadataPlan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+// MetadataFeature is one aggregation of a view.
+type MetadataFeature struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// agg is count, sum, mean, min, max or last.
+	Agg string `protobuf:"bytes,2,opt,name=agg,proto3" json:"agg,omitempty"`
+	// field is the aggregated field; empty for count.
+	Field string            `protobuf:"bytes,3,opt,name=field,proto3" json:"field,omitempty"`
+	Where []*MetadataFilter `protobuf:"bytes,4,rep,name=where,proto3" json:"where,omitempty"`
+	// windows as the project file spells them ("1h", "7d"); none: all time.
+	Windows       []string `protobuf:"bytes,5,rep,name=windows,proto3" json:"windows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataFeature) Reset() {
+	*x = MetadataFeature{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataFeature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataFeature) ProtoMessage() {}
+
+func (x *MetadataFeature) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataFeature.ProtoReflect.Descriptor instead.
+func (*MetadataFeature) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MetadataFeature) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MetadataFeature) GetAgg() string {
+	if x != nil {
+		return x.Agg
+	}
+	return ""
+}
+
+func (x *MetadataFeature) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *MetadataFeature) GetWhere() []*MetadataFilter {
+	if x != nil {
+		return x.Where
+	}
+	return nil
+}
+
+func (x *MetadataFeature) GetWindows() []string {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+// MetadataFilter keeps events whose field has one of the values.
+type MetadataFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Field string                 `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// values_json are the values as JSON spells them: 7, "view", true.
+	ValuesJson    []string `protobuf:"bytes,2,rep,name=values_json,json=valuesJson,proto3" json:"values_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataFilter) Reset() {
+	*x = MetadataFilter{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataFilter) ProtoMessage() {}
+
+func (x *MetadataFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataFilter.ProtoReflect.Descriptor instead.
+func (*MetadataFilter) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *MetadataFilter) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *MetadataFilter) GetValuesJson() []string {
+	if x != nil {
+		return x.ValuesJson
+	}
+	return nil
+}
+
+// MetadataServed is one served value.
+type MetadataServed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the served name, view:feature_window.
+	Name    string    `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Type    ValueType `protobuf:"varint,2,opt,name=type,proto3,enum=kiln.v1.ValueType" json:"type,omitempty"`
+	Feature string    `protobuf:"bytes,3,opt,name=feature,proto3" json:"feature,omitempty"`
+	Agg     string    `protobuf:"bytes,4,opt,name=agg,proto3" json:"agg,omitempty"`
+	// window is the window as the project file spells it; "" for all time.
+	Window        string `protobuf:"bytes,5,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataServed) Reset() {
+	*x = MetadataServed{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataServed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataServed) ProtoMessage() {}
+
+func (x *MetadataServed) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataServed.ProtoReflect.Descriptor instead.
+func (*MetadataServed) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MetadataServed) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MetadataServed) GetType() ValueType {
+	if x != nil {
+		return x.Type
+	}
+	return ValueType_VALUE_TYPE_UNSPECIFIED
+}
+
+func (x *MetadataServed) GetFeature() string {
+	if x != nil {
+		return x.Feature
+	}
+	return ""
+}
+
+func (x *MetadataServed) GetAgg() string {
+	if x != nil {
+		return x.Agg
+	}
+	return ""
+}
+
+func (x *MetadataServed) GetWindow() string {
+	if x != nil {
+		return x.Window
+	}
+	return ""
+}
+
+// MetadataPlan is a view's tile plan.
+type MetadataPlan struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Levels []*MetadataLevel       `protobuf:"bytes,1,rep,name=levels,proto3" json:"levels,omitempty"`
+	// row_bytes_empty and row_bytes_full estimate one entity's row: with no
+	// events, and active in every tile of every window.
+	RowBytesEmpty int64 `protobuf:"varint,2,opt,name=row_bytes_empty,json=rowBytesEmpty,proto3" json:"row_bytes_empty,omitempty"`
+	RowBytesFull  int64 `protobuf:"varint,3,opt,name=row_bytes_full,json=rowBytesFull,proto3" json:"row_bytes_full,omitempty"`
+	// late_horizon is how old an event may be and still count ("182h"); ""
+	// when all-time features keep every event.
+	LateHorizon   string `protobuf:"bytes,4,opt,name=late_horizon,json=lateHorizon,proto3" json:"late_horizon,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataPlan) Reset() {
+	*x = MetadataPlan{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataPlan) ProtoMessage() {}
+
+func (x *MetadataPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataPlan.ProtoReflect.Descriptor instead.
+func (*MetadataPlan) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *MetadataPlan) GetLevels() []*MetadataLevel {
+	if x != nil {
+		return x.Levels
+	}
+	return nil
+}
+
+func (x *MetadataPlan) GetRowBytesEmpty() int64 {
+	if x != nil {
+		return x.RowBytesEmpty
+	}
+	return 0
+}
+
+func (x *MetadataPlan) GetRowBytesFull() int64 {
+	if x != nil {
+		return x.RowBytesFull
+	}
+	return 0
+}
+
+func (x *MetadataPlan) GetLateHorizon() string {
+	if x != nil {
+		return x.LateHorizon
+	}
+	return ""
+}
+
+// MetadataLevel is the tiles of one window length; an all-time level has
+// an empty window and tile_size.
+type MetadataLevel struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Window string                 `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
+	// tile_size is the hop: the window advances one tile at a time.
+	TileSize string `protobuf:"bytes,2,opt,name=tile_size,json=tileSize,proto3" json:"tile_size,omitempty"`
+	// tiles_read is the number of tiles an evaluation reads.
+	TilesRead int64 `protobuf:"varint,3,opt,name=tiles_read,json=tilesRead,proto3" json:"tiles_read,omitempty"`
+	// covers_min and covers_max bound the span a value covers.
+	CoversMin string `protobuf:"bytes,4,opt,name=covers_min,json=coversMin,proto3" json:"covers_min,omitempty"`
+	CoversMax string `protobuf:"bytes,5,opt,name=covers_max,json=coversMax,proto3" json:"covers_max,omitempty"`
+	// max_deviation is the worst relative excess of the span over the
+	// window (0.083 for 8.3%).
+	MaxDeviation float64 `protobuf:"fixed64,6,opt,name=max_deviation,json=maxDeviation,proto3" json:"max_deviation,omitempty"`
+	// features are the features with a value on this level.
+	Features      []string `protobuf:"bytes,7,rep,name=features,proto3" json:"features,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataLevel) Reset() {
+	*x = MetadataLevel{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataLevel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataLevel) ProtoMessage() {}
+
+func (x *MetadataLevel) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataLevel.ProtoReflect.Descriptor instead.
+func (*MetadataLevel) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MetadataLevel) GetWindow() string {
+	if x != nil {
+		return x.Window
+	}
+	return ""
+}
+
+func (x *MetadataLevel) GetTileSize() string {
+	if x != nil {
+		return x.TileSize
+	}
+	return ""
+}
+
+func (x *MetadataLevel) GetTilesRead() int64 {
+	if x != nil {
+		return x.TilesRead
+	}
+	return 0
+}
+
+func (x *MetadataLevel) GetCoversMin() string {
+	if x != nil {
+		return x.CoversMin
+	}
+	return ""
+}
+
+func (x *MetadataLevel) GetCoversMax() string {
+	if x != nil {
+		return x.CoversMax
+	}
+	return ""
+}
+
+func (x *MetadataLevel) GetMaxDeviation() float64 {
+	if x != nil {
+		return x.MaxDeviation
+	}
+	return 0
+}
+
+func (x *MetadataLevel) GetFeatures() []string {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+// MetadataService is a named feature list.
+type MetadataService struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// features are the served names, in the order answers give them.
+	Features []string `protobuf:"bytes,2,rep,name=features,proto3" json:"features,omitempty"`
+	// entities are the entity types a request must give keys of.
+	Entities      []string `protobuf:"bytes,3,rep,name=entities,proto3" json:"entities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataService) Reset() {
+	*x = MetadataService{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataService) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataService) ProtoMessage() {}
+
+func (x *MetadataService) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataService.ProtoReflect.Descriptor instead.
+func (*MetadataService) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MetadataService) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MetadataService) GetFeatures() []string {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *MetadataService) GetEntities() []string {
+	if x != nil {
+		return x.Entities
+	}
+	return nil
+}
+
 var File_kiln_v1_kiln_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_kiln_proto_rawDesc = "" +
@@ -1113,7 +1892,66 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\x0e2\x12.kiln.v1.ValueTypeR\x04type\"I\n" +
 	"\vFeatureSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
-	"\x04type\x18\x02 \x01(\x0e2\x12.kiln.v1.ValueTypeR\x04type*J\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x12.kiln.v1.ValueTypeR\x04type\"\x14\n" +
+	"\x12GetMetadataRequest\"\xfa\x01\n" +
+	"\x13GetMetadataResponse\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x123\n" +
+	"\bentities\x18\x02 \x03(\v2\x17.kiln.v1.MetadataEntityR\bentities\x121\n" +
+	"\asources\x18\x03 \x03(\v2\x17.kiln.v1.MetadataSourceR\asources\x12+\n" +
+	"\x05views\x18\x04 \x03(\v2\x15.kiln.v1.MetadataViewR\x05views\x124\n" +
+	"\bservices\x18\x05 \x03(\v2\x18.kiln.v1.MetadataServiceR\bservices\"K\n" +
+	"\x0eMetadataEntity\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x04keys\x18\x02 \x03(\v2\x11.kiln.v1.KeyFieldR\x04keys\"\x82\x01\n" +
+	"\x0eMetadataSource\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1d\n" +
+	"\n" +
+	"event_time\x18\x03 \x01(\tR\teventTime\x12)\n" +
+	"\x06fields\x18\x04 \x03(\v2\x11.kiln.v1.KeyFieldR\x06fields\"\xe4\x01\n" +
+	"\fMetadataView\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06entity\x18\x02 \x01(\tR\x06entity\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x124\n" +
+	"\bfeatures\x18\x04 \x03(\v2\x18.kiln.v1.MetadataFeatureR\bfeatures\x12/\n" +
+	"\x06served\x18\x05 \x03(\v2\x17.kiln.v1.MetadataServedR\x06served\x12)\n" +
+	"\x04plan\x18\x06 \x01(\v2\x15.kiln.v1.MetadataPlanR\x04plan\"\x96\x01\n" +
+	"\x0fMetadataFeature\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03agg\x18\x02 \x01(\tR\x03agg\x12\x14\n" +
+	"\x05field\x18\x03 \x01(\tR\x05field\x12-\n" +
+	"\x05where\x18\x04 \x03(\v2\x17.kiln.v1.MetadataFilterR\x05where\x12\x18\n" +
+	"\awindows\x18\x05 \x03(\tR\awindows\"G\n" +
+	"\x0eMetadataFilter\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x1f\n" +
+	"\vvalues_json\x18\x02 \x03(\tR\n" +
+	"valuesJson\"\x90\x01\n" +
+	"\x0eMetadataServed\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x12.kiln.v1.ValueTypeR\x04type\x12\x18\n" +
+	"\afeature\x18\x03 \x01(\tR\afeature\x12\x10\n" +
+	"\x03agg\x18\x04 \x01(\tR\x03agg\x12\x16\n" +
+	"\x06window\x18\x05 \x01(\tR\x06window\"\xaf\x01\n" +
+	"\fMetadataPlan\x12.\n" +
+	"\x06levels\x18\x01 \x03(\v2\x16.kiln.v1.MetadataLevelR\x06levels\x12&\n" +
+	"\x0frow_bytes_empty\x18\x02 \x01(\x03R\rrowBytesEmpty\x12$\n" +
+	"\x0erow_bytes_full\x18\x03 \x01(\x03R\frowBytesFull\x12!\n" +
+	"\flate_horizon\x18\x04 \x01(\tR\vlateHorizon\"\xe2\x01\n" +
+	"\rMetadataLevel\x12\x16\n" +
+	"\x06window\x18\x01 \x01(\tR\x06window\x12\x1b\n" +
+	"\ttile_size\x18\x02 \x01(\tR\btileSize\x12\x1d\n" +
+	"\n" +
+	"tiles_read\x18\x03 \x01(\x03R\ttilesRead\x12\x1d\n" +
+	"\n" +
+	"covers_min\x18\x04 \x01(\tR\tcoversMin\x12\x1d\n" +
+	"\n" +
+	"covers_max\x18\x05 \x01(\tR\tcoversMax\x12#\n" +
+	"\rmax_deviation\x18\x06 \x01(\x01R\fmaxDeviation\x12\x1a\n" +
+	"\bfeatures\x18\a \x03(\tR\bfeatures\"]\n" +
+	"\x0fMetadataService\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bfeatures\x18\x02 \x03(\tR\bfeatures\x12\x1a\n" +
+	"\bentities\x18\x03 \x03(\tR\bentities*J\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_PRESENT\x10\x01\x12\x14\n" +
@@ -1123,10 +1961,11 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x10VALUE_TYPE_INT64\x10\x01\x12\x15\n" +
 	"\x11VALUE_TYPE_DOUBLE\x10\x02\x12\x15\n" +
 	"\x11VALUE_TYPE_STRING\x10\x03\x12\x13\n" +
-	"\x0fVALUE_TYPE_BOOL\x10\x042\x98\x01\n" +
+	"\x0fVALUE_TYPE_BOOL\x10\x042\xe2\x01\n" +
 	"\x0eFeatureService\x12H\n" +
 	"\vGetFeatures\x12\x1b.kiln.v1.GetFeaturesRequest\x1a\x1c.kiln.v1.GetFeaturesResponse\x12<\n" +
-	"\aPrepare\x12\x17.kiln.v1.PrepareRequest\x1a\x18.kiln.v1.PrepareResponse2O\n" +
+	"\aPrepare\x12\x17.kiln.v1.PrepareRequest\x1a\x18.kiln.v1.PrepareResponse\x12H\n" +
+	"\vGetMetadata\x12\x1b.kiln.v1.GetMetadataRequest\x1a\x1c.kiln.v1.GetMetadataResponse2O\n" +
 	"\vDiagnostics\x12@\n" +
 	"\aGetRows\x12\x1b.kiln.v1.GetFeaturesRequest\x1a\x18.kiln.v1.GetRowsResponseB/Z-github.com/kiln-dev/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
@@ -1143,7 +1982,7 @@ func file_kiln_v1_kiln_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_kiln_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_kiln_v1_kiln_proto_goTypes = []any{
 	(Status)(0),                 // 0: kiln.v1.Status
 	(ValueType)(0),              // 1: kiln.v1.ValueType
@@ -1160,6 +1999,17 @@ var file_kiln_v1_kiln_proto_goTypes = []any{
 	(*PreparedEntity)(nil),      // 12: kiln.v1.PreparedEntity
 	(*KeyField)(nil),            // 13: kiln.v1.KeyField
 	(*FeatureSpec)(nil),         // 14: kiln.v1.FeatureSpec
+	(*GetMetadataRequest)(nil),  // 15: kiln.v1.GetMetadataRequest
+	(*GetMetadataResponse)(nil), // 16: kiln.v1.GetMetadataResponse
+	(*MetadataEntity)(nil),      // 17: kiln.v1.MetadataEntity
+	(*MetadataSource)(nil),      // 18: kiln.v1.MetadataSource
+	(*MetadataView)(nil),        // 19: kiln.v1.MetadataView
+	(*MetadataFeature)(nil),     // 20: kiln.v1.MetadataFeature
+	(*MetadataFilter)(nil),      // 21: kiln.v1.MetadataFilter
+	(*MetadataServed)(nil),      // 22: kiln.v1.MetadataServed
+	(*MetadataPlan)(nil),        // 23: kiln.v1.MetadataPlan
+	(*MetadataLevel)(nil),       // 24: kiln.v1.MetadataLevel
+	(*MetadataService)(nil),     // 25: kiln.v1.MetadataService
 }
 var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	3,  // 0: kiln.v1.GetFeaturesRequest.features:type_name -> kiln.v1.FeatureList
@@ -1175,17 +2025,31 @@ var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	14, // 10: kiln.v1.PreparedEntity.features:type_name -> kiln.v1.FeatureSpec
 	1,  // 11: kiln.v1.KeyField.type:type_name -> kiln.v1.ValueType
 	1,  // 12: kiln.v1.FeatureSpec.type:type_name -> kiln.v1.ValueType
-	2,  // 13: kiln.v1.FeatureService.GetFeatures:input_type -> kiln.v1.GetFeaturesRequest
-	10, // 14: kiln.v1.FeatureService.Prepare:input_type -> kiln.v1.PrepareRequest
-	2,  // 15: kiln.v1.Diagnostics.GetRows:input_type -> kiln.v1.GetFeaturesRequest
-	6,  // 16: kiln.v1.FeatureService.GetFeatures:output_type -> kiln.v1.GetFeaturesResponse
-	11, // 17: kiln.v1.FeatureService.Prepare:output_type -> kiln.v1.PrepareResponse
-	9,  // 18: kiln.v1.Diagnostics.GetRows:output_type -> kiln.v1.GetRowsResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	17, // 13: kiln.v1.GetMetadataResponse.entities:type_name -> kiln.v1.MetadataEntity
+	18, // 14: kiln.v1.GetMetadataResponse.sources:type_name -> kiln.v1.MetadataSource
+	19, // 15: kiln.v1.GetMetadataResponse.views:type_name -> kiln.v1.MetadataView
+	25, // 16: kiln.v1.GetMetadataResponse.services:type_name -> kiln.v1.MetadataService
+	13, // 17: kiln.v1.MetadataEntity.keys:type_name -> kiln.v1.KeyField
+	13, // 18: kiln.v1.MetadataSource.fields:type_name -> kiln.v1.KeyField
+	20, // 19: kiln.v1.MetadataView.features:type_name -> kiln.v1.MetadataFeature
+	22, // 20: kiln.v1.MetadataView.served:type_name -> kiln.v1.MetadataServed
+	23, // 21: kiln.v1.MetadataView.plan:type_name -> kiln.v1.MetadataPlan
+	21, // 22: kiln.v1.MetadataFeature.where:type_name -> kiln.v1.MetadataFilter
+	1,  // 23: kiln.v1.MetadataServed.type:type_name -> kiln.v1.ValueType
+	24, // 24: kiln.v1.MetadataPlan.levels:type_name -> kiln.v1.MetadataLevel
+	2,  // 25: kiln.v1.FeatureService.GetFeatures:input_type -> kiln.v1.GetFeaturesRequest
+	10, // 26: kiln.v1.FeatureService.Prepare:input_type -> kiln.v1.PrepareRequest
+	15, // 27: kiln.v1.FeatureService.GetMetadata:input_type -> kiln.v1.GetMetadataRequest
+	2,  // 28: kiln.v1.Diagnostics.GetRows:input_type -> kiln.v1.GetFeaturesRequest
+	6,  // 29: kiln.v1.FeatureService.GetFeatures:output_type -> kiln.v1.GetFeaturesResponse
+	11, // 30: kiln.v1.FeatureService.Prepare:output_type -> kiln.v1.PrepareResponse
+	16, // 31: kiln.v1.FeatureService.GetMetadata:output_type -> kiln.v1.GetMetadataResponse
+	9,  // 32: kiln.v1.Diagnostics.GetRows:output_type -> kiln.v1.GetRowsResponse
+	29, // [29:33] is the sub-list for method output_type
+	25, // [25:29] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_kiln_proto_init() }
@@ -1208,7 +2072,7 @@ func file_kiln_v1_kiln_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_kiln_proto_rawDesc), len(file_kiln_v1_kiln_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -27,6 +27,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	FeatureService_GetFeatures_FullMethodName = "/kiln.v1.FeatureService/GetFeatures"
 	FeatureService_Prepare_FullMethodName     = "/kiln.v1.FeatureService/Prepare"
+	FeatureService_GetMetadata_FullMethodName = "/kiln.v1.FeatureService/GetMetadata"
 )
 
 // FeatureServiceClient is the client API for FeatureService service.
@@ -47,6 +48,11 @@ type FeatureServiceClient interface {
 	// GetFeatures accepts instead of the names, together with the column
 	// layout of the answers. The same list always gets the same id.
 	Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*PrepareResponse, error)
+	// GetMetadata describes the project the server serves: entities with
+	// their key types, sources with their fields, views with their features
+	// and tile plans, services with their served names. It is what the HTTP
+	// API's GET /v1/metadata answers and kiln validate prints.
+	GetMetadata(ctx context.Context, in *GetMetadataRequest, opts ...grpc.CallOption) (*GetMetadataResponse, error)
 }
 
 type featureServiceClient struct {
@@ -77,6 +83,16 @@ func (c *featureServiceClient) Prepare(ctx context.Context, in *PrepareRequest, 
 	return out, nil
 }
 
+func (c *featureServiceClient) GetMetadata(ctx context.Context, in *GetMetadataRequest, opts ...grpc.CallOption) (*GetMetadataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMetadataResponse)
+	err := c.cc.Invoke(ctx, FeatureService_GetMetadata_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FeatureServiceServer is the server API for FeatureService service.
 // All implementations must embed UnimplementedFeatureServiceServer
 // for forward compatibility.
@@ -95,6 +111,11 @@ type FeatureServiceServer interface {
 	// GetFeatures accepts instead of the names, together with the column
 	// layout of the answers. The same list always gets the same id.
 	Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error)
+	// GetMetadata describes the project the server serves: entities with
+	// their key types, sources with their fields, views with their features
+	// and tile plans, services with their served names. It is what the HTTP
+	// API's GET /v1/metadata answers and kiln validate prints.
+	GetMetadata(context.Context, *GetMetadataRequest) (*GetMetadataResponse, error)
 	mustEmbedUnimplementedFeatureServiceServer()
 }
 
@@ -110,6 +131,9 @@ func (UnimplementedFeatureServiceServer) GetFeatures(context.Context, *GetFeatur
 }
 func (UnimplementedFeatureServiceServer) Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Prepare not implemented")
+}
+func (UnimplementedFeatureServiceServer) GetMetadata(context.Context, *GetMetadataRequest) (*GetMetadataResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMetadata not implemented")
 }
 func (UnimplementedFeatureServiceServer) mustEmbedUnimplementedFeatureServiceServer() {}
 func (UnimplementedFeatureServiceServer) testEmbeddedByValue()                        {}
@@ -168,6 +192,24 @@ func _FeatureService_Prepare_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FeatureService_GetMetadata_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMetadataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FeatureServiceServer).GetMetadata(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FeatureService_GetMetadata_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FeatureServiceServer).GetMetadata(ctx, req.(*GetMetadataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FeatureService_ServiceDesc is the grpc.ServiceDesc for FeatureService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -182,6 +224,10 @@ var FeatureService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Prepare",
 			Handler:    _FeatureService_Prepare_Handler,
+		},
+		{
+			MethodName: "GetMetadata",
+			Handler:    _FeatureService_GetMetadata_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
