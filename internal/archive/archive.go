@@ -372,8 +372,13 @@ func (a *Archive) Scan(ctx context.Context, src *definition.Source, from, to tim
 }
 
 // CompactBelow is the size under which Compact merges a file: a file this
-// big is left as it is.
-const CompactBelow = 8 << 20
+// big is left as it is. CompactInput bounds the files one Compact merges,
+// in bytes: their events are held in memory, at several times the size of
+// their Parquet.
+const (
+	CompactBelow = 8 << 20
+	CompactInput = 16 << 20
+)
 
 // Compact merges the files of src's date (the UTC day that contains date)
 // smaller than CompactBelow into one, deduplicated and sorted, named
@@ -382,7 +387,8 @@ const CompactBelow = 8 << 20
 // point leaves every event readable exactly once: the new file is complete
 // before any input is deleted, and readers deduplicate by origin while both
 // exist. Running Compact again after a crash finishes the job. Compact
-// holds the files it merges in memory, at most about CompactBelow each.
+// merges files of at most CompactInput bytes in all (the smallest first),
+// since it holds their events in memory; what is left waits for the next.
 func (a *Archive) Compact(ctx context.Context, src *definition.Source, date time.Time) error {
 	fs, err := newFileSchema(src)
 	if err != nil {
@@ -393,11 +399,21 @@ func (a *Archive) Compact(ctx context.Context, src *definition.Source, date time
 	if err != nil {
 		return err
 	}
-	var inputs []string
+	var small []Object
 	for _, o := range files {
 		if o.Size < CompactBelow {
-			inputs = append(inputs, o.Name)
+			small = append(small, o)
 		}
+	}
+	slices.SortStableFunc(small, func(a, b Object) int { return cmp.Compare(a.Size, b.Size) })
+	var inputs []string
+	var total int64
+	for _, o := range small {
+		if len(inputs) >= 2 && total+o.Size > CompactInput {
+			break
+		}
+		inputs = append(inputs, o.Name)
+		total += o.Size
 	}
 	if len(inputs) < 2 {
 		return nil

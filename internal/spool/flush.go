@@ -209,11 +209,25 @@ func (s *Spool) maintain(ctx context.Context) {
 			if err != nil || len(files) < 2 || (!d.Before(today) && len(files) < s.opts.CompactFiles) {
 				continue
 			}
-			if err := s.opts.Archive.Compact(ctx, src, d); err != nil {
-				if ctx.Err() != nil {
-					return // stopping
+			// One Compact merges a bounded amount (archive.CompactInput):
+			// go on while it makes progress, a few rounds at most.
+			failed := false
+			for round := 0; round < 8; round++ {
+				if err := s.opts.Archive.Compact(ctx, src, d); err != nil {
+					if ctx.Err() != nil {
+						return // stopping
+					}
+					s.opts.Logger.Warn("compacting the archive failed; the next maintenance retries", "source", src.Name, "date", d.Format(time.DateOnly), "err", err)
+					failed = true
+					break
 				}
-				s.opts.Logger.Warn("compacting the archive failed; the next maintenance retries", "source", src.Name, "date", d.Format(time.DateOnly), "err", err)
+				after, err := s.opts.Archive.Files(ctx, src, d)
+				if err != nil || len(after) >= len(files) {
+					break
+				}
+				files = after
+			}
+			if failed {
 				continue
 			}
 			s.fmu.Lock()

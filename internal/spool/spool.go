@@ -33,7 +33,9 @@ type Options struct {
 	// Project declares the sources whose events are journaled, and their
 	// archive retention (definition.Source.ArchiveRetain).
 	Project *definition.Project
-	// SegmentBytes closes a segment once it holds this much. Default 64 MiB.
+	// SegmentBytes closes a segment once it holds this much. Default 32
+	// MiB: the flusher holds a segment's events in memory, at about 250
+	// bytes an event (some 80 MiB for a full segment).
 	SegmentBytes int64
 	// FlushInterval closes a segment holding events once it is this old,
 	// so events reach the archive at most about this long after their
@@ -55,7 +57,7 @@ type Options struct {
 
 func (o *Options) fill() {
 	if o.SegmentBytes <= 0 {
-		o.SegmentBytes = 64 << 20
+		o.SegmentBytes = 32 << 20
 	}
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = time.Minute
