@@ -12,7 +12,7 @@ import (
 // ArchivePhase is the cost of the event archive on the push path: the push
 // phase run alternately without the archive (--archive none) and with it
 // (the server's defaults), on fresh data directories. At the push phase's
-// rates the journal fills a 64 MiB segment every few seconds, so the
+// rates the journal fills a segment every second or two, so the
 // archive's work — journal, Parquet files — falls in the measured window as
 // it does in steady state; at these rates the files are large enough that
 // compaction leaves them alone.
