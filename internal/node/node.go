@@ -343,7 +343,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		n.markWaiting()
 	}
 	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger,
-		Archive: cfg.Archive, Plans: plans, FlushArchive: n.flushArchive,
+		Archive: cfg.Archive, Plans: plans, FlushArchive: n.flushArchive, Broken: n.broken,
 		Rebuilds: n.rebuilds.list,
 		Stats: func() map[string]any {
 			out := map[string]any{"role": cfg.Role, "online_store": online.Type}
@@ -500,6 +500,15 @@ func (n *Node) stopStreams() {
 		d.Close()
 	}
 	n.stopSources, n.deadLetters = nil, nil
+}
+
+// broken reports the archive journal's failure, after which no push can
+// be acknowledged until a restart recovers the journal.
+func (n *Node) broken() error {
+	if n.Journal == nil {
+		return nil
+	}
+	return n.Journal.Err()
 }
 
 // flushArchive writes the journal to the archive (nothing without a

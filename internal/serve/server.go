@@ -67,6 +67,10 @@ type Config struct {
 	// refused.
 	Archive *archive.Archive
 	Plans   map[*definition.View]*tile.Plan
+	// Broken, if set, reports a failure that stops the process from taking
+	// events until it restarts (the archive's journal could not be
+	// written): /readyz then answers 503 with it.
+	Broken func() error
 	// FlushArchive, if set, writes what this process's archive journal
 	// holds to the archive; a training set calls it first, so that it
 	// counts every event accepted before the request.
@@ -244,6 +248,12 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		writeError(w, http.StatusServiceUnavailable, "not ready", nil)
 		return
+	}
+	if s.cfg.Broken != nil {
+		if err := s.cfg.Broken(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error(), nil)
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	var rebuilding []Rebuild

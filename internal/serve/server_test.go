@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"errors"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -41,5 +42,25 @@ func TestRouterRefusals(t *testing.T) {
 		if w.Code >= 400 && !strings.HasPrefix(w.Body.String(), `{"error":`) || !strings.Contains(w.Body.String(), c.msg) {
 			t.Errorf("%s: body %q, want a JSON error with %q", c.req, w.Body, c.msg)
 		}
+	}
+}
+
+// A process whose archive journal failed takes no event until it restarts:
+// /readyz says so, with the reason.
+func TestReadyzSaysWhenBroken(t *testing.T) {
+	s := feedServer(t)
+	var broken error
+	s.cfg.Broken = func() error { return broken }
+	get := func() (int, string) {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+		return w.Code, w.Body.String()
+	}
+	if code, body := get(); code != 200 {
+		t.Fatalf("/readyz: %d %s", code, body)
+	}
+	broken = errors.New("archive journal: write seg-1.log: no space left on device (restart to recover what is on disk)")
+	if code, body := get(); code != 503 || !strings.Contains(body, "no space left on device") {
+		t.Errorf("/readyz with a broken journal: %d %s", code, body)
 	}
 }

@@ -414,6 +414,14 @@ func (s *Spool) Append(src *definition.Source, arrival int64, events []event.Eve
 	}
 }
 
+// Err returns the failure that makes the journal refuse appends (a write
+// or sync that failed), or nil.
+func (s *Spool) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
 // fail makes every later append refuse with err.
 func (s *Spool) fail(err error) {
 	s.mu.Lock()
