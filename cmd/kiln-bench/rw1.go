@@ -25,14 +25,16 @@ Runs the RW1 read benchmark (docs/workload.md): starts "kiln serve" on the
 RW1 project (or uses --target), loads the history through POST /v1/push,
 then measures Q1 and Q2 open loop at each rate, Kiln and then the floor (the
 store's raw multi-get of the same rows, POST /debug/rows or the Diagnostics
-service's GetRows) with the same requests, and a Q2 saturation step. Prints
-a table and writes results.json and latency.svg to --out.
+service's GetRows) with the same requests, and a Q2 saturation step.
+--transport feast sends Kiln's reads to Feast's POST /get-online-features
+instead of POST /v1/features. Prints a table and writes results.json and
+latency.svg to --out.
 
 `+kilnHelp)
 	target := fs.String("target", "", "base URL of a running kiln server with the RW1 project (default: start one)")
 	grpcTarget := fs.String("grpc-target", "", "host:port of --target's gRPC API (with --transport grpc)")
 	data := fs.String("data", "", "data directory of the started server (default: a temporary one, removed at the end)")
-	transport := fs.String("transport", def.Transport, "transport of Kiln's reads and the floor's: http or grpc")
+	transport := fs.String("transport", def.Transport, "transport of Kiln's reads and the floor's: http (POST /v1/features), grpc, or feast (the same requests through Feast's POST /get-online-features; the floor stays POST /debug/rows)")
 	scale := fs.Float64("scale", def.Scale, "RW1 scale factor S (S×100,000 users, S×1,000,000 posts, S×20,000,000 history events)")
 	seed := fs.Uint64("seed", def.Seed, "seed of the history, the live stream and the query draws")
 	skipLoad := fs.Bool("skip-load", false, "do not load the history (for a --target already loaded)")

@@ -33,7 +33,10 @@
 // going, and measures, for each query type (Q1: one user, Q2: one user and
 // 500 posts) and offered rate, Kiln's read path and then the floor (POST
 // /debug/rows or gRPC Diagnostics.GetRows: the store's raw multi-get of the
-// same rows) with the same pre-generated request sequence. It charges
+// same rows) with the same pre-generated request sequence. Kiln's reads go
+// to POST /v1/features, to gRPC GetFeatures, or, in Feast's shape, to
+// Feast's POST /get-online-features (one row per post, each carrying the
+// user), so that the two HTTP APIs compare at the same rates. It charges
 // server CPU from GET /debug/stats, then writes a table, results.json and
 // latency.svg. The client does no per-request generation work: every
 // request body is built before the clock starts.

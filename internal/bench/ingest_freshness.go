@@ -24,7 +24,7 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 	cfg := r.cfg
 	f := &FreshnessPhase{OfferedRate: cfg.FreshRate}
 	span := cfg.FreshWarmup + cfg.FreshDuration
-	q2, err := genQueries(r.gen, r.project, cfg.Seed, queryQ2Name, int(math.Ceil(cfg.Q2Rate*span.Seconds())))
+	q2, err := genQueries(r.gen, r.project, cfg.Seed, queryQ2Name, int(math.Ceil(cfg.Q2Rate*span.Seconds())), false)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +90,7 @@ func (r *ingestRun) freshnessPhase(ctx context.Context, addr, projectFile string
 		return nil, err
 	}
 	defer fc.closeIdle()
-	q2c := &httpFeatures{httpTarget{c: fc, url: r.srv.url + "/v1/features", q: q2}}
+	q2c := &httpFeatures{httpTarget{c: fc, url: r.srv.url + "/v1/features", q: q2, bodies: q2.bodies}}
 	if err := q2c.check(ctx, 0); err != nil {
 		return nil, errors.Join(err, r.srv.alive())
 	}

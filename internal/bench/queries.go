@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/workload"
@@ -42,13 +44,18 @@ const maxQueryBytes = 256 << 20
 type querySet struct {
 	name     string // Q1, Q2
 	service  string
-	postsPer int // 0 for Q1
+	features []string // the service's served names, in its order
+	postsPer int      // 0 for Q1
 	users    []int64
 	posts    []int64
 	bodies   [][]byte // JSON of POST /v1/features and /debug/rows
-	values   int      // feature values in one answer
-	rows     int      // rows one request reads (one per key and view)
-	bytes    int64    // sum of len(bodies)
+	// feast holds the same requests as JSON of Feast's POST
+	// /get-online-features (nil unless asked for): one row per post, each
+	// carrying the user, as a Feast client asks.
+	feast  [][]byte
+	values int   // distinct feature values in one answer (Feast's repeats the user's in every row)
+	rows   int   // rows one request reads (one per key and view)
+	bytes  int64 // sum of len(bodies) and len(feast)
 }
 
 func (q *querySet) len() int { return len(q.users) }
@@ -60,9 +67,10 @@ func (q *querySet) postsOf(i int) []int64 {
 }
 
 // genQueries draws n requests of a query type from its own seeded stream,
-// with the workload's Zipf laws, and encodes their bodies. n is cut so
-// that the bodies stay within maxQueryBytes.
-func genQueries(gen *workload.Generator, project *definition.Project, seed uint64, name string, n int) (*querySet, error) {
+// with the workload's Zipf laws, and encodes their bodies, also in Feast's
+// shape if feast is set. n is cut so that the bodies stay within
+// maxQueryBytes; the draws do not depend on feast.
+func genQueries(gen *workload.Generator, project *definition.Project, seed uint64, name string, n int, feast bool) (*querySet, error) {
 	q := &querySet{name: name}
 	stream := uint64(streamQ1)
 	switch name {
@@ -77,18 +85,28 @@ func genQueries(gen *workload.Generator, project *definition.Project, seed uint6
 	if err != nil {
 		return nil, err
 	}
+	for _, f := range project.Service(q.service).Features {
+		q.features = append(q.features, f.Name())
+	}
 	q.values = perEntity[entityUser] + q.postsPer*perEntity[entityPost]
 	q.rows = 1
 	if q.postsPer > 0 {
 		q.rows += q.postsPer
 	}
-	// A Q1 body is about 70 bytes, a Q2 body about 19 bytes a post.
+	// A Q1 body is about 70 bytes, a Q2 body about 19 bytes a post; in
+	// Feast's shape about 90 bytes, and 16 bytes a post (user and post ids).
 	est := 80 + 20*q.postsPer
+	if feast {
+		est += 100 + 16*q.postsPer
+	}
 	n = max(1, min(n, maxQueryBytes/est))
 	r := rand.New(rand.NewPCG(seed, stream))
 	q.users = make([]int64, n)
 	q.posts = make([]int64, 0, n*q.postsPer)
 	q.bodies = make([][]byte, n)
+	if feast {
+		q.feast = make([][]byte, n)
+	}
 	var buf []int64
 	for i := range n {
 		q.users[i] = gen.QueryUser(r)
@@ -102,6 +120,10 @@ func genQueries(gen *workload.Generator, project *definition.Project, seed uint6
 		}
 		q.bodies[i] = featuresBody(nil, q.service, nil, q.users[i:i+1], posts)
 		q.bytes += int64(len(q.bodies[i]))
+		if feast {
+			q.feast[i] = feastBody(nil, q.service, q.users[i], posts)
+			q.bytes += int64(len(q.feast[i]))
+		}
 	}
 	return q, nil
 }
@@ -167,6 +189,40 @@ func featuresBody(b []byte, service string, features []string, users, posts []in
 	return append(b, "}}"...)
 }
 
+// feastBody appends the JSON of Feast's get-online-features request for a
+// service, one user and posts (may be empty): columns of join keys, one row
+// per post, each carrying the user (one row of the user alone without
+// posts). The features are named view__feature in the answer, as Kiln
+// serves them view:feature (and as Feast must name them when two views
+// share a feature's name, as RW1's do).
+func feastBody(b []byte, service string, user int64, posts []int64) []byte {
+	b = append(b, `{"feature_service":`...)
+	b = strconv.AppendQuote(b, service)
+	b = append(b, `,"full_feature_names":true,"entities":{`...)
+	b = strconv.AppendQuote(b, keyUser)
+	b = append(b, ":["...)
+	for i := range max(1, len(posts)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, user, 10)
+	}
+	b = append(b, ']')
+	if len(posts) > 0 {
+		b = append(b, ',')
+		b = strconv.AppendQuote(b, keyPost)
+		b = append(b, ":["...)
+		for i, id := range posts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, id, 10)
+		}
+		b = append(b, ']')
+	}
+	return append(b, "}}"...)
+}
+
 // caller sends the pre-generated requests of one query type to one target.
 type caller interface {
 	// call sends request i (mod the number of requests).
@@ -176,21 +232,23 @@ type caller interface {
 	check(ctx context.Context, i int) error
 }
 
-// httpTarget sends a query type's bodies to one URL.
+// httpTarget sends a query type's bodies to one URL: bodies[i] is request
+// i of q in the shape the URL takes.
 type httpTarget struct {
-	c   *rawClient
-	url string
-	q   *querySet
+	c      *rawClient
+	url    string
+	q      *querySet
+	bodies [][]byte
 }
 
 func (h *httpTarget) call(ctx context.Context, i int) error {
-	_, err := h.c.post(ctx, h.q.bodies[i%h.q.len()], false)
+	_, err := h.c.post(ctx, h.bodies[i%len(h.bodies)], false)
 	return err
 }
 
 // answer sends request i and decodes its answer into v.
 func (h *httpTarget) answer(ctx context.Context, i int, v any) error {
-	if err := h.c.postJSON(ctx, h.q.bodies[i%h.q.len()], v); err != nil {
+	if err := h.c.postJSON(ctx, h.bodies[i%len(h.bodies)], v); err != nil {
 		return fmt.Errorf("%s %s: %w", h.q.name, h.url, err)
 	}
 	return nil
@@ -216,6 +274,53 @@ func (h *httpFeatures) check(ctx context.Context, i int) error {
 		return fmt.Errorf("%s %s: %d posts in the answer, want %d", h.q.name, h.url, n, h.q.postsPer)
 	}
 	return nil
+}
+
+// httpFeast sends the same requests, in Feast's shape, to POST
+// /get-online-features?status=true: the answer then carries a status and
+// a time for each value, as /v1/features' carries them for each key.
+type httpFeast struct{ httpTarget }
+
+func (h *httpFeast) check(ctx context.Context, i int) error {
+	var ans struct {
+		Metadata struct {
+			FeatureNames []string `json:"feature_names"`
+		} `json:"metadata"`
+		Results []struct {
+			Statuses []string          `json:"statuses"`
+			Values   []json.RawMessage `json:"values"`
+		} `json:"results"`
+	}
+	if err := h.answer(ctx, i, &ans); err != nil {
+		return err
+	}
+	want := feastNames(h.q)
+	if !slices.Equal(ans.Metadata.FeatureNames, want) {
+		return fmt.Errorf("%s %s: the answer names %q, want %q", h.q.name, h.url, ans.Metadata.FeatureNames, want)
+	}
+	if len(ans.Results) != len(want) {
+		return fmt.Errorf("%s %s: %d columns in the answer, want %d", h.q.name, h.url, len(ans.Results), len(want))
+	}
+	rows := max(1, h.q.postsPer)
+	for c, col := range ans.Results {
+		if len(col.Values) != rows || len(col.Statuses) != rows {
+			return fmt.Errorf("%s %s: column %s has %d values and %d statuses, want %d", h.q.name, h.url, want[c], len(col.Values), len(col.Statuses), rows)
+		}
+	}
+	return nil
+}
+
+// feastNames are the columns of q's answer in Feast's shape: the join keys
+// as the request gives them, then the service's features with full names.
+func feastNames(q *querySet) []string {
+	names := []string{keyUser}
+	if q.postsPer > 0 {
+		names = append(names, keyPost)
+	}
+	for _, f := range q.features {
+		names = append(names, strings.Replace(f, ":", "__", 1))
+	}
+	return names
 }
 
 // floorAnswer is the answer of POST /debug/rows.

@@ -22,7 +22,15 @@ import (
 const (
 	TransportHTTP = "http"
 	TransportGRPC = "grpc"
+	// TransportFeast sends Kiln's reads to Feast's POST
+	// /get-online-features over HTTP; the floor stays POST /debug/rows.
+	TransportFeast = "feast"
 )
+
+// feastPath is Feast's read endpoint as kiln-bench asks it: with a status
+// and a time for each value, as POST /v1/features answers them for each
+// key.
+const feastPath = "/get-online-features?status=true"
 
 // Limits and fixed periods of an RW1 run.
 const (
@@ -54,9 +62,11 @@ type Config struct {
 	// DataDir is the started server's data directory; empty means a
 	// temporary one, removed at the end.
 	DataDir string
-	// Transport of the Kiln reads: TransportHTTP or TransportGRPC. The
-	// floor is read over the same transport as Kiln's reads: POST
-	// /debug/rows, or gRPC Diagnostics.GetRows.
+	// Transport of the Kiln reads: TransportHTTP (POST /v1/features),
+	// TransportGRPC (GetFeatures) or TransportFeast (the same requests in
+	// Feast's shape, POST /get-online-features). The floor is read over
+	// the same transport as Kiln's reads: POST /debug/rows (also with
+	// TransportFeast, which is HTTP too), or gRPC Diagnostics.GetRows.
 	Transport string
 
 	// Scale is RW1's scale factor S (> 0); Seed seeds the history, the
@@ -127,8 +137,8 @@ func DefaultConfig() Config {
 // Check reports the values out of range, as an error wrapping ErrConfig.
 func (c *Config) Check() error {
 	var bad problems
-	if c.Transport != TransportHTTP && c.Transport != TransportGRPC {
-		bad.add("transport %q: use %s or %s", c.Transport, TransportHTTP, TransportGRPC)
+	if c.Transport != TransportHTTP && c.Transport != TransportGRPC && c.Transport != TransportFeast {
+		bad.add("transport %q: use %s, %s or %s", c.Transport, TransportHTTP, TransportGRPC, TransportFeast)
 	}
 	if c.Target != "" && !strings.HasPrefix(c.Target, "http://") {
 		bad.add("target %q: give the base URL, like http://127.0.0.1:7070", c.Target)
@@ -173,9 +183,10 @@ type rw1 struct {
 	cfg     Config
 	tmp     string // the started server's project file (and data) live here
 	rep     *Report
-	// features and floor send the measured requests.
+	// features, feast and floor send the measured requests.
 	features, floor *rawClient
-	grpc            *grpcConn // nil unless Transport is grpc
+	feast           *rawClient // nil unless Transport is feast
+	grpc            *grpcConn  // nil unless Transport is grpc
 }
 
 // Run runs the RW1 benchmark (see the package doc) and returns its report.
@@ -232,6 +243,12 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		return nil, err
 	}
 	defer b.floor.closeIdle()
+	if cfg.Transport == TransportFeast {
+		if b.feast, err = newRawClient(b.srv.url+feastPath, cfg.RequestTimeout, conns); err != nil {
+			return nil, err
+		}
+		defer b.feast.closeIdle()
+	}
 	if cfg.Transport == TransportGRPC {
 		if b.grpc, err = dialGRPC(ctx, b.srv.grpcAddr); err != nil {
 			return nil, err
@@ -266,11 +283,12 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	span := (cfg.Warmup + cfg.Duration).Seconds()
 	n1 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q1Rates...)) * span))
 	n2 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q2Rates...)) * span))
-	q1, err := genQueries(gen, b.project, cfg.Seed, queryQ1Name, n1)
+	feast := cfg.Transport == TransportFeast
+	q1, err := genQueries(gen, b.project, cfg.Seed, queryQ1Name, n1, feast)
 	if err != nil {
 		return nil, err
 	}
-	q2, err := genQueries(gen, b.project, cfg.Seed, queryQ2Name, n2)
+	q2, err := genQueries(gen, b.project, cfg.Seed, queryQ2Name, n2, feast)
 	if err != nil {
 		return nil, err
 	}
@@ -421,13 +439,16 @@ func (b *rw1) caller(ctx context.Context, q *querySet, target string) (caller, s
 			c, err := b.grpc.floor(ctx, q, b.cfg.RequestTimeout)
 			return c, TransportGRPC, err
 		}
-		return &httpFloor{httpTarget{c: b.floor, url: b.srv.url + "/debug/rows", q: q}}, TransportHTTP, nil
+		return &httpFloor{httpTarget{c: b.floor, url: b.srv.url + "/debug/rows", q: q, bodies: q.bodies}}, TransportHTTP, nil
 	}
-	if b.cfg.Transport == TransportGRPC {
+	switch b.cfg.Transport {
+	case TransportGRPC:
 		c, err := b.grpc.features(ctx, q, b.cfg.RequestTimeout)
 		return c, TransportGRPC, err
+	case TransportFeast:
+		return &httpFeast{httpTarget{c: b.feast, url: b.srv.url + feastPath, q: q, bodies: q.feast}}, TransportFeast, nil
 	}
-	return &httpFeatures{httpTarget{c: b.features, url: b.srv.url + "/v1/features", q: q}}, TransportHTTP, nil
+	return &httpFeatures{httpTarget{c: b.features, url: b.srv.url + "/v1/features", q: q, bodies: q.bodies}}, TransportHTTP, nil
 }
 
 // phase measures one step: it checks one answer, then runs the loop,

@@ -52,7 +52,7 @@ func TestRunRW1(t *testing.T) {
 		t.Skip("runs a server")
 	}
 	url, grpcAddr := startNode(t)
-	for i, transport := range []string{TransportHTTP, TransportGRPC} {
+	for i, transport := range []string{TransportHTTP, TransportGRPC, TransportFeast} {
 		cfg := DefaultConfig()
 		cfg.Target, cfg.GRPCTarget, cfg.Transport = url, grpcAddr, transport
 		cfg.Scale, cfg.Seed = 0.001, 7
@@ -81,9 +81,14 @@ func TestRunRW1(t *testing.T) {
 			if s.Errors != 0 || s.Requests == 0 || s.Latency.P50 <= 0 {
 				t.Errorf("%s: step %s %s %s: %d requests, %d errors (%s), p50 %v", transport, s.Query, s.Target, s.Mode, s.Requests, s.Errors, s.FirstError, s.Latency.P50)
 			}
-			// The floor is read over the same transport as Kiln's reads.
-			if s.Transport != transport {
-				t.Errorf("%s: step %s %s over %s", transport, s.Query, s.Target, s.Transport)
+			// The floor is read over the same transport as Kiln's reads:
+			// HTTP's /debug/rows beside Feast's endpoint.
+			want := transport
+			if transport == TransportFeast && s.Target == targetFloor {
+				want = TransportHTTP
+			}
+			if s.Transport != want {
+				t.Errorf("%s: step %s %s over %s, want %s", transport, s.Query, s.Target, s.Transport, want)
 			}
 		}
 		for _, s := range rep.Steps[:2] {
