@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -19,6 +20,10 @@ import (
 	"github.com/kiln-dev/kiln/internal/tile"
 	"github.com/kiln-dev/kiln/internal/training"
 )
+
+// defaultTrainingMemoryMiB is kiln training-set's default soft limit of
+// the Go heap.
+const defaultTrainingMemoryMiB = 1536
 
 func runTrainingSet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("kiln training-set", flag.ContinueOnError)
@@ -51,6 +56,7 @@ has the details.
 	data := fs.String("data", "kiln-data", "data directory whose archive to read (DATA/archive)")
 	archiveAt := fs.String("archive", "", "the event archive: a directory or s3://BUCKET/PREFIX (default: DATA/archive)")
 	shardFlag := fs.String("shard", "0/1", "compute part i (from 0) of N of the spine, split by time: i/N")
+	memoryMiB := fs.Int64("memory-mib", defaultTrainingMemoryMiB, "the Go heap's soft limit in MiB: the collector works harder near it (0: none)")
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -68,6 +74,16 @@ has the details.
 	shard, err := training.ParseShard(*shardFlag)
 	if err != nil {
 		return fmt.Errorf("%w: --shard: %v", cli.ErrUsage, err)
+	}
+	if *memoryMiB < 0 || *memoryMiB > 1<<30 {
+		return fmt.Errorf("%w: --memory-mib %d: give a size in MiB, or 0 for no limit", cli.ErrUsage, *memoryMiB)
+	}
+	if *memoryMiB > 0 {
+		// A soft limit: it takes the collector's headroom (by default as
+		// much again as the live heap) out of the peak, not the live data,
+		// which grows with the spine (docs/training.md).
+		prev := debug.SetMemoryLimit(*memoryMiB << 20)
+		defer debug.SetMemoryLimit(prev)
 	}
 	project, err := projectfile.Load(*config)
 	if err != nil {

@@ -222,6 +222,7 @@ func TestTrainingSetCommandRefuses(t *testing.T) {
 		{"--service", "model", "--features", "by_user:n_1h", "--spine", "s.csv", "--out", "o.csv"},
 		{"--service", "model", "--out", "o.csv"},
 		{"--service", "model", "--spine", "s.csv", "--out", "o.json"},
+		{"--service", "model", "--spine", "s.csv", "--out", "o.csv", "--memory-mib", "-1"},
 	} {
 		err := run(context.Background(), append([]string{"training-set", "-c", proj}, args...), &bytes.Buffer{}, &bytes.Buffer{})
 		if !errors.Is(err, cli.ErrUsage) {
