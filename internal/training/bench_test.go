@@ -47,7 +47,7 @@ func envInt(b *testing.B, name string, def int) int {
 // With KILN_BENCH_TRAINING_DIR set, the archive is kept in that directory
 // (rw1-EVENTS or rw1-EVENTS-as-served) and reused by later runs, so that
 // the peak RSS is the build's alone, and the spine is written beside it as
-// spine-ROWS.parquet (user_id, post_id, ts in epoch ms) for kiln
+// spine-EVENTS-ROWS.parquet (user_id, post_id, ts in epoch ms) for kiln
 // training-set -c examples/feed/kiln.yaml --archive DIR/rw1-EVENTS.
 func BenchmarkTrainingSetRW1(b *testing.B) {
 	nEvents := envInt(b, "KILN_BENCH_TRAINING_EVENTS", 2_000_000)
@@ -122,7 +122,7 @@ func BenchmarkTrainingSetRW1(b *testing.B) {
 		if prep.Entities[0].Entity.Def.Name != "user" || prep.Entities[1].Entity.Def.Name != "post" {
 			b.Fatal("the ranking service's entities are not user, post")
 		}
-		writeSpine(b, filepath.Join(keep, fmt.Sprintf("spine-%d.parquet", nRows)), spine)
+		writeSpine(b, filepath.Join(keep, fmt.Sprintf("spine-%d-%d.parquet", nEvents, nRows)), spine)
 	}
 	mode := training.EventTime
 	if asServed {
