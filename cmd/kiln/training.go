@@ -5,9 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/node"
@@ -17,6 +20,10 @@ import (
 	"github.com/kiln-dev/kiln/internal/tile"
 	"github.com/kiln-dev/kiln/internal/training"
 )
+
+// defaultTrainingMemoryMiB is kiln training-set's default soft limit of
+// the Go heap.
+const defaultTrainingMemoryMiB = 1536
 
 func runTrainingSet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("kiln training-set", flag.ContinueOnError)
@@ -33,7 +40,11 @@ API gives null. By default a value counts every event with an event time up
 to the row's time; --as-served counts only the events that had arrived by
 then, as the server took them: what /v1/features answered at that time.
 It reads the archive (--data or --archive), whether or not a server runs
-on it, and changes nothing. docs/training.md has the details.
+on it, and changes nothing. The rows come out in time order (rows of one
+time in spine order). --shard i/N computes part i (from 0) of N, a range
+of the spine's times: N processes, each with the whole spine, compute the
+N parts, and their rows in part order are one run's rows. docs/training.md
+has the details.
 `)
 	config := configFlag(fs)
 	service := fs.String("service", "", "the service whose values to compute")
@@ -44,6 +55,8 @@ on it, and changes nothing. docs/training.md has the details.
 	asServed := fs.Bool("as-served", false, "count only the events that had arrived by each row's time, as the server took them")
 	data := fs.String("data", "kiln-data", "data directory whose archive to read (DATA/archive)")
 	archiveAt := fs.String("archive", "", "the event archive: a directory or s3://BUCKET/PREFIX (default: DATA/archive)")
+	shardFlag := fs.String("shard", "0/1", "compute part i (from 0) of N of the spine, split by time: i/N")
+	memoryMiB := fs.Int64("memory-mib", defaultTrainingMemoryMiB, "the Go heap's soft limit in MiB: the collector works harder near it (0: none)")
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -57,6 +70,20 @@ on it, and changes nothing. docs/training.md has the details.
 	}
 	if ext := strings.ToLower(filepath.Ext(*out)); ext != ".csv" && ext != ".parquet" {
 		return fmt.Errorf("%w: --out %s: write a .csv or a .parquet file", cli.ErrUsage, *out)
+	}
+	shard, err := training.ParseShard(*shardFlag)
+	if err != nil {
+		return fmt.Errorf("%w: --shard: %v", cli.ErrUsage, err)
+	}
+	if *memoryMiB < 0 || *memoryMiB > 1<<30 {
+		return fmt.Errorf("%w: --memory-mib %d: give a size in MiB, or 0 for no limit", cli.ErrUsage, *memoryMiB)
+	}
+	if *memoryMiB > 0 {
+		// A soft limit: it takes the collector's headroom (by default as
+		// much again as the live heap) out of the peak, not the live data,
+		// which grows with the spine (docs/training.md).
+		prev := debug.SetMemoryLimit(*memoryMiB << 20)
+		defer debug.SetMemoryLimit(prev)
 	}
 	project, err := projectfile.Load(*config)
 	if err != nil {
@@ -86,6 +113,13 @@ on it, and changes nothing. docs/training.md has the details.
 	spine, err := training.SpineOf(table, prep, *timeColumn)
 	if err != nil {
 		return fmt.Errorf("spine %s: %w", *spinePath, err)
+	}
+	// The shard's rows in time order: the output's order, whatever the
+	// spine's, so that the shards' outputs in turn are the whole's.
+	rows, from, to := shard.Rows(spine.Times)
+	spine, table = spine.Select(rows), table.Select(rows)
+	if shard != training.Whole {
+		fmt.Fprintf(stderr, "kiln training-set: shard %s: %d of the spine's rows, times %s\n", shard, len(rows), shardRange(from, to))
 	}
 	location := *archiveAt
 	if location == "" {
@@ -129,4 +163,18 @@ on it, and changes nothing. docs/training.md has the details.
 		s.Rows, s.Entities, len(set.Features), mode, *out, s.EventsRead, s.EventsFolded, s.Seconds,
 		float64(s.Rows)/max(s.Seconds, 1e-9), float64(s.EventsRead)/max(s.Seconds, 1e-9))
 	return nil
+}
+
+// shardRange says a shard's time range [from, to), either end open.
+func shardRange(from, to int64) string {
+	at := func(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }
+	switch {
+	case from == math.MinInt64 && to == math.MaxInt64:
+		return "all"
+	case from == math.MinInt64:
+		return "before " + at(to)
+	case to == math.MaxInt64:
+		return "from " + at(from)
+	}
+	return "from " + at(from) + " to before " + at(to)
 }

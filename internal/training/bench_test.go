@@ -5,13 +5,18 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/parquet-go/parquet-go"
+
 	"github.com/kiln-dev/kiln/examples"
+
 	"github.com/kiln-dev/kiln/internal/archive"
+	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/tile"
@@ -38,6 +43,12 @@ func envInt(b *testing.B, name string, def int) int {
 // mode, and as served with KILN_BENCH_TRAINING_AS_SERVED=1 (each event
 // arriving up to a minute after its time). It reports spine rows/s,
 // archived events read/s and the process's peak RSS.
+//
+// With KILN_BENCH_TRAINING_DIR set, the archive is kept in that directory
+// (rw1-EVENTS or rw1-EVENTS-as-served) and reused by later runs, so that
+// the peak RSS is the build's alone, and the spine is written beside it as
+// spine-EVENTS-ROWS.parquet (user_id, post_id, ts in epoch ms) for kiln
+// training-set -c examples/feed/kiln.yaml --archive DIR/rw1-EVENTS.
 func BenchmarkTrainingSetRW1(b *testing.B) {
 	nEvents := envInt(b, "KILN_BENCH_TRAINING_EVENTS", 2_000_000)
 	nRows := envInt(b, "KILN_BENCH_TRAINING_ROWS", 100_000)
@@ -50,8 +61,20 @@ func BenchmarkTrainingSetRW1(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	now := time.Now()
-	bucket, err := archive.NewDir(b.TempDir())
+	now := workload.DefaultNow
+	keep := os.Getenv("KILN_BENCH_TRAINING_DIR")
+	dir := b.TempDir()
+	if keep != "" {
+		dir = filepath.Join(keep, fmt.Sprintf("rw1-%d", nEvents))
+		if asServed {
+			dir += "-as-served"
+		}
+	}
+	// A kept archive is complete once its marker is written.
+	complete := filepath.Join(dir, "complete")
+	_, err = os.Stat(complete)
+	reuse := err == nil
+	bucket, err := archive.NewDir(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,29 +82,15 @@ func BenchmarkTrainingSetRW1(b *testing.B) {
 	src := p.Source(workload.SourceName)
 	g := workload.NewGenerator(workload.Config{Scale: float64(nEvents) / 20_000_000, HistoryEvents: nEvents, Now: now})
 	rng := rand.New(rand.NewPCG(1, 2))
-	batch := make([]archive.Archived, 0, 1<<19)
-	seq, files := int64(0), 0
-	flush := func() {
-		if err := arch.Append(context.Background(), src, fmt.Sprintf("bench-%04d", files), batch); err != nil {
-			b.Fatal(err)
+	files := 0
+	if !reuse {
+		files = writeHistory(b, arch, src, g, asServed, rng)
+		if keep != "" {
+			if err := os.WriteFile(complete, nil, 0o644); err != nil {
+				b.Fatal(err)
+			}
 		}
-		files++
-		batch = batch[:0]
 	}
-	g.History(func(ev *event.Event) bool {
-		seq++
-		arrival := ev.TS
-		if asServed {
-			arrival += rng.Int64N(60_000)
-		}
-		batch = append(batch, archive.Archived{Time: ev.TS, Arrival: arrival, Fields: append([]event.Value(nil), ev.Fields...),
-			Origin: archive.Origin{Stream: "push/bench", Offset: seq}})
-		if len(batch) == cap(batch) {
-			flush()
-		}
-		return true
-	})
-	flush()
 
 	engine, err := training.Resolver(p, plans)
 	if err != nil {
@@ -91,6 +100,9 @@ func BenchmarkTrainingSetRW1(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The spine's draws are its own: the same whether the archive is
+	// written or reused.
+	rng = rand.New(rand.NewPCG(3, 4))
 	spine := &training.Spine{Times: make([]int64, nRows), Keys: make([][]event.Value, len(prep.Entities))}
 	week := int64(7 * 24 * time.Hour / time.Millisecond)
 	var posts []int64
@@ -105,6 +117,12 @@ func BenchmarkTrainingSetRW1(b *testing.B) {
 				spine.Keys[e] = append(spine.Keys[e], event.IntValue(posts[0]))
 			}
 		}
+	}
+	if keep != "" {
+		if prep.Entities[0].Entity.Def.Name != "user" || prep.Entities[1].Entity.Def.Name != "post" {
+			b.Fatal("the ranking service's entities are not user, post")
+		}
+		writeSpine(b, filepath.Join(keep, fmt.Sprintf("spine-%d-%d.parquet", nEvents, nRows)), spine)
 	}
 	mode := training.EventTime
 	if asServed {
@@ -128,4 +146,66 @@ func BenchmarkTrainingSetRW1(b *testing.B) {
 		b.ReportMetric(float64(ru.Maxrss)/1024, "peak-RSS-MiB")
 	}
 	b.Logf("%d rows, %d entities, %d events read, %d folded, %d files", sum.Rows, sum.Entities, sum.EventsRead, sum.EventsFolded, files)
+}
+
+// writeHistory appends the RW1 history to the archive, each event
+// arriving at its time or, as served, up to a minute later, and returns
+// how many files it wrote.
+func writeHistory(b *testing.B, arch *archive.Archive, src *definition.Source, g *workload.Generator, asServed bool, rng *rand.Rand) int {
+	batch := make([]archive.Archived, 0, 1<<19)
+	seq, files := int64(0), 0
+	flush := func() {
+		if err := arch.Append(context.Background(), src, fmt.Sprintf("bench-%04d", files), batch); err != nil {
+			b.Fatal(err)
+		}
+		files++
+		batch = batch[:0]
+	}
+	g.History(func(ev *event.Event) bool {
+		seq++
+		arrival := ev.TS
+		if asServed {
+			arrival += rng.Int64N(60_000)
+		}
+		batch = append(batch, archive.Archived{Time: ev.TS, Arrival: arrival, Fields: append([]event.Value(nil), ev.Fields...),
+			Origin: archive.Origin{Stream: "push/bench", Offset: seq}})
+		if len(batch) == cap(batch) {
+			flush()
+		}
+		return true
+	})
+	flush()
+	return files
+}
+
+// spineRow is a row of the benchmark's spine as kiln training-set reads it.
+type spineRow struct {
+	UserID int64 `parquet:"user_id"`
+	PostID int64 `parquet:"post_id"`
+	TS     int64 `parquet:"ts"`
+}
+
+// writeSpine writes the (user, post) spine as Parquet.
+func writeSpine(b *testing.B, path string, sp *training.Spine) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := parquet.NewGenericWriter[spineRow](f)
+	rows := make([]spineRow, 0, 4096)
+	for i, ts := range sp.Times {
+		rows = append(rows, spineRow{UserID: sp.Keys[0][i].Int, PostID: sp.Keys[1][i].Int, TS: ts})
+		if len(rows) == cap(rows) || i == len(sp.Times)-1 {
+			if _, err := w.Write(rows); err != nil {
+				b.Fatal(err)
+			}
+			rows = rows[:0]
+		}
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
 }

@@ -472,6 +472,9 @@ func featureNode(t event.Type) parquet.Node {
 	return parquet.Optional(parquet.String())
 }
 
+// RowGroupRows is the rows of a row group of a Parquet training set.
+const RowGroupRows = 128 * 1024
+
 func writeParquet(w io.Writer, t *Table, set *Set) error {
 	g := ordered{Group: parquet.Group{}}
 	for _, c := range t.Columns {
@@ -490,7 +493,10 @@ func writeParquet(w io.Writer, t *Table, set *Set) error {
 		g.Group[f.Name] = featureNode(f.Type)
 		g.names = append(g.names, f.Name)
 	}
-	pw := parquet.NewWriter(w, parquet.NewSchema("training_set", g), parquet.Compression(&parquet.Snappy))
+	// The writer holds a row group's pages until it ends: bounded row
+	// groups keep its memory from growing with the spine.
+	pw := parquet.NewWriter(w, parquet.NewSchema("training_set", g), parquet.Compression(&parquet.Snappy),
+		parquet.MaxRowsPerRowGroup(RowGroupRows))
 	const batch = 1024
 	rows := make([]parquet.Row, 0, batch)
 	for i := range t.Rows {

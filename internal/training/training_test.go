@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/node"
 	"github.com/kiln-dev/kiln/internal/node/nodetest"
+	"github.com/kiln-dev/kiln/internal/redistest"
 	"github.com/kiln-dev/kiln/internal/tile"
 	"github.com/kiln-dev/kiln/internal/training"
 )
@@ -96,21 +97,42 @@ type served struct {
 // what /v1/features served at random instants, and builds the training set
 // of those instants as served: every value must be the served one, floats
 // bit for bit. In event-time mode the same set must equal a naive
-// recomputation from the accepted events under the window rule.
+// recomputation from the accepted events under the window rule. It runs on
+// each online store: the embedded one, and a real Redis server (the node
+// then writes rows with compare-and-set and keeps its journal in its data
+// directory).
 func TestAsServedEqualsServed(t *testing.T) {
-	for seed := range *seeds {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			run(t, seed)
+	for _, backend := range backends {
+		t.Run(backend.name, func(t *testing.T) {
+			for seed := range *seeds {
+				t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+					run(t, backend, seed)
+				})
+			}
 		})
 	}
 }
 
-func run(t *testing.T, seed uint64) {
+// backend is an online store a property test's node runs on: projectText
+// returns the test's project with that store configured.
+type backend struct {
+	name        string
+	projectText func(t *testing.T) string
+}
 
+var backends = []backend{
+	{"pebble", func(*testing.T) string { return project }},
+	{"redis", func(t *testing.T) string {
+		// A server of its own per history: no rows of another.
+		return fmt.Sprintf("online_store: {type: redis, addrs: [%s]}\n", redistest.Standalone(t)) + project
+	}},
+}
+
+func run(t *testing.T, backend backend, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 77))
 	var clock atomic.Int64
 	clock.Store(t0.UnixMilli())
-	n, p := nodetest.StartClock(t, "kiln.yaml", []byte(project), func() time.Time { return time.UnixMilli(clock.Load()) })
+	n, p := nodetest.StartClock(t, "kiln.yaml", []byte(backend.projectText(t)), func() time.Time { return time.UnixMilli(clock.Load()) })
 	var events []pushed
 	var reads []served
 	for range 400 {
