@@ -98,7 +98,8 @@ func (c *Column) Value(j int) event.Value {
 	return event.Value{}
 }
 
-func (c *Column) reset(t event.Type, n int) {
+// Reset readies c for n values of type t, all null, reusing its memory.
+func (c *Column) Reset(t event.Type, n int) {
 	c.Type = t
 	c.Valid = grow(c.Valid, n)
 	clear(c.Valid)
@@ -115,7 +116,8 @@ func (c *Column) reset(t event.Type, n int) {
 	}
 }
 
-func (c *Column) set(j int, v event.Value) {
+// Set sets the j-th value; a Null v makes it null.
+func (c *Column) Set(j int, v event.Value) {
 	switch v.Kind {
 	case event.Null:
 		c.Valid[j] = false
@@ -239,7 +241,7 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 		clear(er.found)
 		er.Columns = grow(er.Columns, len(pe.Features))
 		for c, f := range pe.Features {
-			er.Columns[c].reset(f.Type, er.N)
+			er.Columns[c].Reset(f.Type, er.N)
 		}
 		er.scratch = grow(er.scratch, len(pe.views))
 		for v, vi := range pe.views {
@@ -374,7 +376,7 @@ func (res *Result) fold(pe *PreparedEntity, er *EntityResult, key, view int, val
 func scatter(pe *PreparedEntity, er *EntityResult, j, view int, vals []event.Value) {
 	for c, it := range pe.items {
 		if it.view == view {
-			er.Columns[c].set(j, vals[it.output])
+			er.Columns[c].Set(j, vals[it.output])
 		}
 	}
 }

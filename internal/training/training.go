@@ -180,7 +180,9 @@ func Build(ctx context.Context, opts Options, prep *query.Prepared, spine *Spine
 		base := len(b.set.Features)
 		for _, f := range pe.Features {
 			b.set.Features = append(b.set.Features, f)
-			b.set.Columns = append(b.set.Columns, newColumn(f.Type, n))
+			var c query.Column
+			c.Reset(f.Type, n)
+			b.set.Columns = append(b.set.Columns, c)
 		}
 		k := len(pe.Entity.KeyTypes)
 		keys := spine.Keys[e]
@@ -304,38 +306,6 @@ func check(prep *query.Prepared, spine *Spine) error {
 	return nil
 }
 
-func newColumn(t event.Type, n int) query.Column {
-	c := query.Column{Type: t, Valid: make([]bool, n)}
-	switch t {
-	case event.Int64:
-		c.Ints = make([]int64, n)
-	case event.Float64:
-		c.Floats = make([]float64, n)
-	case event.String:
-		c.Strs = make([]string, n)
-	case event.Bool:
-		c.Bools = make([]bool, n)
-	}
-	return c
-}
-
-func setValue(c *query.Column, i int, v event.Value) {
-	switch v.Kind {
-	case event.Null:
-		c.Valid[i] = false
-		return
-	case event.Int64:
-		c.Ints[i] = v.Int
-	case event.Float64:
-		c.Floats[i] = v.Float
-	case event.String:
-		c.Strs[i] = v.Str
-	case event.Bool:
-		c.Bools[i] = v.Bool
-	}
-	c.Valid[i] = true
-}
-
 // cover marks the rows whose time the archive's dates of a source do not
 // cover for its views: the row needs events back to t − the longest
 // window's reach (all time: t itself), and up to t.
@@ -396,7 +366,7 @@ func (em *emitter) read(i int) {
 			vs.plan.Eval(r, t, vs.vals)
 		}
 		for _, tg := range vs.targets {
-			setValue(&em.b.set.Columns[tg.column], i, vs.vals[tg.output])
+			em.b.set.Columns[tg.column].Set(i, vs.vals[tg.output])
 		}
 	}
 }
