@@ -114,9 +114,9 @@ type file struct {
 	size   int64
 }
 
-// StreamOf returns the origin stream of the events of a file with the
+// streamOf returns the origin stream of the events of a file with the
 // given content hash (sha256).
-func StreamOf(sum []byte) string { return "import/" + hex.EncodeToString(sum[:16]) }
+func streamOf(sum []byte) string { return "import/" + hex.EncodeToString(sum[:16]) }
 
 // Run imports opts.Files into p.
 func Run(ctx context.Context, p Pusher, opts Options) (Summary, error) {
@@ -244,7 +244,7 @@ func hashFile(path string) (file, error) {
 	if err != nil {
 		return file{}, fmt.Errorf("%s: %w", path, err)
 	}
-	return file{path: path, stream: StreamOf(h.Sum(nil)), size: n}, nil
+	return file{path: path, stream: streamOf(h.Sum(nil)), size: n}, nil
 }
 
 // batch is one push of consecutive rows of a file.

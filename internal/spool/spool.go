@@ -83,7 +83,6 @@ var ErrClosed = errors.New("spool: closed")
 // use.
 type Spool struct {
 	opts       Options
-	id         string
 	pushStream string
 	sources    map[string]*definition.Source
 	schemas    map[string]schema
