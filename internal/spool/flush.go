@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/archive"
+	"github.com/kiln-dev/kiln/internal/definition"
 )
 
 // flushLoop archives closed segments in order, retrying after a failure,
@@ -174,17 +175,32 @@ func (s *Spool) compactTouched(ctx context.Context, all bool) {
 	s.fmu.Unlock()
 	for _, k := range due {
 		d, _ := time.Parse(time.DateOnly, k.date)
-		if err := s.opts.Archive.Compact(ctx, s.sources[k.source], d); err != nil {
+		if !s.compact(ctx, s.sources[k.source], d) {
 			if ctx.Err() != nil {
 				return // stopping
 			}
-			s.opts.Logger.Warn("compacting the archive failed; the next maintenance retries", "source", k.source, "date", k.date, "err", err)
 			continue
 		}
-		s.fmu.Lock()
-		delete(s.touched, k)
-		s.fmu.Unlock()
+		s.forget(k)
 	}
+}
+
+// compact runs one Compact of src's date d. It reports whether it
+// succeeded; a failure is logged (the next maintenance retries), unless the
+// flusher is stopping.
+func (s *Spool) compact(ctx context.Context, src *definition.Source, d time.Time) bool {
+	err := s.opts.Archive.Compact(ctx, src, d)
+	if err != nil && ctx.Err() == nil {
+		s.opts.Logger.Warn("compacting the archive failed; the next maintenance retries", "source", src.Name, "date", d.Format(time.DateOnly), "err", err)
+	}
+	return err == nil
+}
+
+// forget clears what the journal wrote to a date since it was compacted.
+func (s *Spool) forget(k dateKey) {
+	s.fmu.Lock()
+	delete(s.touched, k)
+	s.fmu.Unlock()
 }
 
 // maintain compacts every date of every source that has ended and holds
@@ -213,11 +229,10 @@ func (s *Spool) maintain(ctx context.Context) {
 			// go on while it makes progress, a few rounds at most.
 			failed := false
 			for round := 0; round < 8; round++ {
-				if err := s.opts.Archive.Compact(ctx, src, d); err != nil {
+				if !s.compact(ctx, src, d) {
 					if ctx.Err() != nil {
 						return // stopping
 					}
-					s.opts.Logger.Warn("compacting the archive failed; the next maintenance retries", "source", src.Name, "date", d.Format(time.DateOnly), "err", err)
 					failed = true
 					break
 				}
@@ -227,12 +242,9 @@ func (s *Spool) maintain(ctx context.Context) {
 				}
 				files = after
 			}
-			if failed {
-				continue
+			if !failed {
+				s.forget(dateKey{src.Name, d.Format(time.DateOnly)})
 			}
-			s.fmu.Lock()
-			delete(s.touched, dateKey{src.Name, d.Format(time.DateOnly)})
-			s.fmu.Unlock()
 		}
 	}
 }
