@@ -518,3 +518,28 @@ func (f *failBucket) Delete(ctx context.Context, name string) error {
 	}
 	return f.b.Delete(ctx, name)
 }
+
+// BenchmarkAppend journals pushes of 1,000 events and waits for each, as
+// a push does: the journal's cost on the push path, allocations included
+// (per push, never per event).
+func BenchmarkAppend(b *testing.B) {
+	p := testProject()
+	src := p.Sources[0]
+	s, err := Open(Options{Dir: b.TempDir(), Archive: archive.New(archive.NewMem()), Project: p, FlushInterval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	evs := make([]event.Event, 1000)
+	for i := range evs {
+		evs[i] = mkEvent(i, 0, 0)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := s.Append(src, 1, evs)(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(evs))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
