@@ -143,9 +143,7 @@ func (o *partition) fold(e *heldRow, op *op, now int64, locked bool) {
 	if locked {
 		e.mu.Lock()
 	}
-	if out := op.feed.plan.Fold(e.row, op.ev, now); out == tile.Late {
-		op.feed.late.Add(1)
-	}
+	op.late = op.feed.plan.Fold(e.row, op.ev, now) == tile.Late
 	e.row.MarkApplied(op.ev.Origin)
 	if locked {
 		e.mu.Unlock()

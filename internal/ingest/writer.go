@@ -138,6 +138,11 @@ type Result struct {
 	// DroppedLate counts events older than the retention of every view they
 	// feed: no window can cover them any more.
 	DroppedLate int `json:"dropped_late"`
+	// LateByView counts, per view, the events it passed over because they
+	// were older than its retention, whether or not another view took
+	// them; views that passed over none are not in it. Nil when no view
+	// passed over any.
+	LateByView map[string]int `json:"late_by_view,omitempty"`
 }
 
 // Stats are cumulative counters of a writer.
@@ -312,9 +317,14 @@ func (p *Writer) freeRequest(r *request) {
 // add appends an op folding ev into the row of f under key, whose hash
 // is h; with replay, whether or not the row applied ev's origin (Replay).
 func (r *request) add(f *feed, key []byte, h uint64, ev *event.Event, replay bool) {
+	r.addAt(f, key, h, ev, replay, 0)
+}
+
+// addAt is add for the event at index i of a push.
+func (r *request) addAt(f *feed, key []byte, h uint64, ev *event.Event, replay bool, i int) {
 	from := len(r.keys)
 	r.keys = append(r.keys, key...)
-	r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), hash: h, ev: ev, replay: replay})
+	r.ops = append(r.ops, op{feed: f, from: from, to: len(r.keys), hash: h, ev: ev, replay: replay, event: int32(i)})
 }
 
 type op struct {
@@ -325,6 +335,12 @@ type op struct {
 	row      *heldRow // set by the partition (loadRows)
 	// replay: fold even if the row has applied ev's origin (Writer.Replay).
 	replay bool
+	// late is set by the partition when the row passed over the event as
+	// older than its tiles: the row's clock, moved by events from up to
+	// the source's skew ahead, can be later than the push's.
+	late bool
+	// event is ev's index in the push.
+	event int32
 }
 
 // Push folds events of src (validated, e.g. by eventjson.Decoder.DecodePush) into
@@ -373,7 +389,10 @@ func (p *Writer) push(ctx context.Context, src *definition.Source, feeds []*feed
 		for fi := range feeds {
 			f := feeds[fi]
 			if ev.TS < late[fi] {
-				f.late.Add(1)
+				if res.LateByView == nil {
+					res.LateByView = make(map[string]int, len(feeds))
+				}
+				res.LateByView[f.view.Name]++
 				continue
 			}
 			reached = true
@@ -387,7 +406,7 @@ func (p *Writer) push(ctx context.Context, src *definition.Source, feeds []*feed
 				r = p.newRequest(now, n, n*len(key))
 				reqs[part] = r
 			}
-			r.add(f, key, h, ev, replay)
+			r.addAt(f, key, h, ev, replay, i)
 		}
 		if reached {
 			res.Accepted++
@@ -430,8 +449,15 @@ func (p *Writer) push(ctx context.Context, src *definition.Source, feeds []*feed
 		if err := <-r.done; err != nil && firstErr == nil {
 			firstErr = err
 		}
-		// Answered: the partition holds it no more.
-		p.freeRequest(r)
+	}
+	if firstErr == nil {
+		res.countFoldedLate(reqs, len(events))
+	}
+	for _, r := range reqs {
+		if r != nil {
+			// Answered: the partition holds it no more.
+			p.freeRequest(r)
+		}
 	}
 	if archived != nil {
 		if err := archived(); err != nil && firstErr == nil {
@@ -443,7 +469,48 @@ func (p *Writer) push(ctx context.Context, src *definition.Source, feeds []*feed
 	}
 	p.accepted.Add(int64(res.Accepted))
 	p.droppedLate.Add(int64(res.DroppedLate))
+	for _, f := range feeds {
+		if n := res.LateByView[f.view.Name]; n > 0 {
+			f.late.Add(int64(n))
+		}
+	}
 	return res, nil
+}
+
+// countFoldedLate adds to res the events the rows of the answered requests
+// passed over as late (op.late): to LateByView per view, and an event all
+// of whose views passed it over moves from Accepted to DroppedLate. Events
+// holds n events.
+func (res *Result) countFoldedLate(reqs []*request, n int) {
+	var ops []int32 // per event, its ops not passed over; made at the first late op
+	for _, r := range reqs {
+		if r == nil {
+			continue
+		}
+		for i := range r.ops {
+			if !r.ops[i].late {
+				continue
+			}
+			if ops == nil {
+				ops = make([]int32, n)
+				for _, r := range reqs {
+					if r != nil {
+						for j := range r.ops {
+							ops[r.ops[j].event]++
+						}
+					}
+				}
+			}
+			if res.LateByView == nil {
+				res.LateByView = make(map[string]int)
+			}
+			res.LateByView[r.ops[i].feed.view.Name]++
+			if ops[r.ops[i].event]--; ops[r.ops[i].event] == 0 {
+				res.Accepted--
+				res.DroppedLate++
+			}
+		}
+	}
 }
 
 // TooOld reports whether an event of src stamped ts (Unix ms) is older than

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -172,8 +173,53 @@ func TestPushDropsLateEvents(t *testing.T) {
 	if u := f.read(t, "by_user", 1); u["by_user:xs_24h"].Float != 1 {
 		t.Fatalf("user 1: %v", u)
 	}
+	if !maps.Equal(res.LateByView, map[string]int{"by_post": 2, "by_user": 1}) {
+		t.Fatalf("late by view %v, want by_post 2, by_user 1", res.LateByView)
+	}
 	st := f.w.Stats()
 	if st.LateByView["by_post"] != 2 || st.LateByView["by_user"] != 1 || st.DroppedLate != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A row whose clock is ahead of the push's (written by another process
+// with a later clock) can find an event late that the push took for on
+// time: the answer counts it too.
+func TestPushCountsEventsTheRowsFoundLate(t *testing.T) {
+	ahead := newFixture(t, nil, Options{WriteThrough: true})
+	ctx := context.Background()
+	src := ahead.project.Source("clicks")
+	if _, err := ahead.w.Push(ctx, src, []event.Event{ahead.ev(0, 1, 10, "a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	ahead.w.Close()
+	// A second process on the same store, its clock 30 minutes behind.
+	f := newFixture(t, ahead.store, Options{WriteThrough: true})
+	f.clock.add(-30 * time.Minute)
+	src = f.project.Source("clicks")
+	// 1h old by this clock: on time for by_post (1h window) here, late for
+	// post 10's row, whose clock is 30 minutes later; by_user takes it.
+	res, err := f.w.Push(ctx, src, []event.Event{f.ev(time.Hour, 1, 10, "a", 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted != 1 || res.DroppedLate != 0 || !maps.Equal(res.LateByView, map[string]int{"by_post": 1}) {
+		t.Fatalf("result %+v, want 1 accepted, late for by_post", res)
+	}
+	// Late at the push for both views; late for post 10's row only; late
+	// for by_post at the push and for user 1's row: two of four events
+	// reach no view.
+	res, err = f.w.Push(ctx, src, []event.Event{
+		f.ev(time.Hour, 2, 11, "a", 1), f.ev(27*time.Hour, 1, 12, "a", 1),
+		f.ev(time.Hour, 3, 10, "b", 1), f.ev(25*time.Hour+45*time.Minute, 1, 10, "a", 1),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted != 2 || res.DroppedLate != 2 || !maps.Equal(res.LateByView, map[string]int{"by_post": 3, "by_user": 2}) {
+		t.Fatalf("result %+v, want 2 accepted, 2 dropped late, late for by_post 3, by_user 2", res)
+	}
+	if st := f.w.Stats(); st.LateByView["by_post"] != 4 || st.LateByView["by_user"] != 2 || st.DroppedLate != 2 || st.Accepted != 3 {
 		t.Fatalf("stats %+v", st)
 	}
 }

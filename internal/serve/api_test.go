@@ -98,6 +98,9 @@ func TestPushAndServe(t *testing.T) {
 	if res["accepted"].(float64) != 5 || res["dropped_late"].(float64) != 0 {
 		t.Fatalf("push result %v", res)
 	}
+	if late := fmt.Sprint(res["late_by_view"]); late != "map[post_engagement:1]" { // the 40-day-old event
+		t.Fatalf("push result %v: late_by_view %s", res, late)
+	}
 
 	out := mustPost(t, n.URL()+"/v1/features", `{"service": "user_profile", "entities": {"user": [{"user_id": 1}, {"user_id": 3}, {"user_id": 2}]}}`)
 	u1 := entity(t, out, "user", 0)

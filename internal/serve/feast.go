@@ -518,7 +518,7 @@ func (s *Server) handleFeastPush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(fmt.Appendf(nil, `{"accepted":%d,"dropped_late":%d}`+"\n", res.Accepted, res.DroppedLate))
+	w.Write(appendPushAnswer(nil, res))
 }
 
 // feastPushBody turns a Feast push into the body of a Kiln push, appended

@@ -351,7 +351,7 @@ func TestFeastPush(t *testing.T) {
 	code, raw := postRaw(t, n.URL()+"/push", []byte(`{"push_source_name": "engagements", "to": "online_and_offline", "allow_registry_cache": true,
 		"df": {"user_id": [1, 2, 3], "post_id": [50, 50, 7], "kind": ["view", "view", "like"], "dwell_ms": [10.5, null, 1],
 		       "ts": ["2026-11-26 09:59:00", "2026-11-26T09:58:00Z", 1795600740000]}}`))
-	if code != http.StatusOK || string(raw) != `{"accepted":3,"dropped_late":0}`+"\n" {
+	if code != http.StatusOK || string(raw) != `{"accepted":3,"dropped_late":0,"late_by_view":{}}`+"\n" {
 		t.Fatalf("push: %d %s", code, raw)
 	}
 	if got := views(); !strings.Contains(got, `{"values":[2,2]}`) {

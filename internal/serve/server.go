@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"path"
 	"slices"
@@ -339,8 +340,23 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	b := fmt.Appendf(nil, `{"accepted":%d,"dropped_late":%d}`+"\n", res.Accepted, res.DroppedLate)
-	w.Write(b)
+	w.Write(appendPushAnswer(nil, res))
+}
+
+// appendPushAnswer appends the JSON answer to a push to b:
+// {"accepted":N,"dropped_late":N,"late_by_view":{"view":N,...}}, the views
+// in name order.
+func appendPushAnswer(b []byte, res ingest.Result) []byte {
+	b = fmt.Appendf(b, `{"accepted":%d,"dropped_late":%d,"late_by_view":{`, res.Accepted, res.DroppedLate)
+	for i, name := range slices.Sorted(maps.Keys(res.LateByView)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, name) // view names are plain ASCII
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(res.LateByView[name]), 10)
+	}
+	return append(b, "}}\n"...)
 }
 
 // importOrigin is where the events of a push were read, for imports

@@ -7,7 +7,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field as _field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from ._http import ConnectionFailed, Pool, Response
@@ -27,14 +27,17 @@ _ENVELOPE_BYTES = 4096
 
 @dataclass(frozen=True)
 class PushResult:
-    """What a push did: events accepted (durable and applied), and of those
-    the ones older than every window of the views they feed
-    (``dropped_late``, still archived). ``batches`` is the number of
-    requests the events took."""
+    """What a push did: events at least one view took (``accepted``:
+    durable and applied), events every view of the source passed over as
+    older than all its windows (``dropped_late``, still archived), and per
+    view the events it passed over as late (``late_by_view``, views that
+    passed over none left out). ``batches`` is the number of requests the
+    events took."""
 
     accepted: int
     dropped_late: int
     batches: int
+    late_by_view: dict[str, int] = _field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,7 @@ class Client:
             if len(b) > MAX_PUSH_BYTES - _ENVELOPE_BYTES:
                 raise BadRequest(f"event {i} is {len(b)} bytes, over the server's {MAX_PUSH_BYTES}-byte limit of a push; nothing was sent")
         accepted = dropped = batches = 0
+        late: dict[str, int] = {}
         head = {"source": source}
         for lo, hi in _batches(encoded, MAX_PUSH_EVENTS, MAX_PUSH_BYTES):
             try:
@@ -252,8 +256,10 @@ class Client:
                 raise
             accepted += answer["accepted"]
             dropped += answer["dropped_late"]
+            for view, n in answer.get("late_by_view", {}).items():
+                late[view] = late.get(view, 0) + n
             batches += 1
-        return PushResult(accepted=accepted, dropped_late=dropped, batches=batches)
+        return PushResult(accepted=accepted, dropped_late=dropped, batches=batches, late_by_view=late)
 
     # -- plumbing ------------------------------------------------------------
 
