@@ -151,6 +151,24 @@ func (v Value) String() string {
 	return "null"
 }
 
+// MaxFloat is the largest magnitude a float64 field of an event may have:
+// far beyond any measurement, and small enough that no window's sum of
+// such values can overflow to ±Inf (that would take more than 10^18
+// events of one key), which would be served as null, like no events.
+const MaxFloat = 1e290
+
+// FloatProblem says, for a person, why f cannot be the value of a float64
+// field (NaN, ±Inf, or beyond ±MaxFloat); "" when it can.
+func FloatProblem(f float64) string {
+	switch {
+	case math.IsNaN(f) || math.IsInf(f, 0):
+		return strconv.FormatFloat(f, 'g', -1, 64) + " is not a finite float64"
+	case math.Abs(f) > MaxFloat:
+		return strconv.FormatFloat(f, 'g', -1, 64) + " is beyond ±1e290, the largest magnitude a float64 field takes (so that no sum of them can overflow): scale it down"
+	}
+	return ""
+}
+
 // Valid reports an error for values no event may carry (NaN and ±Inf).
 func (v Value) Valid() error {
 	if v.Kind == Float64 && (math.IsNaN(v.Float) || math.IsInf(v.Float, 0)) {
@@ -214,6 +232,9 @@ func ParseJSON(t Type, raw []byte) (Value, string) {
 		f, err := strconv.ParseFloat(string(raw), 64)
 		if err != nil {
 			return Value{}, fmt.Sprintf("%s is not a finite float64", truncate(raw))
+		}
+		if math.Abs(f) > MaxFloat {
+			return Value{}, FloatProblem(f)
 		}
 		return FloatValue(f), ""
 	case String:

@@ -323,9 +323,7 @@ func (r *rows) convert(cols []*parquetColumn, b *parquetBatchBuf, row, m int) er
 				if c.conv == fromFloat {
 					x = float64(v.Float())
 				}
-				if math.IsNaN(x) || math.IsInf(x, 0) {
-					msg = strconv.FormatFloat(x, 'g', -1, 64) + " is not a finite float64"
-				}
+				msg = event.FloatProblem(x)
 				*f = event.FloatValue(x)
 			case fromBytes:
 				*f, msg = r.dec.ParseText(event.String, v.ByteArray())

@@ -139,7 +139,7 @@ func (g *genSrc) events(rt *rapid.T) []event.Event {
 					ev.Fields[j] = event.IntValue(rapid.Int64().Draw(rt, "int64"))
 				}
 			case event.Float64:
-				x := rapid.Float64().Filter(func(x float64) bool { return !math.IsInf(x, 0) && !math.IsNaN(x) }).Draw(rt, "float64")
+				x := rapid.Float64().Filter(func(x float64) bool { return event.FloatProblem(x) == "" }).Draw(rt, "float64")
 				if g.narrow[j] {
 					x = float64(float32(x))
 					if math.IsInf(x, 0) {

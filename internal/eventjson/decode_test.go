@@ -101,6 +101,7 @@ func TestDecodePushRefuses(t *testing.T) {
 	f(ev(`{"user_id": 1.5, "post_id": 2, "ts": 1795600000000}`), "not an int64")
 	f(ev(`{"user_id": 9223372036854775808, "post_id": 2, "ts": 1795600000000}`), "out of the int64 range")
 	f(ev(`{`+ok+`, "x": 1e999}`), "not a finite float64")
+	f(ev(`{`+ok+`, "x": -1.7e308}`), `field "x"`, "beyond ±1e290", "scale it down")
 	f(ev(`{`+ok+`, "kind": 3}`), "not a string")
 	f(ev(`{"user_id": 1, "post_id": 2, "ts": "yesterday"}`), "not an RFC 3339 time")
 	f(ev(`{"user_id": 1, "post_id": 2, "ts": -5}`), "outside 1970")

@@ -30,6 +30,8 @@ func TestParseText(t *testing.T) {
 	f(event.Float64, "-1e-3", "-0.001", "")
 	f(event.Float64, "0.1000000000000000055511151231257827", "0.1", "")
 	f(event.Float64, "1e999", "", "1e999 is not a finite float64")
+	f(event.Float64, "-1e290", "-1e+290", "")
+	f(event.Float64, "1.0000000001e290", "", "1.0000000001e+290 is beyond ±1e290, the largest magnitude a float64 field takes (so that no sum of them can overflow): scale it down")
 	f(event.Float64, "NaN", "", `"NaN" is not a float64: write a number like 4.5`)
 	f(event.Float64, "-Inf", "", `"-Inf" is not a float64: write a number like 4.5`)
 	f(event.Float64, "0x1p3", "", `"0x1p3" is not a float64: write a number like 4.5`)
