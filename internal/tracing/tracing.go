@@ -119,8 +119,11 @@ func Setup(ctx context.Context, o Options) (*sdktrace.TracerProvider, error) {
 		// override what is above.
 		resource.WithFromEnv(),
 	)
-	if err != nil && res == nil {
+	switch {
+	case err != nil && res == nil:
 		return nil, fmt.Errorf("the tracing resource: %w (check OTEL_RESOURCE_ATTRIBUTES)", err)
+	case err != nil:
+		o.Logger.Warn("some resource attributes of the spans were left out: check OTEL_RESOURCE_ATTRIBUTES", "err", err)
 	}
 	opts := []sdktrace.TracerProviderOption{
 		sdktrace.WithResource(res),
