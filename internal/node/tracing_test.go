@@ -120,21 +120,29 @@ func (c caller) traceparent(sampled bool) string {
 	return "00-" + c.trace.String() + "-" + c.span.String() + "-" + flags
 }
 
-// spansOf returns the ended spans of the caller's trace, by name; a name
-// that ended twice fails the test.
-func spansOf(t *testing.T, rec *tracetest.SpanRecorder, c caller) map[string]sdktrace.ReadOnlySpan {
+// spansOf returns the ended spans of the caller's trace, by name, once the
+// span named last has ended (a gRPC server span ends after the client has
+// its answer): it waits for it up to a deadline. A name that ended twice
+// fails the test.
+func spansOf(t *testing.T, rec *tracetest.SpanRecorder, c caller, last string) map[string]sdktrace.ReadOnlySpan {
 	t.Helper()
-	out := map[string]sdktrace.ReadOnlySpan{}
-	for _, s := range rec.Ended() {
-		if s.SpanContext().TraceID() != c.trace {
-			continue
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := map[string]sdktrace.ReadOnlySpan{}
+		for _, s := range rec.Ended() {
+			if s.SpanContext().TraceID() != c.trace {
+				continue
+			}
+			if _, dup := out[s.Name()]; dup {
+				t.Errorf("span %s ended twice in trace %s", s.Name(), c.trace)
+			}
+			out[s.Name()] = s
 		}
-		if _, dup := out[s.Name()]; dup {
-			t.Errorf("span %s ended twice in trace %s", s.Name(), c.trace)
+		if _, ok := out[last]; ok || last == "" || time.Now().After(deadline) {
+			return out
 		}
-		out[s.Name()] = s
+		time.Sleep(time.Millisecond)
 	}
-	return out
 }
 
 // childOf checks that span is a child of parent, named by what it is.
@@ -191,7 +199,7 @@ func TestTracingHTTP(t *testing.T) {
 	if !strings.Contains(body, `"user_clicks:clicks_1h":1`) {
 		t.Fatalf("read answered %s", body)
 	}
-	spans := spansOf(t, rec, c)
+	spans := spansOf(t, rec, c, "POST /v1/features")
 	server := spans["POST /v1/features"]
 	if server == nil {
 		t.Fatalf("no span POST /v1/features; spans: %v", names(spans))
@@ -211,7 +219,7 @@ func TestTracingHTTP(t *testing.T) {
 	// The same rows again: answered from the cache, no store read.
 	c = newCaller(2)
 	tracedPost(t, n, "/v1/features", c.traceparent(true), `{"service": "profile", "entities": {"user": [{"user_id": 2}, {"user_id": 9}]}}`, http.StatusOK)
-	spans = spansOf(t, rec, c)
+	spans = spansOf(t, rec, c, "POST /v1/features")
 	childOf(t, spans, tracing.CacheLookupSpan, "POST /v1/features")
 	if _, ok := spans[tracing.StoreReadSpan]; ok {
 		t.Errorf("rows the cache holds were read from the store")
@@ -220,12 +228,12 @@ func TestTracingHTTP(t *testing.T) {
 	// Feast's read, and a push with its commit.
 	c = newCaller(3)
 	tracedPost(t, n, "/get-online-features", c.traceparent(true), `{"feature_service": "profile", "entities": {"user_id": [1, 3, 3]}}`, http.StatusOK)
-	spans = spansOf(t, rec, c)
+	spans = spansOf(t, rec, c, "POST /get-online-features")
 	wantAttrs(t, spans["POST /get-online-features"], tracing.EntitiesKey.Int(2), tracing.ValuesKey.Int(4))
 	childOf(t, spans, tracing.StoreReadSpan, tracing.CacheLookupSpan)
 	c = newCaller(4)
 	tracedPost(t, n, "/v1/push", c.traceparent(true), fmt.Sprintf(`{"source": "clicks", "events": [{"user_id": 1, "ts": %d, "ms": 1}]}`, traceT0.UnixMilli()), http.StatusOK)
-	spans = spansOf(t, rec, c)
+	spans = spansOf(t, rec, c, "POST /v1/push")
 	wantAttrs(t, spans["POST /v1/push"], tracing.SourceKey.String("clicks"), tracing.EventsKey.Int(1), tracing.AcceptedKey.Int(1))
 	childOf(t, spans, tracing.CommitSpan, "POST /v1/push")
 
@@ -233,7 +241,7 @@ func TestTracingHTTP(t *testing.T) {
 	// the status stays unset (the client's mistake, not the server's).
 	c = newCaller(5)
 	tracedPost(t, n, "/v1/features", c.traceparent(true), `{"service": "nope", "entities": {"user": [{"user_id": 1}]}}`, http.StatusBadRequest)
-	server = spansOf(t, rec, c)["POST /v1/features"]
+	server = spansOf(t, rec, c, "POST /v1/features")["POST /v1/features"]
 	wantAttrs(t, server, attribute.Int("http.response.status_code", 400))
 	if ev := server.Events(); len(ev) != 1 || ev[0].Name != "exception" || !strings.Contains(fmt.Sprint(ev[0].Attributes), `service \"nope\" is not defined`) {
 		t.Errorf("events of a refused read: %v", ev)
@@ -242,7 +250,7 @@ func TestTracingHTTP(t *testing.T) {
 	// A caller that did not sample its trace: Kiln records nothing of it.
 	c = newCaller(6)
 	tracedPost(t, n, "/v1/features", c.traceparent(false), `{"service": "profile", "entities": {"user": [{"user_id": 3}]}}`, http.StatusOK)
-	if spans := spansOf(t, rec, c); len(spans) != 0 {
+	if spans := spansOf(t, rec, c, ""); len(spans) != 0 {
 		t.Errorf("an unsampled trace recorded %v", names(spans))
 	}
 
@@ -291,7 +299,7 @@ func TestTracingGRPC(t *testing.T) {
 		t.Fatalf("%d statuses, want 3", got)
 	}
 	const method = "kiln.v1.FeatureService/GetFeatures"
-	spans := spansOf(t, rec, c)
+	spans := spansOf(t, rec, c, method)
 	server := spans[method]
 	if server == nil {
 		t.Fatalf("no span %s; spans: %v", method, names(spans))
@@ -309,7 +317,7 @@ func TestTracingGRPC(t *testing.T) {
 	if _, err := client.GetFeatures(ctx, &kilnv1.GetFeaturesRequest{Selection: &kilnv1.GetFeaturesRequest_Service{Service: "nope"}}); err == nil {
 		t.Fatal("a read of an unknown service succeeded")
 	}
-	server = spansOf(t, rec, c)[method]
+	server = spansOf(t, rec, c, method)[method]
 	if server == nil || len(server.Events()) == 0 || !strings.Contains(fmt.Sprint(server.Events()[len(server.Events())-1].Attributes), `service \"nope\" is not defined`) {
 		t.Errorf("refused call's span: %v", server)
 	}
