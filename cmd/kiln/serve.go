@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/ingest"
@@ -53,6 +55,7 @@ project is filled from the archive at start. See docs/definitions.md,
 	var resets viewNames
 	fs.Var(&resets, "reset-view", "start this view empty, its earlier rows no longer served (repeat the flag, or separate names with commas)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	traceFlags := addTracingFlags(fs)
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -95,7 +98,17 @@ project is filled from the archive at start. See docs/definitions.md,
 	case arch != nil:
 		logger.Info("event archive", "at", archWhere)
 	}
+	tp, err := traceFlags.setup(ctx, nodeRole, logger)
+	if err != nil {
+		return err
+	}
+	defer traceFlags.shutdown(tp, logger)
+	var tracer trace.TracerProvider // nil, not a nil *sdktrace.TracerProvider: off
+	if tp != nil {
+		tracer = tp
+	}
 	n, err := node.Start(node.Config{
+		Tracing: tracer,
 		Journal: spool.Options{FlushInterval: *archiveFlush},
 		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,

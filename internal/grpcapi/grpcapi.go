@@ -33,6 +33,7 @@ import (
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -71,6 +72,9 @@ type Options struct {
 	MaxPrepared int
 	// Logger receives store failures and panics. Default: discard.
 	Logger *slog.Logger
+	// Tracing, if set, traces the calls (tracing.go; ServerOptions
+	// installs it). Default: off.
+	Tracing trace.TracerProvider
 }
 
 // Server implements kilnv1.FeatureServiceServer over a query.Engine. It is
@@ -156,6 +160,7 @@ func (s *Server) request(ctx context.Context, in *kilnv1.GetFeaturesRequest, st 
 
 // GetFeatures serves kiln.v1.FeatureService/GetFeatures.
 func (s *Server) GetFeatures(ctx context.Context, in *kilnv1.GetFeaturesRequest) (resp *kilnv1.GetFeaturesResponse, err error) {
+	defer s.traceFailure(ctx, &err)
 	defer s.recoverPanic("GetFeatures", &err)
 	st := readStates.Get().(*readState)
 	defer readStates.Put(st)
@@ -175,6 +180,7 @@ func (s *Server) GetFeatures(ctx context.Context, in *kilnv1.GetFeaturesRequest)
 			defer release()
 		}
 	}
+	s.traceRead(ctx, &st.req)
 	if err := s.engine.Read(ctx, &st.req, &st.res); err != nil {
 		return nil, s.readError(err)
 	}
@@ -195,12 +201,14 @@ func (s *Server) Diagnostics() *Diagnostics { return &Diagnostics{s: s} }
 // request read from the store and nothing else.
 func (d *Diagnostics) GetRows(ctx context.Context, in *kilnv1.GetFeaturesRequest) (resp *kilnv1.GetRowsResponse, err error) {
 	s := d.s
+	defer s.traceFailure(ctx, &err)
 	defer s.recoverPanic("GetRows", &err)
 	st := readStates.Get().(*readState)
 	defer readStates.Put(st)
 	if _, _, err := s.request(ctx, in, st); err != nil {
 		return nil, err
 	}
+	s.traceRead(ctx, &st.req)
 	found, size, err := s.engine.RawRows(ctx, &st.req, &st.res)
 	if err != nil {
 		return nil, s.readError(err)
@@ -210,6 +218,7 @@ func (d *Diagnostics) GetRows(ctx context.Context, in *kilnv1.GetFeaturesRequest
 
 // Prepare serves kiln.v1.FeatureService/Prepare.
 func (s *Server) Prepare(ctx context.Context, in *kilnv1.PrepareRequest) (resp *kilnv1.PrepareResponse, err error) {
+	defer s.traceFailure(ctx, &err)
 	defer s.recoverPanic("Prepare", &err)
 	var prep *query.Prepared
 	switch sel := in.GetSelection().(type) {

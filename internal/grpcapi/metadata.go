@@ -17,6 +17,7 @@ import (
 // GetMetadata serves kiln.v1.FeatureService/GetMetadata: the project's
 // description (package metadata), the same as GET /v1/metadata.
 func (s *Server) GetMetadata(ctx context.Context, in *kilnv1.GetMetadataRequest) (resp *kilnv1.GetMetadataResponse, err error) {
+	defer s.traceFailure(ctx, &err)
 	defer s.recoverPanic("GetMetadata", &err)
 	s.metadataOnce.Do(func() {
 		p := s.engine.Project()

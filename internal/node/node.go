@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/kiln-dev/kiln/internal/archive"
@@ -40,6 +41,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/stream/kafka"
 	"github.com/kiln-dev/kiln/internal/stream/nats"
 	"github.com/kiln-dev/kiln/internal/tile"
+	"github.com/kiln-dev/kiln/internal/tracing"
 )
 
 // Role is what a process does.
@@ -134,6 +136,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives the node's log. Default: discard.
 	Logger *slog.Logger
+	// Tracing, if set, traces the requests of the HTTP and gRPC APIs and
+	// their reads of the row cache and the store (package tracing).
+	// Default: off, and nothing of OpenTelemetry is in the request path.
+	Tracing trace.TracerProvider
 
 	// Rebuild rebuilds the views whose definition changed since their rows
 	// were written from the Archive, serving the other views meanwhile
@@ -319,6 +325,13 @@ func Start(cfg Config) (_ *Node, err error) {
 		if cache != nil {
 			rows = rowcache.ReadThrough{Cache: cache, Load: rows.Get}
 		}
+		if cfg.Tracing != nil {
+			if rt, ok := rows.(rowcache.ReadThrough); ok {
+				rows = tracing.CachedRows(cfg.Tracing, rt)
+			} else {
+				rows = tracing.StoreRows(cfg.Tracing, rows)
+			}
+		}
 		now := cfg.Now
 		if n.Writer != nil {
 			now = n.Writer.Now
@@ -334,6 +347,9 @@ func Start(cfg Config) (_ *Node, err error) {
 		if n.Writer != nil {
 			raw = n.Writer
 		}
+		if cfg.Tracing != nil {
+			raw = tracing.StoreRows(cfg.Tracing, raw)
+		}
 		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, RawRows: raw, Now: now, MaxInFlightRows: maxRows})
 		if err != nil {
 			return nil, err
@@ -342,7 +358,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		n.rebuilds.markUnavailable(n.Engine)
 		n.markWaiting()
 	}
-	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger,
+	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger, Tracing: cfg.Tracing,
 		Archive: cfg.Archive, Plans: plans, FlushArchive: n.flushArchive, Broken: n.broken,
 		Rebuilds: n.rebuilds.list,
 		Stats: func() map[string]any {
@@ -378,8 +394,8 @@ func Start(cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("listening on %s: %w (pick another --grpc-addr)", cfg.GRPCAddr, err)
 		}
 		n.GRPCAddr = gln.Addr().String()
-		n.grpc = grpc.NewServer()
-		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger})
+		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger, Tracing: cfg.Tracing})
+		n.grpc = grpc.NewServer(n.grpcAPI.ServerOptions()...)
 		n.grpcAPI.Register(n.grpc)
 		n.grpcCh = make(chan error, 1)
 		go func() { n.grpcCh <- n.grpc.Serve(gln) }()

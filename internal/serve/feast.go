@@ -107,6 +107,7 @@ func (s *Server) handleFeastOnline(w http.ResponseWriter, r *http.Request) {
 		writeRequestError(w, err)
 		return
 	}
+	s.traceRead(r.Context(), &st.req)
 	if err := s.engine.Read(r.Context(), &st.req, &st.res); err != nil {
 		s.readError(w, err)
 		return
@@ -512,7 +513,7 @@ func (s *Server) handleFeastPush(w http.ResponseWriter, r *http.Request) {
 		writeRequestError(w, err)
 		return
 	}
-	res, err := s.cfg.Writer.Push(r.Context(), src, events)
+	res, err := s.push(r.Context(), src, events)
 	if err != nil {
 		s.storeError(w, "push", err)
 		return

@@ -9,12 +9,15 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kiln-dev/kiln/examples"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/tile"
+	"github.com/kiln-dev/kiln/internal/tracing"
 )
 
 // BenchmarkFeastVsFeatures serves RW1's query shapes in-process, over the
@@ -56,6 +59,13 @@ func BenchmarkFeastVsFeatures(b *testing.B) {
 // store holding a row of user 1 and of posts 1 to posts.
 func rankedServer(tb testing.TB, posts int) *Server {
 	tb.Helper()
+	return tracedRankedServer(tb, posts, nil)
+}
+
+// tracedRankedServer is rankedServer tracing into tp (nil: off), its
+// store reads too.
+func tracedRankedServer(tb testing.TB, posts int, tp trace.TracerProvider) *Server {
+	tb.Helper()
 	p, plans := kilntest.Compile(tb, examples.FeedProjectName, examples.FeedProject)
 	st := kilntest.MemStore(tb)
 	const now = int64(1_790_000_000_000)
@@ -75,11 +85,15 @@ func rankedServer(tb testing.TB, posts int) *Server {
 	if err := st.Write(context.Background(), kvs); err != nil {
 		tb.Fatal(err)
 	}
-	engine, err := query.New(query.Config{Project: p, Plans: plans, Rows: st, Now: func() int64 { return now }})
+	var rows query.RowSource = st
+	if tp != nil {
+		rows = tracing.StoreRows(tp, st)
+	}
+	engine, err := query.New(query.Config{Project: p, Plans: plans, Rows: rows, Now: func() int64 { return now }})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s, err := New(Config{Project: p, Engine: engine})
+	s, err := New(Config{Project: p, Engine: engine, Tracing: tp})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -139,6 +139,7 @@ func (s *Server) handleFeatures(w http.ResponseWriter, r *http.Request) {
 	if !s.parseFeatures(w, r, st) {
 		return
 	}
+	s.traceRead(r.Context(), &st.req)
 	if err := s.engine.Read(r.Context(), &st.req, &st.res); err != nil {
 		s.readError(w, err)
 		return
@@ -160,6 +161,7 @@ func (s *Server) handleRows(w http.ResponseWriter, r *http.Request) {
 	if !s.parseFeatures(w, r, st) {
 		return
 	}
+	s.traceRead(r.Context(), &st.req)
 	found, size, err := s.engine.RawRows(r.Context(), &st.req, &st.res)
 	if err != nil {
 		s.readError(w, err)

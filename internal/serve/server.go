@@ -27,6 +27,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
@@ -36,6 +38,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/store"
 	"github.com/kiln-dev/kiln/internal/stream"
 	"github.com/kiln-dev/kiln/internal/tile"
+	"github.com/kiln-dev/kiln/internal/tracing"
 	"github.com/kiln-dev/kiln/internal/training"
 )
 
@@ -78,6 +81,8 @@ type Config struct {
 	FlushArchive func(ctx context.Context) error
 	// Logger receives request errors. Default: discard.
 	Logger *slog.Logger
+	// Tracing, if set, traces the requests (tracing.go). Default: off.
+	Tracing trace.TracerProvider
 }
 
 // Server serves the HTTP API. It is safe for concurrent use.
@@ -90,8 +95,10 @@ type Server struct {
 	// training is held while a training set is computed (one at a time).
 	training sync.Mutex
 	decoder  *eventjson.Decoder
-	ready    atomic.Bool
-	mux      *http.ServeMux
+	// tracer makes the requests' spans; nil when they are not traced.
+	tracer trace.Tracer
+	ready  atomic.Bool
+	mux    *http.ServeMux
 	// notFound answers a path with no route.
 	notFound http.HandlerFunc
 	// pushes holds the memory of pushes no longer in flight (*pushBuffer):
@@ -118,6 +125,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, engine: cfg.Engine, decoder: eventjson.NewDecoder(cfg.Project)}
+	if cfg.Tracing != nil {
+		s.tracer = cfg.Tracing.Tracer(tracing.Scope)
+	}
 	if cfg.Archive != nil {
 		if cfg.Plans == nil {
 			return nil, errors.New("serve: Config.Archive needs Config.Plans")
@@ -156,7 +166,7 @@ func (s *Server) routes() *http.ServeMux {
 	var names []string
 	methods := map[string][]string{} // by path
 	for _, a := range api {
-		mux.HandleFunc(a.method+" "+a.path, a.handle)
+		mux.HandleFunc(a.method+" "+a.path, s.traced(a.method, a.path, a.handle))
 		names = append(names, a.method+" "+a.path)
 		methods[a.path] = append(methods[a.path], a.method)
 	}
@@ -334,7 +344,7 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 			events[i].Origin = event.Origin{Stream: id, Offset: origin.first + uint64(i)}
 		}
 	}
-	res, err := s.cfg.Writer.Push(r.Context(), src, events)
+	res, err := s.push(r.Context(), src, events)
 	if err != nil {
 		s.storeError(w, "push", err)
 		return
@@ -425,6 +435,7 @@ type errorBody struct {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string, details []eventjson.Problem) {
+	traceError(w, msg)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	// Messages quote JSON and placeholders like "<name>": they go as
