@@ -415,8 +415,8 @@ func parse(text []byte) ([]entry, error) {
 			return nil, fail("write NAME sha256:HEX SCOPES [read_rps=N] [push_rps=N] (kiln token prints such a line)")
 		}
 		e := entry{name: fields[0]}
-		if !validName(e.name) {
-			return nil, fail("token name %q: use up to 64 letters, digits, '.', '_' or '-'", e.name)
+		if err := CheckName(e.name); err != nil {
+			return nil, fail("%v", err)
 		}
 		hexHash, ok := strings.CutPrefix(fields[1], "sha256:")
 		if !ok {
@@ -504,4 +504,12 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// CheckName checks a token's name as a token file's line would.
+func CheckName(name string) error {
+	if !validName(name) {
+		return fmt.Errorf("token name %q: use up to 64 letters, digits, '.', '_' or '-'", name)
+	}
+	return nil
 }
