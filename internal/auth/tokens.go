@@ -386,8 +386,9 @@ func parse(text []byte) ([]entry, error) {
 	var entries []entry
 	var def Limits
 	defSeen := false
+	// explicit says, per entry, which limits its line set.
 	type given struct{ read, push bool }
-	var set []given
+	var explicit []given
 	sc := bufio.NewScanner(bytes.NewReader(text))
 	sc.Buffer(nil, MaxFileBytes)
 	line := 0
@@ -452,16 +453,16 @@ func parse(text []byte) ([]entry, error) {
 			return nil, fail("more than %d tokens", MaxTokens)
 		}
 		entries = append(entries, e)
-		set = append(set, g)
+		explicit = append(explicit, g)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("line %d: %w", line+1, err)
 	}
 	for i := range entries {
-		if !set[i].read {
+		if !explicit[i].read {
 			entries[i].limits.ReadRPS = def.ReadRPS
 		}
-		if !set[i].push {
+		if !explicit[i].push {
 			entries[i].limits.PushRPS = def.PushRPS
 		}
 	}
