@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +212,58 @@ func TestSlowBodyCutOff(t *testing.T) {
 	}
 	if st := n.Writer.Stats(); st.Accepted != 0 {
 		t.Errorf("%d events accepted from a push cut off", st.Accepted)
+	}
+}
+
+// BenchmarkSlowClientMemory is what a client costs the server while it
+// announces a 16 MiB push and has sent one byte of it: 200 such
+// connections are opened to an in-process node, and the growth of the
+// process's heap and goroutine stacks, after a collection, is reported
+// per connection.
+func BenchmarkSlowClientMemory(b *testing.B) {
+	const conns = 200
+	p, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := node.Start(node.Config{Project: p, DataDir: b.TempDir(), Addr: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	inUse := func() uint64 {
+		// Twice: the first collection only moves what sync.Pools hold to
+		// their victim caches.
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc + m.StackInuse
+	}
+	for b.Loop() {
+		base, goroutines := inUse(), runtime.NumGoroutine()
+		var open []net.Conn
+		for range conns {
+			c, err := net.Dial("tcp", n.Addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintf(c, "POST /v1/push HTTP/1.1\r\nHost: kiln\r\nContent-Length: %d\r\n\r\n{", 16<<20)
+			open = append(open, c)
+		}
+		// Wait (boundedly) until every connection's handler reads its body:
+		// each is a goroutine of the server.
+		deadline := time.Now().Add(10 * time.Second)
+		for runtime.NumGoroutine() < goroutines+conns {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d goroutines, want %d", runtime.NumGoroutine(), goroutines+conns)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		grown := int64(inUse()) - int64(base)
+		b.ReportMetric(float64(grown)/conns, "bytes/conn")
+		for _, c := range open {
+			c.Close()
+		}
 	}
 }
