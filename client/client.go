@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -56,9 +58,16 @@ type Options struct {
 	// failure in a row up to MaxBackoffFactor times. Default
 	// DefaultBackoff.
 	Backoff time.Duration
-	// DialOptions are added to every connection's, after plaintext
-	// transport credentials (which a grpc.WithTransportCredentials here
-	// replaces).
+	// Token, if set, is sent with every call as a bearer token (the
+	// server's --token-file). Without TLS it crosses the network in
+	// plaintext: set TLS beyond a trusted network.
+	Token string
+	// TLS, if set, connects over TLS with it (LoadTLS reads a CA and a
+	// client certificate from files); nil connects in plaintext.
+	TLS *tls.Config
+	// DialOptions are added to every connection's, after the transport
+	// credentials (TLS, or plaintext) and the token (a
+	// grpc.WithTransportCredentials here replaces them).
 	DialOptions []grpc.DialOption
 }
 
@@ -112,7 +121,14 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{opts: opts, epoch: time.Now()}
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.DialOptions...)
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if opts.TLS != nil {
+		dial[0] = grpc.WithTransportCredentials(credentials.NewTLS(opts.TLS))
+	}
+	if opts.Token != "" {
+		dial = append(dial, grpc.WithPerRPCCredentials(newBearerToken(opts.Token)))
+	}
+	dial = append(dial, opts.DialOptions...)
 	for i, addr := range opts.Addrs {
 		conn, err := grpc.NewClient(addr, dial...)
 		if err != nil {

@@ -58,9 +58,14 @@
 //     RESOURCE_EXHAUSTED (or could not be reached) is skipped; it doubles
 //     with each further failure in a row, up to MaxBackoffFactor times.
 //     Default 200ms (DefaultBackoff).
+//   - Token: a bearer token sent with every call, for servers started with
+//     --token-file (docs/security.md). Empty: none. Without TLS it crosses
+//     the network in plaintext.
+//   - TLS: connect over TLS with this configuration; LoadTLS reads a CA
+//     and, for mutual TLS, a client certificate and key from PEM files.
+//     Nil: plaintext.
 //   - DialOptions: extra grpc.DialOptions for every connection, after the
-//     client's own (plaintext transport credentials): pass
-//     grpc.WithTransportCredentials for TLS.
+//     client's own (the transport credentials and the token).
 //
 // # Balancing, hedging, retries
 //

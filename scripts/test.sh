@@ -51,6 +51,19 @@ if [ -z "$python" ]; then
     exit 1
   fi
 fi
+# The Python client's TLS tests make their certificates with the openssl
+# command.
+if ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing openssl (Debian package) for the Python client's TLS tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "scripts/test.sh: the Python client's TLS tests need the openssl command. Install it" >&2
+    echo "  (Debian/Ubuntu: sudo apt-get install openssl) and run this script again." >&2
+    exit 1
+  fi
+fi
 # KILN_REQUIRE_PANDAS makes the tests that need pandas fail, rather than
 # skip, without it.
 export KILN_REQUIRE_PANDAS=1

@@ -52,6 +52,9 @@ latency.svg to --out.
 	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each read request")
 	out := fs.String("out", "kiln-bench", "directory for results.json and latency.svg")
 	kiln := fs.String("kiln", "", kilnFlagUsage)
+	trickle := fs.Int("trickle", 0, "slow clients kept connected through the measurements, each sending a push body a byte every --trickle-every (the server's --http-read-timeout cuts them off)")
+	trickleEvery := fs.Duration("trickle-every", def.TrickleEvery, "how often each --trickle client sends a byte")
+	serverArgs := fs.String("server-args", "", "more flags for the started kiln serve, separated by spaces (e.g. \"--http-read-timeout 10s\")")
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -60,6 +63,7 @@ latency.svg to --out.
 	cfg.Scale, cfg.Seed, cfg.SkipLoad, cfg.Pushers, cfg.BatchEvents = *scale, *seed, *skipLoad, *pushers, *batch
 	cfg.Settle, cfg.Live, cfg.Baseline, cfg.Duration, cfg.Warmup = *settle, *live, *baseline, *duration, *warmup
 	cfg.SaturationWorkers, cfg.MaxInFlight, cfg.RequestTimeout, cfg.OutDir = *workers, *inFlight, *timeout, *out
+	cfg.Trickle, cfg.TrickleEvery = *trickle, *trickleEvery
 	cfg.Log = stderr
 	cfg.Command = strings.Join(append([]string{"kiln-bench"}, args...), " ")
 	var err error
@@ -78,7 +82,7 @@ latency.svg to --out.
 			return err
 		}
 		defer cleanup()
-		cfg.ServerCommand = []string{bin, "serve"}
+		cfg.ServerCommand = append([]string{bin, "serve"}, strings.Fields(*serverArgs)...)
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if rep == nil {

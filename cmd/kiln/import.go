@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/importer"
@@ -44,7 +45,8 @@ counts each of its rows once. docs/archive.md has the details.
 	source := fs.String("source", "", "the source the files hold events of (may be left out when the project has one source)")
 	data := fs.String("data", "kiln-data", "data directory of a stopped server to import into (offline)")
 	archiveAt := fs.String("archive", "", "the event archive's location, as for kiln serve (default: DATA/archive with the embedded store)")
-	serverURL := fs.String("url", "", "import into the running server at this URL (like http://127.0.0.1:7070) through its push API, instead of into --data")
+	serverURL := fs.String("url", "", "import into the running server at this URL (like http://127.0.0.1:7070) through its push API, instead of into --data; a server with --token-file takes a push token from the environment variable KILN_TOKEN")
+	caFile := fs.String("ca-file", "", "with an https:// --url: the CA certificates (PEM) the server's certificate must chain to (default: the system's)")
 	reject := fs.String("reject", "", "write the bad rows (file, row, problems: one JSON object per line) to this file and import the good ones, instead of importing nothing")
 	batch := fs.Int("batch", 50_000, "events pushed at once")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
@@ -85,7 +87,15 @@ counts each of its rows once. docs/archive.md has the details.
 	where := ""
 	if *serverURL != "" {
 		where = *serverURL
-		sum, err = importer.Run(ctx, &importer.HTTPPusher{URL: *serverURL, Client: &http.Client{Timeout: 5 * time.Minute}}, opts)
+		hc := &http.Client{Timeout: 5 * time.Minute}
+		if *caFile != "" {
+			tlsCfg, err := client.LoadTLS(client.TLSFiles{CA: *caFile})
+			if err != nil {
+				return err
+			}
+			hc.Transport = &http.Transport{TLSClientConfig: tlsCfg}
+		}
+		sum, err = importer.Run(ctx, &importer.HTTPPusher{URL: *serverURL, Client: hc, Token: os.Getenv("KILN_TOKEN")}, opts)
 	} else {
 		where = *data
 		arch, _, aerr := node.OpenArchive(ctx, *archiveAt, project, *data)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/archive"
+	"github.com/kiln-dev/kiln/internal/auth"
+	"github.com/kiln-dev/kiln/internal/auth/authtest"
 	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/node"
 	"github.com/kiln-dev/kiln/internal/projectfile"
@@ -94,8 +96,19 @@ func TestImportCommand(t *testing.T) {
 	}
 
 	// A server holds the directory: the import says what to do, and with
-	// --url goes through the server, which passes over what it holds.
-	nd, err := node.Start(node.Config{Project: p, DataDir: data, Addr: "127.0.0.1:0", Archive: arch})
+	// --url goes through the server, which passes over what it holds; over
+	// TLS, with the push token of KILN_TOKEN.
+	pki := authtest.NewPKI(t, "kiln")
+	certs, err := auth.LoadCerts(pki.CertFile, pki.KeyFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pusher := &authtest.Token{Name: "importer", Scopes: auth.Push}
+	tokens, err := auth.Load(authtest.WriteTokens(t, pusher))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd, err := node.Start(node.Config{Project: p, DataDir: data, Addr: "127.0.0.1:0", Archive: arch, TLS: certs.Config(), Tokens: tokens})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +121,11 @@ func TestImportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	online := []string{"import", "-c", proj, "--source", "clicks", "--url", nd.URL(), filepath.Join(dir, "a.csv"), more}
+	online := []string{"import", "-c", proj, "--source", "clicks", "--url", nd.URL(), "--ca-file", pki.CAFile, filepath.Join(dir, "a.csv"), more}
+	if err := run(context.Background(), online, &out, io.Discard); err == nil || !strings.Contains(err.Error(), "HTTP 401") {
+		t.Errorf("import --url without a token: %v", err)
+	}
+	t.Setenv("KILN_TOKEN", pusher.Token)
 	if err := run(context.Background(), online, &out, io.Discard); err != nil {
 		t.Fatalf("import --url: %v", err)
 	}

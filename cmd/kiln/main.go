@@ -6,6 +6,7 @@
 //	kiln validate kiln.yaml            check a project file and print its tile plan
 //	kiln import -c kiln.yaml FILE...   load a source's history into the archive
 //	kiln training-set -c kiln.yaml ... point-in-time values for a spine, from the archive
+//	kiln token --name N --scopes S     make a bearer token for kiln serve --token-file
 //	kiln help [command]                the usage, or a command's help
 //
 // Run "kiln help <command>" or "kiln <command> -h" for a command's flags.
@@ -36,6 +37,7 @@ usage:
   kiln validate kiln.yaml              check a project file and print its tile plan
   kiln import -c kiln.yaml FILE...     load a source's history from Parquet, CSV or JSON lines files
   kiln training-set -c kiln.yaml ...   point-in-time feature values for a spine of keys and times, from the archive
+  kiln token --name N --scopes S       make a bearer token for kiln serve --token-file
   kiln help [command]                  this help, or a command's
 
 Run "kiln help <command>" or "kiln <command> -h" for a command's flags.
@@ -65,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runImport(ctx, args[1:], stdout, stderr)
 	case "training-set":
 		return runTrainingSet(ctx, args[1:], stdout, stderr)
+	case "token":
+		return runToken(args[1:], stdout, stderr)
 	case "bench":
 		return fmt.Errorf("%w: %s", cli.ErrUsage, benchMoved)
 	case "help", "-h", "-help", "--help":
@@ -85,7 +89,7 @@ func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	}
 	switch args[0] {
-	case "demo", "serve", "rebuild", "validate", "import", "training-set":
+	case "demo", "serve", "rebuild", "validate", "import", "training-set", "token":
 		err := run(ctx, []string{args[0], "-h"}, stdout, stderr)
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

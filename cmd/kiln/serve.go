@@ -27,6 +27,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 Runs until SIGINT or SIGTERM, then writes what is buffered and closes the
 store. docs/operations.md says how to run it, docs/api.md what it answers.
+SIGHUP reads the token file and the TLS certificates again
+(docs/security.md).
 
 If a view's definition changed since its rows were written, kiln serve
 refuses to start, says how it changed, and offers --rebuild (rebuild it
@@ -56,6 +58,7 @@ project is filled from the archive at start. See docs/definitions.md,
 	fs.Var(&resets, "reset-view", "start this view empty, its earlier rows no longer served (repeat the flag, or separate names with commas)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	traceFlags := addTracingFlags(fs)
+	sec := securityFlags(fs)
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -78,6 +81,10 @@ project is filled from the archive at start. See docs/definitions.md,
 	gogc, memLimit := applyGCDefaults()
 	logger.Info("garbage collector", "GOGC", gogc, "GOMEMLIMIT", memLimit, "note", "-1: left to the environment")
 	project, err := projectfile.Load(*config)
+	if err != nil {
+		return err
+	}
+	security, err := sec.load(logger, *addr, *grpcAddr)
 	if err != nil {
 		return err
 	}
@@ -107,12 +114,15 @@ project is filled from the archive at start. See docs/definitions.md,
 	if tp != nil {
 		tracer = tp
 	}
+	// From here on, SIGHUP reloads rather than ends the process.
+	security.reloadOnHangup(ctx, logger)
 	n, err := node.Start(node.Config{
 		Tracing: tracer,
 		Journal: spool.Options{FlushInterval: *archiveFlush},
 		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
 		Archive: arch, Rebuild: *rebuildViews, ResetViews: resets,
+		Tokens: security.tokens, TLS: security.tlsConfig(), HTTPTimeouts: sec.timeouts,
 		Ingest: ingest.Options{Partitions: *partitions, MaxCachedRows: *writeRows / max(*partitions, 1), WriteThrough: *writeThrough,
 			CheckpointInterval: *checkpointEvery, CheckpointRows: *checkpointRows, CheckpointLogBytes: int(*checkpointLog)},
 	})

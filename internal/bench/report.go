@@ -32,6 +32,9 @@ type Report struct {
 	AfterLoad *MemoryReport `json:"after_load,omitempty"`
 	// AtEnd is the server's memory after the last step.
 	AtEnd *MemoryReport `json:"at_end,omitempty"`
+	// Trickle is the slow clients of Config.Trickle, and the server's
+	// peak RSS through the measurements.
+	Trickle *TrickleResult `json:"trickle,omitempty"`
 	// LiveOnlyCPU is the server's CPU use, in cores, while only the live
 	// stream ran (measured before the first step): the share of each
 	// step's CPU that is ingestion, not serving.
@@ -257,6 +260,14 @@ func (r *Report) PrintSummary(w io.Writer) {
 	}
 	if m := r.AtEnd; m != nil {
 		fmt.Fprintf(w, "server memory at the end: RSS %s, Go heap %s\n", mib(m.RSSBytes), mib(m.HeapBytes))
+	}
+	if t := r.Trickle; t != nil {
+		fmt.Fprintf(w, "server peak RSS during the measurements: %s", mib(t.PeakRSSBytes))
+		if t.Connections > 0 {
+			fmt.Fprintf(w, "; %d clients trickled a push body a byte every %s: %d connections cut off by the server, %d bytes sent",
+				t.Connections, t.Every, t.CutOff, t.BytesSent)
+		}
+		fmt.Fprintln(w)
 	}
 	if len(r.RowSizes) > 0 {
 		fmt.Fprintln(w, "bytes per row (from /debug/rows: bytes / rows_found; \"query keys\" are hot-key weighted, each key counted as often as queries ask for it):")

@@ -114,6 +114,12 @@ type Config struct {
 	MaxInFlight int
 	// RequestTimeout bounds each read request.
 	RequestTimeout time.Duration
+	// Trickle is the number of slow clients kept connected through the
+	// measurements, each sending a push body one byte every TrickleEvery
+	// (so that the server's read timeout must cut them off); 0: none.
+	// The server's peak RSS is sampled either way.
+	Trickle      int
+	TrickleEvery time.Duration
 
 	// OutDir receives results.json and latency.svg; empty: no files.
 	OutDir string
@@ -131,12 +137,16 @@ func DefaultConfig() Config {
 		Q1Rates: []float64{1000, 5000}, Q2Rates: []float64{50, 100},
 		Duration: 20 * time.Second, Warmup: 3 * time.Second, Interleave: 10,
 		SaturationWorkers: 4, MaxInFlight: DefaultMaxInFlight, RequestTimeout: 10 * time.Second,
+		TrickleEvery: time.Second,
 	}
 }
 
 // Check reports the values out of range, as an error wrapping ErrConfig.
 func (c *Config) Check() error {
 	var bad problems
+	if c.Trickle < 0 || c.Trickle > 10_000 || c.TrickleEvery <= 0 {
+		bad.add("trickle %d every %v: give 0 to 10000 connections and a positive period", c.Trickle, c.TrickleEvery)
+	}
 	if c.Transport != TransportHTTP && c.Transport != TransportGRPC && c.Transport != TransportFeast {
 		bad.add("transport %q: use %s, %s or %s", c.Transport, TransportHTTP, TransportGRPC, TransportFeast)
 	}
@@ -300,6 +310,14 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		defer func() { b.rep.Live = live.stop() }()
 	}
 	measured = true
+	tr, err := startTrickle(ctx, b.srv.url, cfg.Trickle, cfg.TrickleEvery, func(ctx context.Context) (serverStats, error) { return b.srv.stats(ctx, b.ctl) })
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		res := tr.stop()
+		b.rep.Trickle = &res
+	}()
 	if cfg.Baseline > 0 {
 		lagRate := slices.Max(slices.Concat([]float64{1000}, cfg.Q1Rates, cfg.Q2Rates))
 		if b.rep.LiveOnlyCPU, b.rep.ClientLag, err = b.baselinePeriod(ctx, lagRate); err != nil {

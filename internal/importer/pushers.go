@@ -41,6 +41,9 @@ type HTTPPusher struct {
 	// URL is the server's base URL, like http://127.0.0.1:7070.
 	URL    string
 	Client *http.Client
+	// Token, if set, is sent as a bearer token (a push-scoped token of
+	// the server's --token-file).
+	Token string
 	// MaxBatchBytes bounds one push's body; a batch that would encode
 	// larger is split. Default 8 MiB (the server takes 16).
 	MaxBatchBytes int
@@ -94,6 +97,9 @@ func (h *HTTPPusher) post(ctx context.Context, name string, first uint64, body [
 			return ingest.Result{}, err
 		}
 		req.Header.Set("Content-Type", "application/json")
+		if h.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+h.Token)
+		}
 		resp, err := client.Do(req)
 		if err != nil {
 			return ingest.Result{}, fmt.Errorf("pushing to %s: %w", h.URL, err)

@@ -12,6 +12,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,8 +25,10 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/kiln-dev/kiln/internal/archive"
+	"github.com/kiln-dev/kiln/internal/auth"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
@@ -134,6 +137,15 @@ type Config struct {
 	// ShutdownTimeout bounds how long Close waits for requests in flight.
 	// Default 10s.
 	ShutdownTimeout time.Duration
+	// Tokens, if set, are the bearer tokens every request to either API
+	// but the probes must carry, with its route's scope (package auth).
+	// Nil asks for none.
+	Tokens *auth.Tokens
+	// TLS, if set, serves both APIs over TLS (auth.Certs.Config); nil
+	// serves them in plaintext.
+	TLS *tls.Config
+	// HTTPTimeouts bound how long the HTTP API waits on a connection.
+	HTTPTimeouts HTTPTimeouts
 	// Logger receives the node's log. Default: discard.
 	Logger *slog.Logger
 	// Tracing, if set, traces the requests of the HTTP and gRPC APIs and
@@ -156,6 +168,43 @@ type Config struct {
 	// catalog of view layouts while another process rebuilds a view.
 	// Default 5s.
 	CatalogPoll time.Duration
+}
+
+// HTTPTimeouts bound how long the HTTP server waits on a client, so that a
+// slow or stalled one holds its connection (and what its request has sent)
+// only so long. Zero is the default; negative is no limit.
+type HTTPTimeouts struct {
+	// ReadHeader bounds reading a request's headers. Default 10s.
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, body included: a 16 MiB push
+	// must arrive at 300 KiB/s on average. Default 1m.
+	Read time.Duration
+	// Write bounds the time from the end of a request's headers to the
+	// end of its answer (a training set's included). Default 5m.
+	Write time.Duration
+	// Idle bounds how long a keep-alive connection waits for its next
+	// request. Default 2m.
+	Idle time.Duration
+}
+
+// Defaults of HTTPTimeouts.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = time.Minute
+	DefaultWriteTimeout      = 5 * time.Minute
+	DefaultIdleTimeout       = 2 * time.Minute
+)
+
+// orDefault is d, def when zero, and no limit (0, as http.Server reads it)
+// when negative.
+func orDefault(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
 }
 
 // Node is a running Kiln process.
@@ -395,23 +444,42 @@ func Start(cfg Config) (_ *Node, err error) {
 		}
 		n.GRPCAddr = gln.Addr().String()
 		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger, Tracing: cfg.Tracing})
-		n.grpc = grpc.NewServer(n.grpcAPI.ServerOptions()...)
+		opts := n.grpcAPI.ServerOptions()
+		if cfg.TLS != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+		}
+		if cfg.Tokens != nil {
+			opts = append(opts, grpcapi.RequireTokens(cfg.Tokens)...)
+		}
+		n.grpc = grpc.NewServer(opts...)
 		n.grpcAPI.Register(n.grpc)
 		n.grpcCh = make(chan error, 1)
 		go func() { n.grpcCh <- n.grpc.Serve(gln) }()
 	}
+	var handler http.Handler = n.Server
+	if cfg.Tokens != nil {
+		handler = serve.RequireTokens(handler, cfg.Tokens)
+	}
+	t := cfg.HTTPTimeouts
 	n.http = &http.Server{
-		Handler:           n.Server,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		Handler:           handler,
+		ReadHeaderTimeout: orDefault(t.ReadHeader, DefaultReadHeaderTimeout),
+		ReadTimeout:       orDefault(t.Read, DefaultReadTimeout),
+		WriteTimeout:      orDefault(t.Write, DefaultWriteTimeout),
+		IdleTimeout:       orDefault(t.Idle, DefaultIdleTimeout),
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	n.serveCh = make(chan error, 1)
-	go func() { n.serveCh <- n.http.Serve(ln) }()
+	if cfg.TLS != nil {
+		n.http.TLSConfig = cfg.TLS
+		go func() { n.serveCh <- n.http.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { n.serveCh <- n.http.Serve(ln) }()
+	}
 	n.rebuilds.start()
 	n.watchCatalog()
 	cfg.Logger.Info("kiln serving", "role", cfg.Role, "addr", n.Addr, "grpc", n.GRPCAddr,
-		"project", cfg.Project.Name, "online_store", online.Type)
+		"project", cfg.Project.Name, "online_store", online.Type, "tls", cfg.TLS != nil, "tokens", cfg.Tokens != nil)
 	return n, nil
 }
 
@@ -536,8 +604,13 @@ func (n *Node) flushArchive(ctx context.Context) error {
 	return n.Journal.Flush(ctx)
 }
 
-// URL is the base URL of the HTTP API.
-func (n *Node) URL() string { return "http://" + n.Addr }
+// URL is the base URL of the HTTP API: https:// with TLS.
+func (n *Node) URL() string {
+	if n.cfg.TLS != nil {
+		return "https://" + n.Addr
+	}
+	return "http://" + n.Addr
+}
 
 // Close stops the node: /readyz and gRPC health turn unready, requests in
 // flight finish (up to the shutdown timeout), the streaming sources stop,

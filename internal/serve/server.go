@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -50,6 +51,9 @@ const (
 	MaxFeaturesBytes = 4 << 20
 	// MaxEntities is the most entities one features request may name.
 	MaxEntities = query.MaxEntities
+	// maxBodyPrealloc is the most memory reserved for a body before it
+	// arrives, whatever its Content-Length says.
+	maxBodyPrealloc = 64 << 10
 )
 
 // Config is what a Server needs: a Project, and an Engine, a Writer or
@@ -291,15 +295,22 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool
 func readBodyInto(w http.ResponseWriter, r *http.Request, limit int64, dst []byte) ([]byte, bool) {
 	buf := bytes.NewBuffer(dst[:0])
 	if n := r.ContentLength; n > 0 && n <= limit {
-		buf.Grow(int(n) + bytes.MinRead) // the last read, which finds the end, needs room too
+		// The last read, which finds the end, needs room too. Beyond
+		// maxBodyPrealloc the buffer grows as the body arrives, so that
+		// a client announcing a large body and sending it slowly holds
+		// only what it sent.
+		buf.Grow(int(min(n, maxBodyPrealloc)) + bytes.MinRead)
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 	body := buf.Bytes()
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.As(err, &tooBig):
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the %d-byte limit: send smaller batches", limit), nil)
-		} else {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			writeError(w, http.StatusRequestTimeout, "the request body did not arrive within the server's read timeout (kiln serve --http-read-timeout): send it faster, or in smaller batches", nil)
+		default:
 			writeError(w, http.StatusBadRequest, "reading the request body: "+err.Error(), nil)
 		}
 		return nil, false

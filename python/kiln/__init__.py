@@ -9,20 +9,23 @@
 The calls: :meth:`Client.get_online_features`, :meth:`Client.push`,
 :meth:`Client.get_historical_features`, :meth:`Client.list_features` and
 :meth:`Client.describe`. Errors are :class:`KilnError` and its kinds
-:class:`BadRequest`, :class:`Overloaded` and :class:`Unavailable`.
+:class:`BadRequest`, :class:`Unauthorized`, :class:`Forbidden`,
+:class:`Overloaded` and :class:`Unavailable`.
 """
 
 from .client import Client, FeatureInfo, OnlineFeatures, PushResult
-from .errors import BadRequest, KilnError, Overloaded, Unavailable
+from .errors import BadRequest, Forbidden, KilnError, Overloaded, Unauthorized, Unavailable
 
 __all__ = [
     "BadRequest",
     "Client",
     "FeatureInfo",
+    "Forbidden",
     "KilnError",
     "OnlineFeatures",
     "Overloaded",
     "PushResult",
+    "Unauthorized",
     "Unavailable",
 ]
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import select
+import ssl
 import threading
 import urllib.parse
 from typing import Mapping
@@ -34,7 +35,8 @@ class Pool:
     use from several threads: each request takes a connection of its own.
     """
 
-    def __init__(self, url: str, timeout: float, size: int = 8) -> None:
+    def __init__(self, url: str, timeout: float, size: int = 8,
+                 context: ssl.SSLContext | None = None) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url {url!r}: write http://host:port or https://host:port")
@@ -43,13 +45,14 @@ class Pool:
         self._port = parts.port
         self.prefix = parts.path.rstrip("/")
         self._timeout = timeout
+        self._context = context
         self._size = size
         self._idle: list[http.client.HTTPConnection] = []  # guarded by _lock
         self._lock = threading.Lock()
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout)
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._context)
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 
     def _take(self) -> tuple[http.client.HTTPConnection, bool]:

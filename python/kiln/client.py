@@ -6,12 +6,13 @@ import datetime as _dt
 import json
 import math
 import random
+import ssl
 import time
 from dataclasses import dataclass, field as _field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from ._http import ConnectionFailed, Pool, Response
-from .errors import BadRequest, KilnError, Overloaded, Unavailable
+from .errors import BadRequest, Forbidden, KilnError, Overloaded, Unauthorized, Unavailable
 
 if TYPE_CHECKING:  # pandas is optional
     import pandas
@@ -114,9 +115,16 @@ class OnlineFeatures:
 class Client:
     """A client of one Kiln server's HTTP API.
 
-    ``url`` is the server's address (``http://localhost:7070``); ``token``,
-    if given, is sent as a bearer token (for a proxy in front of Kiln);
-    ``timeout`` bounds each request in seconds. Reads that the server
+    ``url`` is the server's address (``http://localhost:7070``, or
+    ``https://`` for a server with TLS); ``token``, if given, is sent as a
+    bearer token (for a server started with ``--token-file``, or a proxy in
+    front of Kiln); ``timeout`` bounds each request in seconds.
+
+    Over ``https://``, ``ca_file`` is the CA certificates (PEM) the
+    server's certificate must chain to (default: the system's), and
+    ``cert_file`` and ``key_file`` the client's certificate and key for a
+    server that asks for one (``--client-ca``); or give an
+    ``ssl_context`` of your own instead of the three. Reads that the server
     refuses for load (429) or cannot answer (503), or that get no answer,
     are retried ``retries`` times with exponential backoff from
     ``backoff`` seconds; a push is retried only when it certainly was not
@@ -127,9 +135,21 @@ class Client:
     """
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff: float = 0.1, max_backoff: float = 5.0) -> None:
+                 retries: int = 3, backoff: float = 0.1, max_backoff: float = 5.0, *,
+                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = url.rstrip("/")
-        self._pool = Pool(self.url, timeout)
+        if ssl_context is not None and (ca_file or cert_file or key_file):
+            raise ValueError("give ssl_context, or ca_file, cert_file and key_file, not both")
+        if bool(cert_file) != bool(key_file):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+        if ssl_context is None and (ca_file or cert_file):
+            ssl_context = ssl.create_default_context(cafile=ca_file)
+            if cert_file:
+                ssl_context.load_cert_chain(cert_file, key_file)
+        if ssl_context is not None and not self.url.startswith("https://"):
+            raise ValueError(f"url {url!r}: TLS settings need an https:// url")
+        self._pool = Pool(self.url, timeout, context=ssl_context)
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": "kiln-python"}
         if token:
@@ -336,6 +356,10 @@ def _error(method: str, path: str, resp: Response) -> KilnError:
             message += ": " + resp.body[:200].decode("utf-8", "replace")
     if resp.status in (400, 413):
         return BadRequest(message, resp.status, details)
+    if resp.status == 401:
+        return Unauthorized(message, resp.status, details)
+    if resp.status == 403:
+        return Forbidden(message, resp.status, details)
     if resp.status == 429:
         try:
             retry_after = float(resp.headers.get("retry-after", "1"))

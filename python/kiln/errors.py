@@ -45,9 +45,21 @@ class BadRequest(KilnError):
     it was applied. ``details`` lists the bad items."""
 
 
+class Unauthorized(KilnError):
+    """The server needs a bearer token (401): none was given, or it is not
+    one the server knows. Pass ``token=`` to the Client."""
+
+
+class Forbidden(KilnError):
+    """The request is not allowed (403): the token lacks the scope the
+    request needs (read, push or admin), or the process does not take this
+    kind of request. Nothing of it was applied."""
+
+
 class Overloaded(KilnError):
-    """The server is at capacity (429). ``retry_after`` is the seconds it
-    asked to wait."""
+    """The server is at capacity, or the token is over its rate limit (429;
+    the message says which). ``retry_after`` is the seconds it asked to
+    wait."""
 
     def __init__(self, message: str, status: int | None = None,
                  details: list[dict[str, Any]] | None = None,

@@ -57,7 +57,8 @@ class Server:
             self.proc.kill()
             self.proc.wait()
             raise RuntimeError("kiln serve did not start:\n" + "".join(self.log))
-        self.url = f"http://{addr}"
+        scheme = "https" if "--tls-cert" in flags else "http"
+        self.url = f"{scheme}://{addr}"
         self._drain = threading.Thread(target=self._read_log, daemon=True)
         self._drain.start()
 
