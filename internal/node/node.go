@@ -18,12 +18,12 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/kiln-dev/kiln/internal/admission"
 	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/eventjson"
@@ -40,6 +40,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/stream/kafka"
 	"github.com/kiln-dev/kiln/internal/stream/nats"
 	"github.com/kiln-dev/kiln/internal/tile"
+	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
 
 // Role is what a process does.
@@ -126,9 +127,11 @@ type Config struct {
 	// it on every commit, so an embedded node never serves a stale row; a
 	// node over Redis serves rows at most max_staleness old.
 	RowCacheBytes int64
-	// MaxInFlightRows is the read path's admission budget (query.Config).
-	// 0 means 2,048 rows per CPU; negative disables admission control.
-	MaxInFlightRows int64
+	// Admission configures the read path's overload control (package
+	// admission: how many reads run at once, when a queue of them counts
+	// as overload); AdmissionOff turns it off.
+	Admission    admission.Config
+	AdmissionOff bool
 	// ShutdownTimeout bounds how long Close waits for requests in flight.
 	// Default 10s.
 	ShutdownTimeout time.Duration
@@ -169,6 +172,10 @@ type Node struct {
 	Journal *spool.Spool
 	Engine  *query.Engine // nil in an ingest-only process
 	Server  *serve.Server
+	// Admission admits, queues or refuses the feature reads of both APIs;
+	// nil in an ingest-only process or with Config.AdmissionOff. Its
+	// Refused counts the refusals.
+	Admission *admission.Limiter
 
 	cfg     Config
 	http    *http.Server
@@ -323,10 +330,6 @@ func Start(cfg Config) (_ *Node, err error) {
 		if n.Writer != nil {
 			now = n.Writer.Now
 		}
-		maxRows := cfg.MaxInFlightRows
-		if maxRows == 0 {
-			maxRows = 2048 * int64(runtime.GOMAXPROCS(0))
-		}
 		// The raw-rows read takes the same rows' bytes where they are,
 		// with nothing on top: the store, or the write path's rows not
 		// yet written back.
@@ -334,21 +337,26 @@ func Start(cfg Config) (_ *Node, err error) {
 		if n.Writer != nil {
 			raw = n.Writer
 		}
-		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, RawRows: raw, Now: now, MaxInFlightRows: maxRows})
+		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, RawRows: raw, Now: now})
 		if err != nil {
 			return nil, err
 		}
 		// Views being rebuilt are unavailable from the first read on.
 		n.rebuilds.markUnavailable(n.Engine)
 		n.markWaiting()
+		if !cfg.AdmissionOff {
+			if n.Admission, err = admission.New(cfg.Admission); err != nil {
+				return nil, err
+			}
+		}
 	}
 	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger,
 		Archive: cfg.Archive, Plans: plans, FlushArchive: n.flushArchive, Broken: n.broken,
 		Rebuilds: n.rebuilds.list,
 		Stats: func() map[string]any {
 			out := map[string]any{"role": cfg.Role, "online_store": online.Type}
-			if n.Engine != nil {
-				out["read"] = n.Engine.Stats()
+			if n.Admission != nil {
+				out["admission"] = n.Admission.Stats()
 			}
 			if cache != nil {
 				out["row_cache"] = cache.Stats()
@@ -378,14 +386,23 @@ func Start(cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("listening on %s: %w (pick another --grpc-addr)", cfg.GRPCAddr, err)
 		}
 		n.GRPCAddr = gln.Addr().String()
-		n.grpc = grpc.NewServer()
+		var opts []grpc.ServerOption
+		if n.Admission != nil {
+			opts = admission.GRPCServerOptions(n.Admission, kilnv1.FeatureService_GetFeatures_FullMethodName)
+		}
+		n.grpc = grpc.NewServer(opts...)
 		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger})
 		n.grpcAPI.Register(n.grpc)
 		n.grpcCh = make(chan error, 1)
 		go func() { n.grpcCh <- n.grpc.Serve(gln) }()
 	}
+	var handler http.Handler = n.Server
+	if n.Admission != nil {
+		// Outermost: a refused read costs nothing more than its headers.
+		handler = admission.HTTPHandler(n.Admission, handler, serve.IsRead)
+	}
 	n.http = &http.Server{
-		Handler:           n.Server,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
