@@ -43,6 +43,8 @@ const (
 	rowSamplePosts     = 50000       // uniform post ids
 	rowSampleBatch     = 500         // keys per floor request of the uniform samples
 	minSliceRequests   = 50          // fewest requests a slice of an interleaved step measures
+	overloadQ1Requests = 200_000     // distinct Q1 requests drawn for the overload step
+	overloadQ2Requests = 5_000       // and Q2 requests (about 10 KiB each)
 	sliceWarmup        = time.Second // shortest warm-up of a slice, unless Warmup is shorter
 )
 
@@ -112,6 +114,13 @@ type Config struct {
 	SaturationWorkers int
 	// MaxInFlight bounds the requests in flight of an open-loop step.
 	MaxInFlight int
+	// Overload adds the overload step, for Q1 and then Q2: the saturation
+	// rate S (a closed loop of SaturationWorkers), then open loops of Kiln
+	// at S/2 and at each of OverloadFactors × S, reporting the refusals'
+	// latency, the admitted requests' latency and the goodput
+	// (Report.Overload).
+	Overload        bool
+	OverloadFactors []float64
 	// RequestTimeout bounds each read request.
 	RequestTimeout time.Duration
 
@@ -131,6 +140,7 @@ func DefaultConfig() Config {
 		Q1Rates: []float64{1000, 5000}, Q2Rates: []float64{50, 100},
 		Duration: 20 * time.Second, Warmup: 3 * time.Second, Interleave: 10,
 		SaturationWorkers: 4, MaxInFlight: DefaultMaxInFlight, RequestTimeout: 10 * time.Second,
+		OverloadFactors: []float64{2, 5},
 	}
 }
 
@@ -171,6 +181,19 @@ func (c *Config) Check() error {
 		bad.add("saturation workers %d: want 0..1024", c.SaturationWorkers)
 	}
 	bad.maxInFlight(c.MaxInFlight)
+	if c.Overload {
+		if c.SaturationWorkers == 0 {
+			bad.add("the overload step needs saturation workers to measure the saturation rate")
+		}
+		if len(c.OverloadFactors) == 0 {
+			bad.add("the overload step needs factors of the saturation rate, like 2,5")
+		}
+		for _, f := range c.OverloadFactors {
+			if !(f > 1) || f > 100 {
+				bad.add("overload factor %v: want more than 1 and at most 100 times the saturation rate", f)
+			}
+		}
+	}
 	if c.RequestTimeout <= 0 {
 		bad.add("request timeout %v: want > 0", c.RequestTimeout)
 	}
@@ -283,6 +306,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	span := (cfg.Warmup + cfg.Duration).Seconds()
 	n1 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q1Rates...)) * span))
 	n2 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q2Rates...)) * span))
+	if cfg.Overload {
+		// Its rates are known only once measured: enough distinct requests
+		// that the keys stay spread, reused in turn beyond them.
+		n1, n2 = max(n1, overloadQ1Requests), max(n2, overloadQ2Requests)
+	}
 	feast := cfg.Transport == TransportFeast
 	q1, err := genQueries(gen, b.project, cfg.Seed, queryQ1Name, n1, feast)
 	if err != nil {
@@ -319,9 +347,16 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			}
 		}
 	}
-	if cfg.SaturationWorkers > 0 {
+	if cfg.SaturationWorkers > 0 && !cfg.Overload { // the overload step measures it
 		if _, err := b.saturation(ctx, q2); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.Overload {
+		for _, q := range []*querySet{q1, q2} {
+			if err := b.overload(ctx, q); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if b.rep.RowSizes, err = b.rowSizes(ctx, gen, q1, q2); err != nil {
@@ -535,6 +570,9 @@ func (m *measured) add(o measured) {
 	secs := len(r.Timeline)
 	r.Requests += x.Requests
 	r.Errors += x.Errors
+	r.Refused += x.Refused
+	r.RefusedLatency.Merge(x.RefusedLatency)
+	r.RefusedService.Merge(x.RefusedService)
 	if r.FirstError == "" {
 		r.FirstError = x.FirstError
 	}
@@ -675,6 +713,41 @@ func (b *rw1) saturation(ctx context.Context, q *querySet) (*Step, error) {
 		return ClosedLoop{Workers: s.Workers, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, OnMeasure: onMeasure}.Run(ctx, c.call)
 	}, c)
 	return s, err
+}
+
+// overload measures q's saturation rate S, then Kiln at S/2 and at each
+// overload factor × S, open loop.
+func (b *rw1) overload(ctx context.Context, q *querySet) error {
+	sat, err := b.saturation(ctx, q)
+	if err != nil {
+		return err
+	}
+	if sat.Achieved <= 0 {
+		return fmt.Errorf("bench: %s achieved nothing at saturation (%d errors; first: %s)", q.name, sat.Errors, sat.FirstError)
+	}
+	half, err := b.openStep(ctx, q, targetKiln, sat.Achieved/2)
+	if err != nil {
+		return err
+	}
+	for _, f := range b.cfg.OverloadFactors {
+		s, err := b.openStep(ctx, q, targetKiln, f*sat.Achieved)
+		if err != nil {
+			return err
+		}
+		o := OverloadResult{
+			Query: q.name, Transport: s.Transport, SaturationRPS: sat.Achieved, Factor: f, Offered: s.Offered,
+			AdmittedRPS: s.Achieved, Goodput: ratio(s.Achieved, sat.Achieved),
+			RefusedFraction: ratio(float64(s.Refused), float64(s.Refused+s.Requests)),
+			AdmittedP99MS:   s.Latency.P99, HalfP99MS: half.Latency.P99, Errors: s.Errors,
+		}
+		if s.RefusedLatency != nil {
+			o.RefusedP99MS, o.RefusedServiceP99MS = s.RefusedLatency.P99, s.RefusedServiceTime.P99
+		}
+		b.rep.Overload = append(b.rep.Overload, o)
+		fmt.Fprintf(b.log, "kiln-bench: %s at %g× saturation: %.0f%% refused, refusals p99 %.3f ms, admitted p99 %.3f ms (%.3f at half), goodput %.0f%%\n",
+			q.name, f, 100*o.RefusedFraction, o.RefusedP99MS, o.AdmittedP99MS, o.HalfP99MS, 100*o.Goodput)
+	}
+	return nil
 }
 
 // rowSizes reads rows through the floor: the benchmark's own query keys
