@@ -15,8 +15,14 @@ import (
 // RetryAfterSeconds is what a refusal's Retry-After header says.
 const RetryAfterSeconds = 1
 
-// refusal is the body of a 429: the JSON error every API error has.
-var refusal = []byte(`{"error":` + strconv.Quote(ErrOverloaded.Error()) + "}\n")
+// refusal is the body of a 429: the JSON error every API error has. The
+// header values are shared by every refusal (net/http only reads them), so
+// a refusal allocates nothing.
+var (
+	refusal         = []byte(`{"error":` + strconv.Quote(ErrOverloaded.Error()) + "}\n")
+	jsonContentType = []string{"application/json"}
+	retryAfter      = []string{strconv.Itoa(RetryAfterSeconds)}
+)
 
 // HTTPHandler puts l in front of next for the requests isRead picks (the
 // feature reads); other requests go straight to next. A refused request
@@ -54,8 +60,8 @@ func HTTPHandler(l *Limiter, next http.Handler, isRead func(*http.Request) bool)
 // JSON error.
 func WriteRefusal(w http.ResponseWriter) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+	h["Content-Type"] = jsonContentType
+	h["Retry-After"] = retryAfter
 	w.WriteHeader(http.StatusTooManyRequests)
 	w.Write(refusal)
 }
