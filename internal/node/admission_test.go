@@ -70,7 +70,7 @@ func TestAdmissionInFrontOfReads(t *testing.T) {
 	defer cc.Close()
 	_, err = kilnv1.NewFeatureServiceClient(cc).GetFeatures(context.Background(), &kilnv1.GetFeaturesRequest{
 		Selection: &kilnv1.GetFeaturesRequest_Features{Features: &kilnv1.FeatureList{Names: []string{"post_engagement:views_1h"}}},
-		Entities: []*kilnv1.EntityKeys{{Entity: "post", Keys: []*kilnv1.KeyColumn{{Field: "post_id", IntValues: []int64{1}}}}},
+		Entities:  []*kilnv1.EntityKeys{{Entity: "post", Keys: []*kilnv1.KeyColumn{{Field: "post_id", IntValues: []int64{1}}}}},
 	})
 	if err != nil {
 		t.Fatal(err)
