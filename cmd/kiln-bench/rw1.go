@@ -52,7 +52,7 @@ latency.svg to --out.
 	workers := fs.Int("saturation-workers", def.SaturationWorkers, "closed-loop workers of the Q2 saturation step (0: skip it)")
 	inFlight := fs.Int("max-in-flight", def.MaxInFlight, "most requests in flight in an open-loop step (a request due while the bound is reached waits, and its latency still counts from its due time)")
 	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each read request")
-	overload := fs.Bool("overload", false, "add the overload step: for Q1 and Q2, the saturation rate S (closed loop of --saturation-workers), then Kiln at S/2 and at each of --overload-factors × S, open loop (replaces the Q2 saturation step; give --q1-rates= --q2-rates= to run it alone)")
+	overload := fs.Bool("overload", false, "add the overload step: for Q1 and Q2, the saturation rate S (closed loop of --saturation-workers, at least 32), then Kiln at S/2 and at each of --overload-factors × S, open loop (replaces the Q2 saturation step; give --q1-rates= --q2-rates= to run it alone)")
 	factors := fs.String("overload-factors", joinRates(def.OverloadFactors), "multiples of the saturation rate the overload step offers, comma-separated")
 	out := fs.String("out", "kiln-bench", "directory for results.json and latency.svg")
 	kiln := fs.String("kiln", "", kilnFlagUsage)

@@ -11,8 +11,8 @@
 // overloaded. While overloaded it keeps at most MaxConcurrent reads
 // waiting (about one read's time of waiting each) and refuses the rest on
 // arrival with ErrOverloaded; entering that state it refuses the oldest
-// waiters beyond that bound at once. It leaves the state when a read
-// arrives to an empty queue and a free slot.
+// waiters beyond that bound at once. It leaves the state once an Interval
+// has passed without a refusal: the short queue was enough.
 //
 // Why this signal, and not latency or rows in flight: a read's latency
 // grows when its rows are cold (right after a restart, rows come from the
@@ -85,6 +85,9 @@ type Limiter struct {
 	// guarded by mu.
 	firstAbove time.Duration
 	overloaded bool // guarded by mu
+	// lastRefusal is when a read was last refused; guarded by mu. The
+	// overload ends once an Interval has passed without one.
+	lastRefusal time.Duration
 
 	admitted, refused, overloads atomic.Int64
 }
@@ -129,16 +132,21 @@ func New(cfg Config) (*Limiter, error) {
 func (l *Limiter) Acquire(ctx context.Context) error {
 	now := l.cfg.Now()
 	l.mu.Lock()
+	if l.overloaded && now-l.lastRefusal >= l.cfg.Interval {
+		// A whole interval with no read refused: the short queue kept
+		// while overloaded was enough.
+		l.overloaded = false
+	}
 	if l.running < l.cfg.MaxConcurrent && len(l.queue) == 0 {
-		// No queue: whatever the load was, reads are not arriving faster
-		// than they finish now.
+		// No queue: reads are not arriving faster than they finish now.
 		l.running++
-		l.firstAbove, l.overloaded = 0, false
+		l.firstAbove = 0
 		l.mu.Unlock()
 		l.admitted.Add(1)
 		return nil
 	}
 	if l.fullLocked() {
+		l.lastRefusal = now
 		l.mu.Unlock()
 		l.refused.Add(1)
 		return ErrOverloaded
@@ -217,6 +225,7 @@ func (l *Limiter) observeLocked(now, delay time.Duration) {
 			l.refused.Add(int64(n))
 			l.queue = append(l.queue[:0], l.queue[n:]...)
 		}
+		l.lastRefusal = now
 	}
 }
 
@@ -225,8 +234,12 @@ func (l *Limiter) observeLocked(now, delay time.Duration) {
 // caller that must not wait (gRPC's tap handle runs on the connection's
 // reader) asks it first, then calls Acquire later.
 func (l *Limiter) Refuse() error {
+	now := l.cfg.Now()
 	l.mu.Lock()
 	full := l.running >= l.cfg.MaxConcurrent && l.fullLocked()
+	if full {
+		l.lastRefusal = now
+	}
 	l.mu.Unlock()
 	if full {
 		l.refused.Add(1)

@@ -97,8 +97,8 @@ func TestABurstWaits(t *testing.T) {
 // A standing queue (every read waited longer than Target for Interval)
 // turns to refusals: the oldest waiters beyond MaxConcurrent at once, then
 // every arrival that would queue behind MaxConcurrent others. Admitted reads
-// complete, and once the load ends the first read to find a free slot ends
-// the overload.
+// complete, and once the load ends an Interval without a refusal ends the
+// overload.
 func TestAStandingQueueIsRefusedAndRecovers(t *testing.T) {
 	l, c := newLimiter(t, Config{MaxConcurrent: 2, Target: 5 * time.Millisecond, Interval: 100 * time.Millisecond})
 	for range 2 {
@@ -165,6 +165,15 @@ func TestAStandingQueueIsRefusedAndRecovers(t *testing.T) {
 	if err := l.Refuse(); err != nil {
 		t.Fatalf("Refuse with free slots: %v", err)
 	}
+	// A free slot admits at once, overloaded or not.
+	if err := l.Acquire(context.Background()); err != nil {
+		t.Fatalf("after the load: %v", err)
+	}
+	l.Release()
+	if st := l.Stats(); !st.Overloaded {
+		t.Fatalf("stats %+v: the overload ended before an interval without refusals", st)
+	}
+	c.advance(100 * time.Millisecond)
 	if err := l.Acquire(context.Background()); err != nil {
 		t.Fatalf("after the load: %v", err)
 	}

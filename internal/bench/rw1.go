@@ -45,6 +45,13 @@ const (
 	minSliceRequests   = 50          // fewest requests a slice of an interleaved step measures
 	overloadQ1Requests = 200_000     // distinct Q1 requests drawn for the overload step
 	overloadQ2Requests = 5_000       // and Q2 requests (about 10 KiB each)
+	// The overload step's saturation is measured with at least
+	// overloadWorkers workers (4 leave a server with 8 slots idle between
+	// round trips), and its overloaded rates with up to overloadMaxInFlight
+	// requests in flight: a lower bound would queue the overload in the
+	// client, not at the server.
+	overloadWorkers     = 32
+	overloadMaxInFlight = 4096
 	sliceWarmup        = time.Second // shortest warm-up of a slice, unless Warmup is shorter
 )
 
@@ -115,8 +122,9 @@ type Config struct {
 	// MaxInFlight bounds the requests in flight of an open-loop step.
 	MaxInFlight int
 	// Overload adds the overload step, for Q1 and then Q2: the saturation
-	// rate S (a closed loop of SaturationWorkers), then open loops of Kiln
-	// at S/2 and at each of OverloadFactors × S, reporting the refusals'
+	// rate S (a closed loop of SaturationWorkers, at least 32), then open
+	// loops of Kiln at S/2 and at each of OverloadFactors × S (with up to
+	// 4,096 requests in flight), reporting the refusals'
 	// latency, the admitted requests' latency and the goodput
 	// (Report.Overload).
 	Overload        bool
@@ -258,6 +266,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 	}()
 	conns := max(cfg.MaxInFlight, cfg.SaturationWorkers)
+	if cfg.Overload {
+		conns = max(conns, overloadMaxInFlight)
+	}
 	if b.features, err = newRawClient(b.srv.url+"/v1/features", cfg.RequestTimeout, conns); err != nil {
 		return nil, err
 	}
@@ -610,6 +621,11 @@ func (b *rw1) newStep(q *querySet, target, transport string) *Step {
 
 // openStep measures q against target at rate, open loop.
 func (b *rw1) openStep(ctx context.Context, q *querySet, target string, rate float64) (*Step, error) {
+	return b.openStepWith(ctx, q, target, rate, b.cfg.MaxInFlight)
+}
+
+// openStepWith is openStep with inFlight requests in flight at most.
+func (b *rw1) openStepWith(ctx context.Context, q *querySet, target string, rate float64, inFlight int) (*Step, error) {
 	c, transport, err := b.caller(ctx, q, target)
 	if err != nil {
 		return nil, err
@@ -619,7 +635,7 @@ func (b *rw1) openStep(ctx context.Context, q *querySet, target string, rate flo
 	fmt.Fprintf(b.log, "kiln-bench: %s %s at %g/s for %v (+%v warm-up)\n", q.name, target, rate, b.cfg.Duration, b.cfg.Warmup)
 	err = b.phase(ctx, s, q, func(onMeasure func()) (*Result, error) {
 		return OpenLoop{
-			Rate: rate, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, MaxInFlight: b.cfg.MaxInFlight,
+			Rate: rate, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, MaxInFlight: inFlight,
 			DrainTimeout: b.cfg.RequestTimeout + 5*time.Second, OnMeasure: onMeasure,
 		}.Run(ctx, c.call)
 	}, c)
@@ -702,12 +718,17 @@ func (b *rw1) openPair(ctx context.Context, q *querySet, rate float64) error {
 
 // saturation measures Kiln's Q2 closed loop.
 func (b *rw1) saturation(ctx context.Context, q *querySet) (*Step, error) {
+	return b.saturationWith(ctx, q, b.cfg.SaturationWorkers)
+}
+
+// saturationWith measures q closed loop with workers workers.
+func (b *rw1) saturationWith(ctx context.Context, q *querySet, workers int) (*Step, error) {
 	c, transport, err := b.caller(ctx, q, targetKiln)
 	if err != nil {
 		return nil, err
 	}
 	s := b.newStep(q, targetKiln, transport)
-	s.Mode, s.Workers = "closed", b.cfg.SaturationWorkers
+	s.Mode, s.Workers = "closed", workers
 	fmt.Fprintf(b.log, "kiln-bench: %s saturation with %d workers for %v (+%v warm-up)\n", q.name, s.Workers, b.cfg.Duration, b.cfg.Warmup)
 	err = b.phase(ctx, s, q, func(onMeasure func()) (*Result, error) {
 		return ClosedLoop{Workers: s.Workers, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, OnMeasure: onMeasure}.Run(ctx, c.call)
@@ -718,7 +739,7 @@ func (b *rw1) saturation(ctx context.Context, q *querySet) (*Step, error) {
 // overload measures q's saturation rate S, then Kiln at S/2 and at each
 // overload factor × S, open loop.
 func (b *rw1) overload(ctx context.Context, q *querySet) error {
-	sat, err := b.saturation(ctx, q)
+	sat, err := b.saturationWith(ctx, q, max(b.cfg.SaturationWorkers, overloadWorkers))
 	if err != nil {
 		return err
 	}
@@ -730,7 +751,7 @@ func (b *rw1) overload(ctx context.Context, q *querySet) error {
 		return err
 	}
 	for _, f := range b.cfg.OverloadFactors {
-		s, err := b.openStep(ctx, q, targetKiln, f*sat.Achieved)
+		s, err := b.openStepWith(ctx, q, targetKiln, f*sat.Achieved, max(b.cfg.MaxInFlight, overloadMaxInFlight))
 		if err != nil {
 			return err
 		}
