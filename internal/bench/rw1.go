@@ -35,16 +35,16 @@ const feastPath = "/get-online-features?status=true"
 // Limits and fixed periods of an RW1 run.
 const (
 	settleInterval     = time.Second
-	settleCoresQuiet   = 0.10        // the load has settled when the server uses less than this
-	settleQuietSeconds = 3           // for this many seconds in a row
-	rowSampleQ1        = 2000        // Q1 requests read for the user view's row size
-	rowSampleQ2        = 100         // Q2 requests (×500 posts) for the post view's
-	rowSampleUsers     = 5000        // uniform user ids
-	rowSamplePosts     = 50000       // uniform post ids
-	rowSampleBatch     = 500         // keys per floor request of the uniform samples
-	minSliceRequests   = 50          // fewest requests a slice of an interleaved step measures
-	overloadQ1Requests = 200_000     // distinct Q1 requests drawn for the overload step
-	overloadQ2Requests = 5_000       // and Q2 requests (about 10 KiB each)
+	settleCoresQuiet   = 0.10    // the load has settled when the server uses less than this
+	settleQuietSeconds = 3       // for this many seconds in a row
+	rowSampleQ1        = 2000    // Q1 requests read for the user view's row size
+	rowSampleQ2        = 100     // Q2 requests (×500 posts) for the post view's
+	rowSampleUsers     = 5000    // uniform user ids
+	rowSamplePosts     = 50000   // uniform post ids
+	rowSampleBatch     = 500     // keys per floor request of the uniform samples
+	minSliceRequests   = 50      // fewest requests a slice of an interleaved step measures
+	overloadQ1Requests = 200_000 // distinct Q1 requests drawn for the overload step
+	overloadQ2Requests = 5_000   // and Q2 requests (about 10 KiB each)
 	// The overload step's saturation is measured with at least
 	// overloadWorkers workers (4 leave a server with 8 slots idle between
 	// round trips), and its overloaded rates with up to overloadMaxInFlight
@@ -52,7 +52,7 @@ const (
 	// client, not at the server.
 	overloadWorkers     = 32
 	overloadMaxInFlight = 4096
-	sliceWarmup        = time.Second // shortest warm-up of a slice, unless Warmup is shorter
+	sliceWarmup         = time.Second // shortest warm-up of a slice, unless Warmup is shorter
 )
 
 // Config configures an RW1 run. DefaultConfig returns the documented
