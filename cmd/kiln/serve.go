@@ -73,7 +73,7 @@ project is filled from the archive at start. See docs/definitions.md,
 		return fmt.Errorf("--write-cache-rows is %d: give 0 for the default (65536 per partition) or a number of rows", *writeRows)
 	}
 	if *target <= 0 || *interval <= 0 {
-		return fmt.Errorf("%w: --admission-target %v, --admission-interval %v: give positive durations, like 5ms and 100ms", cli.ErrUsage, *target, *interval)
+		return fmt.Errorf("%w: --admission-target %v, --admission-interval %v: give positive durations, like 10ms and 1s", cli.ErrUsage, *target, *interval)
 	}
 	if *blockCache < 0 {
 		return fmt.Errorf("--block-cache-bytes is %d: give 0 for the default (512 MiB) or a size in bytes", *blockCache)

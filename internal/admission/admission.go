@@ -43,8 +43,8 @@ var ErrOverloaded = errors.New("server at capacity: retry after a short backoff 
 // Defaults of Config.
 const (
 	DefaultConcurrentPerCPU = 4
-	DefaultTarget           = 5 * time.Millisecond
-	DefaultInterval         = 100 * time.Millisecond
+	DefaultTarget           = 10 * time.Millisecond
+	DefaultInterval         = time.Second
 	// DefaultMaxQueuePerSlot bounds the reads waiting when the Limiter is
 	// not overloaded, as a multiple of MaxConcurrent.
 	DefaultMaxQueuePerSlot = 64
