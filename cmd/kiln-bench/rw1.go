@@ -26,6 +26,8 @@ RW1 project (or uses --target), loads the history through POST /v1/push,
 then measures Q1 and Q2 open loop at each rate, Kiln and then the floor (the
 store's raw multi-get of the same rows, POST /debug/rows or the Diagnostics
 service's GetRows) with the same requests, and a Q2 saturation step.
+--overload adds the overload step (Q1 and Q2 at 2× and 5× their saturation
+rate: refusals' and admitted requests' latency, goodput).
 --transport feast sends Kiln's reads to Feast's POST /get-online-features
 instead of POST /v1/features. Prints a table and writes results.json and
 latency.svg to --out.
@@ -50,6 +52,8 @@ latency.svg to --out.
 	workers := fs.Int("saturation-workers", def.SaturationWorkers, "closed-loop workers of the Q2 saturation step (0: skip it)")
 	inFlight := fs.Int("max-in-flight", def.MaxInFlight, "most requests in flight in an open-loop step (a request due while the bound is reached waits, and its latency still counts from its due time)")
 	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each read request")
+	overload := fs.Bool("overload", false, "add the overload step: for Q1 and Q2, the saturation rate S (closed loop of --saturation-workers, at least 32), then Kiln at S/2 and at each of --overload-factors × S, open loop (replaces the Q2 saturation step; give --q1-rates= --q2-rates= to run it alone)")
+	factors := fs.String("overload-factors", joinRates(def.OverloadFactors), "multiples of the saturation rate the overload step offers, comma-separated")
 	out := fs.String("out", "kiln-bench", "directory for results.json and latency.svg")
 	kiln := fs.String("kiln", "", kilnFlagUsage)
 	trickle := fs.Int("trickle", 0, "slow clients kept connected through the measurements, each sending a push body a byte every --trickle-every (the server's --http-read-timeout cuts them off)")
@@ -64,6 +68,7 @@ latency.svg to --out.
 	cfg.Settle, cfg.Live, cfg.Baseline, cfg.Duration, cfg.Warmup = *settle, *live, *baseline, *duration, *warmup
 	cfg.SaturationWorkers, cfg.MaxInFlight, cfg.RequestTimeout, cfg.OutDir = *workers, *inFlight, *timeout, *out
 	cfg.Trickle, cfg.TrickleEvery = *trickle, *trickleEvery
+	cfg.Overload = *overload
 	cfg.Log = stderr
 	cfg.Command = strings.Join(append([]string{"kiln-bench"}, args...), " ")
 	var err error
@@ -71,6 +76,9 @@ latency.svg to --out.
 		return err
 	}
 	if cfg.Q2Rates, err = parseRates("q2-rates", *q2Rates); err != nil {
+		return err
+	}
+	if cfg.OverloadFactors, err = parseRates("overload-factors", *factors); err != nil {
 		return err
 	}
 	if err := cfg.Check(); err != nil {

@@ -151,6 +151,24 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// A flag that is gone names its replacement, and bad admission settings
+// are usage errors.
+func TestGoneAndBadAdmissionFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--max-inflight-rows", "4096"}, "use --max-concurrent-reads"},
+		{[]string{"serve", "--admission-target", "0s"}, "give positive durations"},
+		{[]string{"serve", "--admission-interval", "-1s"}, "give positive durations"},
+	} {
+		err := run(context.Background(), c.args, io.Discard, io.Discard)
+		if !errors.Is(err, cli.ErrUsage) || err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("kiln %v: %v, want a usage error saying %q", c.args, err, c.want)
+		}
+	}
+}
+
 // buildKiln builds the command once for the subprocess tests.
 func buildKiln(t *testing.T) string {
 	t.Helper()

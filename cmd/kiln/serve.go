@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kiln-dev/kiln/internal/admission"
 	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/ingest"
@@ -46,7 +48,12 @@ project is filled from the archive at start. See docs/definitions.md,
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7071", "gRPC listen address (empty: no gRPC)")
 	rowCache := fs.Int64("row-cache-bytes", 0, "memory for the cache of rows (0: 256 MiB; negative: off)")
 	blockCache := fs.Int64("block-cache-bytes", 0, "memory for the embedded store's block cache (0: 512 MiB; unused with Redis)")
-	maxInFlight := fs.Int64("max-inflight-rows", 0, "admission control: rows being read at once before requests are refused with 429 / RESOURCE_EXHAUSTED (0: 2048 per CPU; negative: off)")
+	maxReads := fs.Int("max-concurrent-reads", 0, "admission control: feature reads running at once; more wait in a queue, refused with 429 / RESOURCE_EXHAUSTED once it stands (0: 4 per CPU; negative: off)")
+	target := fs.Duration("admission-target", admission.DefaultTarget, "admission control: a queue of reads in which every read waits longer than this for --admission-interval is overload")
+	interval := fs.Duration("admission-interval", admission.DefaultInterval, "admission control: how long reads may keep waiting longer than --admission-target before they are refused (shorter queues are bursts, and wait)")
+	fs.Func("max-inflight-rows", "replaced by --max-concurrent-reads", func(string) error {
+		return errors.New("--max-inflight-rows is gone: admission control now counts reads before their bodies are read; use --max-concurrent-reads N (0: 4 per CPU; negative: off), see docs/operations.md, \"Overload\"")
+	})
 	partitions := fs.Int("partitions", 4, "single-writer partitions of the write path")
 	writeRows := fs.Int("write-cache-rows", 0, "rows the write path keeps decoded in memory, over all partitions; rows beyond are read back from the store when next written (0: 65536 per partition)")
 	writeThrough := fs.Bool("write-through", false, "embedded store: write every commit's rows to the store instead of logging the commit's events and writing rows back at checkpoints")
@@ -70,6 +77,9 @@ project is filled from the archive at start. See docs/definitions.md,
 	}
 	if *writeRows < 0 {
 		return fmt.Errorf("--write-cache-rows is %d: give 0 for the default (65536 per partition) or a number of rows", *writeRows)
+	}
+	if *target <= 0 || *interval <= 0 {
+		return fmt.Errorf("%w: --admission-target %v, --admission-interval %v: give positive durations, like 10ms and 1s", cli.ErrUsage, *target, *interval)
 	}
 	if *blockCache < 0 {
 		return fmt.Errorf("--block-cache-bytes is %d: give 0 for the default (512 MiB) or a size in bytes", *blockCache)
@@ -120,8 +130,10 @@ project is filled from the archive at start. See docs/definitions.md,
 		Tracing: tracer,
 		Journal: spool.Options{FlushInterval: *archiveFlush},
 		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
-		RowCacheBytes: *rowCache, CacheBytes: *blockCache, MaxInFlightRows: *maxInFlight,
-		Archive: arch, Rebuild: *rebuildViews, ResetViews: resets,
+		RowCacheBytes: *rowCache, CacheBytes: *blockCache,
+		Admission:    admission.Config{MaxConcurrent: max(*maxReads, 0), Target: *target, Interval: *interval},
+		AdmissionOff: *maxReads < 0,
+		Archive:      arch, Rebuild: *rebuildViews, ResetViews: resets,
 		Tokens: security.tokens, TLS: security.tlsConfig(), HTTPTimeouts: sec.timeouts,
 		Ingest: ingest.Options{Partitions: *partitions, MaxCachedRows: *writeRows / max(*partitions, 1), WriteThrough: *writeThrough,
 			CheckpointInterval: *checkpointEvery, CheckpointRows: *checkpointRows, CheckpointLogBytes: int(*checkpointLog)},

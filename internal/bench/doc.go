@@ -41,6 +41,13 @@
 // latency.svg. The client does no per-request generation work: every
 // request body is built before the clock starts.
 //
+// With Config.Overload it adds the overload step: for Q1 and Q2, the
+// saturation rate S of a closed loop, then Kiln open loop at S/2 and at
+// multiples of S (2× and 5× by default). Refusals by admission control
+// (429, RESOURCE_EXHAUSTED) are counted apart from errors, with latencies
+// of their own, so the step reports the refusals' p99, the admitted
+// requests' p99 beside their p99 at S/2, and the goodput over S.
+//
 // # The ingestion benchmark
 //
 // RunIngest measures, each phase against a server of its own on the

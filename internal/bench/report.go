@@ -48,6 +48,9 @@ type Report struct {
 	RowSizes []RowSize  `json:"bytes_per_row"`
 	Live     LiveResult `json:"live"`
 	Steps    []*Step    `json:"steps"`
+	// Overload sums up the overload step (Config.Overload), one entry per
+	// query and overloaded rate.
+	Overload []OverloadResult `json:"overload,omitempty"`
 	// Seconds is the length of the whole run.
 	Seconds float64 `json:"seconds"`
 }
@@ -135,6 +138,13 @@ type Step struct {
 	Errors     int64   `json:"errors"`
 	FirstError string  `json:"first_error,omitempty"`
 	Seconds    float64 `json:"seconds"`
+	// Refused counts the requests admission control refused (429,
+	// RESOURCE_EXHAUSTED), which are neither in Requests nor in Errors;
+	// RefusedLatency is their latency from their due time,
+	// RefusedServiceTime from their send.
+	Refused            int64        `json:"refused,omitempty"`
+	RefusedLatency     *Percentiles `json:"refused_latency_ms,omitempty"`
+	RefusedServiceTime *Percentiles `json:"refused_service_time_ms,omitempty"`
 	// Latency is corrected for coordinated omission in open loop.
 	Latency Percentiles `json:"latency_ms"`
 	// ServiceTime is measured from the actual send.
@@ -191,6 +201,10 @@ func (s *Step) fill(r *Result) {
 		s.FeaturesPerS = r.Achieved * float64(s.ValuesPerRequest)
 	}
 	s.hist, s.Timeline = r.Latency, r.Timeline
+	if s.Refused = r.Refused; r.Refused > 0 {
+		l, st := percentilesOf(r.RefusedLatency), percentilesOf(r.RefusedService)
+		s.RefusedLatency, s.RefusedServiceTime = &l, &st
+	}
 	for _, b := range r.Latency.CumulativeDistributionWithTicks(5) {
 		s.Distribution = append(s.Distribution, Point{Percentile: b.Quantile, LatencyMS: float64(b.ValueAt) / 1000, Count: b.Count})
 	}
@@ -287,12 +301,57 @@ func (r *Report) PrintSummary(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	r.PrintTable(w)
+	if len(r.Overload) > 0 {
+		fmt.Fprintln(w)
+		r.PrintOverload(w)
+	}
+}
+
+// OverloadResult is one overloaded rate of the overload step: a query
+// offered Factor times its saturation rate (what a closed loop achieved),
+// beside the same query at half that rate.
+type OverloadResult struct {
+	Query         string  `json:"query"`
+	Transport     string  `json:"transport"`
+	SaturationRPS float64 `json:"saturation_rps"`
+	Factor        float64 `json:"factor"`
+	Offered       float64 `json:"offered_rps"`
+	// AdmittedRPS is the rate of successful answers; Goodput is it over
+	// SaturationRPS.
+	AdmittedRPS float64 `json:"admitted_rps"`
+	Goodput     float64 `json:"goodput"`
+	// RefusedFraction is the share of the answered requests that were
+	// refused.
+	RefusedFraction float64 `json:"refused_fraction"`
+	// AdmittedP99MS is the p99 of the successful answers (from their due
+	// time), HalfP99MS the same at half the saturation rate.
+	AdmittedP99MS float64 `json:"admitted_p99_ms"`
+	HalfP99MS     float64 `json:"half_saturation_p99_ms"`
+	// RefusedP99MS is the refusals' p99 from their due time,
+	// RefusedServiceP99MS from their send (without the client's own
+	// lateness).
+	RefusedP99MS        float64 `json:"refused_p99_ms"`
+	RefusedServiceP99MS float64 `json:"refused_service_p99_ms"`
+	Errors              int64   `json:"errors"`
+}
+
+// PrintOverload writes one line per overloaded rate.
+func (r *Report) PrintOverload(w io.Writer) {
+	fmt.Fprintln(w, "overload (aims: refusals p99 < 5 ms; admitted p99 within 2 × its p99 at half saturation; goodput ≥ 90 % of saturation):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "query\ttransport\tsat/s\toffered/s\tadmitted/s\tgoodput\trefused\trefused p99 ms\t(from send)\tadmitted p99 ms\tat sat/2\terrors\t")
+	for _, o := range r.Overload {
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f (%g×)\t%.0f\t%.0f%%\t%.0f%%\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t\n",
+			o.Query, o.Transport, o.SaturationRPS, o.Offered, o.Factor, o.AdmittedRPS, 100*o.Goodput, 100*o.RefusedFraction,
+			o.RefusedP99MS, o.RefusedServiceP99MS, o.AdmittedP99MS, o.HalfP99MS, o.Errors)
+	}
+	tw.Flush()
 }
 
 // PrintTable writes one line per step.
 func (r *Report) PrintTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "query\ttransport\ttarget\toffered/s\tachieved/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tfeatures/s\tsrv CPU-s\tcli CPU-s\tp99/floor\t")
+	fmt.Fprintln(tw, "query\ttransport\ttarget\toffered/s\tachieved/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\trefused\tfeatures/s\tsrv CPU-s\tcli CPU-s\tp99/floor\t")
 	for _, s := range r.Steps {
 		offered := fmt.Sprintf("%.0f", s.Offered)
 		if s.Mode == "closed" {
@@ -305,10 +364,10 @@ func (r *Report) PrintTable(w io.Writer) {
 				ratio = fmt.Sprintf("%.2f", s.P99VsFloor)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%s\t%.2f\t%.2f\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%d\t%s\t%.2f\t%.2f\t%s\t\n",
 			s.Query, s.Transport, s.Target, offered, s.Achieved,
 			s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.P999, s.Latency.Max,
-			s.Errors, feats, s.ServerCPUSeconds, s.ClientCPUSeconds, ratio)
+			s.Errors, s.Refused, feats, s.ServerCPUSeconds, s.ClientCPUSeconds, ratio)
 	}
 	tw.Flush()
 	for _, s := range r.Steps {

@@ -34,8 +34,12 @@ type Result struct {
 	Achieved float64
 	// Requests counts successful requests; Errors failed ones (not in the
 	// histograms) and requests still unfinished when the run gave up on
-	// them.
-	Requests, Errors int64
+	// them; Refused the requests the server's admission control refused
+	// (429, RESOURCE_EXHAUSTED), in neither.
+	Requests, Errors, Refused int64
+	// RefusedLatency and RefusedService are the latencies of the refusals,
+	// as Latency and Service are of the successful requests.
+	RefusedLatency, RefusedService *hdrhistogram.Histogram
 	// FirstError is the first error met, for the report; "" if none.
 	FirstError string
 	// Elapsed runs from the end of the warm-up to the last completion (at
@@ -70,7 +74,10 @@ type recorder struct {
 	mu       sync.Mutex // guards every field below
 	latency  *hdrhistogram.Histogram
 	service  *hdrhistogram.Histogram
+	refusedL *hdrhistogram.Histogram
+	refusedS *hdrhistogram.Histogram
 	ok, errs int64
+	refused  int64
 	firstErr error
 	lastDone time.Time
 	start    time.Time // of the measured period
@@ -79,7 +86,7 @@ type recorder struct {
 }
 
 func newRecorder(measureStart time.Time) *recorder {
-	return &recorder{latency: NewHistogram(), service: NewHistogram(), start: measureStart}
+	return &recorder{latency: NewHistogram(), service: NewHistogram(), refusedL: NewHistogram(), refusedS: NewHistogram(), start: measureStart}
 }
 
 func (r *recorder) add(due, sent, done time.Time, err error) {
@@ -94,6 +101,12 @@ func (r *recorder) add(due, sent, done time.Time, err error) {
 		r.sums = append(r.sums, 0)
 	}
 	ts := &r.timeline[sec]
+	if isRefusal(err) {
+		r.refused++
+		record(r.refusedL, done.Sub(due))
+		record(r.refusedS, done.Sub(sent))
+		return
+	}
 	if err != nil {
 		r.errs++
 		ts.Errors++
@@ -121,8 +134,8 @@ func (r *recorder) result(dur time.Duration, unfinished int64) *Result {
 		elapsed = e
 	}
 	res := &Result{
-		Requests: r.ok, Errors: r.errs + unfinished, Elapsed: elapsed,
-		Latency: r.latency, Service: r.service, Timeline: r.timeline,
+		Requests: r.ok, Errors: r.errs + unfinished, Refused: r.refused, Elapsed: elapsed,
+		Latency: r.latency, Service: r.service, RefusedLatency: r.refusedL, RefusedService: r.refusedS, Timeline: r.timeline,
 	}
 	for i := range res.Timeline {
 		if n := res.Timeline[i].Requests; n > 0 {

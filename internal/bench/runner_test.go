@@ -3,10 +3,14 @@ package bench
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // The bounds below are loose on purpose: these tests run on small, noisy
@@ -205,5 +209,32 @@ func TestClosedLoop(t *testing.T) {
 	}
 	if p50 := res.Latency.ValueAtQuantile(50); p50 < 1000 {
 		t.Errorf("p50 %d µs for a 1 ms handler", p50)
+	}
+}
+
+// Refusals by admission control (429, RESOURCE_EXHAUSTED) are counted apart
+// from errors and successes, with latencies of their own.
+func TestRefusalsCountApart(t *testing.T) {
+	t.Parallel()
+	call := func(ctx context.Context, i int) error {
+		switch i % 4 {
+		case 1:
+			return &httpError{status: http.StatusTooManyRequests, msg: "server at capacity"}
+		case 2:
+			return status.Error(codes.ResourceExhausted, "server at capacity")
+		case 3:
+			return &httpError{status: http.StatusServiceUnavailable, msg: "store down"}
+		}
+		return nil
+	}
+	res, err := OpenLoop{Rate: 2000, Duration: 200 * time.Millisecond}.Run(context.Background(), call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 100 || res.Refused != 200 || res.Errors != 100 {
+		t.Fatalf("%d ok, %d refused, %d errors; want 100, 200, 100", res.Requests, res.Refused, res.Errors)
+	}
+	if res.RefusedLatency.TotalCount() != 200 || res.Latency.TotalCount() != 100 {
+		t.Fatalf("histograms hold %d refusals and %d successes", res.RefusedLatency.TotalCount(), res.Latency.TotalCount())
 	}
 }

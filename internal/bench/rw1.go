@@ -35,15 +35,24 @@ const feastPath = "/get-online-features?status=true"
 // Limits and fixed periods of an RW1 run.
 const (
 	settleInterval     = time.Second
-	settleCoresQuiet   = 0.10        // the load has settled when the server uses less than this
-	settleQuietSeconds = 3           // for this many seconds in a row
-	rowSampleQ1        = 2000        // Q1 requests read for the user view's row size
-	rowSampleQ2        = 100         // Q2 requests (×500 posts) for the post view's
-	rowSampleUsers     = 5000        // uniform user ids
-	rowSamplePosts     = 50000       // uniform post ids
-	rowSampleBatch     = 500         // keys per floor request of the uniform samples
-	minSliceRequests   = 50          // fewest requests a slice of an interleaved step measures
-	sliceWarmup        = time.Second // shortest warm-up of a slice, unless Warmup is shorter
+	settleCoresQuiet   = 0.10    // the load has settled when the server uses less than this
+	settleQuietSeconds = 3       // for this many seconds in a row
+	rowSampleQ1        = 2000    // Q1 requests read for the user view's row size
+	rowSampleQ2        = 100     // Q2 requests (×500 posts) for the post view's
+	rowSampleUsers     = 5000    // uniform user ids
+	rowSamplePosts     = 50000   // uniform post ids
+	rowSampleBatch     = 500     // keys per floor request of the uniform samples
+	minSliceRequests   = 50      // fewest requests a slice of an interleaved step measures
+	overloadQ1Requests = 200_000 // distinct Q1 requests drawn for the overload step
+	overloadQ2Requests = 5_000   // and Q2 requests (about 10 KiB each)
+	// The overload step's saturation is measured with at least
+	// overloadWorkers workers (4 leave a server with 8 slots idle between
+	// round trips), and its overloaded rates with up to overloadMaxInFlight
+	// requests in flight: a lower bound would queue the overload in the
+	// client, not at the server.
+	overloadWorkers     = 32
+	overloadMaxInFlight = 4096
+	sliceWarmup         = time.Second // shortest warm-up of a slice, unless Warmup is shorter
 )
 
 // Config configures an RW1 run. DefaultConfig returns the documented
@@ -112,6 +121,14 @@ type Config struct {
 	SaturationWorkers int
 	// MaxInFlight bounds the requests in flight of an open-loop step.
 	MaxInFlight int
+	// Overload adds the overload step, for Q1 and then Q2: the saturation
+	// rate S (a closed loop of SaturationWorkers, at least 32), then open
+	// loops of Kiln at S/2 and at each of OverloadFactors × S (with up to
+	// 4,096 requests in flight), reporting the refusals'
+	// latency, the admitted requests' latency and the goodput
+	// (Report.Overload).
+	Overload        bool
+	OverloadFactors []float64
 	// RequestTimeout bounds each read request.
 	RequestTimeout time.Duration
 	// Trickle is the number of slow clients kept connected through the
@@ -137,7 +154,8 @@ func DefaultConfig() Config {
 		Q1Rates: []float64{1000, 5000}, Q2Rates: []float64{50, 100},
 		Duration: 20 * time.Second, Warmup: 3 * time.Second, Interleave: 10,
 		SaturationWorkers: 4, MaxInFlight: DefaultMaxInFlight, RequestTimeout: 10 * time.Second,
-		TrickleEvery: time.Second,
+		TrickleEvery:    time.Second,
+		OverloadFactors: []float64{2, 5},
 	}
 }
 
@@ -181,6 +199,19 @@ func (c *Config) Check() error {
 		bad.add("saturation workers %d: want 0..1024", c.SaturationWorkers)
 	}
 	bad.maxInFlight(c.MaxInFlight)
+	if c.Overload {
+		if c.SaturationWorkers == 0 {
+			bad.add("the overload step needs saturation workers to measure the saturation rate")
+		}
+		if len(c.OverloadFactors) == 0 {
+			bad.add("the overload step needs factors of the saturation rate, like 2,5")
+		}
+		for _, f := range c.OverloadFactors {
+			if !(f > 1) || f > 100 {
+				bad.add("overload factor %v: want more than 1 and at most 100 times the saturation rate", f)
+			}
+		}
+	}
 	if c.RequestTimeout <= 0 {
 		bad.add("request timeout %v: want > 0", c.RequestTimeout)
 	}
@@ -245,6 +276,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 	}()
 	conns := max(cfg.MaxInFlight, cfg.SaturationWorkers)
+	if cfg.Overload {
+		conns = max(conns, overloadMaxInFlight)
+	}
 	if b.features, err = newRawClient(b.srv.url+"/v1/features", cfg.RequestTimeout, conns); err != nil {
 		return nil, err
 	}
@@ -293,6 +327,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	span := (cfg.Warmup + cfg.Duration).Seconds()
 	n1 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q1Rates...)) * span))
 	n2 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q2Rates...)) * span))
+	if cfg.Overload {
+		// Its rates are known only once measured: enough distinct requests
+		// that the keys stay spread, reused in turn beyond them.
+		n1, n2 = max(n1, overloadQ1Requests), max(n2, overloadQ2Requests)
+	}
 	feast := cfg.Transport == TransportFeast
 	q1, err := genQueries(gen, b.project, cfg.Seed, queryQ1Name, n1, feast)
 	if err != nil {
@@ -337,9 +376,16 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			}
 		}
 	}
-	if cfg.SaturationWorkers > 0 {
+	if cfg.SaturationWorkers > 0 && !cfg.Overload { // the overload step measures it
 		if _, err := b.saturation(ctx, q2); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.Overload {
+		for _, q := range []*querySet{q1, q2} {
+			if err := b.overload(ctx, q); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if b.rep.RowSizes, err = b.rowSizes(ctx, gen, q1, q2); err != nil {
@@ -553,6 +599,9 @@ func (m *measured) add(o measured) {
 	secs := len(r.Timeline)
 	r.Requests += x.Requests
 	r.Errors += x.Errors
+	r.Refused += x.Refused
+	r.RefusedLatency.Merge(x.RefusedLatency)
+	r.RefusedService.Merge(x.RefusedService)
 	if r.FirstError == "" {
 		r.FirstError = x.FirstError
 	}
@@ -590,6 +639,11 @@ func (b *rw1) newStep(q *querySet, target, transport string) *Step {
 
 // openStep measures q against target at rate, open loop.
 func (b *rw1) openStep(ctx context.Context, q *querySet, target string, rate float64) (*Step, error) {
+	return b.openStepWith(ctx, q, target, rate, b.cfg.MaxInFlight)
+}
+
+// openStepWith is openStep with inFlight requests in flight at most.
+func (b *rw1) openStepWith(ctx context.Context, q *querySet, target string, rate float64, inFlight int) (*Step, error) {
 	c, transport, err := b.caller(ctx, q, target)
 	if err != nil {
 		return nil, err
@@ -599,7 +653,7 @@ func (b *rw1) openStep(ctx context.Context, q *querySet, target string, rate flo
 	fmt.Fprintf(b.log, "kiln-bench: %s %s at %g/s for %v (+%v warm-up)\n", q.name, target, rate, b.cfg.Duration, b.cfg.Warmup)
 	err = b.phase(ctx, s, q, func(onMeasure func()) (*Result, error) {
 		return OpenLoop{
-			Rate: rate, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, MaxInFlight: b.cfg.MaxInFlight,
+			Rate: rate, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, MaxInFlight: inFlight,
 			DrainTimeout: b.cfg.RequestTimeout + 5*time.Second, OnMeasure: onMeasure,
 		}.Run(ctx, c.call)
 	}, c)
@@ -682,17 +736,57 @@ func (b *rw1) openPair(ctx context.Context, q *querySet, rate float64) error {
 
 // saturation measures Kiln's Q2 closed loop.
 func (b *rw1) saturation(ctx context.Context, q *querySet) (*Step, error) {
+	return b.saturationWith(ctx, q, b.cfg.SaturationWorkers)
+}
+
+// saturationWith measures q closed loop with workers workers.
+func (b *rw1) saturationWith(ctx context.Context, q *querySet, workers int) (*Step, error) {
 	c, transport, err := b.caller(ctx, q, targetKiln)
 	if err != nil {
 		return nil, err
 	}
 	s := b.newStep(q, targetKiln, transport)
-	s.Mode, s.Workers = "closed", b.cfg.SaturationWorkers
+	s.Mode, s.Workers = "closed", workers
 	fmt.Fprintf(b.log, "kiln-bench: %s saturation with %d workers for %v (+%v warm-up)\n", q.name, s.Workers, b.cfg.Duration, b.cfg.Warmup)
 	err = b.phase(ctx, s, q, func(onMeasure func()) (*Result, error) {
 		return ClosedLoop{Workers: s.Workers, Duration: b.cfg.Duration, Warmup: b.cfg.Warmup, OnMeasure: onMeasure}.Run(ctx, c.call)
 	}, c)
 	return s, err
+}
+
+// overload measures q's saturation rate S, then Kiln at S/2 and at each
+// overload factor × S, open loop.
+func (b *rw1) overload(ctx context.Context, q *querySet) error {
+	sat, err := b.saturationWith(ctx, q, max(b.cfg.SaturationWorkers, overloadWorkers))
+	if err != nil {
+		return err
+	}
+	if sat.Achieved <= 0 {
+		return fmt.Errorf("bench: %s achieved nothing at saturation (%d errors; first: %s)", q.name, sat.Errors, sat.FirstError)
+	}
+	half, err := b.openStep(ctx, q, targetKiln, sat.Achieved/2)
+	if err != nil {
+		return err
+	}
+	for _, f := range b.cfg.OverloadFactors {
+		s, err := b.openStepWith(ctx, q, targetKiln, f*sat.Achieved, max(b.cfg.MaxInFlight, overloadMaxInFlight))
+		if err != nil {
+			return err
+		}
+		o := OverloadResult{
+			Query: q.name, Transport: s.Transport, SaturationRPS: sat.Achieved, Factor: f, Offered: s.Offered,
+			AdmittedRPS: s.Achieved, Goodput: ratio(s.Achieved, sat.Achieved),
+			RefusedFraction: ratio(float64(s.Refused), float64(s.Refused+s.Requests)),
+			AdmittedP99MS:   s.Latency.P99, HalfP99MS: half.Latency.P99, Errors: s.Errors,
+		}
+		if s.RefusedLatency != nil {
+			o.RefusedP99MS, o.RefusedServiceP99MS = s.RefusedLatency.P99, s.RefusedServiceTime.P99
+		}
+		b.rep.Overload = append(b.rep.Overload, o)
+		fmt.Fprintf(b.log, "kiln-bench: %s at %g× saturation: %.0f%% refused, refusals p99 %.3f ms, admitted p99 %.3f ms (%.3f at half), goodput %.0f%%\n",
+			q.name, f, 100*o.RefusedFraction, o.RefusedP99MS, o.AdmittedP99MS, o.HalfP99MS, 100*o.Goodput)
+	}
+	return nil
 }
 
 // rowSizes reads rows through the floor: the benchmark's own query keys

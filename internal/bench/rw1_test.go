@@ -126,6 +126,51 @@ func TestRunRW1(t *testing.T) {
 	}
 }
 
+// The overload step at a tiny scale: each query's saturation, half of it
+// and the overloaded rate are measured, and the summary has a line per
+// query and factor.
+func TestRunOverload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a server")
+	}
+	url, _ := startNode(t)
+	cfg := DefaultConfig()
+	cfg.Target, cfg.Scale, cfg.Seed = url, 0.001, 7
+	cfg.Settle, cfg.Baseline, cfg.Live = 0, 0, 0
+	cfg.Q1Rates, cfg.Q2Rates = nil, nil
+	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 100*time.Millisecond
+	cfg.SaturationWorkers, cfg.Overload, cfg.OverloadFactors = 2, true, []float64{2}
+	var log bytes.Buffer
+	cfg.Log = &log
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if len(rep.Steps) != 6 || len(rep.Overload) != 2 {
+		t.Fatalf("%d steps and %d overload results, want 6 (per query: saturation, half, 2×) and 2", len(rep.Steps), len(rep.Overload))
+	}
+	for i, o := range rep.Overload {
+		sat, half, over := rep.Steps[3*i], rep.Steps[3*i+1], rep.Steps[3*i+2]
+		if o.Query != sat.Query || sat.Mode != "closed" || o.SaturationRPS != sat.Achieved || o.SaturationRPS <= 0 {
+			t.Errorf("overload %+v: saturation step %+v", o, sat)
+		}
+		if half.Offered != sat.Achieved/2 || over.Offered != 2*sat.Achieved || o.Offered != over.Offered {
+			t.Errorf("%s: offered %v and %v, want half and twice the saturation rate %v", o.Query, half.Offered, over.Offered, sat.Achieved)
+		}
+		if o.HalfP99MS != half.Latency.P99 || o.AdmittedP99MS != over.Latency.P99 || o.Goodput != over.Achieved/sat.Achieved {
+			t.Errorf("overload %+v does not sum up its steps", o)
+		}
+		if over.Requests == 0 || over.Errors != 0 {
+			t.Errorf("%s at 2×: %d answered, %d errors (%s)", o.Query, over.Requests, over.Errors, over.FirstError)
+		}
+	}
+	var table bytes.Buffer
+	rep.PrintSummary(&table)
+	if !strings.Contains(table.String(), "refused p99 ms") || !strings.Contains(table.String(), "(2×)") {
+		t.Errorf("summary lacks the overload table:\n%s", table.String())
+	}
+}
+
 func checkOutputs(t *testing.T, dir string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, "results.json"))

@@ -16,6 +16,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Bounds on the child server's life, and on reading its state.
@@ -276,6 +279,19 @@ type httpError struct {
 }
 
 func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.msg) }
+
+// isRefusal reports whether err is a refusal by the server's admission
+// control: HTTP 429 or gRPC RESOURCE_EXHAUSTED.
+func isRefusal(err error) bool {
+	if err == nil {
+		return false
+	}
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.status == http.StatusTooManyRequests
+	}
+	return status.Code(err) == codes.ResourceExhausted
+}
 
 // dirBytes sums the sizes of the regular files under dir.
 func dirBytes(dir string) int64 {

@@ -41,6 +41,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/kiln-dev/kiln/internal/admission"
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/store"
@@ -414,7 +415,7 @@ func (s *Server) readError(err error) error {
 	switch {
 	case errors.As(err, &qe):
 		return status.Error(codes.InvalidArgument, qe.Msg)
-	case errors.Is(err, query.ErrOverloaded):
+	case errors.Is(err, admission.ErrOverloaded):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, query.ErrViewUnavailable):
 		return status.Error(codes.Unavailable, err.Error())

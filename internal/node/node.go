@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/kiln-dev/kiln/internal/admission"
 	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/auth"
 	"github.com/kiln-dev/kiln/internal/definition"
@@ -45,6 +45,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/stream/nats"
 	"github.com/kiln-dev/kiln/internal/tile"
 	"github.com/kiln-dev/kiln/internal/tracing"
+	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
 
 // Role is what a process does.
@@ -131,9 +132,11 @@ type Config struct {
 	// it on every commit, so an embedded node never serves a stale row; a
 	// node over Redis serves rows at most max_staleness old.
 	RowCacheBytes int64
-	// MaxInFlightRows is the read path's admission budget (query.Config).
-	// 0 means 2,048 rows per CPU; negative disables admission control.
-	MaxInFlightRows int64
+	// Admission configures the read path's overload control (package
+	// admission: how many reads run at once, when a queue of them counts
+	// as overload); AdmissionOff turns it off.
+	Admission    admission.Config
+	AdmissionOff bool
 	// ShutdownTimeout bounds how long Close waits for requests in flight.
 	// Default 10s.
 	ShutdownTimeout time.Duration
@@ -224,6 +227,10 @@ type Node struct {
 	Journal *spool.Spool
 	Engine  *query.Engine // nil in an ingest-only process
 	Server  *serve.Server
+	// Admission admits, queues or refuses the feature reads of both APIs;
+	// nil in an ingest-only process or with Config.AdmissionOff. Its
+	// Refused counts the refusals.
+	Admission *admission.Limiter
 
 	cfg     Config
 	http    *http.Server
@@ -385,10 +392,6 @@ func Start(cfg Config) (_ *Node, err error) {
 		if n.Writer != nil {
 			now = n.Writer.Now
 		}
-		maxRows := cfg.MaxInFlightRows
-		if maxRows == 0 {
-			maxRows = 2048 * int64(runtime.GOMAXPROCS(0))
-		}
 		// The raw-rows read takes the same rows' bytes where they are,
 		// with nothing on top: the store, or the write path's rows not
 		// yet written back.
@@ -399,21 +402,26 @@ func Start(cfg Config) (_ *Node, err error) {
 		if cfg.Tracing != nil {
 			raw = tracing.StoreRows(cfg.Tracing, raw)
 		}
-		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, RawRows: raw, Now: now, MaxInFlightRows: maxRows})
+		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, RawRows: raw, Now: now})
 		if err != nil {
 			return nil, err
 		}
 		// Views being rebuilt are unavailable from the first read on.
 		n.rebuilds.markUnavailable(n.Engine)
 		n.markWaiting()
+		if !cfg.AdmissionOff {
+			if n.Admission, err = admission.New(cfg.Admission); err != nil {
+				return nil, err
+			}
+		}
 	}
 	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger, Tracing: cfg.Tracing,
 		Archive: cfg.Archive, Plans: plans, FlushArchive: n.flushArchive, Broken: n.broken,
 		Rebuilds: n.rebuilds.list,
 		Stats: func() map[string]any {
 			out := map[string]any{"role": cfg.Role, "online_store": online.Type}
-			if n.Engine != nil {
-				out["read"] = n.Engine.Stats()
+			if n.Admission != nil {
+				out["admission"] = n.Admission.Stats()
 			}
 			if cache != nil {
 				out["row_cache"] = cache.Stats()
@@ -448,8 +456,13 @@ func Start(cfg Config) (_ *Node, err error) {
 		if cfg.TLS != nil {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 		}
+		// Interceptors run in the order given: a call without a token of
+		// its method's scope is refused before it waits for a read's slot.
 		if cfg.Tokens != nil {
 			opts = append(opts, grpcapi.RequireTokens(cfg.Tokens)...)
+		}
+		if n.Admission != nil {
+			opts = append(opts, admission.GRPCServerOptions(n.Admission, kilnv1.FeatureService_GetFeatures_FullMethodName)...)
 		}
 		n.grpc = grpc.NewServer(opts...)
 		n.grpcAPI.Register(n.grpc)
@@ -457,7 +470,13 @@ func Start(cfg Config) (_ *Node, err error) {
 		go func() { n.grpcCh <- n.grpc.Serve(gln) }()
 	}
 	var handler http.Handler = n.Server
+	if n.Admission != nil {
+		// A refused read costs nothing more than its headers.
+		handler = admission.HTTPHandler(n.Admission, handler, serve.IsRead)
+	}
 	if cfg.Tokens != nil {
+		// Outermost: a request without a token of its route's scope is
+		// refused before it waits for a read's slot.
 		handler = serve.RequireTokens(handler, cfg.Tokens)
 	}
 	t := cfg.HTTPTimeouts

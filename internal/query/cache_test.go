@@ -18,9 +18,9 @@ import (
 // store, cold or warm.
 func TestCachedReadsEqualUncached(t *testing.T) {
 	w := newWorld(t, 20, 300)
-	plain := w.engine(t, nil, 0)
+	plain := w.engine(t, nil)
 	cache := rowcache.New(rowcache.Options{MaxBytes: 64 << 10}) // small: evictions happen
-	cached := w.engine(t, rowcache.ReadThrough{Cache: cache, Load: w.store.Get}, 0)
+	cached := w.engine(t, rowcache.ReadThrough{Cache: cache, Load: w.store.Get})
 	rng := rand.New(rand.NewPCG(3, 4))
 	var a, b Result
 	for round := range 200 {
@@ -67,7 +67,7 @@ func TestCacheNeverServesPastStalenessBound(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Unix(1000, 0).UnixNano())
 	cache := rowcache.New(rowcache.Options{MaxAge: time.Second, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
-	e := w.engine(t, rowcache.ReadThrough{Cache: cache, Load: w.store.Get}, 0)
+	e := w.engine(t, rowcache.ReadThrough{Cache: cache, Load: w.store.Get})
 	prep, _ := e.Prepare([]string{"user_engagement:last_post"})
 	req := &Request{Prepared: prep, Keys: [][]event.Value{{event.IntValue(1)}}}
 	read := func() event.Value {

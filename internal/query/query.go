@@ -47,17 +47,7 @@ type Config struct {
 	RawRows RowSource
 	// Now is the evaluation clock in Unix ms. Default: the wall clock.
 	Now func() int64
-	// MaxInFlightRows bounds the rows being read by admitted requests at
-	// once. A request whose rows would exceed it is refused at once with
-	// ErrOverloaded rather than queued, so admitted requests keep their
-	// latency under overload; a request larger than the bound is admitted
-	// only when nothing else is in flight. 0 means no bound.
-	MaxInFlightRows int64
 }
-
-// ErrOverloaded refuses a request because the server is at capacity. It is
-// retryable: the client should back off, or try another replica.
-var ErrOverloaded = errors.New("server at capacity: retry after a short backoff or on another replica")
 
 // Engine evaluates feature requests. It is safe for concurrent use.
 type Engine struct {
@@ -66,9 +56,6 @@ type Engine struct {
 	ordered  []*Entity
 	outputs  map[string]outputRef
 	services map[string]*Prepared
-
-	inFlight atomic.Int64 // rows being read by admitted requests
-	refused  atomic.Int64
 
 	// unavailable holds the views reads of which are refused, with their
 	// reasons (SetUnavailable); nil when there are none, so that a read
@@ -162,41 +149,6 @@ func New(cfg Config) (*Engine, error) {
 		e.services[svc.Name] = p
 	}
 	return e, nil
-}
-
-// admit takes rows from the in-flight budget, or refuses.
-func (e *Engine) admit(rows int64) bool {
-	max := e.cfg.MaxInFlightRows
-	if max <= 0 {
-		return true
-	}
-	for {
-		cur := e.inFlight.Load()
-		if cur > 0 && cur+rows > max {
-			e.refused.Add(1)
-			return false
-		}
-		if e.inFlight.CompareAndSwap(cur, cur+rows) {
-			return true
-		}
-	}
-}
-
-func (e *Engine) release(rows int64) {
-	if e.cfg.MaxInFlightRows > 0 {
-		e.inFlight.Add(-rows)
-	}
-}
-
-// Stats are the engine's admission counters.
-type Stats struct {
-	InFlightRows int64 `json:"in_flight_rows"`
-	Refused      int64 `json:"refused"`
-}
-
-// Stats returns the admission counters.
-func (e *Engine) Stats() Stats {
-	return Stats{InFlightRows: e.inFlight.Load(), Refused: e.refused.Load()}
 }
 
 // Now is the engine's clock in Unix ms.

@@ -69,12 +69,12 @@ func newWorld(t testing.TB, users, posts int) *world {
 	return w
 }
 
-func (w *world) engine(t testing.TB, rows RowSource, maxInFlight int64) *Engine {
+func (w *world) engine(t testing.TB, rows RowSource) *Engine {
 	t.Helper()
 	if rows == nil {
 		rows = w.store
 	}
-	e, err := New(Config{Project: w.project, Plans: w.plans, Rows: rows, Now: func() int64 { return now }, MaxInFlightRows: maxInFlight})
+	e, err := New(Config{Project: w.project, Plans: w.plans, Rows: rows, Now: func() int64 { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func rankingRequest(t testing.TB, e *Engine, user int64, n int) *Request {
 // Every value a Read returns is what the row's plan evaluates to.
 func TestReadMatchesRows(t *testing.T) {
 	w := newWorld(t, 3, 60)
-	e := w.engine(t, nil, 0)
+	e := w.engine(t, nil)
 	req := rankingRequest(t, e, 2, 60)
 	req.Keys[1] = append(req.Keys[1], event.IntValue(9999)) // no such post
 	var res Result
@@ -203,47 +203,12 @@ func (s *slowSource) Get(ctx context.Context, keys [][]byte, fn func(int, []byte
 	return s.RowSource.Get(ctx, keys, fn)
 }
 
-// Overload is refused at once, not queued: with the budget taken by a
-// stalled request, the next one fails immediately with ErrOverloaded.
-func TestAdmissionRefusesInsteadOfQueueing(t *testing.T) {
-	w := newWorld(t, 3, 10)
-	slow := &slowSource{RowSource: w.store, entered: make(chan struct{}, 4), release: make(chan struct{})}
-	e := w.engine(t, slow, 8)         // 8 rows in flight at most
-	big := rankingRequest(t, e, 1, 6) // 7 rows
-	done := make(chan error, 1)
-	go func() { done <- e.Read(context.Background(), big, new(Result)) }()
-	<-slow.entered // the first request holds 7 rows of the budget
-	for range 3 {
-		if err := e.Read(context.Background(), rankingRequest(t, e, 2, 2), new(Result)); !errors.Is(err, ErrOverloaded) {
-			t.Fatalf("a request over the budget: %v, want ErrOverloaded", err)
-		}
-	}
-	// Even a small one is refused while 7 of the 8 rows are taken.
-	small := rankingRequest(t, e, 2, 0)
-	small.Keys[1] = []event.Value{event.IntValue(1)} // 2 rows: 7+2 > 8, refused
-	if err := e.Read(context.Background(), small, new(Result)); !errors.Is(err, ErrOverloaded) {
-		t.Fatalf("9 rows of 8: %v", err)
-	}
-	// The stalled request finishes; its rows return to the budget.
-	slow.release <- struct{}{}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	go func() { <-slow.entered; slow.release <- struct{}{} }()
-	if err := e.Read(context.Background(), rankingRequest(t, e, 2, 2), new(Result)); err != nil {
-		t.Fatalf("after the stall: %v", err)
-	}
-	if st := e.Stats(); st.Refused != 4 || st.InFlightRows != 0 {
-		t.Fatalf("stats %+v, want 4 refused and nothing in flight", st)
-	}
-}
-
 // A request past its deadline stops: it does no read at all if it is
 // already late, and gives up a stalled read when the deadline passes.
 func TestDeadlineStopsWork(t *testing.T) {
 	w := newWorld(t, 2, 2)
 	slow := &slowSource{RowSource: w.store, entered: make(chan struct{}, 4), release: make(chan struct{})}
-	e := w.engine(t, slow, 0)
+	e := w.engine(t, slow)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := e.Read(ctx, rankingRequest(t, e, 1, 2), new(Result)); !errors.Is(err, context.Canceled) {
@@ -261,7 +226,7 @@ func TestDeadlineStopsWork(t *testing.T) {
 
 func TestRequestValidation(t *testing.T) {
 	w := newWorld(t, 1, 1)
-	e := w.engine(t, nil, 0)
+	e := w.engine(t, nil)
 	prep, _ := e.Service("ranking")
 	f := func(req *Request, want string) {
 		t.Helper()
@@ -317,7 +282,7 @@ func (w *world) memSource(t testing.TB) memSource {
 // request for 500 posts allocates no more than one for 50.
 func TestReadAllocationsDoNotGrowWithEntities(t *testing.T) {
 	w := newWorld(t, 2, 500)
-	e := w.engine(t, w.memSource(t), 0)
+	e := w.engine(t, w.memSource(t))
 	allocs := func(n int) float64 {
 		req := rankingRequest(t, e, 1, n)
 		var res Result

@@ -221,14 +221,6 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 	if err := e.checkAvailable(req.Prepared); err != nil {
 		return err
 	}
-	rows := int64(0)
-	for i, pe := range req.Prepared.Entities {
-		rows += int64(len(req.Keys[i]) / len(pe.Entity.KeyTypes) * len(pe.views))
-	}
-	if !e.admit(rows) {
-		return ErrOverloaded
-	}
-	defer e.release(rows)
 	res.At = e.cfg.Now()
 	res.err = nil
 	res.Entities = grow(res.Entities, len(req.Prepared.Entities))

@@ -17,7 +17,7 @@ func BenchmarkRead(b *testing.B) {
 		name string
 		rows RowSource
 	}{{"mem", w.memSource(b)}, {"pebble", w.store}} {
-		e := w.engine(b, src.rows, 0)
+		e := w.engine(b, src.rows)
 		for _, q := range []struct {
 			name  string
 			posts int
@@ -55,7 +55,7 @@ func BenchmarkReadCached(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			clock := time.Unix(1_700_000_000, 0)
 			cache := rowcache.New(rowcache.Options{MaxAge: time.Second, Now: func() time.Time { return clock }})
-			e := w.engine(b, rowcache.ReadThrough{Cache: cache, Load: mem.Get}, 0)
+			e := w.engine(b, rowcache.ReadThrough{Cache: cache, Load: mem.Get})
 			req := rankingRequest(b, e, 7, 500)
 			var res Result
 			if err := e.Read(context.Background(), req, &res); err != nil {
@@ -97,7 +97,7 @@ func BenchmarkReadHalfCached(b *testing.B) {
 	mem := w.memSource(b)
 	clock := time.Unix(1_700_000_000, 0)
 	cache := rowcache.New(rowcache.Options{MaxAge: time.Second, Now: func() time.Time { return clock }})
-	e := w.engine(b, rowcache.ReadThrough{Cache: cache, Load: delayedSource{mem, time.Millisecond}.Get}, 0)
+	e := w.engine(b, rowcache.ReadThrough{Cache: cache, Load: delayedSource{mem, time.Millisecond}.Get})
 	req := rankingRequest(b, e, 7, 500)
 	var res Result
 	if err := e.Read(context.Background(), req, &res); err != nil {

@@ -13,7 +13,7 @@ import (
 // leaves the other views served; made available again, it serves.
 func TestUnavailableView(t *testing.T) {
 	w := newWorld(t, 3, 10)
-	e := w.engine(t, nil, 0)
+	e := w.engine(t, nil)
 	ranking := rankingRequest(t, e, 2, 5)
 	postsOnly, err := e.Prepare([]string{"post_engagement:views_1h"})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/kiln-dev/kiln/internal/admission"
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/store"
 )
@@ -22,8 +23,8 @@ func TestReadErrorStatus(t *testing.T) {
 		code int
 	}{
 		{&query.Error{Msg: "bad"}, http.StatusBadRequest},
-		{query.ErrOverloaded, http.StatusTooManyRequests},
-		{fmt.Errorf("wrapped: %w", query.ErrOverloaded), http.StatusTooManyRequests},
+		{admission.ErrOverloaded, http.StatusTooManyRequests},
+		{fmt.Errorf("wrapped: %w", admission.ErrOverloaded), http.StatusTooManyRequests},
 		{fmt.Errorf("get: %w", store.ErrUnavailable), http.StatusServiceUnavailable},
 		{store.ErrClosed, http.StatusServiceUnavailable},
 		{context.DeadlineExceeded, http.StatusServiceUnavailable},

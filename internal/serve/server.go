@@ -30,6 +30,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kiln-dev/kiln/internal/admission"
 	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
@@ -197,6 +198,13 @@ func (s *Server) routes() *http.ServeMux {
 	// /debug/pprof/.
 	mux.HandleFunc("/debug/pprof", s.notFound)
 	return mux
+}
+
+// IsRead reports whether r is a feature read, which admission control
+// (package admission) admits, queues or refuses before its body is read:
+// POST /v1/features and Feast's POST /get-online-features.
+func IsRead(r *http.Request) bool {
+	return r.Method == http.MethodPost && (r.URL.Path == "/v1/features" || r.URL.Path == "/get-online-features")
 }
 
 // SetReady sets what /readyz answers: set it false before draining.
@@ -414,9 +422,8 @@ func parseImportOrigin(r *http.Request) (importOrigin, string) {
 // storeError answers a failure of the store or the write path: retryable.
 func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
 	switch {
-	case errors.Is(err, query.ErrOverloaded):
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, err.Error(), nil)
+	case errors.Is(err, admission.ErrOverloaded):
+		admission.WriteRefusal(w)
 	case errors.Is(err, query.ErrViewUnavailable):
 		w.Header().Set("Retry-After", "10")
 		writeError(w, http.StatusServiceUnavailable, err.Error(), nil)

@@ -151,10 +151,10 @@ def test_unavailable_when_nothing_listens() -> None:
 
 
 def test_overloaded(kiln_binary, tmp_path) -> None:
-    """A server that admits 1,000 rows at once refuses overlapping reads of
-    5,000 keys with 429: without retries the error says when to retry;
-    with them, every read gets through."""
-    s = Server(kiln_binary, tmp_path / "data", "--max-inflight-rows", "1000")
+    """A server that runs one read at once refuses overlapping reads of
+    5,000 keys with 429 once they queue: without retries the error says
+    when to retry; with them, every read gets through."""
+    s = Server(kiln_binary, tmp_path / "data", "--max-concurrent-reads", "1")
     try:
         keys = {"post": list(range(5_000))}
         refused: list[kiln.Overloaded] = []
@@ -181,7 +181,7 @@ def test_overloaded(kiln_binary, tmp_path) -> None:
         assert "server at capacity" in refused[0].message
 
         refused.clear()
-        threads = [threading.Thread(target=read, args=(50,)) for _ in range(8)]
+        threads = [threading.Thread(target=read, args=(200,)) for _ in range(8)]
         for th in threads:
             th.start()
         for th in threads:
