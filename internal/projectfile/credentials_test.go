@@ -155,7 +155,9 @@ func TestBackendCredentialErrors(t *testing.T) {
 			}
 		}
 	}
-	redis := func(keys string) string { return "online_store: {type: redis, addrs: [a:1], " + keys + "}\n" + validFile }
+	redis := func(keys string) string {
+		return "online_store: {type: redis, addrs: [a:1], " + keys + "}\n" + validFile
+	}
 
 	// A secret written in the file is refused, and not repeated.
 	f(redis("password: "+redisSecret), "t.yaml:1:", "password of online_store is written in the project file", "password: {env: REDIS_PASSWORD}")
