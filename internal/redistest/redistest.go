@@ -380,9 +380,9 @@ func (c *ClusterHandle) parseTopology(out string) ([]shard, error) {
 type server struct {
 	addr    string
 	tlsAddr string // "" without TLS
-	dir  string
-	pid  int
-	done chan struct{} // closed when the process has exited and been waited for
+	dir     string
+	pid     int
+	done    chan struct{} // closed when the process has exited and been waited for
 }
 
 func (s *server) exited() bool {

@@ -150,9 +150,9 @@ type Store struct {
 	// waited for), within replicationTimeout.
 	replicas           int
 	replicationTimeout time.Duration
-	cluster bool   // the servers are a Redis Cluster: batches are not atomic
-	where   string // the addresses, for error messages
-	logger  *slog.Logger
+	cluster            bool   // the servers are a Redis Cluster: batches are not atomic
+	where              string // the addresses, for error messages
+	logger             *slog.Logger
 
 	// topo is the cluster's slot owners, for writes that wait for
 	// replicas; nil until loaded, and after a write found it out of date.
@@ -258,10 +258,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		timeout:            timeout,
 		replicas:           opts.Replicas,
 		replicationTimeout: replicationTimeout,
-		cluster: c.Mode() == rueidis.ClientModeCluster,
-		where:   where,
-		logger:  logger,
-		client:  c,
+		cluster:            c.Mode() == rueidis.ClientModeCluster,
+		where:              where,
+		logger:             logger,
+		client:             c,
 	}
 	logger.Info("store/redis: connected", "addrs", where, "mode", string(c.Mode()), "nodes", len(c.Nodes()),
 		"tls", opts.TLS != nil, "user", opts.Username, "replicas", opts.Replicas)
