@@ -22,13 +22,20 @@ import (
 // do not wait long for the group to notice.
 func Kafka(t testing.TB, partitions int32, topics ...string) (*kfake.Cluster, string) {
 	t.Helper()
-	c, err := kfake.NewCluster(
+	return KafkaWith(t, partitions, topics)
+}
+
+// KafkaWith is Kafka with more kfake options, such as kfake.EnableSASL,
+// kfake.Superuser and kfake.TLS.
+func KafkaWith(t testing.TB, partitions int32, topics []string, opts ...kfake.Opt) (*kfake.Cluster, string) {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.SeedTopics(partitions, topics...),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(1),
 		kfake.GroupMinSessionTimeout(time.Second),
-	)
+	}, opts...)...)
 	if err != nil {
 		t.Fatalf("starting in-process Kafka (kfake): %v", err)
 	}

@@ -56,6 +56,23 @@
 // lost; replaying the event log from the offsets stored with the rows
 // rebuilds them.
 //
+// With Options.Replicas set, Write and WriteIf return only once WAIT
+// confirmed the batch on that many replicas of every master it touched
+// (see replicate.go for how the WAITs reach the connections that carried
+// the writes), and fail with store.ErrUnavailable when fewer did within
+// Options.ReplicationTimeout; the rows may then be on the master, as after
+// any failed write. An acknowledged write then survives the loss of its
+// master, as long as a replica that confirmed it is the one promoted (Redis
+// Cluster promotes the most up-to-date replica). A master without enough
+// replicas in sync takes no writes at all.
+//
+// # Authentication and TLS
+//
+// Options.Username and Password are sent with AUTH (HELLO) on every
+// connection; Options.TLS makes every connection, to every node, a TLS one.
+// Open's errors say what to check when the servers refuse the credentials
+// or the TLS handshake fails.
+//
 // # Timeouts and errors
 //
 // Every call runs under a deadline of Options.Timeout (or the caller's

@@ -29,6 +29,7 @@ sources:
     brokers: [%s]
     topic: clicks
     group: g
+    dead_letter: {topic: clicks-dead}
     event_time: ts
     fields: {user_id: int64}
 views:
@@ -51,7 +52,7 @@ func TestConsumeDeadLetterAndResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pl.Close()
-	dead, err := OpenDeadLetters([]string{addr}, "clicks-dead")
+	dead, err := OpenDeadLetters(p.Source("clicks").Stream, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
