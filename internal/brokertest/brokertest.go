@@ -7,6 +7,7 @@ package brokertest
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -47,6 +48,13 @@ func KafkaWith(t testing.TB, partitions int32, topics []string, opts ...kfake.Op
 // temporary directory, and returns its client URL (nats://127.0.0.1:port).
 func NATS(t testing.TB) (*natsserver.Server, string) {
 	t.Helper()
+	return NATSWith(t, nil)
+}
+
+// NATSWith is NATS with its options changed by configure first: users,
+// a token, TLS.
+func NATSWith(t testing.TB, configure func(*natsserver.Options)) (*natsserver.Server, string) {
+	t.Helper()
 	opts := &natsserver.Options{
 		Host:      "127.0.0.1",
 		Port:      -1, // a free port
@@ -55,9 +63,18 @@ func NATS(t testing.TB) (*natsserver.Server, string) {
 		NoLog:     true,
 		NoSigs:    true,
 	}
+	if configure != nil {
+		configure(opts)
+	}
+	if os.Getenv("KILN_NATS_TEST_LOG") != "" {
+		opts.NoLog, opts.Debug = false, true
+	}
 	s, err := natsserver.NewServer(opts)
 	if err != nil {
 		t.Fatalf("starting embedded NATS: %v", err)
+	}
+	if !opts.NoLog {
+		s.ConfigureLogger()
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
@@ -75,7 +92,13 @@ func NATS(t testing.TB) (*natsserver.Server, string) {
 // over subjects. The connection is closed when t ends.
 func JetStream(t testing.TB, url, name string, subjects ...string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	return JetStreamWith(t, url, name, subjects)
+}
+
+// JetStreamWith is JetStream connecting with opts: credentials, TLS.
+func JetStreamWith(t testing.TB, url, name string, subjects []string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

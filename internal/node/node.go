@@ -442,7 +442,7 @@ func (n *Node) startSources(cfg Config) error {
 		case st.DeadLetter.Topic != "":
 			dead, err = kafka.OpenDeadLetters(st, cfg.Logger.With("source", src.Name))
 		case st.DeadLetter.Subject != "":
-			dead, err = nats.OpenDeadLetters(st.URL, st.DeadLetter.Subject)
+			dead, err = nats.OpenDeadLetters(st, cfg.Logger.With("source", src.Name))
 		default:
 			path := st.DeadLetter.File
 			if path == "" {
