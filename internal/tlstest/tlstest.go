@@ -104,6 +104,17 @@ func (c *Certs) ServerConfig(t testing.TB, clientCerts bool) *tls.Config {
 	return cfg
 }
 
+// ClientConfig is a client's TLS configuration trusting the CA and
+// showing the client certificate.
+func (c *Certs) ClientConfig(t testing.TB) *tls.Config {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(c.ClientCert, c.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{RootCAs: c.ca, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+}
+
 func key(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
