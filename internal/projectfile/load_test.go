@@ -712,6 +712,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(streamFile))
 	f.Add([]byte(kafkaProject("group: g", "start: latest", "max_message_bytes: 1MiB", "dead_letter: {topic: dead}")))
 	f.Add([]byte(natsProject("subject: a.*.>", "durable: d", "dead_letter: {subject: dead.a}")))
+	f.Add([]byte(kafkaProject("sasl: {mechanism: PLAIN, user: u, password: {env: HOME}}", "tls: {server_name: k, insecure_skip_verify: true}")))
+	f.Add([]byte(natsProject("user: u", "password: {file: /dev/null}", "token: {env: PATH}", "tls: true")))
+	f.Add([]byte("online_store: {type: redis, addrs: [a:1], username: u, password: {env: HOME}, tls: false, durability: replicated, replicas: 2, replication_timeout: 5ms}\n" + validFile))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 64<<10 {
 			return
