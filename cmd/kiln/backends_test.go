@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/kiln-dev/kiln/internal/brokertest"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/redistest"
 	"github.com/kiln-dev/kiln/internal/tlstest"
 )
@@ -157,27 +157,16 @@ views:
 // loggedProcess is a kiln process whose stdout and stderr are kept.
 type loggedProcess struct {
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	buf  strings.Builder // guarded by mu
+	out  kilntest.SyncBuffer
 	done chan struct{}
 }
 
-func (p *loggedProcess) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buf.Write(b)
-}
-
-func (p *loggedProcess) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buf.String()
-}
+func (p *loggedProcess) output() string { return p.out.String() }
 
 func startLogged(t *testing.T, bin string, args ...string) *loggedProcess {
 	t.Helper()
 	p := &loggedProcess{cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -102,6 +102,25 @@ func (t *TLS) Config() (*tls.Config, error) {
 	return cfg, nil
 }
 
+// TLSHint says what to check when err is a failed TLS handshake: which key
+// of the tls block where names ("tls of online_store", "the source's
+// tls"). It returns "" for other errors.
+func TLSHint(err error, where string) string {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	var header tls.RecordHeaderError
+	switch {
+	case errors.As(err, &hostname):
+		return "the server's certificate is not for the name dialled: set server_name in " + where + " to a name the certificate carries"
+	case errors.As(err, &unknownCA), errors.As(err, &verify):
+		return "the server's certificate is not signed by a trusted authority: set ca_file in " + where + " to the PEM file of the authority that signed it"
+	case errors.As(err, &header):
+		return "the server does not speak TLS at this address: give its TLS port, or remove " + where
+	}
+	return ""
+}
+
 // Durability says when the Redis store acknowledges a write.
 type Durability uint8
 

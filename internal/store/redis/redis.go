@@ -100,7 +100,6 @@ package redis
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,6 +112,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/store"
 )
 
@@ -304,7 +304,7 @@ func openError(where string, nAddrs int, withTLS bool, err error) error {
 		}
 		return fmt.Errorf("store/redis: open %s: %w", where, err)
 	}
-	if hint := tlsHint(err); hint != "" {
+	if hint := definition.TLSHint(err, "tls of online_store"); hint != "" {
 		return fmt.Errorf("store/redis: open %s: %s: %w", where, hint, err)
 	}
 	// A TLS client at a plain port waits for an answer that never comes; a
@@ -314,23 +314,6 @@ func openError(where string, nAddrs int, withTLS bool, err error) error {
 		hint = " (check that the addresses are the servers' tls-port)"
 	}
 	return fmt.Errorf("store/redis: open %s: %w: %w%s", where, store.ErrUnavailable, err, hint)
-}
-
-// tlsHint says what to check when err is a TLS failure, or "".
-func tlsHint(err error) string {
-	var unknownCA x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var verify *tls.CertificateVerificationError
-	var header tls.RecordHeaderError
-	switch {
-	case errors.As(err, &hostname):
-		return "the server's certificate is not for the name dialled: set server_name in tls of online_store to a name the certificate carries"
-	case errors.As(err, &unknownCA), errors.As(err, &verify):
-		return "the server's certificate is not signed by a trusted authority: set ca_file in tls of online_store to the PEM file of the authority that signed it"
-	case errors.As(err, &header):
-		return "the server does not speak TLS on this port: give the servers' tls-port, or remove tls from online_store"
-	}
-	return ""
 }
 
 // begin starts a call of n keys or rows (op names it in errors): it returns

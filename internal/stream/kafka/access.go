@@ -1,8 +1,6 @@
 package kafka
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -50,10 +48,6 @@ func accessOpts(st *definition.Stream, log *slog.Logger) ([]kgo.Opt, error) {
 // credentials or TLS: what to check, in the source's configuration. It
 // returns nil for other errors.
 func accessError(err error) error {
-	var unknownCA x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var verify *tls.CertificateVerificationError
-	var header tls.RecordHeaderError
 	switch {
 	case errors.Is(err, kerr.SaslAuthenticationFailed), errors.Is(err, kerr.IllegalSaslState):
 		return fmt.Errorf("the brokers refused the SASL credentials: check mechanism, user and password of the source's sasl: %w", err)
@@ -61,12 +55,9 @@ func accessError(err error) error {
 		return fmt.Errorf("the brokers do not offer this SASL mechanism: set mechanism of the source's sasl to one they enable: %w", err)
 	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.GroupAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
 		return fmt.Errorf("the brokers' ACLs do not let the SASL user read the topic or join the group: grant it Read on both: %w", err)
-	case errors.As(err, &hostname):
-		return fmt.Errorf("a broker's certificate is not for its name: set server_name in the source's tls: %w", err)
-	case errors.As(err, &unknownCA), errors.As(err, &verify):
-		return fmt.Errorf("a broker's certificate is not signed by a trusted authority: set ca_file in the source's tls: %w", err)
-	case errors.As(err, &header):
-		return fmt.Errorf("the brokers do not speak TLS at these addresses: give their TLS listeners, or remove tls from the source: %w", err)
+	}
+	if hint := definition.TLSHint(err, "the source's tls"); hint != "" {
+		return fmt.Errorf("%s: %w", hint, err)
 	}
 	return nil
 }

@@ -1,12 +1,10 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,7 +13,6 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/brokertest"
 	"github.com/kiln-dev/kiln/internal/definition"
-	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/kilntest"
@@ -107,7 +104,7 @@ views:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, plans := compile(tc.sasl, tc.tls)
-			var logs syncBuffer
+			var logs kilntest.SyncBuffer
 			consume(t, ctx, p, plans, 0, func() bool { return strings.Contains(logs.String(), tc.want) }, &logs)
 			if strings.Contains(logs.String(), kafkaSecret) || strings.Contains(logs.String(), "not-the-password") {
 				t.Errorf("the log shows a password:\n%s", logs.String())
@@ -119,7 +116,7 @@ views:
 // consume runs a consumer of p's source until it counted want events (or,
 // with until, until until holds), logging into logs if given, and returns
 // the count.
-func consume(t *testing.T, ctx context.Context, p *definition.Project, plans map[*definition.View]*tile.Plan, want int64, until func() bool, logs ...*syncBuffer) int64 {
+func consume(t *testing.T, ctx context.Context, p *definition.Project, plans map[*definition.View]*tile.Plan, want int64, until func() bool, logs ...*kilntest.SyncBuffer) int64 {
 	t.Helper()
 	pl, err := ingest.New(p, plans, kilntest.MemStore(t), ingest.Options{})
 	if err != nil {
@@ -145,26 +142,7 @@ func consume(t *testing.T, ctx context.Context, p *definition.Project, plans map
 	done := make(chan error, 1)
 	go func() { done <- c.Run(rctx) }()
 	plan := plans[p.View("by_user")]
-	total := func() int64 {
-		var keys [][]byte
-		for u := range 4 {
-			keys = append(keys, tile.AppendKey(nil, "by_user", []event.Value{event.IntValue(int64(u))}))
-		}
-		var n int64
-		out := make([]event.Value, 1)
-		_ = pl.Get(ctx, keys, func(_ int, v []byte, found bool) {
-			if found {
-				r := plan.NewRow()
-				if err := plan.DecodeRow(v, r); err != nil {
-					t.Error(err)
-					return
-				}
-				plan.Eval(r, pl.Now(), out)
-				n += out[0].Int
-			}
-		})
-		return n
-	}
+	total := func() int64 { return kilntest.Total(t, ctx, pl, plan, "by_user", pl.Now(), kilntest.Users(4)...) }
 	for ctx.Err() == nil && (until == nil && total() < want || until != nil && !until()) {
 		time.Sleep(10 * time.Millisecond) // polling interval
 	}
@@ -179,22 +157,4 @@ func consume(t *testing.T, ctx context.Context, p *definition.Project, plans map
 		t.Fatal("gave up waiting")
 	}
 	return total()
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,8 +1,6 @@
 package nats
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,29 +40,21 @@ func accessOpts(st *definition.Stream, log *slog.Logger) ([]natsgo.Option, error
 // connectError explains why connecting failed when the server refused the
 // client's credentials or TLS: what to check in the source.
 func connectError(st *definition.Stream, err error) error {
-	url := st.URL
-	var unknownCA x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var verify *tls.CertificateVerificationError
-	hint := ""
+	hint := definition.TLSHint(err, "the source's tls")
 	switch {
 	case errors.Is(err, natsgo.ErrAuthorization), errors.Is(err, natsgo.ErrAuthExpired), errors.Is(err, natsgo.ErrAuthRevoked):
 		hint = "the server refused the credentials: check credentials, user and password, or token of the source"
 	case errors.Is(err, natsgo.ErrSecureConnRequired):
 		hint = "the server requires TLS: add tls to the source"
-	case st.TLS == nil && (errors.As(err, &unknownCA) || errors.As(err, &verify) || errors.As(err, &hostname)):
+	case errors.Is(err, natsgo.ErrSecureConnWanted):
+		hint = "the server does not offer TLS: remove tls from the source, or enable TLS on the server"
+	case hint != "" && st.TLS == nil:
 		// nats.go turns TLS on by itself when the server requires it, and
 		// then trusts the system's authorities.
 		hint = "the server requires TLS: add tls to the source, with ca_file naming the authority that signed its certificate"
-	case errors.Is(err, natsgo.ErrSecureConnWanted):
-		hint = "the server does not offer TLS: remove tls from the source, or enable TLS on the server"
-	case errors.As(err, &hostname):
-		hint = "the server's certificate is not for its name: set server_name in the source's tls"
-	case errors.As(err, &unknownCA), errors.As(err, &verify):
-		hint = "the server's certificate is not signed by a trusted authority: set ca_file in the source's tls"
 	}
 	if hint != "" {
-		return fmt.Errorf("connecting to %s: %s: %w", redact(url), hint, err)
+		return fmt.Errorf("connecting to %s: %s: %w", redact(st.URL), hint, err)
 	}
-	return fmt.Errorf("connecting to %s: %w", redact(url), err)
+	return fmt.Errorf("connecting to %s: %w", redact(st.URL), err)
 }

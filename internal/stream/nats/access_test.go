@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/brokertest"
 	"github.com/kiln-dev/kiln/internal/definition"
-	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/kilntest"
@@ -99,7 +97,7 @@ func checkAccess(t *testing.T, url, access string) {
 			t.Fatal(err)
 		}
 	}
-	var logs syncBuffer
+	var logs kilntest.SyncBuffer
 	pl, total := runConsumer(t, ctx, p, plans, &logs)
 	defer pl()
 	for total() < 50 {
@@ -120,7 +118,7 @@ func checkRefused(t *testing.T, url, access, want string) {
 	p, plans := accessProject(t, url, access)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var logs syncBuffer
+	var logs kilntest.SyncBuffer
 	stop, _ := runConsumer(t, ctx, p, plans, &logs)
 	defer stop()
 	for !strings.Contains(logs.String(), want) {
@@ -157,7 +155,7 @@ views:
 
 // runConsumer starts a consumer of p's source logging into logs; it
 // returns a function that stops it and one that counts the events applied.
-func runConsumer(t *testing.T, ctx context.Context, p *definition.Project, plans map[*definition.View]*tile.Plan, logs *syncBuffer) (stop func(), total func() int64) {
+func runConsumer(t *testing.T, ctx context.Context, p *definition.Project, plans map[*definition.View]*tile.Plan, logs *kilntest.SyncBuffer) (stop func(), total func() int64) {
 	t.Helper()
 	pl, err := ingest.New(p, plans, kilntest.MemStore(t), ingest.Options{})
 	if err != nil {
@@ -177,26 +175,7 @@ func runConsumer(t *testing.T, ctx context.Context, p *definition.Project, plans
 	done := make(chan error, 1)
 	go func() { done <- c.Run(rctx) }()
 	plan := plans[p.View("by_user")]
-	total = func() int64 {
-		var keys [][]byte
-		for u := range 4 {
-			keys = append(keys, tile.AppendKey(nil, "by_user", []event.Value{event.IntValue(int64(u))}))
-		}
-		var n int64
-		out := make([]event.Value, 1)
-		_ = pl.Get(ctx, keys, func(_ int, v []byte, found bool) {
-			if found {
-				r := plan.NewRow()
-				if err := plan.DecodeRow(v, r); err != nil {
-					t.Error(err)
-					return
-				}
-				plan.Eval(r, pl.Now(), out)
-				n += out[0].Int
-			}
-		})
-		return n
-	}
+	total = func() int64 { return kilntest.Total(t, ctx, pl, plan, "by_user", pl.Now(), kilntest.Users(4)...) }
 	return sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -281,22 +260,4 @@ func operatorMode(t *testing.T, dir string) (c *operatorCreds, wrong string) {
 	spub, sjwt, _ := userCreds("system", false)
 	_, _, wrong = userCreds("stranger", true)
 	return &operatorCreds{file: file, operator: oc, accounts: map[string]string{apub: ajwt, spub: sjwt}, system: spub}, wrong
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
