@@ -74,6 +74,22 @@ func TestConformanceCluster(t *testing.T) {
 			c.FlushAll()
 			return openT(t, Options{Addrs: c.Addrs()[:1], Replicas: 1})
 		})
+		t.Run("MastersWithoutTheScript", func(t *testing.T) {
+			// As after a restart or a failover: WriteIf loads the script
+			// again, and writes.
+			for _, m := range c.Masters() {
+				mustCommand(t, m, "SCRIPT", "FLUSH")
+			}
+			s := openT(t, Options{Addrs: c.Addrs()[:1], Replicas: 1})
+			batch := make([]store.CondKV, 32)
+			for i := range batch {
+				batch[i] = store.CondKV{Key: fmt.Appendf(nil, "noscript/%d", i), Value: []byte("v")}
+			}
+			if err := s.WriteIf(context.Background(), batch, func(i int) { t.Errorf("row %d conflicts", i) }); err != nil {
+				t.Fatalf("WriteIf on masters without the script: %v", err)
+			}
+			expect(t, s, "after WriteIf", map[string]string{"noscript/0": "v", "noscript/31": "v"})
+		})
 	})
 
 	t.Run("OpenWithADeadAddress", func(t *testing.T) {

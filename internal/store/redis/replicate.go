@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/redis/rueidis"
@@ -102,8 +103,8 @@ func (s *Store) do(ctx context.Context, c rueidis.Client, req *request) ([]rueid
 			}
 			err := s.confirmed(out[len(rows)])
 			for _, r := range out[:len(rows)] {
-				if e := r.Error(); e != nil && !rueidis.IsRedisNil(e) {
-					err = e // MOVED, ASK or a broken connection: look again
+				if e := r.Error(); e != nil && movedOrBroken(e) {
+					err = e // the slot moved, or the node is gone: look again
 					s.topo.Store(nil)
 					break
 				}
@@ -119,6 +120,19 @@ func (s *Store) do(ctx context.Context, c rueidis.Client, req *request) ([]rueid
 	}
 	wg.Wait()
 	return resps, firstErr
+}
+
+// movedOrBroken reports whether err, a row's answer, means the topology
+// changed: a MOVED or ASK redirection, a cluster that is down, or no
+// answer from the node. Other error replies (NOSCRIPT, say) are the row's,
+// for the caller to handle.
+func movedOrBroken(err error) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	if !ok {
+		return true
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "MOVED") || strings.HasPrefix(msg, "ASK") || strings.HasPrefix(msg, "CLUSTERDOWN")
 }
 
 // wait returns the WAIT that ends a write.
