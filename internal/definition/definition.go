@@ -4,6 +4,10 @@
 // and the words a project file uses for them (aggregations, source and
 // store types, window lengths).
 //
+// It also holds how to reach the project's backends (TLS, SASL, NATS
+// credentials, when Redis acknowledges a write); a credential is a Secret,
+// which prints only where it came from, never its value.
+//
 // Package projectfile reads a project file into this model. A Project is
 // immutable once built and safe to share between goroutines.
 package definition
