@@ -18,8 +18,9 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	cli.SetUsage(fs, "kiln-bench ingest: measure ingestion (push API, Kafka, freshness) against kiln servers it starts", `usage: kiln-bench ingest [flags]
 
-Measures ingestion on the embedded store (Pebble), each phase against a
-"kiln serve" child process on the RW1 project:
+Measures ingestion on the embedded store (Pebble), or the one
+--online-store names, each phase against a "kiln serve" child process on
+the RW1 project:
 
   push       RW1 events POSTed to /v1/push in batches from several
              connections for a fixed period: events/s per server core
@@ -58,6 +59,7 @@ docs/workload.md) and writes results.json to --out.
 	profile := fs.Duration("profile", 0, "take a server CPU profile of this length in each phase's measured period, into --out/<phase>.pprof (0: none)")
 	out := fs.String("out", "kiln-bench-ingest", "directory for results.json")
 	serverFlags := fs.String("server-flags", "", `more flags for each "kiln serve" the bench starts, space-separated (e.g. "--partitions=2" or "--write-through")`)
+	onlineStore := fs.String("online-store", "", `the online_store of the servers' project files, as a project file writes it, like "{type: redis, addrs: [127.0.0.1:6379], durability: replicated}" (default: the embedded store; a Redis store is not emptied between phases or runs)`)
 	kiln := fs.String("kiln", "", kilnFlagUsage)
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
@@ -69,7 +71,7 @@ docs/workload.md) and writes results.json to --out.
 			cfg.Phases = append(cfg.Phases, p)
 		}
 	}
-	cfg.DataDir, cfg.Scale, cfg.Seed = *data, *scale, *seed
+	cfg.DataDir, cfg.Scale, cfg.Seed, cfg.OnlineStore = *data, *scale, *seed, *onlineStore
 	cfg.PushConns, cfg.PushBatch, cfg.PushPool, cfg.PushDuration, cfg.PushWarmup = *pushConns, *pushBatch, *pushPool, *pushDuration, *pushWarmup
 	cfg.KafkaEvents, cfg.KafkaPartitions, cfg.KafkaTimeout = *kafkaEvents, *kafkaPartitions, *kafkaTimeout
 	cfg.ArchiveRounds = *archiveRounds

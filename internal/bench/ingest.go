@@ -73,6 +73,11 @@ type IngestConfig struct {
 	// DataDir holds the servers' data directories (push/, kafka/); empty
 	// means a temporary directory, removed at the end.
 	DataDir string
+	// OnlineStore, when set, is the online_store mapping of the project
+	// files the servers run, as a project file writes it (flow style, like
+	// "{type: redis, addrs: [127.0.0.1:6379]}"); empty is the embedded
+	// store. The bench does not empty a shared store between phases.
+	OnlineStore string
 	// Phases to run, of PhasePush, PhaseKafka, PhaseFreshness (freshness
 	// needs kafka).
 	Phases []string
@@ -217,6 +222,7 @@ type IngestConfigReport struct {
 	FreshDuration   string   `json:"freshness_duration"`
 	FreshWarmup     string   `json:"freshness_warmup"`
 	DataDir         string   `json:"data_dir,omitempty"`
+	OnlineStore     string   `json:"online_store,omitempty"`
 }
 
 // Throughput is what one throughput phase measured over its measured
@@ -389,7 +395,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err er
 		PushDuration: cfg.PushDuration.String(), PushWarmup: cfg.PushWarmup.String(),
 		KafkaEvents: cfg.KafkaEvents, KafkaPartitions: cfg.KafkaPartitions,
 		FreshRate: cfg.FreshRate, Q2Rate: cfg.Q2Rate, FreshDuration: cfg.FreshDuration.String(), FreshWarmup: cfg.FreshWarmup.String(),
-		DataDir: cfg.DataDir,
+		DataDir: cfg.DataDir, OnlineStore: cfg.OnlineStore,
 	}
 	measured := false
 	defer func() {
@@ -438,6 +444,14 @@ func RunIngest(ctx context.Context, cfg IngestConfig) (rep *IngestReport, err er
 		}
 	}
 	return r.rep, nil
+}
+
+// withStore returns project with the configured online_store, if any.
+func (r *ingestRun) withStore(project []byte) []byte {
+	if r.cfg.OnlineStore == "" {
+		return project
+	}
+	return append([]byte("online_store: "+r.cfg.OnlineStore+"\n"), project...)
 }
 
 // startServerOn starts a server on projectFile and dataDir and waits until
@@ -507,7 +521,7 @@ func (r *ingestRun) pushRun(ctx context.Context, argv []string, dataDir, label s
 	fmt.Fprintf(r.log, "kiln-bench ingest: %s: encoding %d RW1 live events in batches of %d\n", label, cfg.PushPool, cfg.PushBatch)
 	pool := r.pushPool()
 	projectFile := filepath.Join(r.tmp, "kiln-push.yaml")
-	if err := os.WriteFile(projectFile, examples.FeedProject, 0o644); err != nil {
+	if err := os.WriteFile(projectFile, r.withStore(examples.FeedProject), 0o644); err != nil {
 		return nil, err
 	}
 	if err := r.launch(ctx, argv, projectFile, dataDir, false); err != nil {
@@ -631,8 +645,12 @@ func (r *ingestRun) pushPool() [][]byte {
 
 // PrintSummary writes the figures of the run against the ingestion targets.
 func (rep *IngestReport) PrintSummary(w io.Writer) {
-	fmt.Fprintf(w, "kiln-bench ingest: RW1 (scale %g, seed %d: %d users, %d posts), embedded store (Pebble); %d CPUs (%s)\n",
-		rep.Config.Scale, rep.Config.Seed, rep.Config.Users, rep.Config.Posts, rep.Machine.CPUs, rep.Machine.CPUModel)
+	storeName := "embedded store (Pebble)"
+	if rep.Config.OnlineStore != "" {
+		storeName = "online_store " + rep.Config.OnlineStore
+	}
+	fmt.Fprintf(w, "kiln-bench ingest: RW1 (scale %g, seed %d: %d users, %d posts), %s; %d CPUs (%s)\n",
+		rep.Config.Scale, rep.Config.Seed, rep.Config.Users, rep.Config.Posts, storeName, rep.Machine.CPUs, rep.Machine.CPUModel)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\tevents\tseconds\tevents/s\tsrv CPU-s\tsrv cores\tevents/s per core\taim per core\tmet\tcli CPU-s\trows written/event\trows/write\t")
 	row := func(name string, t Throughput, aim float64) {

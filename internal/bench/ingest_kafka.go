@@ -46,7 +46,7 @@ func (r *ingestRun) kafkaProject(addr string) (string, error) {
 		return "", err
 	}
 	path := filepath.Join(r.tmp, "kiln-kafka.yaml")
-	return path, os.WriteFile(path, b, 0o644)
+	return path, os.WriteFile(path, r.withStore(b), 0o644)
 }
 
 // KafkaFeedProject returns the RW1 project file (examples.FeedProject) with

@@ -7,6 +7,7 @@ package brokertest
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -22,13 +23,20 @@ import (
 // do not wait long for the group to notice.
 func Kafka(t testing.TB, partitions int32, topics ...string) (*kfake.Cluster, string) {
 	t.Helper()
-	c, err := kfake.NewCluster(
+	return KafkaWith(t, partitions, topics)
+}
+
+// KafkaWith is Kafka with more kfake options, such as kfake.EnableSASL,
+// kfake.Superuser and kfake.TLS.
+func KafkaWith(t testing.TB, partitions int32, topics []string, opts ...kfake.Opt) (*kfake.Cluster, string) {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.SeedTopics(partitions, topics...),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(1),
 		kfake.GroupMinSessionTimeout(time.Second),
-	)
+	}, opts...)...)
 	if err != nil {
 		t.Fatalf("starting in-process Kafka (kfake): %v", err)
 	}
@@ -40,6 +48,13 @@ func Kafka(t testing.TB, partitions int32, topics ...string) (*kfake.Cluster, st
 // temporary directory, and returns its client URL (nats://127.0.0.1:port).
 func NATS(t testing.TB) (*natsserver.Server, string) {
 	t.Helper()
+	return NATSWith(t, nil)
+}
+
+// NATSWith is NATS with its options changed by configure first: users,
+// a token, TLS.
+func NATSWith(t testing.TB, configure func(*natsserver.Options)) (*natsserver.Server, string) {
+	t.Helper()
 	opts := &natsserver.Options{
 		Host:      "127.0.0.1",
 		Port:      -1, // a free port
@@ -48,9 +63,18 @@ func NATS(t testing.TB) (*natsserver.Server, string) {
 		NoLog:     true,
 		NoSigs:    true,
 	}
+	if configure != nil {
+		configure(opts)
+	}
+	if os.Getenv("KILN_NATS_TEST_LOG") != "" {
+		opts.NoLog, opts.Debug = false, true
+	}
 	s, err := natsserver.NewServer(opts)
 	if err != nil {
 		t.Fatalf("starting embedded NATS: %v", err)
+	}
+	if !opts.NoLog {
+		s.ConfigureLogger()
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
@@ -68,7 +92,13 @@ func NATS(t testing.TB) (*natsserver.Server, string) {
 // over subjects. The connection is closed when t ends.
 func JetStream(t testing.TB, url, name string, subjects ...string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	return JetStreamWith(t, url, name, subjects)
+}
+
+// JetStreamWith is JetStream connecting with opts: credentials, TLS.
+func JetStreamWith(t testing.TB, url, name string, subjects []string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,10 @@
 // and the words a project file uses for them (aggregations, source and
 // store types, window lengths).
 //
+// It also holds how to reach the project's backends (TLS, SASL, NATS
+// credentials, when Redis acknowledges a write); a credential is a Secret,
+// which prints only where it came from, never its value.
+//
 // Package projectfile reads a project file into this model. A Project is
 // immutable once built and safe to share between goroutines.
 package definition
@@ -64,6 +68,18 @@ type OnlineStore struct {
 	// default, 1s. The embedded store needs none: its writer updates the
 	// cache on every commit.
 	MaxStaleness time.Duration
+
+	// Username (a Redis ACL user; empty: the default user) and Password
+	// authenticate every connection; TLS, when set, encrypts them.
+	Username string
+	Password Secret
+	TLS      *TLS
+	// Durability says when a write is acknowledged; with
+	// DurabilityReplicated, once Replicas replicas (default 1) confirmed
+	// it within ReplicationTimeout (default 1s), or the write fails.
+	Durability         Durability
+	Replicas           int
+	ReplicationTimeout time.Duration
 }
 
 // StoreType is the kind of online store.
@@ -165,6 +181,14 @@ type Stream struct {
 	// over: the Kafka group session timeout (0: franz-go's default, 45s), or
 	// how long a NATS consumer stays pinned to it (0: 10s).
 	SessionTimeout time.Duration
+
+	// TLS, when set, encrypts the connections to the brokers (Kafka) or
+	// server (NATS).
+	TLS *TLS
+	// SASL, when set, authenticates a Kafka client.
+	SASL *SASL
+	// NATSAuth authenticates a NATS client; the zero value sends nothing.
+	NATSAuth NATSAuth
 }
 
 // DeadLetter is where a streaming source sends the messages it cannot apply

@@ -508,7 +508,16 @@ func openStore(cfg Config) (store.Store, error) {
 	if online.Type == definition.Redis {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return redis.Open(ctx, redis.Options{Addrs: online.Addrs, Timeout: online.Timeout, Logger: cfg.Logger})
+		tlsConfig, err := online.TLS.Config()
+		if err != nil {
+			return nil, fmt.Errorf("online_store tls: %w", err)
+		}
+		opts := redis.Options{Addrs: online.Addrs, Timeout: online.Timeout, Logger: cfg.Logger,
+			Username: online.Username, Password: online.Password.Reveal(), TLS: tlsConfig}
+		if online.Durability == definition.DurabilityReplicated {
+			opts.Replicas, opts.ReplicationTimeout = online.Replicas, online.ReplicationTimeout
+		}
+		return redis.Open(ctx, opts)
 	}
 	return pebble.Open(cfg.DataDir, pebble.Options{CacheBytes: cfg.CacheBytes, Logger: cfg.Logger})
 }
@@ -534,9 +543,9 @@ func (n *Node) startSources(cfg Config) error {
 		var err error
 		switch {
 		case st.DeadLetter.Topic != "":
-			dead, err = kafka.OpenDeadLetters(st.Brokers, st.DeadLetter.Topic)
+			dead, err = kafka.OpenDeadLetters(st, cfg.Logger.With("source", src.Name))
 		case st.DeadLetter.Subject != "":
-			dead, err = nats.OpenDeadLetters(st.URL, st.DeadLetter.Subject)
+			dead, err = nats.OpenDeadLetters(st, cfg.Logger.With("source", src.Name))
 		default:
 			path := st.DeadLetter.File
 			if path == "" {

@@ -3,6 +3,7 @@ package projectfile
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -19,6 +20,9 @@ func (l *loader) kafkaSource(src *definition.Source, st *definition.Stream, m ma
 			st.Topic = t
 		}
 	}
+	if se, ok := m["sasl"]; ok {
+		l.sasl(st, se, what)
+	}
 	if ge, ok := m["group"]; ok {
 		if g, gp, ok := l.scalar(ge.val, ge.kpos, "group of "+what, st.Group); ok {
 			if problem := groupProblem(g); problem != "" {
@@ -28,6 +32,49 @@ func (l *loader) kafkaSource(src *definition.Source, st *definition.Stream, m ma
 				st.Group, at.consumerAt = g, gp
 			}
 		}
+	}
+}
+
+// sasl reads sasl: {mechanism: SCRAM-SHA-256, user: kiln, password: {env: KAFKA_PASSWORD}}.
+func (l *loader) sasl(st *definition.Stream, se keyValue, what string) {
+	const example = "{mechanism: SCRAM-SHA-256, user: kiln, password: {env: KAFKA_PASSWORD}}"
+	swhat := "sasl of " + what
+	entries, ok := l.mapping(se.val, se.kpos, swhat, example)
+	if !ok {
+		return
+	}
+	m := l.keys(entries, swhat, "mechanism", "user", "password")
+	sasl := &definition.SASL{}
+	complete := true
+	if me, ok := l.need(m, "mechanism", se.kpos, swhat, " "+strings.ReplaceAll(definition.SASLMechanisms, ",", " or")); ok {
+		if v, vp, ok := l.scalar(me.val, me.kpos, "mechanism of "+swhat, "SCRAM-SHA-256"); ok {
+			mechs := strings.Split(definition.SASLMechanisms, ", ")
+			if up := strings.ToUpper(v); slices.Contains(mechs, up) {
+				sasl.Mechanism = up
+			} else {
+				l.errorf(vp, "unknown SASL mechanism %q of %s (%sallowed: %s)", clip(v), what, didYouMean(up, mechs), definition.SASLMechanisms)
+				complete = false
+			}
+		}
+	} else {
+		complete = false
+	}
+	if ue, ok := l.need(m, "user", se.kpos, swhat, " with the SASL user name, like user: kiln"); ok {
+		if u, _, ok := l.scalar(ue.val, ue.kpos, "user of "+swhat, "kiln"); ok {
+			sasl.User = u
+		}
+	} else {
+		complete = false
+	}
+	if pe, ok := l.need(m, "password", se.kpos, swhat, " {env: KAFKA_PASSWORD}"); ok {
+		if p, ok := l.secret(pe, "password of "+swhat, "KAFKA_PASSWORD"); ok {
+			sasl.Password = p
+		}
+	} else {
+		complete = false
+	}
+	if complete {
+		st.SASL = sasl
 	}
 }
 

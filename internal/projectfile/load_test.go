@@ -413,8 +413,8 @@ func TestParseErrors(t *testing.T) {
 	f(natsProject("brokers: [a:9092]", "group: g"),
 		`11:5 key "brokers" is for kafka sources, but source "ev" has type nats: use url instead (or set type: kafka)`,
 		`12:5 key "group" is for kafka sources, but source "ev" has type nats: use durable instead`)
-	f(kafkaProject("topik: t"), `11:5 unknown key "topik" in source "ev" (did you mean "topic"? allowed: archive, brokers, dead_letter, event_time, fields, format, group, max_future_skew, max_message_bytes, min_event_time, session_timeout, start, topic, type)`)
-	f(natsProject("subjet: a"), `11:5 unknown key "subjet" in source "ev" (did you mean "subject"? allowed: archive, dead_letter, durable, event_time, fields, format, max_future_skew, max_message_bytes, min_event_time, session_timeout, start, stream, subject, type, url)`)
+	f(kafkaProject("topik: t"), `11:5 unknown key "topik" in source "ev" (did you mean "topic"? allowed: archive, brokers, dead_letter, event_time, fields, format, group, max_future_skew, max_message_bytes, min_event_time, sasl, session_timeout, start, tls, topic, type)`)
+	f(natsProject("subjet: a"), `11:5 unknown key "subjet" in source "ev" (did you mean "subject"? allowed: archive, credentials, dead_letter, durable, event_time, fields, format, max_future_skew, max_message_bytes, min_event_time, password, session_timeout, start, stream, subject, tls, token, type, url, user)`)
 	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "topc: t"), `9:5 unknown key "topc" in source "ev" (did you mean "topic"? it is a key of kafka sources; allowed for type push: archive, event_time, fields, max_future_skew, min_event_time, type)`)
 	f(sourceProject("type: push", "event_time: ts", "fields: {user_id: int64}", "fieldz: {}"), `9:5 unknown key "fieldz" in source "ev" (did you mean "fields"? allowed: archive, event_time, fields, max_future_skew, min_event_time, type)`)
 
@@ -712,6 +712,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(streamFile))
 	f.Add([]byte(kafkaProject("group: g", "start: latest", "max_message_bytes: 1MiB", "dead_letter: {topic: dead}")))
 	f.Add([]byte(natsProject("subject: a.*.>", "durable: d", "dead_letter: {subject: dead.a}")))
+	f.Add([]byte(kafkaProject("sasl: {mechanism: PLAIN, user: u, password: {env: HOME}}", "tls: {server_name: k, insecure_skip_verify: true}")))
+	f.Add([]byte(natsProject("user: u", "password: {file: /dev/null}", "token: {env: PATH}", "tls: true")))
+	f.Add([]byte("online_store: {type: redis, addrs: [a:1], username: u, password: {env: HOME}, tls: false, durability: replicated, replicas: 2, replication_timeout: 5ms}\n" + validFile))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 64<<10 {
 			return

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -17,7 +19,12 @@ func (l *loader) natsSource(src *definition.Source, st *definition.Stream, m map
 	if ue, ok := l.need(m, "url", at.at, what+" of type nats", " with the NATS server, like url: nats://127.0.0.1:4222"); ok {
 		if u, up, ok := l.scalar(ue.val, ue.kpos, "url of "+what, "nats://127.0.0.1:4222"); ok {
 			if shown, suggestion, ok := checkNATSURL(u); ok {
-				st.URL = u
+				if pu, err := url.Parse(u); err == nil && pu.User != nil {
+					pu.User = nil
+					l.errorf(up, "url of %s holds credentials (user:password@ or token@): a secret is never written in the project file; write url: %s, and user: with password: {env: NATS_PASSWORD}, or token: {env: NATS_TOKEN}", what, pu.String())
+				} else {
+					st.URL = u
+				}
 			} else {
 				l.errorf(up, "url %q of %s: write nats://host:port, like %s", clip(shown), what, suggestion)
 			}
@@ -42,6 +49,55 @@ func (l *loader) natsSource(src *definition.Source, st *definition.Stream, m map
 		if d, dp, ok := l.scalar(de.val, de.kpos, "durable of "+what, st.Durable); ok && l.natsName(d, dp, "durable", what) {
 			st.Durable, at.consumerAt = d, dp
 		}
+	}
+	l.natsAuth(st, m, what)
+}
+
+// natsAuth reads how a nats source authenticates: credentials (a .creds
+// file), user and password, or token; at most one of the three.
+func (l *loader) natsAuth(st *definition.Stream, m map[string]keyValue, what string) {
+	a := &st.NATSAuth
+	var ways []keyValue
+	if ce, ok := m["credentials"]; ok {
+		ways = append(ways, ce)
+		if c, cp, ok := l.scalar(ce.val, ce.kpos, "credentials of "+what, "kiln.creds"); ok {
+			path := l.relativeToFile(c)
+			if f, err := os.Open(path); err != nil {
+				l.errorf(cp, "credentials of %s: cannot read the file: %v: check the path (relative paths are from the project file's directory) and that kiln may read it", what, err)
+			} else {
+				f.Close()
+				a.Credentials = path
+			}
+		}
+	}
+	ue, hasUser := m["user"]
+	pe, hasPassword := m["password"]
+	if hasUser {
+		ways = append(ways, ue)
+		if u, _, ok := l.scalar(ue.val, ue.kpos, "user of "+what, "kiln"); ok {
+			a.User = u
+		}
+		if !hasPassword {
+			l.errorf(ue.kpos, "user of %s has no password: add password: {env: NATS_PASSWORD}", what)
+		}
+	}
+	if hasPassword {
+		if !hasUser {
+			l.errorf(pe.kpos, "password of %s has no user: add user: (the NATS user name), or use token: for a token", what)
+		}
+		if s, ok := l.secret(pe, "password of "+what, "NATS_PASSWORD"); ok {
+			a.Password = s
+		}
+	}
+	if te, ok := m["token"]; ok {
+		ways = append(ways, te)
+		if s, ok := l.secret(te, "token of "+what, "NATS_TOKEN"); ok {
+			a.Token = s
+		}
+	}
+	if len(ways) > 1 {
+		slices.SortFunc(ways, func(x, y keyValue) int { return x.kpos.line - y.kpos.line })
+		l.errorf(ways[1].kpos, "%s has both %s and %s: a NATS client authenticates one way, with credentials (a .creds file), user and password, or token: keep one", what, ways[0].key, ways[1].key)
 	}
 }
 

@@ -1,6 +1,7 @@
 package projectfile
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,7 +84,8 @@ func (l *loader) onlineStore(p *definition.Project, e keyValue) {
 	if !ok {
 		return
 	}
-	m := l.keys(entries, "online_store", "type", "addrs", "timeout", "max_staleness")
+	m := l.keys(entries, "online_store", "type", "addrs", "timeout", "max_staleness",
+		"username", "password", "tls", "durability", "replicas", "replication_timeout")
 	if te, ok := m["type"]; ok {
 		if t, tp, ok := l.scalar(te.val, te.kpos, "type of online_store", "redis"); ok {
 			st, ok := definition.ParseStoreType(t)
@@ -113,7 +115,7 @@ func (l *loader) onlineStore(p *definition.Project, e keyValue) {
 	for _, k := range []struct {
 		key string
 		dst *time.Duration
-	}{{"timeout", &p.OnlineStore.Timeout}, {"max_staleness", &p.OnlineStore.MaxStaleness}} {
+	}{{"timeout", &p.OnlineStore.Timeout}, {"max_staleness", &p.OnlineStore.MaxStaleness}, {"replication_timeout", &p.OnlineStore.ReplicationTimeout}} {
 		if de, ok := m[k.key]; ok {
 			s, sp, ok := l.scalar(de.val, de.kpos, k.key+" of online_store", "2s")
 			if !ok {
@@ -127,13 +129,77 @@ func (l *loader) onlineStore(p *definition.Project, e keyValue) {
 			*k.dst = d
 		}
 	}
+	l.redisAccess(&p.OnlineStore, m)
 	switch {
 	case p.OnlineStore.Type == definition.Redis && len(p.OnlineStore.Addrs) == 0:
 		l.errorf(e.kpos, "online_store of type redis needs addrs: list the Redis (or Redis Cluster) addresses, like %s", example)
 	case p.OnlineStore.Type == definition.Pebble && len(p.OnlineStore.Addrs) > 0:
 		l.errorf(e.kpos, "online_store of type pebble is embedded and takes no addrs: remove addrs, or set type: redis")
 	}
+	if p.OnlineStore.Type == definition.Pebble {
+		for _, k := range []string{"username", "password", "tls", "durability", "replicas", "replication_timeout"} {
+			if ke, ok := m[k]; ok {
+				l.errorf(ke.kpos, "online_store of type pebble is embedded and takes no %s: remove it, or set type: redis", k)
+			}
+		}
+	}
 }
+
+// redisAccess reads how Kiln reaches Redis and when a write is
+// acknowledged: username, password, tls, durability, replicas and
+// replication_timeout of online_store.
+func (l *loader) redisAccess(o *definition.OnlineStore, m map[string]keyValue) {
+	if ue, ok := m["username"]; ok {
+		if u, _, ok := l.scalar(ue.val, ue.kpos, "username of online_store", "kiln"); ok {
+			o.Username = u
+		}
+	}
+	if pe, ok := m["password"]; ok {
+		if s, ok := l.secret(pe, "password of online_store", "REDIS_PASSWORD"); ok {
+			o.Password = s
+		}
+	}
+	if te, ok := m["tls"]; ok {
+		o.TLS = l.tlsBlock(te, "online_store")
+	}
+	if de, ok := m["durability"]; ok {
+		if d, dp, ok := l.scalar(de.val, de.kpos, "durability of online_store", "replicated"); ok {
+			if v, ok := definition.ParseDurability(d); ok {
+				o.Durability = v
+			} else {
+				l.errorf(dp, "unknown durability %q of online_store (%sallowed: primary, acknowledged once the master has the write, or replicated, once a replica has it too)", clip(d), didYouMean(d, strings.Split(definition.Durabilities, ", ")))
+			}
+		}
+	}
+	if re, ok := m["replicas"]; ok {
+		if r, rp, ok := l.scalar(re.val, re.kpos, "replicas of online_store", "1"); ok {
+			n, err := strconv.Atoi(r)
+			if err != nil || n < 1 || n > replicasMax {
+				l.errorf(rp, "replicas %q of online_store: write how many replicas must confirm each write, a whole number from 1 to %d", clip(r), replicasMax)
+			} else {
+				o.Replicas = n
+			}
+		}
+	}
+	if o.Durability != definition.DurabilityReplicated {
+		for _, k := range []string{"replicas", "replication_timeout"} {
+			if ke, ok := m[k]; ok {
+				l.errorf(ke.kpos, "%s of online_store applies only with durability: replicated: add durability: replicated, or remove %s", k, k)
+			}
+		}
+		return
+	}
+	if o.Replicas == 0 {
+		o.Replicas = definition.DefaultReplicas
+	}
+	if o.ReplicationTimeout == 0 {
+		o.ReplicationTimeout = definition.DefaultReplicationTimeout
+	}
+}
+
+// replicasMax bounds replicas of online_store: more replicas than any
+// Redis deployment runs per master is a typo.
+const replicasMax = 16
 
 func (l *loader) entities(p *definition.Project, e keyValue) {
 	const example = "{user: {keys: [user_id]}}"

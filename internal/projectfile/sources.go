@@ -111,14 +111,16 @@ func (l *loader) sources(p *definition.Project, e keyValue) {
 // The keys of a source, by the types that take them.
 var (
 	pushSourceKeys   = []string{"type", "event_time", "max_future_skew", "min_event_time", "archive", "fields"}
-	kafkaOnlyKeys    = []string{"brokers", "topic", "group"}
-	natsOnlyKeys     = []string{"url", "stream", "subject", "durable"}
-	streamSourceKeys = []string{"format", "start", "max_message_bytes", "dead_letter", "session_timeout"}
+	kafkaOnlyKeys    = []string{"brokers", "topic", "group", "sasl"}
+	natsOnlyKeys     = []string{"url", "stream", "subject", "durable", "credentials", "user", "password", "token"}
+	streamSourceKeys = []string{"format", "start", "max_message_bytes", "dead_letter", "session_timeout", "tls"}
 
 	// kafkaEquivalent and natsEquivalent name the key of one streaming
 	// type that does the job of a key of the other.
-	kafkaEquivalent = map[string]string{"url": "brokers", "stream": "topic", "subject": "topic", "durable": "group"}
-	natsEquivalent  = map[string]string{"brokers": "url", "topic": "stream (or subject)", "group": "durable"}
+	kafkaEquivalent = map[string]string{"url": "brokers", "stream": "topic", "subject": "topic", "durable": "group",
+		"credentials": "sasl", "user": "sasl", "password": "sasl", "token": "sasl"}
+	natsEquivalent = map[string]string{"brokers": "url", "topic": "stream (or subject)", "group": "durable",
+		"sasl": "credentials, user and password, or token"}
 )
 
 // sourceType reads the type of a source: push, kafka or nats, or 0 when it

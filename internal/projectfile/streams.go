@@ -82,6 +82,9 @@ func (l *loader) stream(p *definition.Project, src *definition.Source, m map[str
 	if de, ok := m["dead_letter"]; ok {
 		l.deadLetter(src, st, de, at, what)
 	}
+	if te, ok := m["tls"]; ok {
+		st.TLS = l.tlsBlock(te, what)
+	}
 	return st
 }
 

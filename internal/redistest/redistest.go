@@ -81,7 +81,34 @@ func requireRedis(t testing.TB, binaries ...string) {
 func Standalone(t testing.TB) (addr string) {
 	t.Helper()
 	requireRedis(t, "redis-server")
-	return startServer(t, false).addr
+	return startServer(t, false, ServerOptions{}).addr
+}
+
+// ServerOptions configure StandaloneWith.
+type ServerOptions struct {
+	// Config holds more redis.conf lines, such as requirepass or user.
+	Config string
+	// TLSCert and TLSKey are the PEM files of the server's certificate;
+	// when set, the server also listens with TLS, on Server.TLSAddr. TLSCA
+	// is the authority's certificate, which Redis needs to start TLS; with
+	// ClientCerts, clients must show a certificate it signed.
+	TLSCert, TLSKey, TLSCA string
+	ClientCerts            bool
+}
+
+// Server is a standalone server started by StandaloneWith: Addr is its
+// plain port (which Command can reach), TLSAddr its TLS port if it has one.
+type Server struct {
+	Addr, TLSAddr string
+}
+
+// StandaloneWith is Standalone with more configuration: passwords, ACL
+// users, TLS.
+func StandaloneWith(t testing.TB, o ServerOptions) Server {
+	t.Helper()
+	requireRedis(t, "redis-server")
+	s := startServer(t, false, o)
+	return Server{Addr: s.addr, TLSAddr: s.tlsAddr}
 }
 
 // ClusterHandle is a running Redis Cluster of three shards, each a master
@@ -111,7 +138,7 @@ func Cluster(t testing.TB) *ClusterHandle {
 	start := time.Now()
 	c := &ClusterHandle{t: t}
 	for range 6 {
-		c.nodes = append(c.nodes, startServer(t, true))
+		c.nodes = append(c.nodes, startServer(t, true, ServerOptions{}))
 	}
 	args := []string{"--cluster", "create"}
 	for _, n := range c.nodes {
@@ -351,10 +378,11 @@ func (c *ClusterHandle) parseTopology(out string) ([]shard, error) {
 
 // server is one redis-server process.
 type server struct {
-	addr string
-	dir  string
-	pid  int
-	done chan struct{} // closed when the process has exited and been waited for
+	addr    string
+	tlsAddr string // "" without TLS
+	dir     string
+	pid     int
+	done    chan struct{} // closed when the process has exited and been waited for
 }
 
 func (s *server) exited() bool {
@@ -390,11 +418,11 @@ func (s *server) logTail() string {
 
 // startServer starts a redis-server on a free port and waits until it
 // answers PING, trying other ports if the one it was given was taken.
-func startServer(t testing.TB, cluster bool) *server {
+func startServer(t testing.TB, cluster bool, o ServerOptions) *server {
 	t.Helper()
 	var lastErr string
 	for range startAttempts {
-		s, retry, err := tryStart(t, cluster)
+		s, retry, err := tryStart(t, cluster, o)
 		if err == nil {
 			return s
 		}
@@ -409,14 +437,28 @@ func startServer(t testing.TB, cluster bool) *server {
 
 // tryStart starts one server. When it fails, retry says whether another port
 // may work.
-func tryStart(t testing.TB, cluster bool) (s *server, retry bool, err error) {
+func tryStart(t testing.TB, cluster bool, o ServerOptions) (s *server, retry bool, err error) {
 	t.Helper()
 	port, err := freePort(cluster)
 	if err != nil {
 		return nil, false, err
 	}
 	dir := t.TempDir()
-	conf := config(port, dir, cluster)
+	conf := config(port, dir, cluster) + o.Config + "\n"
+	tlsAddr := ""
+	if o.TLSCert != "" {
+		tlsPort, err := freePort(false)
+		if err != nil {
+			return nil, false, err
+		}
+		tlsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+		auth := "optional"
+		if o.ClientCerts {
+			auth = "yes"
+		}
+		conf += fmt.Sprintf("tls-port %d\ntls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-auth-clients %s\n",
+			tlsPort, o.TLSCert, o.TLSKey, o.TLSCA, auth)
+	}
 	confPath := filepath.Join(dir, "redis.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, false, err
@@ -433,7 +475,7 @@ func tryStart(t testing.TB, cluster bool) (s *server, retry bool, err error) {
 	if err := cmd.Start(); err != nil {
 		return nil, false, fmt.Errorf("start redis-server: %w", err)
 	}
-	s = &server{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, pid: cmd.Process.Pid, done: make(chan struct{})}
+	s = &server{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), tlsAddr: tlsAddr, dir: dir, pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait() // killed by us, or exited on its own: the log says why
 		close(s.done)
@@ -442,8 +484,10 @@ func tryStart(t testing.TB, cluster bool) (s *server, retry bool, err error) {
 
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if reply, err := Command(s.addr, "PING"); err == nil && reply == "PONG" {
-			return s, false, nil
+		reply, err := Command(s.addr, "PING")
+		var re ReplyError
+		if err == nil && reply == "PONG" || errors.As(err, &re) && strings.HasPrefix(string(re), "NOAUTH") {
+			return s, false, nil // NOAUTH: up, and asking for a password
 		}
 		if s.exited() {
 			log := s.logTail()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/redis/rueidis"
@@ -61,7 +62,10 @@ func (s *Store) WriteIf(ctx context.Context, batch []store.CondKV, conflict func
 	}
 	cctx, cancel := s.callContext(ctx)
 	defer cancel()
-	resps := c.DoMulti(cctx, req.cmds...)
+	resps, err := s.do(cctx, c, req)
+	if err != nil {
+		return s.callError(ctx, fmt.Sprintf("conditional write of %d rows", len(batch)), err)
+	}
 	if again := noScript(resps); len(again) > 0 {
 		// Nodes without the script (a new node, a restarted or failed-over
 		// one) ran none of those rows: load it everywhere and run just those
@@ -70,13 +74,18 @@ func (s *Store) WriteIf(ctx context.Context, batch []store.CondKV, conflict func
 		if err := s.loadScript(cctx, c); err != nil {
 			return s.callError(ctx, fmt.Sprintf("loading the write script for %d rows", len(again)), err)
 		}
-		cmds := make([]rueidis.Completed, len(again))
+		resps = slices.Clone(resps) // the second do reuses req's results
+		retry := &request{cmds: make([]rueidis.Completed, len(again))}
 		for j, i := range again {
 			kv := batch[i]
-			cmds[j] = c.B().Evalsha().Sha1(casSHA).Numkeys(1).Key(req.str(kv.Key)).
+			retry.cmds[j] = c.B().Evalsha().Sha1(casSHA).Numkeys(1).Key(req.str(kv.Key)).
 				Arg(req.str(kv.Old), req.str(kv.Value)).Build()
 		}
-		for j, r := range c.DoMulti(cctx, cmds...) {
+		resps2, err := s.do(cctx, c, retry)
+		if err != nil {
+			return s.callError(ctx, fmt.Sprintf("conditional write of %d rows", len(again)), err)
+		}
+		for j, r := range resps2 {
 			resps[again[j]] = r
 		}
 	}

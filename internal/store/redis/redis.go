@@ -56,6 +56,23 @@
 // lost; replaying the event log from the offsets stored with the rows
 // rebuilds them.
 //
+// With Options.Replicas set, Write and WriteIf return only once WAIT
+// confirmed the batch on that many replicas of every master it touched
+// (see replicate.go for how the WAITs reach the connections that carried
+// the writes), and fail with store.ErrUnavailable when fewer did within
+// Options.ReplicationTimeout; the rows may then be on the master, as after
+// any failed write. An acknowledged write then survives the loss of its
+// master, as long as a replica that confirmed it is the one promoted (Redis
+// Cluster promotes the most up-to-date replica). A master without enough
+// replicas in sync takes no writes at all.
+//
+// # Authentication and TLS
+//
+// Options.Username and Password are sent with AUTH (HELLO) on every
+// connection; Options.TLS makes every connection, to every node, a TLS one.
+// Open's errors say what to check when the servers refuse the credentials
+// or the TLS handshake fails.
+//
 // # Timeouts and errors
 //
 // Every call runs under a deadline of Options.Timeout (or the caller's
@@ -90,15 +107,21 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
 
+	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/store"
 )
 
 // DefaultTimeout is the per-call timeout used when Options.Timeout is 0.
 const DefaultTimeout = 2 * time.Second
+
+// DefaultReplicationTimeout is how long a write waits for its replicas
+// when Options.Replicas is set and Options.ReplicationTimeout is 0.
+const DefaultReplicationTimeout = time.Second
 
 // Options configures Open. Addrs is required; the zero value of every other
 // field is ready to use.
@@ -110,8 +133,19 @@ type Options struct {
 	// DefaultTimeout (2 s). Open waits at most Timeout per address, plus
 	// one more.
 	Timeout time.Duration
-	// Password is sent with AUTH on every connection; empty sends none.
-	Password string
+	// Username and Password are sent with AUTH on every connection:
+	// Username names a Redis ACL user (empty: the default user); an empty
+	// Password sends no AUTH.
+	Username, Password string
+	// TLS, when not nil, makes every connection a TLS connection with this
+	// configuration (the servers' tls-port).
+	TLS *tls.Config
+	// Replicas, when more than 0, makes every write wait until that many
+	// replicas of each master it wrote to confirmed it (Redis's WAIT), for
+	// at most ReplicationTimeout (default 1s); a write not confirmed in
+	// time fails with store.ErrUnavailable (see "Durability and failover").
+	Replicas           int
+	ReplicationTimeout time.Duration
 	// Logger receives the store's few log messages (what it connected to,
 	// Close). nil discards them.
 	Logger *slog.Logger
@@ -129,9 +163,17 @@ type Options struct {
 // concurrent use. Make one with Open.
 type Store struct {
 	timeout time.Duration
-	cluster bool   // the servers are a Redis Cluster: batches are not atomic
-	where   string // the addresses, for error messages
-	logger  *slog.Logger
+	// replicas is how many replicas must confirm a write (0: none are
+	// waited for), within replicationTimeout.
+	replicas           int
+	replicationTimeout time.Duration
+	cluster            bool   // the servers are a Redis Cluster: batches are not atomic
+	where              string // the addresses, for error messages
+	logger             *slog.Logger
+
+	// topo is the cluster's slot owners, for writes that wait for
+	// replicas; nil until loaded, and after a write found it out of date.
+	topo atomic.Pointer[topology]
 
 	// mu guards client: Get and Write hold it for reading while they use
 	// client, Close holds it for writing while it closes client, and sets
@@ -172,9 +214,22 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store/redis: open %s: %w", where, err)
 	}
 
+	if opts.Replicas < 0 || opts.ReplicationTimeout < 0 {
+		return nil, fmt.Errorf("store/redis: Replicas %d and ReplicationTimeout %v must not be negative", opts.Replicas, opts.ReplicationTimeout)
+	}
+	replicationTimeout := opts.ReplicationTimeout
+	if replicationTimeout == 0 {
+		replicationTimeout = DefaultReplicationTimeout
+	}
+	if opts.TLS != nil && opts.TLS.InsecureSkipVerify {
+		logger.Warn("store/redis: TLS without verifying the servers' certificates (insecure_skip_verify): the connections are encrypted, but anyone on the path can pose as the servers", "addrs", where)
+	}
+
 	copt := rueidis.ClientOption{
 		InitAddress: slices.Clone(opts.Addrs),
+		Username:    opts.Username,
 		Password:    opts.Password,
+		TLSConfig:   opts.TLS,
 		ClientName:  "kiln", // as CLIENT LIST shows it
 		Dialer:      net.Dialer{Timeout: timeout},
 		// A connection that has not answered within the timeout is broken
@@ -201,7 +256,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	select {
 	case o := <-done:
 		if o.err != nil {
-			return nil, openError(where, len(opts.Addrs), o.err)
+			return nil, openError(where, len(opts.Addrs), opts.TLS != nil, o.err)
 		}
 		c = o.client
 	case <-octx.Done():
@@ -217,18 +272,21 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 
 	s := &Store{
-		timeout: timeout,
-		cluster: c.Mode() == rueidis.ClientModeCluster,
-		where:   where,
-		logger:  logger,
-		client:  c,
+		timeout:            timeout,
+		replicas:           opts.Replicas,
+		replicationTimeout: replicationTimeout,
+		cluster:            c.Mode() == rueidis.ClientModeCluster,
+		where:              where,
+		logger:             logger,
+		client:             c,
 	}
-	logger.Info("store/redis: connected", "addrs", where, "mode", string(c.Mode()), "nodes", len(c.Nodes()))
+	logger.Info("store/redis: connected", "addrs", where, "mode", string(c.Mode()), "nodes", len(c.Nodes()),
+		"tls", opts.TLS != nil, "user", opts.Username, "replicas", opts.Replicas)
 	return s, nil
 }
 
 // openError explains why rueidis.NewClient failed.
-func openError(where string, nAddrs int, err error) error {
+func openError(where string, nAddrs int, withTLS bool, err error) error {
 	if errors.Is(err, rueidis.ErrNoCache) {
 		return fmt.Errorf("store/redis: open %s: the server does not support client tracking (RESP3); set DisableCache: %w", where, err)
 	}
@@ -238,13 +296,24 @@ func openError(where string, nAddrs int, err error) error {
 		case nAddrs > 1 && strings.Contains(strings.ToUpper(msg), "CLUSTER"):
 			return fmt.Errorf("store/redis: open %s: several addresses are only right for a Redis Cluster, and these servers are not in cluster mode; for a single server give one address: %w", where, err)
 		case strings.HasPrefix(msg, "WRONGPASS"), strings.HasPrefix(msg, "NOAUTH"), strings.Contains(msg, "AUTH"):
-			return fmt.Errorf("store/redis: open %s: authentication failed (check the password): %w", where, err)
+			return fmt.Errorf("store/redis: open %s: authentication failed: check username and password of online_store against the servers' requirepass or ACL users: %w", where, err)
+		case strings.HasPrefix(msg, "NOPERM"):
+			return fmt.Errorf("store/redis: open %s: the ACL user may not run a command Kiln needs: give it at least +@read +@write +@scripting +@connection +wait +cluster|slots: %w", where, err)
 		case isRetryableReply(msg):
 			return fmt.Errorf("store/redis: open %s: %w: %w", where, store.ErrUnavailable, err)
 		}
 		return fmt.Errorf("store/redis: open %s: %w", where, err)
 	}
-	return fmt.Errorf("store/redis: open %s: %w: %w", where, store.ErrUnavailable, err)
+	if hint := definition.TLSHint(err, "tls of online_store"); hint != "" {
+		return fmt.Errorf("store/redis: open %s: %s: %w", where, hint, err)
+	}
+	// A TLS client at a plain port waits for an answer that never comes; a
+	// plain client at a TLS port is hung up on.
+	hint := " (if the servers expect TLS, add tls to online_store)"
+	if withTLS {
+		hint = " (check that the addresses are the servers' tls-port)"
+	}
+	return fmt.Errorf("store/redis: open %s: %w: %w%s", where, store.ErrUnavailable, err, hint)
 }
 
 // begin starts a call of n keys or rows (op names it in errors): it returns
@@ -329,13 +398,21 @@ func (s *Store) Write(ctx context.Context, batch []store.KV) error {
 	for _, kv := range batch {
 		size += len(kv.Key) + len(kv.Value)
 	}
+	// Retryable: setting a key to the value it may already have is
+	// harmless, so rueidis may resend after a broken connection; but not
+	// when replicas must confirm the write, since rueidis would resend it
+	// without the WAIT after it.
+	retryable := func(cmd rueidis.Completed) rueidis.Completed {
+		if s.replicas > 0 {
+			return cmd
+		}
+		return cmd.ToRetryable()
+	}
 	var req *request
 	if s.cluster {
 		req = newRequest(len(batch), size)
 		for i, kv := range batch {
-			// Retryable: setting a key to the value it may already have is
-			// harmless, so rueidis may resend after a broken connection.
-			req.cmds[i] = c.B().Set().Key(req.str(kv.Key)).Value(req.str(kv.Value)).Build().ToRetryable()
+			req.cmds[i] = retryable(c.B().Set().Key(req.str(kv.Key)).Value(req.str(kv.Value)).Build())
 		}
 	} else {
 		req = newRequest(1, size)
@@ -343,11 +420,14 @@ func (s *Store) Write(ctx context.Context, batch []store.KV) error {
 		for _, kv := range batch {
 			mset = mset.KeyValue(req.str(kv.Key), req.str(kv.Value))
 		}
-		req.cmds[0] = mset.Build().ToRetryable()
+		req.cmds[0] = retryable(mset.Build())
 	}
 	cctx, cancel := s.callContext(ctx)
-	resps := c.DoMulti(cctx, req.cmds...)
-	cancel() // DoMulti has returned: rueidis is done with cctx
+	resps, err := s.do(cctx, c, req)
+	cancel() // do has returned: rueidis is done with cctx
+	if err != nil {
+		return s.callError(ctx, fmt.Sprintf("write of %d rows", len(batch)), err)
+	}
 	failed, first, firstErr := 0, 0, error(nil)
 	for i, r := range resps {
 		if err := r.Error(); err != nil {
@@ -384,12 +464,17 @@ func (s *Store) Close() error {
 }
 
 // callContext returns the context a call runs under: ctx, with the store's
-// timeout unless ctx's own deadline is earlier.
+// timeout (plus the replication timeout, when writes wait for replicas)
+// unless ctx's own deadline is earlier.
 func (s *Store) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.timeout {
+	timeout := s.timeout
+	if s.replicas > 0 {
+		timeout += s.replicationTimeout
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= timeout {
 		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, s.timeout)
+	return context.WithTimeout(ctx, timeout)
 }
 
 // callError describes the failure err of a call made under the caller's
@@ -454,6 +539,10 @@ func isRetryableReply(msg string) bool {
 type request struct {
 	cmds  []rueidis.Completed
 	arena []byte
+	// byNode and results are do's, for writes to a cluster that wait for
+	// replicas.
+	byNode  map[string][]int
+	results []rueidis.RedisResult
 }
 
 // Requests bigger than these are not pooled, so that one huge batch does not
@@ -500,5 +589,6 @@ func (r *request) release(resps []rueidis.RedisResult) {
 		return
 	}
 	clear(r.cmds)
+	clear(r.results)
 	requests.Put(r)
 }

@@ -64,6 +64,33 @@ func TestConformanceCluster(t *testing.T) {
 		c.FlushAll()
 		return openT(t, Options{Addrs: c.Addrs()[:1]})
 	})
+	// Writes that wait for a replica of each master they touch.
+	t.Run("Replicated", func(t *testing.T) {
+		storetest.RunWith(t, func(t *testing.T) store.Store {
+			c.FlushAll()
+			return openT(t, Options{Addrs: c.Addrs()[:1], Replicas: 1})
+		}, storetest.Options{BatchAtomic: false})
+		storetest.RunConditional(t, func(t *testing.T) storetest.CondStore {
+			c.FlushAll()
+			return openT(t, Options{Addrs: c.Addrs()[:1], Replicas: 1})
+		})
+		t.Run("MastersWithoutTheScript", func(t *testing.T) {
+			// As after a restart or a failover: WriteIf loads the script
+			// again, and writes.
+			for _, m := range c.Masters() {
+				mustCommand(t, m, "SCRIPT", "FLUSH")
+			}
+			s := openT(t, Options{Addrs: c.Addrs()[:1], Replicas: 1})
+			batch := make([]store.CondKV, 32)
+			for i := range batch {
+				batch[i] = store.CondKV{Key: fmt.Appendf(nil, "noscript/%d", i), Value: []byte("v")}
+			}
+			if err := s.WriteIf(context.Background(), batch, func(i int) { t.Errorf("row %d conflicts", i) }); err != nil {
+				t.Fatalf("WriteIf on masters without the script: %v", err)
+			}
+			expect(t, s, "after WriteIf", map[string]string{"noscript/0": "v", "noscript/31": "v"})
+		})
+	})
 
 	t.Run("OpenWithADeadAddress", func(t *testing.T) {
 		// A node named first that does not answer does not stop Open.
@@ -258,11 +285,27 @@ func TestClusterRedirects(t *testing.T) {
 // over, within seconds, with every failure on the way an ErrUnavailable.
 // It reports which acknowledged rows were lost: Redis replicates
 // asynchronously, so a few rows acknowledged by the dying master may be.
+//
+// With Replicas set (durability: replicated), no acknowledged row may be
+// lost. The promoted replica then has no replica of its own, so writes to
+// its slots fail (with ErrUnavailable, saying so) until one is added: only
+// reads must come back.
 func TestClusterFailover(t *testing.T) {
 	t.Parallel()
+	t.Run("Primary", func(t *testing.T) {
+		t.Parallel()
+		testClusterFailover(t, 0)
+	})
+	t.Run("Replicated", func(t *testing.T) {
+		t.Parallel()
+		testClusterFailover(t, 1)
+	})
+}
+
+func testClusterFailover(t *testing.T, replicas int) {
 	c := redistest.Cluster(t)
 	const timeout = 500 * time.Millisecond
-	s := openT(t, Options{Addrs: c.Addrs(), Timeout: timeout})
+	s := openT(t, Options{Addrs: c.Addrs(), Timeout: timeout, Replicas: replicas, ReplicationTimeout: timeout})
 	ctx := context.Background()
 
 	// The writer writes batches of new keys until told to stop, and keeps
@@ -329,7 +372,10 @@ func TestClusterFailover(t *testing.T) {
 	for {
 		attempts++
 		errGet := s.Get(ctx, probeKeys, func(int, []byte, bool) {})
-		errWrite := s.Write(ctx, []store.KV{{Key: []byte("fo/probe"), Value: []byte("p")}})
+		var errWrite error
+		if replicas == 0 {
+			errWrite = s.Write(ctx, []store.KV{{Key: []byte("fo/probe"), Value: []byte("p")}})
+		}
 		if errGet == nil && errWrite == nil {
 			break
 		}
@@ -349,8 +395,12 @@ func TestClusterFailover(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	newMaster := c.WaitFailover(0)
-	t.Logf("reads and writes worked again %v after the kill (%d attempts); %s is shard 0's master now",
-		recovered.Round(time.Millisecond), attempts, newMaster)
+	what := "reads and writes"
+	if replicas > 0 {
+		what = "reads"
+	}
+	t.Logf("%s worked again %v after the kill (%d attempts); %s is shard 0's master now",
+		what, recovered.Round(time.Millisecond), attempts, newMaster)
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -375,11 +425,28 @@ func TestClusterFailover(t *testing.T) {
 	switch {
 	case len(lost) == 0:
 		t.Logf("all %d acknowledged rows survived the failover (%d writes failed during it, as expected)", len(acked), failed)
+	case replicas > 0:
+		t.Errorf("%d of %d acknowledged rows were LOST in the failover, though each write waited for a replica; first lost: %v",
+			len(lost), len(acked), lost[:min(len(lost), 10)])
 	default:
 		sample := lost[:min(len(lost), 10)]
 		t.Logf("%d of %d acknowledged rows were LOST in the failover: Redis replicates asynchronously, so writes "+
 			"acknowledged by the killed master but not yet sent to its replica are gone. First lost: %v",
 			len(lost), len(acked), sample)
+	}
+	if replicas > 0 {
+		// The new master has no replica: a write to it is refused, and
+		// says why.
+		// 64 keys: all three masters' slots, but for a chance of (2/3)^64.
+		batch := make([]store.KV, 64)
+		for i := range batch {
+			batch[i] = store.KV{Key: fmt.Appendf(nil, "fo/after/%d", i), Value: []byte("a")}
+		}
+		err := s.Write(ctx, batch)
+		if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, errNotReplicated) {
+			t.Errorf("a write to every master, one without a replica: %v, want ErrUnavailable, not replicated", err)
+		}
+		return
 	}
 	// And the new master takes writes.
 	batch := []store.KV{{Key: []byte("fo/after/1"), Value: []byte("a1")}, {Key: []byte("fo/after/2"), Value: []byte("a2")}}

@@ -110,8 +110,11 @@ func (c *Consumer) session(ctx context.Context) error {
 		start = kgo.NewOffset().AtEnd()
 	}
 	applied := &appliedOffsets{}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(c.st.Brokers...),
+	opts, err := accessOpts(c.st, c.log)
+	if err != nil {
+		return err
+	}
+	opts = append(opts,
 		kgo.ConsumerGroup(c.st.Group),
 		kgo.ConsumeTopics(c.st.Topic),
 		kgo.ConsumeResetOffset(start),
@@ -131,7 +134,7 @@ func (c *Consumer) session(ctx context.Context) error {
 			c.log.Warn("partitions lost (the group moved on without this member)", "partitions", m[c.st.Topic])
 			applied.drop(m[c.st.Topic])
 		}),
-	}
+	)
 	if c.opts.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(c.opts.SessionTimeout),
 			kgo.HeartbeatInterval(max(c.opts.SessionTimeout/10, 100*time.Millisecond)))
@@ -143,6 +146,13 @@ func (c *Consumer) session(ctx context.Context) error {
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka client for %v: %w", c.st.Brokers, err)
+	}
+	if err := cl.Ping(ctx); err != nil && ctx.Err() == nil {
+		cl.Close()
+		if explained := accessError(err); explained != nil {
+			return explained
+		}
+		return fmt.Errorf("reaching the brokers %v: %w%s", c.st.Brokers, err, hangUpHint(c.st, err))
 	}
 	defer func() {
 		// Commit what is durable, then leave the group.
@@ -164,6 +174,14 @@ func (c *Consumer) session(ctx context.Context) error {
 		}
 		var fetchErr error
 		fetches.EachError(func(topic string, p int32, err error) {
+			if explained := accessError(err); explained != nil {
+				// Retrying at once will not help: end the session, and
+				// try again after the pause, saying what to check.
+				if fetchErr == nil {
+					fetchErr = explained
+				}
+				return
+			}
 			c.log.Warn("kafka fetch error", "partition", p, "err", err)
 			if fetchErr == nil && !kgoRetryable(err) {
 				fetchErr = fmt.Errorf("fetching %s/%d: %w", topic, p, err)
@@ -276,13 +294,21 @@ type DeadLetters struct {
 	topic string
 }
 
-// OpenDeadLetters returns a dead-letter sink producing to topic.
-func OpenDeadLetters(brokers []string, topic string) (*DeadLetters, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()))
-	if err != nil {
-		return nil, fmt.Errorf("kafka dead-letter producer for %v: %w", brokers, err)
+// OpenDeadLetters returns a dead-letter sink producing to the source's
+// dead-letter topic, through its brokers, TLS and SASL.
+func OpenDeadLetters(st *definition.Stream, log *slog.Logger) (*DeadLetters, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	return &DeadLetters{cl: cl, topic: topic}, nil
+	opts, err := accessOpts(st, log)
+	if err != nil {
+		return nil, fmt.Errorf("kafka dead-letter producer: %w", err)
+	}
+	cl, err := kgo.NewClient(append(opts, kgo.AllowAutoTopicCreation(), kgo.RequiredAcks(kgo.AllISRAcks()))...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka dead-letter producer for %v: %w", st.Brokers, err)
+	}
+	return &DeadLetters{cl: cl, topic: st.DeadLetter.Topic}, nil
 }
 
 // Send produces the dead letters and waits for the broker to take them.

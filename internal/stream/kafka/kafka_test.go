@@ -10,7 +10,6 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/brokertest"
 	"github.com/kiln-dev/kiln/internal/definition"
-	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/kilntest"
@@ -29,6 +28,7 @@ sources:
     brokers: [%s]
     topic: clicks
     group: g
+    dead_letter: {topic: clicks-dead}
     event_time: ts
     fields: {user_id: int64}
 views:
@@ -51,7 +51,7 @@ func TestConsumeDeadLetterAndResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pl.Close()
-	dead, err := OpenDeadLetters([]string{addr}, "clicks-dead")
+	dead, err := OpenDeadLetters(p.Source("clicks").Stream, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,24 +80,7 @@ func TestConsumeDeadLetterAndResume(t *testing.T) {
 		}
 	}
 	total := func() int64 {
-		plan := plans[p.View("by_user")]
-		var keys [][]byte
-		for u := range 4 {
-			keys = append(keys, tile.AppendKey(nil, "by_user", []event.Value{event.IntValue(int64(u))}))
-		}
-		var n int64
-		out := make([]event.Value, 1)
-		pl.Get(ctx, keys, func(_ int, v []byte, found bool) {
-			if found {
-				r := plan.NewRow()
-				if err := plan.DecodeRow(v, r); err != nil {
-					t.Fatal(err)
-				}
-				plan.Eval(r, pl.Now(), out)
-				n += out[0].Int
-			}
-		})
-		return n
+		return kilntest.Total(t, ctx, pl, plans[p.View("by_user")], "by_user", pl.Now(), kilntest.Users(4)...)
 	}
 	run := func(want int64) {
 		t.Helper()

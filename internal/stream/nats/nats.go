@@ -193,7 +193,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 // until ctx ends or something fails. progressed says whether it applied a
 // batch.
 func (c *Consumer) session(ctx context.Context) (progressed bool, err error) {
-	nc, err := natsgo.Connect(c.st.URL,
+	access, err := accessOpts(c.st, c.log)
+	if err != nil {
+		return false, err
+	}
+	nc, err := natsgo.Connect(c.st.URL, append(access,
 		natsgo.Name("kiln source "+c.opts.Source.Name),
 		natsgo.MaxReconnects(-1),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
@@ -202,9 +206,9 @@ func (c *Consumer) session(ctx context.Context) (progressed bool, err error) {
 			}
 		}),
 		natsgo.ReconnectHandler(func(*natsgo.Conn) { c.log.Info("nats connection restored") }),
-	)
+	)...)
 	if err != nil {
-		return false, fmt.Errorf("connecting to %s: %w", redact(c.st.URL), err)
+		return false, connectError(c.st, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -607,13 +611,21 @@ type DeadLetters struct {
 	subject string
 }
 
-// OpenDeadLetters returns a dead-letter sink publishing to subject on the
-// server at url.
-func OpenDeadLetters(url, subject string) (*DeadLetters, error) {
-	nc, err := natsgo.Connect(url, natsgo.Name("kiln dead letters"), natsgo.MaxReconnects(-1))
-	if err != nil {
-		return nil, fmt.Errorf("nats dead letters: connecting to %s: %w", redact(url), err)
+// OpenDeadLetters returns a dead-letter sink publishing to the source's
+// dead-letter subject on its server, with its credentials and TLS.
+func OpenDeadLetters(st *definition.Stream, log *slog.Logger) (*DeadLetters, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
+	access, err := accessOpts(st, log)
+	if err != nil {
+		return nil, fmt.Errorf("nats dead letters: %w", err)
+	}
+	nc, err := natsgo.Connect(st.URL, append(access, natsgo.Name("kiln dead letters"), natsgo.MaxReconnects(-1))...)
+	if err != nil {
+		return nil, fmt.Errorf("nats dead letters: %w", connectError(st, err))
+	}
+	subject := st.DeadLetter.Subject
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		nc.Close()

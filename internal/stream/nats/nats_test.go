@@ -658,7 +658,7 @@ func TestPoisonMessagesGoToDeadLetters(t *testing.T) {
 				dead = fd
 				readBack = func() []deadLine { return readFile(t, path) }
 			} else {
-				d, err := OpenDeadLetters(f.url, deadSubject)
+				d, err := OpenDeadLetters(&definition.Stream{URL: f.url, DeadLetter: definition.DeadLetter{Subject: deadSubject}}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
