@@ -69,6 +69,8 @@ type Engine struct {
 
 	inFlight atomic.Int64 // rows being read by admitted requests
 	refused  atomic.Int64
+	// served counts the feature values of the reads answered.
+	served atomic.Int64
 
 	// unavailable holds the views reads of which are refused, with their
 	// reasons (SetUnavailable); nil when there are none, so that a read
@@ -188,15 +190,18 @@ func (e *Engine) release(rows int64) {
 	}
 }
 
-// Stats are the engine's admission counters.
+// Stats are the engine's admission counters and the values it served.
 type Stats struct {
 	InFlightRows int64 `json:"in_flight_rows"`
 	Refused      int64 `json:"refused"`
+	// ValuesServed counts the feature values of the reads answered: keys
+	// times features, over every entity type of each request.
+	ValuesServed int64 `json:"values_served"`
 }
 
-// Stats returns the admission counters.
+// Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
-	return Stats{InFlightRows: e.inFlight.Load(), Refused: e.refused.Load()}
+	return Stats{InFlightRows: e.inFlight.Load(), Refused: e.refused.Load(), ValuesServed: e.served.Load()}
 }
 
 // Now is the engine's clock in Unix ms.
