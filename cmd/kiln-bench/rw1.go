@@ -33,6 +33,7 @@ latency.svg to --out.
 `+kilnHelp)
 	target := fs.String("target", "", "base URL of a running kiln server with the RW1 project (default: start one)")
 	grpcTarget := fs.String("grpc-target", "", "host:port of --target's gRPC API (with --transport grpc)")
+	adminTarget := fs.String("admin-target", "", "base URL of --target's admin listener (kiln serve --admin-addr, like http://127.0.0.1:7072): the floor, the server's stats and GC pauses are read there, and gRPC Diagnostics with --transport grpc")
 	data := fs.String("data", "", "data directory of the started server (default: a temporary one, removed at the end)")
 	transport := fs.String("transport", def.Transport, "transport of Kiln's reads and the floor's: http (POST /v1/features), grpc, or feast (the same requests through Feast's POST /get-online-features; the floor stays POST /debug/rows)")
 	scale := fs.Float64("scale", def.Scale, "RW1 scale factor S (S×100,000 users, S×1,000,000 posts, S×20,000,000 history events)")
@@ -56,7 +57,7 @@ latency.svg to --out.
 		return err
 	}
 	cfg := def
-	cfg.Target, cfg.GRPCTarget, cfg.DataDir, cfg.Transport = *target, *grpcTarget, *data, *transport
+	cfg.Target, cfg.GRPCTarget, cfg.AdminTarget, cfg.DataDir, cfg.Transport = *target, *grpcTarget, *adminTarget, *data, *transport
 	cfg.Scale, cfg.Seed, cfg.SkipLoad, cfg.Pushers, cfg.BatchEvents = *scale, *seed, *skipLoad, *pushers, *batch
 	cfg.Settle, cfg.Live, cfg.Baseline, cfg.Duration, cfg.Warmup = *settle, *live, *baseline, *duration, *warmup
 	cfg.SaturationWorkers, cfg.MaxInFlight, cfg.RequestTimeout, cfg.OutDir = *workers, *inFlight, *timeout, *out

@@ -47,7 +47,7 @@ counts each of its rows once. docs/archive.md has the details.
 	serverURL := fs.String("url", "", "import into the running server at this URL (like http://127.0.0.1:7070) through its push API, instead of into --data")
 	reject := fs.String("reject", "", "write the bad rows (file, row, problems: one JSON object per line) to this file and import the good ones, instead of importing nothing")
 	batch := fs.Int("batch", 50_000, "events pushed at once")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	newLogger := logFlags(fs, "warn")
 	if err := cli.ParseFlagsArgs(fs, args, math.MaxInt, stdout); err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ counts each of its rows once. docs/archive.md has the details.
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(stderr, *logLevel)
+	logger, err := newLogger(stderr)
 	if err != nil {
 		return err
 	}

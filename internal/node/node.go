@@ -1,8 +1,9 @@
 // Package node owns one running Kiln process: it opens the online store the
 // project names (Pebble in a data directory, or Redis), starts what the
 // process's role needs — the write path (package ingest), the read engine
-// (package query) with its row cache, the HTTP API (package serve) and the
-// gRPC API (package grpcapi) — and stops them in order: stop taking
+// (package query) with its row cache, the HTTP API (package serve), the
+// gRPC API (package grpcapi) and the admin listener with the process's
+// metrics (package metrics) — and stops them in order: stop taking
 // requests, stop the streaming sources, write what the partitions hold,
 // close the store.
 //
@@ -22,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/kiln-dev/kiln/internal/archive"
@@ -29,6 +31,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
 	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/metrics"
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/rowcache"
 	"github.com/kiln-dev/kiln/internal/serve"
@@ -40,6 +43,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/stream/kafka"
 	"github.com/kiln-dev/kiln/internal/stream/nats"
 	"github.com/kiln-dev/kiln/internal/tile"
+	"github.com/kiln-dev/kiln/internal/version"
 )
 
 // Role is what a process does.
@@ -104,6 +108,12 @@ type Config struct {
 	Addr string
 	// GRPCAddr is the gRPC listen address; empty serves no gRPC.
 	GRPCAddr string
+	// AdminAddr is the admin listener's address: /metrics, the profiler
+	// (/debug/pprof/), the raw-row read (POST /debug/rows and gRPC
+	// kiln.v1.Diagnostics), /debug/stats, /healthz and /readyz. Empty
+	// serves none (kiln serve's default is 127.0.0.1:7072); use
+	// 127.0.0.1:0 for a free port (Node.AdminURL tells which).
+	AdminAddr string
 	// Ingest configures the write path (partitions, batching, clock).
 	Ingest ingest.Options
 	// Archive is where every event the write path accepts is kept
@@ -155,13 +165,15 @@ type Config struct {
 // Node is a running Kiln process.
 type Node struct {
 	// Addr is the address the HTTP API listens on; GRPCAddr the gRPC API
-	// (empty without one).
-	Addr     string
-	GRPCAddr string
-	Role     Role
-	Plans    map[*definition.View]*tile.Plan
-	Store    store.Store
-	Writer   *ingest.Writer // nil in a serve-only process
+	// (empty without one); AdminAddr the admin listener (empty without
+	// one).
+	Addr      string
+	GRPCAddr  string
+	AdminAddr string
+	Role      Role
+	Plans     map[*definition.View]*tile.Plan
+	Store     store.Store
+	Writer    *ingest.Writer // nil in a serve-only process
 	// Archive is the event archive (Config.Archive), nil without one;
 	// Journal is its journal, nil without an archive or in a serve-only
 	// process.
@@ -169,8 +181,12 @@ type Node struct {
 	Journal *spool.Spool
 	Engine  *query.Engine // nil in an ingest-only process
 	Server  *serve.Server
+	// Registry holds the process's metrics, served on the admin
+	// listener's /metrics.
+	Registry *prometheus.Registry
 
 	cfg     Config
+	admin   *admin // nil without an admin listener
 	http    *http.Server
 	serveCh chan error
 	grpc    *grpc.Server
@@ -224,7 +240,10 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Role: cfg.Role, Plans: plans, Archive: cfg.Archive, cfg: cfg}
+	build := version.Get()
+	n := &Node{Role: cfg.Role, Plans: plans, Archive: cfg.Archive, cfg: cfg, Registry: metrics.NewRegistry(build)}
+	reads := newStoreReads(n.Registry)
+	cfg.Ingest.WriteLatency = storeWriteLatency(n.Registry)
 	// On an error below, undo what was started.
 	var cleanups []func()
 	defer func() {
@@ -317,7 +336,7 @@ func Start(cfg Config) (_ *Node, err error) {
 			rows = n.Writer
 		}
 		if cache != nil {
-			rows = rowcache.ReadThrough{Cache: cache, Load: rows.Get}
+			rows = rowcache.ReadThrough{Cache: cache, Load: reads.wrap(rows.Get)}
 		}
 		now := cfg.Now
 		if n.Writer != nil {
@@ -342,7 +361,8 @@ func Start(cfg Config) (_ *Node, err error) {
 		n.rebuilds.markUnavailable(n.Engine)
 		n.markWaiting()
 	}
-	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger,
+	n.Registry.MustRegister(&collector{n: n, cache: cache})
+	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger, Registry: n.Registry,
 		Archive: cfg.Archive, Plans: plans, FlushArchive: n.flushArchive, Broken: n.broken,
 		Rebuilds: n.rebuilds.list,
 		Stats: func() map[string]any {
@@ -372,17 +392,31 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	cleanups = append(cleanups, func() { ln.Close() })
 	n.Addr = ln.Addr().String()
+	gm := metrics.NewGRPC(n.Registry)
+	if n.Engine != nil && (cfg.GRPCAddr != "" || cfg.AdminAddr != "") {
+		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger})
+	}
 	if cfg.GRPCAddr != "" && n.Engine != nil {
 		gln, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return nil, fmt.Errorf("listening on %s: %w (pick another --grpc-addr)", cfg.GRPCAddr, err)
 		}
 		n.GRPCAddr = gln.Addr().String()
-		n.grpc = grpc.NewServer()
-		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger})
+		n.grpc = grpc.NewServer(gm.ServerOptions()...)
 		n.grpcAPI.Register(n.grpc)
+		gm.Init(n.grpc)
 		n.grpcCh = make(chan error, 1)
 		go func() { n.grpcCh <- n.grpc.Serve(gln) }()
+	}
+	if cfg.AdminAddr != "" {
+		if n.admin, err = n.startAdmin(cfg, gm); err != nil {
+			if n.grpc != nil {
+				n.grpc.Stop()
+				<-n.grpcCh
+			}
+			return nil, err
+		}
+		n.AdminAddr = n.admin.addr()
 	}
 	n.http = &http.Server{
 		Handler:           n.Server,
@@ -394,7 +428,8 @@ func Start(cfg Config) (_ *Node, err error) {
 	go func() { n.serveCh <- n.http.Serve(ln) }()
 	n.rebuilds.start()
 	n.watchCatalog()
-	cfg.Logger.Info("kiln serving", "role", cfg.Role, "addr", n.Addr, "grpc", n.GRPCAddr,
+	cfg.Logger.Info("kiln serving", "version", build.Version, "revision", build.Revision, "go", build.GoVersion,
+		"role", cfg.Role, "addr", n.Addr, "grpc", n.GRPCAddr, "admin", n.AdminAddr,
 		"project", cfg.Project.Name, "online_store", online.Type)
 	return n, nil
 }
@@ -523,6 +558,14 @@ func (n *Node) flushArchive(ctx context.Context) error {
 // URL is the base URL of the HTTP API.
 func (n *Node) URL() string { return "http://" + n.Addr }
 
+// AdminURL is the base URL of the admin listener, "" without one.
+func (n *Node) AdminURL() string {
+	if n.AdminAddr == "" {
+		return ""
+	}
+	return "http://" + n.AdminAddr
+}
+
 // Close stops the node: /readyz and gRPC health turn unready, requests in
 // flight finish (up to the shutdown timeout), the streaming sources stop,
 // the ingest writer writes what it holds, and the store closes. Every step runs
@@ -554,6 +597,9 @@ func (n *Node) close() error {
 	errs := []error{n.http.Shutdown(ctx)}
 	if err := <-n.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
+	}
+	if n.admin != nil {
+		errs = append(errs, n.admin.close(ctx))
 	}
 	if n.stopWatch != nil {
 		n.stopWatch()
