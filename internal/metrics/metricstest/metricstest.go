@@ -5,6 +5,7 @@ package metricstest
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -115,4 +116,18 @@ func matches(m *dto.Metric, labels []string) bool {
 		}
 	}
 	return true
+}
+
+// Post POSTs a JSON body to url and fails tb unless it answers 200.
+func Post(tb testing.TB, url, body string) {
+	tb.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		tb.Fatalf("POST %s: %s %s", url, resp.Status, b)
+	}
 }
