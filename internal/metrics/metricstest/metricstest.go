@@ -47,23 +47,29 @@ func (s Scrape) Value(name string, labels ...string) (v float64, ok bool) {
 		return 0, false
 	}
 	for _, m := range f.Metric {
-		if !matches(m, labels) {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		case m.Summary != nil:
-			return float64(m.Summary.GetSampleCount()), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
+		if matches(m, labels) {
+			return value(m), true
 		}
 	}
 	return 0, false
+}
+
+// value is a sample's value: a counter's or gauge's, a histogram's or
+// summary's count.
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	case m.Summary != nil:
+		return float64(m.Summary.GetSampleCount())
+	case m.Untyped != nil:
+		return m.Untyped.GetValue()
+	}
+	return 0
 }
 
 // Must is Value that fails tb when there is no such sample.
@@ -84,16 +90,8 @@ func (s Scrape) Sum(name string, labels ...string) float64 {
 	}
 	total := 0.0
 	for _, m := range f.Metric {
-		if !matches(m, labels) {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			total += m.Counter.GetValue()
-		case m.Gauge != nil:
-			total += m.Gauge.GetValue()
-		case m.Histogram != nil:
-			total += float64(m.Histogram.GetSampleCount())
+		if matches(m, labels) {
+			total += value(m)
 		}
 	}
 	return total
