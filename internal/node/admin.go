@@ -39,7 +39,12 @@ func (n *Node) startAdmin(cfg Config, gm *metrics.GRPC) (*admin, error) {
 	// A connection that sends nothing is dropped after this long, so that
 	// it cannot hold the mux's goroutine for it.
 	a.mux.SetReadTimeout(10 * time.Second)
-	grpcL := a.mux.Match(cmux.HTTP2())
+	// Without a read engine there is no Diagnostics: every connection is
+	// HTTP's.
+	var grpcL net.Listener
+	if n.grpcAPI != nil {
+		grpcL = a.mux.Match(cmux.HTTP2())
+	}
 	httpL := a.mux.Match(cmux.Any())
 	a.http = &http.Server{
 		Handler:           n.Server.Admin(),

@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/metrics/metricstest"
 	"github.com/kiln-dev/kiln/internal/node"
 	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/redistest"
 	"github.com/kiln-dev/kiln/internal/version"
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
@@ -287,5 +288,39 @@ func TestAdminListenerOnly(t *testing.T) {
 	}
 	if err := call(n.AdminAddr); err != nil {
 		t.Errorf("GetRows on the admin listener: %v", err)
+	}
+}
+
+// A process that only ingests has no read engine, so no Diagnostics: its
+// admin listener serves /metrics, and a gRPC call there fails at once
+// rather than waiting on a server that is not there.
+func TestAdminListenerOfIngestOnly(t *testing.T) {
+	addr := redistest.Standalone(t)
+	p, err := projectfile.Parse("m.yaml", []byte("online_store: {type: redis, addrs: ["+addr+"]}\n"+clicksProject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(node.Config{Project: p, Role: node.RoleIngest, Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	s := metricstest.Get(t, n.AdminURL()+"/metrics")
+	if _, ok := s.Value("kiln_ingest_events_total", "source", "clicks", "outcome", "accepted"); !ok {
+		t.Error("no kiln_ingest_events_total for source clicks")
+	}
+	if s["kiln_read_values_served_total"] != nil {
+		t.Error("an ingest-only process reports reads")
+	}
+	cc, err := grpc.NewClient(n.AdminAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = kilnv1.NewDiagnosticsClient(cc).GetRows(ctx, &kilnv1.GetFeaturesRequest{})
+	if err == nil || status.Code(err) == codes.DeadlineExceeded {
+		t.Fatalf("GetRows on an ingest-only admin listener: %v, want a prompt failure", err)
 	}
 }
