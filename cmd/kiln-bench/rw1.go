@@ -25,7 +25,9 @@ Runs the RW1 read benchmark (docs/workload.md): starts "kiln serve" on the
 RW1 project (or uses --target), loads the history through POST /v1/push,
 then measures Q1 and Q2 open loop at each rate, Kiln and then the floor (the
 store's raw multi-get of the same rows, POST /debug/rows or the Diagnostics
-service's GetRows) with the same requests, and a Q2 saturation step.
+service's GetRows on the server's admin listener) with the same requests,
+and a Q2 saturation step. Each step reports p50 to p99.99 and the max, and
+the server's GC pauses during it: their total and the longest.
 --overload adds the overload step (Q1 and Q2 at 2× and 5× their saturation
 rate: refusals' and admitted requests' latency, goodput).
 --transport feast sends Kiln's reads to Feast's POST /get-online-features
@@ -35,6 +37,7 @@ latency.svg to --out.
 `+kilnHelp)
 	target := fs.String("target", "", "base URL of a running kiln server with the RW1 project (default: start one)")
 	grpcTarget := fs.String("grpc-target", "", "host:port of --target's gRPC API (with --transport grpc)")
+	adminTarget := fs.String("admin-target", "", "base URL of --target's admin listener (kiln serve --admin-addr, like http://127.0.0.1:7072): the floor, the server's stats and GC pauses are read there, and gRPC Diagnostics with --transport grpc")
 	data := fs.String("data", "", "data directory of the started server (default: a temporary one, removed at the end)")
 	transport := fs.String("transport", def.Transport, "transport of Kiln's reads and the floor's: http (POST /v1/features), grpc, or feast (the same requests through Feast's POST /get-online-features; the floor stays POST /debug/rows)")
 	scale := fs.Float64("scale", def.Scale, "RW1 scale factor S (S×100,000 users, S×1,000,000 posts, S×20,000,000 history events)")
@@ -63,7 +66,7 @@ latency.svg to --out.
 		return err
 	}
 	cfg := def
-	cfg.Target, cfg.GRPCTarget, cfg.DataDir, cfg.Transport = *target, *grpcTarget, *data, *transport
+	cfg.Target, cfg.GRPCTarget, cfg.AdminTarget, cfg.DataDir, cfg.Transport = *target, *grpcTarget, *adminTarget, *data, *transport
 	cfg.Scale, cfg.Seed, cfg.SkipLoad, cfg.Pushers, cfg.BatchEvents = *scale, *seed, *skipLoad, *pushers, *batch
 	cfg.Settle, cfg.Live, cfg.Baseline, cfg.Duration, cfg.Warmup = *settle, *live, *baseline, *duration, *warmup
 	cfg.SaturationWorkers, cfg.MaxInFlight, cfg.RequestTimeout, cfg.OutDir = *workers, *inFlight, *timeout, *out

@@ -33,20 +33,21 @@ meanwhile, as kiln serve's do.
 `)
 	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7071", "gRPC listen address (empty: no gRPC)")
+	adminAddr := fs.String("admin-addr", defaultAdminAddr, adminAddrHelp)
 	data := fs.String("data", "", "data directory (default: a temporary one, removed on exit)")
 	scale := fs.Float64("scale", 0.01, "RW1 scale factor (1 = 100,000 users and 1,000,000 posts)")
 	history := fs.Int("history", 100_000, "events of history to load over the last 30 days")
 	rate := fs.Float64("rate", 200, "live events per second")
 	every := fs.Duration("every", 2*time.Second, "how often to print the features of user 1")
 	seed := fs.Uint64("seed", 1, "workload seed")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	newLogger := logFlags(fs, "warn")
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *rate <= 0 || *scale <= 0 || *history < 0 || *every <= 0 {
 		return fmt.Errorf("%w: --rate, --scale and --every must be positive, --history not negative", cli.ErrUsage)
 	}
-	logger, err := newLogger(stderr, *logLevel)
+	logger, err := newLogger(stderr)
 	if err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ meanwhile, as kiln serve's do.
 	if err != nil {
 		return err
 	}
-	n, err := node.Start(node.Config{Project: project, DataDir: dir, Archive: arch, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger})
+	n, err := node.Start(node.Config{Project: project, DataDir: dir, Archive: arch, Addr: *addr, GRPCAddr: *grpcAddr, AdminAddr: *adminAddr, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -94,6 +95,9 @@ meanwhile, as kiln serve's do.
 	fmt.Fprintf(stdout, "  curl -s %s/v1/features -d '{\"features\": [\"post_engagement:views_5m\", \"post_engagement:likes_1h\"], \"entities\": {\"post\": [{\"post_id\": 1}, {\"post_id\": 2}]}}'\n\n", n.URL())
 	if n.GRPCAddr != "" {
 		fmt.Fprintf(stdout, "and over gRPC (docs/grpc.md):\n\n  grpcurl -plaintext -d '{\"service\": \"user_profile\", \"entities\": [{\"entity\": \"user\", \"keys\": [{\"field\": \"user_id\", \"int_values\": [1]}]}]}' %s kiln.v1.FeatureService/GetFeatures\n\n", n.GRPCAddr)
+	}
+	if n.AdminAddr != "" {
+		fmt.Fprintf(stdout, "Metrics (Prometheus) are at %s/metrics.\n\n", n.AdminURL())
 	}
 	fmt.Fprintf(stdout, "Live events arrive at %.0f/s; user 1 (the busiest) every %s. Ctrl-C stops.\n\n", *rate, *every)
 	return liveLoop(ctx, stdout, n, src, gen, *rate, *every)

@@ -49,7 +49,7 @@ counts each of its rows once. docs/archive.md has the details.
 	caFile := fs.String("ca-file", "", "with an https:// --url: the CA certificates (PEM) the server's certificate must chain to (default: the system's)")
 	reject := fs.String("reject", "", "write the bad rows (file, row, problems: one JSON object per line) to this file and import the good ones, instead of importing nothing")
 	batch := fs.Int("batch", 50_000, "events pushed at once")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	newLogger := logFlags(fs, "warn")
 	if err := cli.ParseFlagsArgs(fs, args, math.MaxInt, stdout); err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ counts each of its rows once. docs/archive.md has the details.
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(stderr, *logLevel)
+	logger, err := newLogger(stderr)
 	if err != nil {
 		return err
 	}

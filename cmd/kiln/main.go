@@ -7,6 +7,7 @@
 //	kiln import -c kiln.yaml FILE...   load a source's history into the archive
 //	kiln training-set -c kiln.yaml ... point-in-time values for a spine, from the archive
 //	kiln token --name N --scopes S     make a bearer token for kiln serve --token-file
+//	kiln version                       the build: version, revision, Go version
 //	kiln help [command]                the usage, or a command's help
 //
 // Run "kiln help <command>" or "kiln <command> -h" for a command's flags.
@@ -26,6 +27,7 @@ import (
 	"strings"
 
 	"github.com/kiln-dev/kiln/internal/cli"
+	"github.com/kiln-dev/kiln/internal/version"
 )
 
 const usage = `kiln: a real-time feature store
@@ -38,6 +40,7 @@ usage:
   kiln import -c kiln.yaml FILE...     load a source's history from Parquet, CSV or JSON lines files
   kiln training-set -c kiln.yaml ...   point-in-time feature values for a spine of keys and times, from the archive
   kiln token --name N --scopes S       make a bearer token for kiln serve --token-file
+  kiln version                         the version, VCS revision and Go version of this binary
   kiln help [command]                  this help, or a command's
 
 Run "kiln help <command>" or "kiln <command> -h" for a command's flags.
@@ -71,6 +74,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runToken(args[1:], stdout, stderr)
 	case "bench":
 		return fmt.Errorf("%w: %s", cli.ErrUsage, benchMoved)
+	case "version", "-version", "--version":
+		if len(args) > 1 {
+			return fmt.Errorf("%w: kiln version takes no arguments", cli.ErrUsage)
+		}
+		fmt.Fprintln(stdout, version.Get())
+		return nil
 	case "help", "-h", "-help", "--help":
 		return runHelp(ctx, args[1:], stdout, stderr)
 	}
@@ -89,6 +98,9 @@ func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	}
 	switch args[0] {
+	case "version":
+		fmt.Fprintln(stdout, "kiln version (or kiln --version): print the version, VCS revision and Go version of this binary")
+		return nil
 	case "demo", "serve", "rebuild", "validate", "import", "training-set", "token":
 		err := run(ctx, []string{args[0], "-h"}, stdout, stderr)
 		if errors.Is(err, flag.ErrHelp) {

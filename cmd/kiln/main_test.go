@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/cli"
+	"github.com/kiln-dev/kiln/internal/version"
 )
 
 func TestValidateExample(t *testing.T) {
@@ -108,6 +111,56 @@ func TestHelp(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"help", "nope"}, io.Discard, io.Discard); cli.ExitCode(err) != 2 {
 		t.Errorf("kiln help nope: %v, want a usage error", err)
+	}
+}
+
+// kiln version and kiln --version print the build: version, revision and
+// the Go toolchain, on stdout, exit 0.
+func TestVersion(t *testing.T) {
+	want := version.Get()
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+			t.Fatalf("kiln %v: %v", args, err)
+		}
+		line := stdout.String()
+		for _, s := range []string{"kiln ", want.Version, "revision " + want.Revision, runtime.Version()} {
+			if !strings.Contains(line, s) {
+				t.Errorf("kiln %v printed %q, want %q in it", args, line, s)
+			}
+		}
+	}
+	if err := run(context.Background(), []string{"version", "x"}, io.Discard, io.Discard); cli.ExitCode(err) != 2 {
+		t.Errorf("kiln version x: %v, want a usage error", err)
+	}
+}
+
+// --log-format json writes one JSON object a line, text key=value pairs;
+// anything else is a usage error naming both.
+func TestLogFormat(t *testing.T) {
+	var b bytes.Buffer
+	log, err := newLogger(&b, "info", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("kiln serving", "version", "v1")
+	var line map[string]any
+	if err := json.Unmarshal(b.Bytes(), &line); err != nil || line["msg"] != "kiln serving" || line["version"] != "v1" {
+		t.Errorf("json log line %q (%v)", b.String(), err)
+	}
+	b.Reset()
+	if log, err = newLogger(&b, "info", "text"); err != nil {
+		t.Fatal(err)
+	}
+	log.Info("kiln serving", "version", "v1")
+	if !strings.Contains(b.String(), `msg="kiln serving" version=v1`) {
+		t.Errorf("text log line %q", b.String())
+	}
+	if _, err := newLogger(&b, "info", "xml"); cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "use text or json") {
+		t.Errorf("--log-format xml: %v", err)
+	}
+	if err := run(context.Background(), []string{"serve", "--log-format", "xml"}, io.Discard, io.Discard); cli.ExitCode(err) != 2 {
+		t.Errorf("kiln serve --log-format xml: %v, want a usage error", err)
 	}
 }
 
@@ -212,6 +265,15 @@ func start(t *testing.T, bin string, args ...string) *process {
 	return p
 }
 
+// urls waits for the lines of kiln serve that say where it serves and
+// returns the API's base URL and the admin listener's.
+func (p *process) urls(t *testing.T) (api, admin string) {
+	t.Helper()
+	api = p.expect(t, `serving project \S+ from .* on (http://\S+)`)[1]
+	admin = p.expect(t, `^kiln: admin .* on (http://\S+)`)[1]
+	return api, admin
+}
+
 // expect waits (boundedly) for a line matching re and returns its submatches.
 func (p *process) expect(t *testing.T, re string) []string {
 	t.Helper()
@@ -252,7 +314,7 @@ func (p *process) stop(t *testing.T) {
 // shows values changing, and stops cleanly on Ctrl-C.
 func TestDemo(t *testing.T) {
 	bin := buildKiln(t)
-	p := start(t, bin, "demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--history", "5000", "--rate", "500", "--every", "300ms")
+	p := start(t, bin, "demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--history", "5000", "--rate", "500", "--every", "300ms")
 	url := p.expect(t, `Kiln is serving on (http://127\.0\.0\.1:\d+)`)[1]
 	curl := p.expect(t, `curl -s (\S+) -d '(.*)'$`)
 	resp, err := http.Post(curl[1], "application/json", strings.NewReader(curl[2]))
@@ -283,7 +345,7 @@ func TestServeRestart(t *testing.T) {
 	bin := buildKiln(t)
 	data := t.TempDir()
 	serve := func() (*process, string) {
-		p := start(t, bin, "serve", "-c", "../../examples/feed/kiln.yaml", "--data", data, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn")
+		p := start(t, bin, "serve", "-c", "../../examples/feed/kiln.yaml", "--data", data, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-level", "warn")
 		return p, p.expect(t, `serving project feed from .* on (http://\S+)`)[1]
 	}
 	p, url := serve()

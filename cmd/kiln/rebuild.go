@@ -38,14 +38,14 @@ what happens on each kind of change.
 	fs.Var(&views, "view", "a view to rebuild (repeat the flag, or separate names with commas)")
 	fs.Var(&resets, "reset-view", "a view to start empty instead (repeat the flag, or separate names with commas)")
 	partitions := fs.Int("partitions", 4, "single-writer partitions of the write path")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	newLogger := logFlags(fs, "info")
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if len(views) == 0 && len(resets) == 0 {
 		return fmt.Errorf("%w: name a view to rebuild: --view NAME", cli.ErrUsage)
 	}
-	logger, err := newLogger(stderr, *logLevel)
+	logger, err := newLogger(stderr)
 	if err != nil {
 		return err
 	}

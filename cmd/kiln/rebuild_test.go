@@ -76,7 +76,7 @@ func TestRebuildCommand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // kiln serve stops as soon as it has started
 	serve := func(file string) error {
-		return run(ctx, []string{"serve", "-c", file, "--data", data, "--addr", "127.0.0.1:0", "--grpc-addr", ""}, &bytes.Buffer{}, &bytes.Buffer{})
+		return run(ctx, []string{"serve", "-c", file, "--data", data, "--addr", "127.0.0.1:0", "--grpc-addr", "", "--admin-addr", ""}, &bytes.Buffer{}, &bytes.Buffer{})
 	}
 	err = serve(fileB)
 	if err == nil || !strings.Contains(err.Error(), "window 2h added to feature views") || !strings.Contains(err.Error(), "kiln rebuild -c "+fileB+" --view by_user") {

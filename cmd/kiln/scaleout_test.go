@@ -34,7 +34,7 @@ func TestScaleOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	startRole := func(role string) (*process, string, string) {
-		p := start(t, bin, "serve", "-c", project, "--role", role, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn")
+		p := start(t, bin, "serve", "-c", project, "--role", role, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-level", "warn")
 		url := p.expect(t, role+`: serving project feed from redis \S+ on (http://\S+)`)[1]
 		grpcAddr := ""
 		if role == "serve" {

@@ -21,6 +21,13 @@ import (
 	"github.com/kiln-dev/kiln/internal/spool"
 )
 
+// defaultAdminAddr is where the admin listener of kiln serve and kiln demo
+// listens unless --admin-addr says otherwise: loopback, since it answers
+// anyone who reaches it.
+const defaultAdminAddr = "127.0.0.1:7072"
+
+const adminAddrHelp = "admin listen address: /metrics, /debug/pprof/, /debug/rows and gRPC Diagnostics, /debug/stats, /healthz, /readyz; it answers anyone who reaches it, so keep it on loopback or a network only operators reach (empty: none)"
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("kiln serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -46,6 +53,7 @@ project is filled from the archive at start. See docs/definitions.md,
 	role := fs.String("role", "all", "what this process does: all (ingest and serve), ingest (take events, write rows) or serve (read rows, answer features); ingest and serve need online_store type redis")
 	addr := fs.String("addr", "127.0.0.1:7070", "HTTP listen address")
 	grpcAddr := fs.String("grpc-addr", "127.0.0.1:7071", "gRPC listen address (empty: no gRPC)")
+	adminAddr := fs.String("admin-addr", defaultAdminAddr, adminAddrHelp)
 	rowCache := fs.Int64("row-cache-bytes", 0, "memory for the cache of rows (0: 256 MiB; negative: off)")
 	blockCache := fs.Int64("block-cache-bytes", 0, "memory for the embedded store's block cache (0: 512 MiB; unused with Redis)")
 	maxReads := fs.Int("max-concurrent-reads", 0, "admission control: feature reads running at once; more wait in a queue, refused with 429 / RESOURCE_EXHAUSTED once it stands (0: 4 per CPU; negative: off)")
@@ -63,7 +71,7 @@ project is filled from the archive at start. See docs/definitions.md,
 	rebuildViews := fs.Bool("rebuild", false, "rebuild the views whose definition changed from the event archive, serving the other views meanwhile (their features answer 503 until done)")
 	var resets viewNames
 	fs.Var(&resets, "reset-view", "start this view empty, its earlier rows no longer served (repeat the flag, or separate names with commas)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	newLogger := logFlags(fs, "info")
 	traceFlags := addTracingFlags(fs)
 	sec := securityFlags(fs)
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
@@ -84,7 +92,7 @@ project is filled from the archive at start. See docs/definitions.md,
 	if *blockCache < 0 {
 		return fmt.Errorf("--block-cache-bytes is %d: give 0 for the default (512 MiB) or a size in bytes", *blockCache)
 	}
-	logger, err := newLogger(stderr, *logLevel)
+	logger, err := newLogger(stderr)
 	if err != nil {
 		return err
 	}
@@ -129,7 +137,7 @@ project is filled from the archive at start. See docs/definitions.md,
 	n, err := node.Start(node.Config{
 		Tracing: tracer,
 		Journal: spool.Options{FlushInterval: *archiveFlush},
-		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, Logger: logger,
+		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, AdminAddr: *adminAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache,
 		Admission:    admission.Config{MaxConcurrent: max(*maxReads, 0), Target: *target, Interval: *interval},
 		AdmissionOff: *maxReads < 0,
@@ -149,15 +157,34 @@ project is filled from the archive at start. See docs/definitions.md,
 	if n.GRPCAddr != "" {
 		fmt.Fprintf(stdout, "kiln: gRPC on %s\n", n.GRPCAddr)
 	}
+	if n.AdminAddr != "" {
+		fmt.Fprintf(stdout, "kiln: admin (metrics, profiler, diagnostics) on %s\n", n.AdminURL())
+	}
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "kiln: stopping (writing what is buffered, closing the store)")
 	return n.Close()
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+// logFlags adds --log-level (default level) and --log-format to fs; the
+// function it returns makes the logger they ask for, writing to w.
+func logFlags(fs *flag.FlagSet, level string) func(w io.Writer) (*slog.Logger, error) {
+	lvl := fs.String("log-level", level, "log level: debug (a line per request), info, warn, error")
+	format := fs.String("log-format", "text", "log format: text (key=value) or json (one object a line)")
+	return func(w io.Writer) (*slog.Logger, error) { return newLogger(w, *lvl, *format) }
+}
+
+// newLogger makes a logger of the level and format, writing to w.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("%w: --log-level %q: use debug, info, warn or error", cli.ErrUsage, level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("%w: --log-format %q: use text or json", cli.ErrUsage, format)
 }

@@ -251,9 +251,10 @@ type sourceStats struct {
 	} `json:"ingest"`
 }
 
-func statsOf(url string) (sourceStats, error) {
+// statsOf reads /debug/stats from the admin listener at admin.
+func statsOf(admin string) (sourceStats, error) {
 	var s sourceStats
-	resp, err := http.Get(url + "/debug/stats")
+	resp, err := http.Get(admin + "/debug/stats")
 	if err != nil {
 		return s, err
 	}
@@ -286,13 +287,13 @@ func (f *feeder) feed(t *testing.T, n int) {
 // or hold none of the partitions yet) 200 every 250 ms. It keeps the last
 // 5,000 for the end. So the set is not used up before the last process
 // starts, whatever the size of the process's batches.
-func (f *feeder) until(t *testing.T, url string, want int64) {
+func (f *feeder) until(t *testing.T, admin string, want int64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	start := f.next
 	var last time.Time
 	for time.Now().Before(deadline) {
-		s, err := statsOf(url)
+		s, err := statsOf(admin)
 		if err == nil && len(s.Sources) > 0 && s.Sources[0].Messages >= want {
 			return
 		}
@@ -304,7 +305,7 @@ func (f *feeder) until(t *testing.T, url string, want int64) {
 			time.Sleep(10 * time.Millisecond) // polling interval
 		}
 	}
-	s, err := statsOf(url)
+	s, err := statsOf(admin)
 	t.Fatalf("kiln did not apply %d messages within 60s (stats %+v, %v)", want, s, err)
 }
 
@@ -316,12 +317,12 @@ func killAndRestart(t *testing.T, bin string, args []string, kills int, rng *ran
 	f.feed(t, 5_000)
 	for i := 0; ; i++ {
 		p := start(t, bin, args...)
-		url := p.expect(t, `serving project st from .* on (http://\S+)`)[1]
+		url, admin := p.urls(t)
 		if i == kills {
 			f.feed(t, len(f.msgs))
 			return p, url
 		}
-		f.until(t, url, 200+rng.Int64N(3000))
+		f.until(t, admin, 200+rng.Int64N(3000))
 		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -393,7 +394,7 @@ func TestKafkaSurvivesKills(t *testing.T) {
 	project := writeProject(t, dir, fmt.Sprintf("    type: kafka\n    brokers: [%s]\n    topic: events\n    group: kiln-st\n    session_timeout: 2s\n    ", addr))
 	msgs := streamEvents(40_000, 1, time.Now())
 	f := &feeder{msgs: msgs, produce: func(t *testing.T, b []streamMsg) { produceKafka(t, addr, "events", b) }}
-	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn",
+	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-level", "warn",
 		"--archive-flush-interval", "20ms"}
 	p, url := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(7, 7)), f)
 	waitForReference(t, url, streamReference(msgs), 60*time.Second)
@@ -430,7 +431,7 @@ func TestNATSSurvivesKills(t *testing.T) {
 			t.Fatal("publishing timed out")
 		}
 	}}
-	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn",
+	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-level", "warn",
 		"--archive-flush-interval", "20ms"}
 	p, kurl := killAndRestart(t, bin, args, 5, rand.New(rand.NewPCG(8, 8)), f)
 	waitForReference(t, kurl, streamReference(msgs), 60*time.Second)
@@ -465,31 +466,32 @@ func TestKafkaRebalance(t *testing.T) {
 	// processes consume at once.
 	msgs := streamEvents(40_000, 3, time.Now())
 	f := &feeder{msgs: msgs, produce: func(t *testing.T, b []streamMsg) { produceKafka(t, addr, "events", b) }}
-	args := []string{"serve", "-c", project, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}
-	run := func() (*process, string) {
+	args := []string{"serve", "-c", project, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-level", "warn"}
+	run := func() (*process, string, string) {
 		p := start(t, bin, args...)
-		return p, p.expect(t, `serving project st from .* on (http://\S+)`)[1]
+		url, admin := p.urls(t)
+		return p, url, admin
 	}
-	logStats := func(who, url string) {
-		if s, err := statsOf(url); err == nil {
+	logStats := func(who, admin string) {
+		if s, err := statsOf(admin); err == nil {
 			t.Logf("%s: %d messages, replayed %d row updates, %d write conflicts", who, s.Sources[0].Messages, s.Ingest.Replayed, s.Ingest.Conflicts)
 		}
 	}
 	f.feed(t, 10_000)
-	a, urlA := run()
-	f.until(t, urlA, 2000)
-	bp, urlB := run()
-	f.until(t, urlB, 1000) // B holds partitions: the group rebalanced
-	logStats("B before SIGKILL", urlB)
+	a, _, adminA := run()
+	f.until(t, adminA, 2000)
+	bp, _, adminB := run()
+	f.until(t, adminB, 1000) // B holds partitions: the group rebalanced
+	logStats("B before SIGKILL", adminB)
 	bp.cmd.Process.Signal(syscall.SIGKILL)
 	bp.cmd.Wait()
-	bp, urlB = run()
-	f.until(t, urlB, 500)
-	logStats("A before it leaves", urlA)
+	bp, urlB, adminB := run()
+	f.until(t, adminB, 500)
+	logStats("A before it leaves", adminA)
 	a.stop(t) // leaves the group: B takes every partition
 	f.feed(t, len(msgs))
 	waitForReference(t, urlB, streamReference(msgs), 90*time.Second)
-	s, err := statsOf(urlB)
+	s, err := statsOf(adminB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +531,7 @@ func TestPushSurvivesKills(t *testing.T) {
 			msgs = append(msgs, m)
 		}
 	}
-	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "",
+	args := []string{"serve", "-c", project, "--data", filepath.Join(dir, "data"), "--addr", "127.0.0.1:0", "--grpc-addr", "", "--admin-addr", "127.0.0.1:0",
 		"--checkpoint-interval", "50ms", "--archive-flush-interval", "20ms", "--log-level", "warn"}
 	rng := rand.New(rand.NewPCG(3, 3))
 	body := func(source string, batch []streamMsg) []byte {

@@ -18,34 +18,46 @@ const (
 	grpcConnectTimeout  = 30 * time.Second
 )
 
-// grpcConn is a connection to Kiln's gRPC API (kiln.v1.FeatureService and
-// kiln.v1.Diagnostics).
+// grpcConn is a connection to Kiln's gRPC API (kiln.v1.FeatureService) and
+// one to its admin listener (kiln.v1.Diagnostics).
 type grpcConn struct {
-	cc   *grpc.ClientConn
-	fs   kilnv1.FeatureServiceClient
-	diag kilnv1.DiagnosticsClient
+	cc    *grpc.ClientConn
+	admin *grpc.ClientConn
+	fs    kilnv1.FeatureServiceClient
+	diag  kilnv1.DiagnosticsClient
 }
 
-// dialGRPC connects to the gRPC API at addr and waits until it answers.
-func dialGRPC(ctx context.Context, addr string) (*grpcConn, error) {
-	cc, err := grpc.NewClient(addr,
+// dialGRPC connects to the gRPC API at addr and the admin listener at
+// admin, and waits until the API answers.
+func dialGRPC(ctx context.Context, addr, admin string) (*grpcConn, error) {
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcMaxMessageBytes)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcMaxMessageBytes)),
+	}
+	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("bench: gRPC client of %s: %w", addr, err)
 	}
-	g := &grpcConn{cc: cc, fs: kilnv1.NewFeatureServiceClient(cc), diag: kilnv1.NewDiagnosticsClient(cc)}
+	ac, err := grpc.NewClient(admin, opts...)
+	if err != nil {
+		cc.Close()
+		return nil, fmt.Errorf("bench: gRPC client of the admin listener %s: %w", admin, err)
+	}
+	g := &grpcConn{cc: cc, admin: ac, fs: kilnv1.NewFeatureServiceClient(cc), diag: kilnv1.NewDiagnosticsClient(ac)}
 	cctx, cancel := context.WithTimeout(ctx, grpcConnectTimeout)
 	defer cancel()
 	// Prepare answers as soon as the server serves; wait for it.
 	if _, err := g.fs.Prepare(cctx, &kilnv1.PrepareRequest{Selection: &kilnv1.PrepareRequest_Service{Service: serviceQ1}}, grpc.WaitForReady(true)); err != nil {
-		cc.Close()
+		g.close()
 		return nil, fmt.Errorf("bench: the gRPC API at %s does not answer: %w", addr, err)
 	}
 	return g, nil
 }
 
-func (g *grpcConn) close() { g.cc.Close() }
+func (g *grpcConn) close() {
+	g.cc.Close()
+	g.admin.Close()
+}
 
 // features prepares q's service and encodes every request of q as a
 // GetFeaturesRequest with the prepared id: the calls then send bytes
@@ -159,7 +171,7 @@ func (c grpcFloor) call(ctx context.Context, i int) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var discard rawMessage
-	return c.g.cc.Invoke(ctx, kilnv1.Diagnostics_GetRows_FullMethodName,
+	return c.g.admin.Invoke(ctx, kilnv1.Diagnostics_GetRows_FullMethodName,
 		rawMessage(c.wire[i%len(c.wire)]), &discard, grpc.ForceCodec(rawCodec{}))
 }
 

@@ -481,7 +481,7 @@ func (r *ingestRun) profile(ctx context.Context, name string, d time.Duration) (
 	if r.cfg.Profile <= 0 || r.cfg.OutDir == "" || d <= 0 {
 		return func() {}
 	}
-	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", r.srv.url, max(1, int(d.Round(time.Second)/time.Second)))
+	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", r.srv.adminURL, max(1, int(d.Round(time.Second)/time.Second)))
 	path := filepath.Join(r.cfg.OutDir, name+".pprof")
 	done := make(chan struct{})
 	go func() {

@@ -94,6 +94,7 @@ type ConfigReport struct {
 type ServerReport struct {
 	URL      string   `json:"url"`
 	GRPCAddr string   `json:"grpc_addr,omitempty"`
+	AdminURL string   `json:"admin_url,omitempty"`
 	Started  bool     `json:"started_by_bench"`
 	Command  []string `json:"command,omitempty"`
 	DataDir  string   `json:"data_dir,omitempty"`
@@ -159,6 +160,12 @@ type Step struct {
 	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
 	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 	ServerGCCycles   int64   `json:"server_gc_cycles"`
+	// ServerGCPauseMS is the server's collector pauses over the measured
+	// period, in total; ServerGCPauseMaxMS the longest of them: a stall
+	// in the latency's max or p99.99 beside a long pause here is the
+	// collector's.
+	ServerGCPauseMS    float64 `json:"server_gc_pause_ms"`
+	ServerGCPauseMaxMS float64 `json:"server_gc_pause_max_ms"`
 	// P99VsFloor is Kiln's p99 over the floor's p99 at the same rate.
 	P99VsFloor float64 `json:"p99_vs_floor,omitempty"`
 	// Distribution is the latency distribution: percentile, latency (ms)
@@ -351,7 +358,7 @@ func (r *Report) PrintOverload(w io.Writer) {
 // PrintTable writes one line per step.
 func (r *Report) PrintTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "query\ttransport\ttarget\toffered/s\tachieved/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\trefused\tfeatures/s\tsrv CPU-s\tcli CPU-s\tp99/floor\t")
+	fmt.Fprintln(tw, "query\ttransport\ttarget\toffered/s\tachieved/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tp99.99 ms\tmax ms\terrors\trefused\tfeatures/s\tsrv CPU-s\tcli CPU-s\tGC pause ms\tlongest GC ms\tp99/floor\t")
 	for _, s := range r.Steps {
 		offered := fmt.Sprintf("%.0f", s.Offered)
 		if s.Mode == "closed" {
@@ -364,10 +371,10 @@ func (r *Report) PrintTable(w io.Writer) {
 				ratio = fmt.Sprintf("%.2f", s.P99VsFloor)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%d\t%s\t%.2f\t%.2f\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%d\t%s\t%.2f\t%.2f\t%.3f\t%.3f\t%s\t\n",
 			s.Query, s.Transport, s.Target, offered, s.Achieved,
-			s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.P999, s.Latency.Max,
-			s.Errors, s.Refused, feats, s.ServerCPUSeconds, s.ClientCPUSeconds, ratio)
+			s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.P999, s.Latency.P9999, s.Latency.Max,
+			s.Errors, s.Refused, feats, s.ServerCPUSeconds, s.ClientCPUSeconds, s.ServerGCPauseMS, s.ServerGCPauseMaxMS, ratio)
 	}
 	tw.Flush()
 	for _, s := range r.Steps {

@@ -64,8 +64,12 @@ type Config struct {
 	Target string
 	// GRPCTarget is host:port of Target's gRPC API (with Transport grpc).
 	GRPCTarget string
+	// AdminTarget is the base URL of Target's admin listener (kiln serve
+	// --admin-addr): the floor's raw-row reads, the server's stats and GC
+	// pauses are read there. Needed with Target.
+	AdminTarget string
 	// ServerCommand is the argv that starts "kiln serve" (Run adds -c,
-	// --data, --addr, --log-level and, for gRPC, --grpc-addr): a kiln
+	// --data, --addr, --grpc-addr, --admin-addr and --log-level): a kiln
 	// binary and "serve". Needed unless Target is set.
 	ServerCommand []string
 	// DataDir is the started server's data directory; empty means a
@@ -170,6 +174,9 @@ func (c *Config) Check() error {
 	}
 	if c.Target != "" && !strings.HasPrefix(c.Target, "http://") {
 		bad.add("target %q: give the base URL, like http://127.0.0.1:7070", c.Target)
+	}
+	if c.Target != "" && !strings.HasPrefix(c.AdminTarget, "http://") {
+		bad.add("with a target, give its admin listener's base URL too (kiln serve --admin-addr), like http://127.0.0.1:7072")
 	}
 	if c.Target != "" && c.Transport == TransportGRPC && c.GRPCTarget == "" {
 		bad.add("with a target and transport grpc, give the gRPC address (host:port) too")
@@ -283,7 +290,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		return nil, err
 	}
 	defer b.features.closeIdle()
-	if b.floor, err = newRawClient(b.srv.url+"/debug/rows", cfg.RequestTimeout, conns); err != nil {
+	if b.floor, err = newRawClient(b.srv.adminURL+"/debug/rows", cfg.RequestTimeout, conns); err != nil {
 		return nil, err
 	}
 	defer b.floor.closeIdle()
@@ -294,7 +301,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		defer b.feast.closeIdle()
 	}
 	if cfg.Transport == TransportGRPC {
-		if b.grpc, err = dialGRPC(ctx, b.srv.grpcAddr); err != nil {
+		if b.grpc, err = dialGRPC(ctx, b.srv.grpcAddr, b.srv.adminAddr()); err != nil {
 			return nil, err
 		}
 		defer b.grpc.close()
@@ -402,8 +409,8 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 func (b *rw1) startServer(ctx context.Context) error {
 	cfg := b.cfg
 	if cfg.Target != "" {
-		b.srv = &server{url: strings.TrimRight(cfg.Target, "/"), grpcAddr: cfg.GRPCTarget}
-		b.rep.Server = ServerReport{URL: b.srv.url, GRPCAddr: b.srv.grpcAddr}
+		b.srv = &server{url: strings.TrimRight(cfg.Target, "/"), grpcAddr: cfg.GRPCTarget, adminURL: strings.TrimRight(cfg.AdminTarget, "/")}
+		b.rep.Server = ServerReport{URL: b.srv.url, GRPCAddr: b.srv.grpcAddr, AdminURL: b.srv.adminURL}
 		return b.srv.waitReady(ctx, b.ctl)
 	}
 	argv := cfg.ServerCommand
@@ -425,7 +432,7 @@ func (b *rw1) startServer(ctx context.Context) error {
 	}
 	err = b.launch(ctx, argv, projectFile, data, cfg.Transport == TransportGRPC)
 	if b.srv != nil {
-		b.rep.Server = ServerReport{URL: b.srv.url, GRPCAddr: b.srv.grpcAddr, Started: true, Command: b.srv.command, DataDir: data}
+		b.rep.Server = ServerReport{URL: b.srv.url, GRPCAddr: b.srv.grpcAddr, AdminURL: b.srv.adminURL, Started: true, Command: b.srv.command, DataDir: data}
 	}
 	return err
 }
@@ -503,7 +510,7 @@ func (b *rw1) caller(ctx context.Context, q *querySet, target string) (caller, s
 			c, err := b.grpc.floor(ctx, q, b.cfg.RequestTimeout)
 			return c, TransportGRPC, err
 		}
-		return &httpFloor{httpTarget{c: b.floor, url: b.srv.url + "/debug/rows", q: q, bodies: q.bodies}}, TransportHTTP, nil
+		return &httpFloor{httpTarget{c: b.floor, url: b.srv.adminURL + "/debug/rows", q: q, bodies: q.bodies}}, TransportHTTP, nil
 	}
 	switch b.cfg.Transport {
 	case TransportGRPC:
@@ -526,15 +533,16 @@ func (b *rw1) phase(ctx context.Context, s *Step, q *querySet, run func(onMeasur
 		return err
 	}
 	s.fill(m.res)
-	s.ServerCPUSeconds, s.ServerGCCycles, s.ClientCPUSeconds, s.ServerTimeline = m.serverCPU, m.gcCycles, m.clientCPU, m.samples
+	s.setServer(m)
 	return b.done(s)
 }
 
 // done adds a measured step to the report and logs it.
 func (b *rw1) done(s *Step) error {
 	b.rep.Steps = append(b.rep.Steps, s)
-	fmt.Fprintf(b.log, "kiln-bench: %s %-5s %-22s achieved %8.1f/s  p50 %7.3f  p99 %7.3f  p99.9 %7.3f  max %8.3f ms  errors %d\n",
-		s.Query, s.Target, rateName(s), s.Achieved, s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Latency.Max, s.Errors)
+	fmt.Fprintf(b.log, "kiln-bench: %s %-5s %-22s achieved %8.1f/s  p50 %7.3f  p99 %7.3f  p99.9 %7.3f  p99.99 %7.3f  max %8.3f ms  errors %d  server GC pauses %.3f ms, longest %.3f ms\n",
+		s.Query, s.Target, rateName(s), s.Achieved, s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Latency.P9999, s.Latency.Max, s.Errors,
+		s.ServerGCPauseMS, s.ServerGCPauseMaxMS)
 	return b.srv.alive()
 }
 
@@ -544,6 +552,7 @@ type measured struct {
 	res                  *Result
 	serverCPU, clientCPU float64
 	gcCycles             int64
+	gcPause, gcPauseMax  time.Duration
 	samples              []ServerSecond
 }
 
@@ -585,8 +594,18 @@ func (b *rw1) measure(ctx context.Context, run func(onMeasure func()) (*Result, 
 		return measured{}, err
 	}
 	u := m0.m.until(m1)
-	return measured{res: res, serverCPU: u.serverCPU, clientCPU: u.clientCPU, gcCycles: u.gcCycles, samples: samples}, nil
+	return measured{res: res, serverCPU: u.serverCPU, clientCPU: u.clientCPU, gcCycles: u.gcCycles,
+		gcPause: u.gcPause, gcPauseMax: u.gcPauseMax, samples: samples}, nil
 }
+
+// setServer sets what the server and this process used during the step.
+func (s *Step) setServer(m measured) {
+	s.ServerCPUSeconds, s.ServerGCCycles, s.ClientCPUSeconds, s.ServerTimeline = m.serverCPU, m.gcCycles, m.clientCPU, m.samples
+	s.ServerGCPauseMS, s.ServerGCPauseMaxMS = ms(m.gcPause), ms(m.gcPauseMax)
+}
+
+// ms is d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // add sums up a later slice of the same step: counts, histograms, time and
 // resources; its timelines continue this one's.
@@ -623,6 +642,8 @@ func (m *measured) add(o measured) {
 	m.serverCPU += o.serverCPU
 	m.clientCPU += o.clientCPU
 	m.gcCycles += o.gcCycles
+	m.gcPause += o.gcPause
+	m.gcPauseMax = max(m.gcPauseMax, o.gcPauseMax)
 }
 
 // serverSecond is what the server used in one second of a step.
@@ -725,7 +746,7 @@ func (b *rw1) openPair(ctx context.Context, q *querySet, rate float64) error {
 	for t, s := range steps {
 		m := sums[t]
 		s.fill(m.res)
-		s.ServerCPUSeconds, s.ServerGCCycles, s.ClientCPUSeconds, s.ServerTimeline = m.serverCPU, m.gcCycles, m.clientCPU, m.samples
+		s.setServer(m)
 		if err := b.done(s); err != nil {
 			return err
 		}
@@ -863,7 +884,7 @@ func (b *rw1) floorInto(ctx context.Context, rs *RowSize, body []byte, keys int6
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
 	defer cancel()
 	var ans floorAnswer
-	if err := postJSON(ctx, b.ctl, b.srv.url+"/debug/rows", body, &ans); err != nil {
+	if err := postJSON(ctx, b.ctl, b.srv.adminURL+"/debug/rows", body, &ans); err != nil {
 		return fmt.Errorf("bench: measuring row sizes: %w", err)
 	}
 	rs.Keys += keys

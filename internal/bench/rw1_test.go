@@ -7,42 +7,31 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/kiln-dev/kiln/examples"
-	"github.com/kiln-dev/kiln/internal/grpcapi"
 	"github.com/kiln-dev/kiln/internal/node"
 	"github.com/kiln-dev/kiln/internal/projectfile"
 )
 
-// startNode runs an RW1 node in-process, with the gRPC API beside it.
-func startNode(t *testing.T) (url, grpcAddr string) {
+// startNode runs an RW1 node in-process, with the gRPC API and the admin
+// listener beside it.
+func startNode(t *testing.T) (url, grpcAddr, admin string) {
 	t.Helper()
 	project, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.Start(node.Config{Project: project, DataDir: t.TempDir(), Addr: "127.0.0.1:0"})
+	n, err := node.Start(node.Config{Project: project, DataDir: t.TempDir(), Addr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	grpcapi.New(n.Engine, grpcapi.Options{}).Register(gs)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	return n.URL(), ln.Addr().String()
+	return n.URL(), n.GRPCAddr, n.AdminURL()
 }
 
 // A whole run at a tiny scale: every step measured without errors, the
@@ -51,10 +40,10 @@ func TestRunRW1(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a server")
 	}
-	url, grpcAddr := startNode(t)
+	url, grpcAddr, admin := startNode(t)
 	for i, transport := range []string{TransportHTTP, TransportGRPC, TransportFeast} {
 		cfg := DefaultConfig()
-		cfg.Target, cfg.GRPCTarget, cfg.Transport = url, grpcAddr, transport
+		cfg.Target, cfg.GRPCTarget, cfg.AdminTarget, cfg.Transport = url, grpcAddr, admin, transport
 		cfg.Scale, cfg.Seed = 0.001, 7
 		cfg.SkipLoad = i > 0 // loaded by the first run
 		cfg.Settle, cfg.Baseline = 0, 200*time.Millisecond
@@ -80,6 +69,12 @@ func TestRunRW1(t *testing.T) {
 		for _, s := range rep.Steps {
 			if s.Errors != 0 || s.Requests == 0 || s.Latency.P50 <= 0 {
 				t.Errorf("%s: step %s %s %s: %d requests, %d errors (%s), p50 %v", transport, s.Query, s.Target, s.Mode, s.Requests, s.Errors, s.FirstError, s.Latency.P50)
+			}
+			if l := s.Latency; !(l.P99 <= l.P999 && l.P999 <= l.P9999 && l.P9999 <= l.Max) {
+				t.Errorf("%s: step %s %s: p99 %v, p99.9 %v, p99.99 %v, max %v: not in order", transport, s.Query, s.Target, l.P99, l.P999, l.P9999, l.Max)
+			}
+			if s.ServerGCCycles > 0 && (s.ServerGCPauseMaxMS <= 0 || s.ServerGCPauseMaxMS > s.ServerGCPauseMS) {
+				t.Errorf("%s: step %s %s: %d GC cycles, pauses %v ms, longest %v ms", transport, s.Query, s.Target, s.ServerGCCycles, s.ServerGCPauseMS, s.ServerGCPauseMaxMS)
 			}
 			// The floor is read over the same transport as Kiln's reads:
 			// HTTP's /debug/rows beside Feast's endpoint.
@@ -133,9 +128,9 @@ func TestRunOverload(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a server")
 	}
-	url, _ := startNode(t)
+	url, _, admin := startNode(t)
 	cfg := DefaultConfig()
-	cfg.Target, cfg.Scale, cfg.Seed = url, 0.001, 7
+	cfg.Target, cfg.AdminTarget, cfg.Scale, cfg.Seed = url, admin, 0.001, 7
 	cfg.Settle, cfg.Baseline, cfg.Live = 0, 0, 0
 	cfg.Q1Rates, cfg.Q2Rates = nil, nil
 	cfg.Duration, cfg.Warmup = 300*time.Millisecond, 100*time.Millisecond

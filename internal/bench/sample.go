@@ -36,12 +36,13 @@ func record(h *hdrhistogram.Histogram, d time.Duration) {
 
 // Percentiles are latency percentiles in milliseconds.
 type Percentiles struct {
-	P50  float64 `json:"p50"`
-	P90  float64 `json:"p90"`
-	P99  float64 `json:"p99"`
-	P999 float64 `json:"p99_9"`
-	Max  float64 `json:"max"`
-	Mean float64 `json:"mean"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p99_9"`
+	P9999 float64 `json:"p99_99"`
+	Max   float64 `json:"max"`
+	Mean  float64 `json:"mean"`
 }
 
 func percentilesOf(h *hdrhistogram.Histogram) Percentiles {
@@ -49,7 +50,7 @@ func percentilesOf(h *hdrhistogram.Histogram) Percentiles {
 	return Percentiles{
 		P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
 		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)),
-		Max: ms(h.Max()), Mean: h.Mean() / 1000,
+		P9999: ms(h.ValueAtQuantile(99.99)), Max: ms(h.Max()), Mean: h.Mean() / 1000,
 	}
 }
 
@@ -75,6 +76,9 @@ type usage struct {
 	seconds              float64
 	serverCPU, clientCPU float64
 	gcCycles             int64
+	// gcPause is the server's collector pauses in the period, gcPauseMax
+	// the longest (of the last 256 cycles, if there were more).
+	gcPause, gcPauseMax time.Duration
 }
 
 // until returns what was used from m to n.
@@ -82,8 +86,21 @@ func (m mark) until(n mark) usage {
 	return usage{
 		seconds:   n.at.Sub(m.at).Seconds(),
 		serverCPU: n.stats.CPUSeconds - m.stats.CPUSeconds, clientCPU: n.clientCPU - m.clientCPU,
-		gcCycles: n.stats.GCCycles - m.stats.GCCycles,
+		gcCycles:   n.stats.GCCycles - m.stats.GCCycles,
+		gcPause:    time.Duration(n.stats.GCPauseTotalNs - m.stats.GCPauseTotalNs),
+		gcPauseMax: longestPause(m.stats, n.stats),
 	}
+}
+
+// longestPause is the longest collector pause of the cycles between two
+// reads of the server's stats (of the last 256 cycles if there were more).
+func longestPause(a, b serverStats) time.Duration {
+	k := min(int(b.GCCycles-a.GCCycles), len(b.GCPausesNs))
+	var longest int64
+	for _, p := range b.GCPausesNs[len(b.GCPausesNs)-max(k, 0):] {
+		longest = max(longest, p)
+	}
+	return time.Duration(longest)
 }
 
 // cores is the server's CPU use over the period, in cores.

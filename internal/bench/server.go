@@ -36,6 +36,10 @@ const (
 type server struct {
 	url      string // base URL of the HTTP API
 	grpcAddr string // host:port of the gRPC API; "" if not served
+	// adminURL is the base URL of the admin listener (/debug/stats,
+	// /debug/rows, /metrics, the profiler); its host:port serves gRPC
+	// Diagnostics too.
+	adminURL string
 	command  []string
 
 	cmd    *exec.Cmd
@@ -50,6 +54,7 @@ type server struct {
 //
 //	kiln: all: serving project feed from DIR on http://127.0.0.1:PORT
 //	kiln: gRPC on 127.0.0.1:PORT
+//	kiln: admin (metrics, profiler, diagnostics) on http://127.0.0.1:PORT
 //
 // grpc asks for the gRPC API too (without it, the server serves none). The
 // child's log goes to logw.
@@ -59,7 +64,7 @@ func startServer(ctx context.Context, argv []string, projectFile, dataDir string
 		grpcAddr = "127.0.0.1:0"
 	}
 	args := append(append([]string(nil), argv[1:]...),
-		"-c", projectFile, "--data", dataDir, "--addr", "127.0.0.1:0", "--grpc-addr="+grpcAddr, "--log-level", "warn")
+		"-c", projectFile, "--data", dataDir, "--addr", "127.0.0.1:0", "--grpc-addr="+grpcAddr, "--admin-addr", "127.0.0.1:0", "--log-level", "warn")
 	s := &server{exited: make(chan struct{}), tail: &tailBuffer{max: stderrTailBytes}}
 	s.command = append([]string{argv[0]}, args...)
 	cmd := exec.Command(argv[0], args...)
@@ -92,7 +97,7 @@ func startServer(ctx context.Context, argv []string, projectFile, dataDir string
 	}
 
 	// Read stdout for the address lines, then keep draining it.
-	type addrs struct{ url, grpc string }
+	type addrs struct{ url, grpc, admin string }
 	found := make(chan addrs, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -106,8 +111,10 @@ func startServer(ctx context.Context, argv []string, projectFile, dataDir string
 				a.url = strings.TrimSpace(line[i+4:])
 			case strings.HasPrefix(line, "kiln: gRPC on "):
 				a.grpc = strings.TrimSpace(line[i+4:])
+			case strings.HasPrefix(line, "kiln: admin ") && strings.HasPrefix(line[i+4:], "http://"):
+				a.admin = strings.TrimSpace(line[i+4:])
 			}
-			if !sent && a.url != "" && (!grpc || a.grpc != "") {
+			if !sent && a.url != "" && a.admin != "" && (!grpc || a.grpc != "") {
 				found <- a
 				sent = true
 			}
@@ -119,14 +126,14 @@ func startServer(ctx context.Context, argv []string, projectFile, dataDir string
 	defer timer.Stop()
 	select {
 	case a := <-found:
-		s.url, s.grpcAddr = a.url, a.grpc
+		s.url, s.grpcAddr, s.adminURL = a.url, a.grpc, a.admin
 	case <-s.exited:
 		return nil, fmt.Errorf("the server exited before serving (%v): %s", s.err, s.tail.String())
 	case <-timer.C:
 		s.stop()
-		what := "its HTTP address"
+		what := "its HTTP and admin addresses"
 		if grpc {
-			what = "its HTTP and gRPC addresses"
+			what = "its HTTP, gRPC and admin addresses"
 		}
 		return nil, fmt.Errorf("the server did not print %s within %v: %s", what, serverStartTimeout, s.tail.String())
 	case <-ctx.Done():
@@ -173,13 +180,20 @@ func (s *server) alive() error {
 	}
 }
 
+// adminAddr is the host:port of the admin listener.
+func (s *server) adminAddr() string { return strings.TrimPrefix(s.adminURL, "http://") }
+
 // serverStats is the part of GET /debug/stats the benchmarks read.
 type serverStats struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	RSSBytes   int64   `json:"rss_bytes"`
 	HeapBytes  int64   `json:"heap_bytes"`
 	GCCycles   int64   `json:"gc_cycles"`
-	Ingest     struct {
+	// GCPauseTotalNs is every collector pause since start; GCPausesNs the
+	// pauses of the last cycles (up to 256), oldest first.
+	GCPauseTotalNs int64   `json:"gc_pause_total_ns"`
+	GCPausesNs     []int64 `json:"gc_pauses_ns"`
+	Ingest         struct {
 		Accepted, DroppedLate, RowsWritten, Writes, WriteErrors, Replayed int64
 	} `json:"ingest"`
 	Sources []struct {
@@ -200,7 +214,7 @@ func (s *server) stats(ctx context.Context, c *http.Client) (serverStats, error)
 	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
 	defer cancel()
 	var st serverStats
-	if err := getJSON(ctx, c, s.url+"/debug/stats", &st); err != nil {
+	if err := getJSON(ctx, c, s.adminURL+"/debug/stats", &st); err != nil {
 		return st, errors.Join(fmt.Errorf("reading the server's stats: %w", err), s.alive())
 	}
 	return st, nil

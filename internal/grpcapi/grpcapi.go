@@ -1,13 +1,15 @@
 // Package grpcapi owns Kiln's gRPC API: the kiln.v1.FeatureService of
-// proto/kiln/v1 (GetFeatures and Prepare), the kiln.v1.Diagnostics service
-// (GetRows: the store's raw read of a request's rows), the standard health
-// service and server reflection. Its semantics are those of the HTTP API's
+// proto/kiln/v1 (GetFeatures and Prepare), the standard health service and
+// server reflection on the public port, and the kiln.v1.Diagnostics service
+// (GetRows: the store's raw read of a request's rows) for the admin
+// listener. Its semantics are those of the HTTP API's
 // POST /v1/features (package serve): both call query.Engine.Read, so they
 // serve identical values; only the shape differs — names once per column,
 // typed columns with one element per key.
 //
-// The caller owns the grpc.Server and the listener: build a Server with New,
-// call Register on a grpc.Server before Serve, and during shutdown call
+// The caller owns the grpc.Servers and the listeners: build a Server with
+// New, call Register on the public grpc.Server and RegisterDiagnostics on
+// the admin one before Serve, and during shutdown call
 // SetServing(false) before GracefulStop so that health checks turn away new
 // traffic first. The engine is not owned either: close the store after the
 // gRPC server has stopped.
@@ -112,12 +114,20 @@ func New(engine *query.Engine, opts Options) *Server {
 	return s
 }
 
-// Register registers FeatureService, Diagnostics, the health service and
-// server reflection on gs. Call it before gs.Serve.
+// Register registers FeatureService, the health service and server
+// reflection on gs, the public API's server. Call it before gs.Serve.
 func (s *Server) Register(gs *grpc.Server) {
 	kilnv1.RegisterFeatureServiceServer(gs, s)
-	kilnv1.RegisterDiagnosticsServer(gs, s.Diagnostics())
 	healthpb.RegisterHealthServer(gs, s.health)
+	reflection.Register(gs)
+}
+
+// RegisterDiagnostics registers Diagnostics and server reflection on gs,
+// the admin listener's server: the raw-row read is for operators and
+// benchmarks, not the public port. It shares the Server's engine and
+// prepared ids. Call it before gs.Serve.
+func (s *Server) RegisterDiagnostics(gs *grpc.Server) {
+	kilnv1.RegisterDiagnosticsServer(gs, s.Diagnostics())
 	reflection.Register(gs)
 }
 

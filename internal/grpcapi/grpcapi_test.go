@@ -116,7 +116,11 @@ func (env *testEnv) post(tb testing.TB, path string, body any) (int, []byte) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	resp, err := http.Post(env.node.URL()+path, "application/json", bytes.NewReader(b))
+	base := env.node.URL()
+	if strings.HasPrefix(path, "/debug/") {
+		base = env.node.AdminURL()
+	}
+	resp, err := http.Post(base+path, "application/json", bytes.NewReader(b))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -898,11 +902,20 @@ func BenchmarkGetFeaturesQ2(b *testing.B) {
 }
 
 // Diagnostics.GetRows reads what HTTP's /debug/rows reads: the same rows,
-// the same bytes, for the same request.
+// the same bytes, for the same request. Both are on the node's admin
+// listener (one port, HTTP/1 and gRPC), neither on the public API's.
 func TestGetRowsMatchesHTTPRows(t *testing.T) {
 	env := startFeed(t, grpcapi.Options{})
 	env.push(t, "engagements", feedEvents())
-	diag := kilnv1.NewDiagnosticsClient(env.conn)
+	if _, err := kilnv1.NewDiagnosticsClient(env.conn).GetRows(context.Background(), &kilnv1.GetFeaturesRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("GetRows on the public gRPC server: %v, want Unimplemented", err)
+	}
+	adminConn, err := grpc.NewClient(env.node.AdminAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adminConn.Close()
+	diag := kilnv1.NewDiagnosticsClient(adminConn)
 	req := request{service: "ranking", entities: []keys{ints("user", "user_id", 1, 2), ints("post", "post_id", append(intRange(150, 190), 9001)...)}}
 	resp, err := diag.GetRows(context.Background(), req.proto())
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/store"
@@ -298,8 +299,9 @@ func (w *writeBehind) commit(o *partition) {
 	o.rec = o.writer.appendRecord(o.rec[:0], o.waiting)
 	o.seq++ // even if the append fails: it may have been written
 	o.key = logKey(o.key[:0], o.id, o.seq)
+	start := time.Now()
 	err := w.log.Apply(context.Background(), []store.KV{{Key: o.key, Value: o.rec}}, store.Range{}, true)
-	o.writes.Add(1)
+	o.wrote(start)
 	o.queuedOps = 0
 	if err != nil {
 		o.writeErrors.Add(1)
@@ -373,8 +375,9 @@ func (w *writeBehind) checkpoint(o *partition, now int64, sync bool) error {
 	// Only the partition changes rows, so it reads them without their locks.
 	o.sortByKey(o.unsaved)
 	o.encodeRows(o.unsaved, nil)
+	start := time.Now()
 	err := w.log.Apply(context.Background(), o.batch, partitionLog(o.id), sync)
-	o.writes.Add(1)
+	o.wrote(start)
 	if err != nil {
 		o.writeErrors.Add(1)
 		o.writer.opts.Logger.Error("writing rows back to the store failed; the event log keeps them", "partition", o.id, "rows", len(o.unsaved), "err", err)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/kiln-dev/kiln/internal/store"
@@ -246,6 +247,14 @@ func (o *partition) loadMissing(keepStored bool) error {
 		return fmt.Errorf("reading rows from the store: %w", err)
 	}
 	return nil
+}
+
+// wrote counts a write to the store that started at start.
+func (o *partition) wrote(start time.Time) {
+	o.writes.Add(1)
+	if obs := o.writer.opts.WriteLatency; obs != nil {
+		obs.Observe(time.Since(start).Seconds())
+	}
 }
 
 // writeFailed counts and logs a failed write of the dirty rows, drops them

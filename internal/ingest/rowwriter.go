@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/kiln-dev/kiln/internal/store"
 )
@@ -80,8 +81,9 @@ func (w writeThrough) commit(o *partition) {
 	if len(o.dirty) > 0 {
 		o.sortByKey(o.dirty)
 		o.encodeDirty(now)
+		start := time.Now()
 		err = w.store.Write(context.Background(), o.batch)
-		o.writes.Add(1)
+		o.wrote(start)
 		if o.writer.opts.AfterWrite != nil {
 			o.writer.opts.AfterWrite(o.batch, err)
 		}
@@ -161,13 +163,14 @@ func (c conditional) write(o *partition, now int64) (conflicts []*heldRow, err e
 		o.cbatch = append(o.cbatch, store.CondKV{Key: o.batch[i].Key, Value: o.batch[i].Value, Old: e.stored})
 	}
 	var conflicted []bool
+	start := time.Now()
 	err = c.cond.WriteIf(context.Background(), o.cbatch, func(i int) {
 		if conflicted == nil {
 			conflicted = make([]bool, len(o.dirty))
 		}
 		conflicted[i] = true
 	})
-	o.writes.Add(1)
+	o.wrote(start)
 	written := o.batch
 	if conflicted != nil && err == nil {
 		written = written[:0:0]

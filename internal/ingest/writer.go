@@ -56,6 +56,10 @@ type Options struct {
 	// answered; a read cache sets the rows (or forgets them on error) here.
 	// Calls for one row come in commit order. It must not keep batch.
 	AfterWrite func(batch []store.KV, err error)
+	// WriteLatency, if set, observes how long each write to the store
+	// took, in seconds: a commit's rows, an append to the event log, or a
+	// checkpoint.
+	WriteLatency Observer
 	// Changed, if set, is told about each row a commit changed while the
 	// writer writes behind (below), and reports whether the read cache
 	// holds it: only those rows are encoded and handed to AfterWrite. It
@@ -167,6 +171,9 @@ type Stats struct {
 	// (write-behind); Recovered counts log records replayed at start.
 	Checkpoints, Recovered int64
 	LateByView             map[string]int64
+	// BySource counts each source's events pushed or streamed (not those
+	// a rebuild replays).
+	BySource map[string]SourceCounts
 }
 
 // Writer is the write path of one process: its partitions, each the single
@@ -192,9 +199,25 @@ type Writer struct {
 	requests sync.Pool // of *request, answered and free for Push to reuse
 
 	accepted, droppedLate atomic.Int64
-	skipped               atomic.Int64
-	lastNow               atomic.Int64
-	recovered             atomic.Int64
+	// bySource counts the events of each source pushed or streamed (not
+	// replayed by a rebuild); made by New, read-only after.
+	bySource  map[*definition.Source]*sourceCounts
+	skipped   atomic.Int64
+	lastNow   atomic.Int64
+	recovered atomic.Int64
+}
+
+// Observer takes a measurement (a prometheus.Observer).
+type Observer interface{ Observe(float64) }
+
+// sourceCounts are the counters of one source's events.
+type sourceCounts struct {
+	accepted, late atomic.Int64
+}
+
+// SourceCounts are the events of one source the write path took.
+type SourceCounts struct {
+	Accepted, DroppedLate int64
 }
 
 // feed is one view a source feeds, with where its entity key lives.
@@ -221,7 +244,10 @@ func New(p *definition.Project, plans map[*definition.View]*tile.Plan, st store.
 	if opts.Partitions > maxPartitions {
 		return nil, fmt.Errorf("ingest: %d partitions; at most %d", opts.Partitions, maxPartitions)
 	}
-	w := &Writer{opts: opts, store: st, plans: plans, feeds: map[*definition.Source][]*feed{}}
+	w := &Writer{opts: opts, store: st, plans: plans, feeds: map[*definition.Source][]*feed{}, bySource: map[*definition.Source]*sourceCounts{}}
+	for _, src := range p.Sources {
+		w.bySource[src] = new(sourceCounts)
+	}
 	for i, v := range p.Views {
 		f := &feed{view: v, plan: plans[v], index: i}
 		if f.plan == nil {
@@ -474,6 +500,10 @@ func (p *Writer) push(ctx context.Context, src *definition.Source, feeds []*feed
 			f.late.Add(int64(n))
 		}
 	}
+	if c := p.bySource[src]; c != nil && !replay {
+		c.accepted.Add(int64(res.Accepted))
+		c.late.Add(int64(res.DroppedLate))
+	}
 	return res, nil
 }
 
@@ -554,7 +584,11 @@ func (p *Writer) Get(ctx context.Context, keys [][]byte, fn func(i int, value []
 
 // Stats returns the writer's counters.
 func (p *Writer) Stats() Stats {
-	s := Stats{WriteMode: p.rowWriter.mode(), Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), Replayed: p.skipped.Load(), LateByView: map[string]int64{}}
+	s := Stats{WriteMode: p.rowWriter.mode(), Accepted: p.accepted.Load(), DroppedLate: p.droppedLate.Load(), Replayed: p.skipped.Load(),
+		LateByView: map[string]int64{}, BySource: make(map[string]SourceCounts, len(p.bySource))}
+	for src, c := range p.bySource {
+		s.BySource[src.Name] = SourceCounts{Accepted: c.accepted.Load(), DroppedLate: c.late.Load()}
+	}
 	for _, fs := range p.feeds {
 		for i := range fs {
 			s.LateByView[fs[i].view.Name] += fs[i].late.Load()

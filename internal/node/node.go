@@ -1,8 +1,9 @@
 // Package node owns one running Kiln process: it opens the online store the
 // project names (Pebble in a data directory, or Redis), starts what the
 // process's role needs — the write path (package ingest), the read engine
-// (package query) with its row cache, the HTTP API (package serve) and the
-// gRPC API (package grpcapi) — and stops them in order: stop taking
+// (package query) with its row cache, the HTTP API (package serve), the
+// gRPC API (package grpcapi) and the admin listener with the process's
+// metrics (package metrics) — and stops them in order: stop taking
 // requests, stop the streaming sources, write what the partitions hold,
 // close the store.
 //
@@ -22,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -33,6 +35,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/eventjson"
 	"github.com/kiln-dev/kiln/internal/grpcapi"
 	"github.com/kiln-dev/kiln/internal/ingest"
+	"github.com/kiln-dev/kiln/internal/metrics"
 	"github.com/kiln-dev/kiln/internal/query"
 	"github.com/kiln-dev/kiln/internal/rowcache"
 	"github.com/kiln-dev/kiln/internal/serve"
@@ -45,6 +48,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/stream/nats"
 	"github.com/kiln-dev/kiln/internal/tile"
 	"github.com/kiln-dev/kiln/internal/tracing"
+	"github.com/kiln-dev/kiln/internal/version"
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
 
@@ -110,6 +114,12 @@ type Config struct {
 	Addr string
 	// GRPCAddr is the gRPC listen address; empty serves no gRPC.
 	GRPCAddr string
+	// AdminAddr is the admin listener's address: /metrics, the profiler
+	// (/debug/pprof/), the raw-row read (POST /debug/rows and gRPC
+	// kiln.v1.Diagnostics), /debug/stats, /healthz and /readyz. Empty
+	// serves none (kiln serve's default is 127.0.0.1:7072); use
+	// 127.0.0.1:0 for a free port (Node.AdminURL tells which).
+	AdminAddr string
 	// Ingest configures the write path (partitions, batching, clock).
 	Ingest ingest.Options
 	// Archive is where every event the write path accepts is kept
@@ -213,13 +223,15 @@ func orDefault(d, def time.Duration) time.Duration {
 // Node is a running Kiln process.
 type Node struct {
 	// Addr is the address the HTTP API listens on; GRPCAddr the gRPC API
-	// (empty without one).
-	Addr     string
-	GRPCAddr string
-	Role     Role
-	Plans    map[*definition.View]*tile.Plan
-	Store    store.Store
-	Writer   *ingest.Writer // nil in a serve-only process
+	// (empty without one); AdminAddr the admin listener (empty without
+	// one).
+	Addr      string
+	GRPCAddr  string
+	AdminAddr string
+	Role      Role
+	Plans     map[*definition.View]*tile.Plan
+	Store     store.Store
+	Writer    *ingest.Writer // nil in a serve-only process
 	// Archive is the event archive (Config.Archive), nil without one;
 	// Journal is its journal, nil without an archive or in a serve-only
 	// process.
@@ -231,8 +243,12 @@ type Node struct {
 	// nil in an ingest-only process or with Config.AdmissionOff. Its
 	// Refused counts the refusals.
 	Admission *admission.Limiter
+	// Registry holds the process's metrics, served on the admin
+	// listener's /metrics.
+	Registry *prometheus.Registry
 
 	cfg     Config
+	admin   *admin // nil without an admin listener
 	http    *http.Server
 	serveCh chan error
 	grpc    *grpc.Server
@@ -286,7 +302,10 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Role: cfg.Role, Plans: plans, Archive: cfg.Archive, cfg: cfg}
+	build := version.Get()
+	n := &Node{Role: cfg.Role, Plans: plans, Archive: cfg.Archive, cfg: cfg, Registry: metrics.NewRegistry(build)}
+	reads := newStoreReads(n.Registry)
+	cfg.Ingest.WriteLatency = storeWriteLatency(n.Registry)
 	// On an error below, undo what was started.
 	var cleanups []func()
 	defer func() {
@@ -379,7 +398,7 @@ func Start(cfg Config) (_ *Node, err error) {
 			rows = n.Writer
 		}
 		if cache != nil {
-			rows = rowcache.ReadThrough{Cache: cache, Load: rows.Get}
+			rows = rowcache.ReadThrough{Cache: cache, Load: reads.wrap(rows.Get)}
 		}
 		if cfg.Tracing != nil {
 			if rt, ok := rows.(rowcache.ReadThrough); ok {
@@ -415,7 +434,8 @@ func Start(cfg Config) (_ *Node, err error) {
 			}
 		}
 	}
-	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger, Tracing: cfg.Tracing,
+	n.Registry.MustRegister(&collector{n: n, cache: cache})
+	n.Server, err = serve.New(serve.Config{Project: cfg.Project, Engine: n.Engine, Writer: n.Writer, Logger: cfg.Logger, Registry: n.Registry, Tracing: cfg.Tracing,
 		Archive: cfg.Archive, Plans: plans, FlushArchive: n.flushArchive, Broken: n.broken,
 		Rebuilds: n.rebuilds.list,
 		Stats: func() map[string]any {
@@ -445,19 +465,23 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	cleanups = append(cleanups, func() { ln.Close() })
 	n.Addr = ln.Addr().String()
+	gm := metrics.NewGRPC(n.Registry)
+	if n.Engine != nil && (cfg.GRPCAddr != "" || cfg.AdminAddr != "") {
+		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger, Tracing: cfg.Tracing})
+	}
 	if cfg.GRPCAddr != "" && n.Engine != nil {
 		gln, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return nil, fmt.Errorf("listening on %s: %w (pick another --grpc-addr)", cfg.GRPCAddr, err)
 		}
 		n.GRPCAddr = gln.Addr().String()
-		n.grpcAPI = grpcapi.New(n.Engine, grpcapi.Options{Logger: cfg.Logger, Tracing: cfg.Tracing})
-		opts := n.grpcAPI.ServerOptions()
+		// Interceptors run in the order given: every call is counted; a
+		// call without a token of its method's scope is refused before it
+		// waits for a read's slot.
+		opts := append(gm.ServerOptions(), n.grpcAPI.ServerOptions()...)
 		if cfg.TLS != nil {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 		}
-		// Interceptors run in the order given: a call without a token of
-		// its method's scope is refused before it waits for a read's slot.
 		if cfg.Tokens != nil {
 			opts = append(opts, grpcapi.RequireTokens(cfg.Tokens)...)
 		}
@@ -466,8 +490,19 @@ func Start(cfg Config) (_ *Node, err error) {
 		}
 		n.grpc = grpc.NewServer(opts...)
 		n.grpcAPI.Register(n.grpc)
+		gm.Init(n.grpc)
 		n.grpcCh = make(chan error, 1)
 		go func() { n.grpcCh <- n.grpc.Serve(gln) }()
+	}
+	if cfg.AdminAddr != "" {
+		if n.admin, err = n.startAdmin(cfg, gm); err != nil {
+			if n.grpc != nil {
+				n.grpc.Stop()
+				<-n.grpcCh
+			}
+			return nil, err
+		}
+		n.AdminAddr = n.admin.addr()
 	}
 	var handler http.Handler = n.Server
 	if n.Admission != nil {
@@ -497,7 +532,8 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	n.rebuilds.start()
 	n.watchCatalog()
-	cfg.Logger.Info("kiln serving", "role", cfg.Role, "addr", n.Addr, "grpc", n.GRPCAddr,
+	cfg.Logger.Info("kiln serving", "version", build.Version, "revision", build.Revision, "go", build.GoVersion,
+		"role", cfg.Role, "addr", n.Addr, "grpc", n.GRPCAddr, "admin", n.AdminAddr,
 		"project", cfg.Project.Name, "online_store", online.Type, "tls", cfg.TLS != nil, "tokens", cfg.Tokens != nil)
 	return n, nil
 }
@@ -640,6 +676,14 @@ func (n *Node) URL() string {
 	return "http://" + n.Addr
 }
 
+// AdminURL is the base URL of the admin listener, "" without one.
+func (n *Node) AdminURL() string {
+	if n.AdminAddr == "" {
+		return ""
+	}
+	return "http://" + n.AdminAddr
+}
+
 // Close stops the node: /readyz and gRPC health turn unready, requests in
 // flight finish (up to the shutdown timeout), the streaming sources stop,
 // the ingest writer writes what it holds, and the store closes. Every step runs
@@ -671,6 +715,9 @@ func (n *Node) close() error {
 	errs := []error{n.http.Shutdown(ctx)}
 	if err := <-n.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
+	}
+	if n.admin != nil {
+		errs = append(errs, n.admin.close(ctx))
 	}
 	if n.stopWatch != nil {
 		n.stopWatch()

@@ -29,7 +29,7 @@ import (
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
 
-const clicksProject = `
+const tracedProject = `
 project: clicks
 entities:
   user: {keys: [user_id]}
@@ -51,11 +51,11 @@ services:
 
 var traceT0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 
-// tracedNode starts a node of clicksProject, HTTP and gRPC on loopback,
+// tracedNode starts a node of tracedProject, HTTP and gRPC on loopback,
 // tracing into tp (nil: off), with three users' clicks pushed.
 func tracedNode(t *testing.T, tp trace.TracerProvider) *node.Node {
 	t.Helper()
-	p, err := projectfile.Parse("kiln.yaml", []byte(clicksProject))
+	p, err := projectfile.Parse("kiln.yaml", []byte(tracedProject))
 	if err != nil {
 		t.Fatal(err)
 	}

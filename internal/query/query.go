@@ -57,6 +57,9 @@ type Engine struct {
 	outputs  map[string]outputRef
 	services map[string]*Prepared
 
+	// served counts the feature values of the reads answered.
+	served atomic.Int64
+
 	// unavailable holds the views reads of which are refused, with their
 	// reasons (SetUnavailable); nil when there are none, so that a read
 	// pays one atomic load. unavailableMu serializes its writers.
@@ -149,6 +152,18 @@ func New(cfg Config) (*Engine, error) {
 		e.services[svc.Name] = p
 	}
 	return e, nil
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	// ValuesServed counts the feature values of the reads answered: keys
+	// times features, over every entity type of each request.
+	ValuesServed int64 `json:"values_served"`
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	return Stats{ValuesServed: e.served.Load()}
 }
 
 // Now is the engine's clock in Unix ms.

@@ -282,8 +282,10 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 	}
 	// Keys with a row in some views but not others get the empty values of
 	// the missing views.
+	values := 0
 	for i, pe := range req.Prepared.Entities {
 		er := &res.Entities[i]
+		values += er.N * len(pe.Features)
 		nv := len(pe.views)
 		for j := range er.N {
 			present := slices.Contains(er.found[j*nv:j*nv+nv], true)
@@ -304,6 +306,7 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 			}
 		}
 	}
+	e.served.Add(int64(values))
 	return nil
 }
 

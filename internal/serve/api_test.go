@@ -30,7 +30,7 @@ func testNode(t *testing.T, dir string, clock *atomic.Int64) *node.Node {
 		t.Fatal(err)
 	}
 	n, err := node.Start(node.Config{
-		Project: p, DataDir: dir, Addr: "127.0.0.1:0",
+		Project: p, DataDir: dir, Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Ingest: ingest.Options{Now: func() time.Time { return time.UnixMilli(clock.Load()) }},
 	})
 	if err != nil {

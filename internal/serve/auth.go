@@ -59,7 +59,7 @@ func ScopeOf(path string) (scope auth.Scope, public bool) {
 		return 0, true
 	case path == "/v1/push", path == "/push":
 		return auth.Push, false
-	case path == "/debug" || strings.HasPrefix(path, "/debug/"):
+	case path == "/debug" || strings.HasPrefix(path, "/debug/"), path == "/metrics":
 		return auth.Admin, false
 	}
 	return auth.Read, false

@@ -28,6 +28,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kiln-dev/kiln/internal/admission"
@@ -66,6 +67,10 @@ type Config struct {
 	Engine *query.Engine
 	// Writer takes pushed events; nil refuses pushes (a read-only server).
 	Writer *ingest.Writer
+	// Registry, if set, is where the server's request metrics go and what
+	// the admin listener's GET /metrics serves; without it, a registry of
+	// the server's own.
+	Registry *prometheus.Registry
 	// Stats, if set, adds its fields to GET /debug/stats.
 	Stats func() map[string]any
 	// Rebuilds, if set, lists the views being rebuilt, which /readyz
@@ -84,7 +89,9 @@ type Config struct {
 	// holds to the archive; a training set calls it first, so that it
 	// counts every event accepted before the request.
 	FlushArchive func(ctx context.Context) error
-	// Logger receives request errors. Default: discard.
+	// Logger receives a line per request: at debug level for each answer,
+	// at info for each 4xx (warn for each 5xx) with the error the client
+	// got. Default: discard.
 	Logger *slog.Logger
 	// Tracing, if set, traces the requests (tracing.go). Default: off.
 	Tracing trace.TracerProvider
@@ -103,9 +110,12 @@ type Server struct {
 	// tracer makes the requests' spans; nil when they are not traced.
 	tracer trace.Tracer
 	ready  atomic.Bool
-	mux    *http.ServeMux
-	// notFound answers a path with no route.
-	notFound http.HandlerFunc
+	// public and admin are the routes of the API's listener and of the
+	// admin listener.
+	public, admin *router
+	// metrics are the instruments of requests and the /metrics handler
+	// (observe.go).
+	metrics serverMetrics
 	// pushes holds the memory of pushes no longer in flight (*pushBuffer):
 	// a push reuses a body and decoded events instead of allocating them.
 	pushes sync.Pool
@@ -142,20 +152,22 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.mux = s.routes()
+	s.metrics = newServerMetrics(cfg)
+	s.public = s.newRouter(s.publicRoutes(), false)
+	s.admin = s.newRouter(s.adminRoutes(), true)
 	s.ready.Store(true)
 	return s, nil
 }
 
-// routes builds the mux of the API. Every path answers a method it does not
-// take with 405, an Allow header and a JSON error, HEAD included (a GET
-// pattern would take HEAD too); every other path with a 404 listing the
-// routes. /debug/pprof/ takes any method.
-func (s *Server) routes() *http.ServeMux {
-	api := []struct {
-		method, path string
-		handle       http.HandlerFunc
-	}{
+// route is one path and method of a listener and its handler.
+type route struct {
+	method, path string
+	handle       http.HandlerFunc
+}
+
+// publicRoutes are the API's routes: what clients call.
+func (s *Server) publicRoutes() []route {
+	return []route{
 		{http.MethodPost, "/v1/push", s.handlePush},
 		{http.MethodPost, "/v1/features", s.handleFeatures},
 		{http.MethodPost, "/v1/training-set", s.handleTrainingSet},
@@ -164,40 +176,72 @@ func (s *Server) routes() *http.ServeMux {
 		{http.MethodPost, "/push", s.handleFeastPush},
 		{http.MethodGet, "/healthz", s.handleHealth},
 		{http.MethodGet, "/readyz", s.handleReady},
+	}
+}
+
+// adminRoutes are the admin listener's routes: what operators and their
+// tools read (admin.go), beside the profiler.
+func (s *Server) adminRoutes() []route {
+	return []route{
+		{http.MethodGet, "/metrics", s.handleMetrics},
 		{http.MethodPost, "/debug/rows", s.handleRows},
 		{http.MethodGet, "/debug/stats", s.handleStats},
+		{http.MethodGet, "/healthz", s.handleHealth},
+		{http.MethodGet, "/readyz", s.handleReady},
 	}
-	mux := http.NewServeMux()
+}
+
+// router is one listener's routes behind the request middleware
+// (observe.go).
+type router struct {
+	s   *Server
+	mux *http.ServeMux
+	// notFound answers a path with no route.
+	notFound http.HandlerFunc
+}
+
+// newRouter builds the mux of a listener. Every path answers a method it
+// does not take with 405, an Allow header and a JSON error, HEAD included
+// (a GET pattern would take HEAD too); every other path with a 404 listing
+// the routes. With pprof, /debug/pprof/ serves the profiler, any method.
+func (s *Server) newRouter(api []route, pprof bool) *router {
+	rt := &router{s: s, mux: http.NewServeMux()}
+	mux := rt.mux
 	var names []string
 	methods := map[string][]string{} // by path
 	for _, a := range api {
-		mux.HandleFunc(a.method+" "+a.path, s.traced(a.method, a.path, a.handle))
+		mux.HandleFunc(a.method+" "+a.path, s.observed(a.path, s.traced(a.method, a.path, a.handle)))
 		names = append(names, a.method+" "+a.path)
 		methods[a.path] = append(methods[a.path], a.method)
 	}
 	for p, ms := range methods {
 		slices.Sort(ms)
 		allowed := strings.Join(ms, ", ")
-		refuse := func(w http.ResponseWriter, r *http.Request) {
+		refuse := s.observed(p, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allowed)
 			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, allowed, r.Method), nil)
-		}
+		})
 		mux.HandleFunc(p, refuse)
 		if slices.Contains(ms, http.MethodGet) && !slices.Contains(ms, http.MethodHead) {
 			mux.HandleFunc(http.MethodHead+" "+p, refuse)
 		}
 	}
+	if pprof {
+		names = append(names, "* /debug/pprof/")
+	}
 	slices.Sort(names)
 	list := strings.Join(names, ", ")
-	s.notFound = func(w http.ResponseWriter, r *http.Request) {
+	rt.notFound = s.observed(unmatchedRoute, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s; routes are: %s", r.URL.Path, list), nil)
+	})
+	mux.HandleFunc("/", rt.notFound)
+	if pprof {
+		mux.HandleFunc("/debug/pprof/", s.observed("/debug/pprof/", servePprof))
+		// Without a route of its own, the mux would redirect /debug/pprof to
+		// /debug/pprof/.
+		mux.HandleFunc("/debug/pprof", rt.notFound)
 	}
-	mux.HandleFunc("/", s.notFound)
-	mux.HandleFunc("/debug/pprof/", servePprof)
-	// Without a route of its own, the mux would redirect /debug/pprof to
-	// /debug/pprof/.
-	mux.HandleFunc("/debug/pprof", s.notFound)
-	return mux
+	return rt
 }
 
 // IsRead reports whether r is a feature read, which admission control
@@ -210,21 +254,32 @@ func IsRead(r *http.Request) bool {
 // SetReady sets what /readyz answers: set it false before draining.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 
-// ServeHTTP routes a request, answering unknown paths and methods with a
-// JSON error, and turns a panic into a 500 rather than a dropped connection.
+// ServeHTTP serves the public API: it routes a request, answering unknown
+// paths and methods with a JSON error, and turns a panic into a 500 rather
+// than a dropped connection.
 //
 // A path is routed as it is, once unescaped: one the mux would redirect to
 // its clean form (/v1//push, /./healthz) is not found, and one with escaped
 // slashes (/v1%2Fpush) is the path they spell.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.public.ServeHTTP(w, r) }
+
+// Admin is the handler of the admin listener: /metrics, the profiler,
+// /debug/rows, /debug/stats, /healthz and /readyz, routed as ServeHTTP
+// routes the API. It answers anyone who reaches it: listen on loopback or
+// a network only operators reach.
+func (s *Server) Admin() http.Handler { return s.admin }
+
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := rt.s.startRequest(w)
+	defer rt.s.endRequest(rec, r)
 	defer func() {
 		if p := recover(); p != nil {
-			s.cfg.Logger.Error("panic serving request", "path", r.URL.Path, "panic", p)
-			writeError(w, http.StatusInternalServerError, "internal error; the server log has the details", nil)
+			rt.s.cfg.Logger.Error("panic serving request", "path", r.URL.Path, "panic", p)
+			writeError(rec, http.StatusInternalServerError, "internal error; the server log has the details", nil)
 		}
 	}()
 	if !isClean(r.URL.Path) {
-		s.notFound(w, r)
+		rt.notFound(rec, r)
 		return
 	}
 	if r.URL.RawPath != "" {
@@ -233,7 +288,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(r.Context())
 		r.URL = &u
 	}
-	s.mux.ServeHTTP(w, r)
+	rt.mux.ServeHTTP(rec, r)
 }
 
 // isClean reports whether p is a path that http.ServeMux routes without
@@ -432,7 +487,7 @@ func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
 	case errors.Is(err, ingest.ErrClosed), errors.Is(err, store.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "the server is shutting down; retry on another replica or after restart", nil)
 	default:
-		s.cfg.Logger.Error(what+" failed", "err", err)
+		// The request's log line (observe.go) carries the error.
 		writeError(w, http.StatusServiceUnavailable, what+" failed: "+err.Error()+"; retry", nil)
 	}
 }
@@ -453,7 +508,16 @@ type errorBody struct {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string, details []eventjson.Problem) {
-	traceError(w, msg)
+	// The message goes to the request's span (tracedWriter) and its log
+	// line (recorder), whichever of them w is or wraps.
+	inner := w
+	if tw, ok := inner.(*tracedWriter); ok {
+		traceError(tw, msg)
+		inner = tw.ResponseWriter
+	}
+	if rec, ok := inner.(*recorder); ok {
+		rec.err = msg
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	// Messages quote JSON and placeholders like "<name>": they go as

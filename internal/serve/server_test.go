@@ -2,6 +2,7 @@ package serve
 
 import (
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -10,37 +11,67 @@ import (
 // The router answers what it does not route with Kiln's JSON errors: a
 // method a path does not take (HEAD included) with 405 and Allow, a path
 // with no route, or one that is not clean, with 404 rather than a redirect.
-// The profiler takes any method.
+// The operators' routes are not on the API's listener.
 func TestRouterRefusals(t *testing.T) {
 	s := feedServer(t)
-	for _, c := range []struct {
-		req, allow string
-		code       int
-		msg        string
-	}{
+	check(t, s, []routeCase{
 		{"GET /healthz", "", 200, ""},
 		{"HEAD /healthz", "GET", 405, "/healthz takes GET, not HEAD"},
 		{"OPTIONS /readyz", "GET", 405, "/readyz takes GET, not OPTIONS"},
 		{"GET /v1/features", "POST", 405, "/v1/features takes POST, not GET"},
 		{"HEAD /v1/push", "POST", 405, "/v1/push takes POST, not HEAD"},
 		{"POST /v1/push", "", 403, "only serves"},
-		{"GET /nope", "", 404, "no route /nope; routes are: GET /debug/stats, GET /healthz, GET /readyz, GET /v1/metadata, POST /debug/rows, POST /get-online-features, POST /push, POST /v1/features, POST /v1/push"},
+		{"GET /nope", "", 404, "no route /nope; routes are: GET /healthz, GET /readyz, GET /v1/metadata, POST /get-online-features, POST /push, POST /v1/features, POST /v1/push, POST /v1/training-set"},
 		{"GET /healthz/", "", 404, "no route /healthz/"},
 		{"POST /v1//features", "", 404, "no route /v1//features"},
 		{"GET /v1/../healthz", "", 404, "no route /v1/../healthz"},
-		{"GET /debug/pprof", "", 404, "no route /debug/pprof;"},
 		{"POST /v1%2Ffeatures", "", 400, "not a features request"},
 		{"GET /%68ealthz", "", 200, ""},
+		{"GET /metrics", "", 404, "no route /metrics"},
+		{"GET /debug/stats", "", 404, "no route /debug/stats"},
+		{"POST /debug/rows", "", 404, "no route /debug/rows"},
+		{"GET /debug/pprof/", "", 404, "no route /debug/pprof/"},
+		{"POST /debug/pprof/cmdline", "", 404, "no route /debug/pprof/cmdline"},
+	})
+}
+
+// The admin listener routes as the API's does, and serves what operators
+// read: the metrics, the profiler (any method), the raw rows, the stats and
+// the probes; none of the API's routes.
+func TestAdminRouterRefusals(t *testing.T) {
+	s := feedServer(t)
+	check(t, s.Admin(), []routeCase{
+		{"GET /healthz", "", 200, ""},
+		{"GET /readyz", "", 200, ""},
+		{"GET /metrics", "", 200, "kiln_http_requests_total"},
+		{"POST /metrics", "GET", 405, "/metrics takes GET, not POST"},
+		{"GET /debug/stats", "", 200, "gomaxprocs"},
+		{"GET /debug/rows", "POST", 405, "/debug/rows takes POST, not GET"},
+		{"GET /debug/pprof", "", 404, "no route /debug/pprof;"},
 		{"POST /debug/pprof/cmdline", "", 200, ""},
-	} {
+		{"GET /nope", "", 404, "no route /nope; routes are: * /debug/pprof/, GET /debug/stats, GET /healthz, GET /metrics, GET /readyz, POST /debug/rows"},
+		{"POST /v1/features", "", 404, "no route /v1/features"},
+		{"GET /ui", "", 404, "no route /ui"},
+	})
+}
+
+type routeCase struct {
+	req, allow string
+	code       int
+	msg        string
+}
+
+func check(t *testing.T, h http.Handler, cases []routeCase) {
+	t.Helper()
+	for _, c := range cases {
 		method, path, _ := strings.Cut(c.req, " ")
 		w := httptest.NewRecorder()
-		s.ServeHTTP(w, httptest.NewRequest(method, path, nil))
+		h.ServeHTTP(w, httptest.NewRequest(method, path, nil))
 		if w.Code != c.code || w.Header().Get("Allow") != c.allow || w.Header().Get("Location") != "" {
 			t.Errorf("%s: %d, Allow %q, Location %q; want %d, Allow %q", c.req, w.Code, w.Header().Get("Allow"), w.Header().Get("Location"), c.code, c.allow)
 		}
 		if w.Code >= 400 && !strings.HasPrefix(w.Body.String(), `{"error":`) || !strings.Contains(w.Body.String(), c.msg) {
-			t.Errorf("%s: body %q, want a JSON error with %q", c.req, w.Body, c.msg)
+			t.Errorf("%s: body %.300q, want a JSON error with %q", c.req, w.Body, c.msg)
 		}
 	}
 }

@@ -14,7 +14,10 @@ import (
 
 // handleStats reports the process's resource use and the write path's
 // counters: what kiln-bench reads before and after a run to charge the
-// server's CPU seconds and memory.
+// server's CPU seconds, memory and collector pauses. It is a JSON view of
+// numbers /metrics has too (process_cpu_seconds_total, go_memstats_*,
+// go_gc_duration_seconds, kiln_ingest_*, kiln_stream_*), kept because
+// kiln-bench reads them in one request, with the pauses of each cycle.
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -25,8 +28,12 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		"sys_bytes":      ms.Sys,
 		"gc_cycles":      ms.NumGC,
 		"gc_pause_total": time.Duration(ms.PauseTotalNs).String(),
-		"goroutines":     runtime.NumGoroutine(),
-		"gomaxprocs":     runtime.GOMAXPROCS(0),
+		// The pauses, for kiln-bench's longest pause of a step: the total,
+		// and the last cycles' (up to 256, oldest first).
+		"gc_pause_total_ns": ms.PauseTotalNs,
+		"gc_pauses_ns":      recentPauses(&ms),
+		"goroutines":        runtime.NumGoroutine(),
+		"gomaxprocs":        runtime.GOMAXPROCS(0),
 	}
 	if s.cfg.Writer != nil {
 		out["ingest"] = s.cfg.Writer.Stats()
@@ -39,6 +46,17 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	b, _ := json.Marshal(out)
 	w.Write(append(b, '\n'))
+}
+
+// recentPauses returns the stop-the-world pauses of the last collector
+// cycles runtime.MemStats remembers (up to 256), oldest first, in ns.
+func recentPauses(ms *runtime.MemStats) []uint64 {
+	n := min(ms.NumGC, uint32(len(ms.PauseNs)))
+	out := make([]uint64, n)
+	for i := range n {
+		out[i] = ms.PauseNs[(ms.NumGC-n+i)%uint32(len(ms.PauseNs))]
+	}
+	return out
 }
 
 // CPUSeconds is the CPU time (user + system) this process has used.
@@ -65,9 +83,8 @@ func rssBytes() int64 {
 }
 
 // servePprof serves the Go profiler under /debug/pprof/ (go tool pprof
-// http://ADDR/debug/pprof/profile?seconds=10), so an operator can see where
-// a server spends its time. The API listens on loopback by default; expose
-// it with care.
+// http://ADMIN/debug/pprof/profile?seconds=10) on the admin listener, so
+// an operator can see where a server spends its time.
 func servePprof(w http.ResponseWriter, r *http.Request) {
 	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
 	case "profile":

@@ -59,6 +59,12 @@ func (s *Spool) flushLoop() {
 		s.progress = make(chan struct{})
 		s.fmu.Unlock()
 		if err == nil {
+			s.segmentsArchived.Add(1)
+			s.lastArchived.Store(s.opts.Now().UnixMilli())
+		} else {
+			s.archiveFailures.Add(1)
+		}
+		if err == nil {
 			backoff = 0
 			s.compactTouched(ctx, false)
 			continue
@@ -155,6 +161,9 @@ func (s *Spool) archiveSegment(ctx context.Context, seq uint64) error {
 	s.state = next
 	if err := s.writeState(); err != nil {
 		return err
+	}
+	for _, evs := range bySource {
+		s.eventsArchived.Add(int64(len(evs)))
 	}
 	if err := os.Remove(path); err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/archive"
@@ -95,6 +96,12 @@ type Spool struct {
 
 	sendMu sync.RWMutex // held to send on queue; Close takes it to close queue
 	closed bool         // guarded by sendMu
+
+	// Counters for Stats.
+	eventsJournaled, bytesJournaled  atomic.Int64
+	segmentsArchived, eventsArchived atomic.Int64
+	archiveFailures                  atomic.Int64
+	lastArchived                     atomic.Int64 // Unix ms of the last segment archived
 
 	queue   chan *pending
 	rollReq chan chan uint64
@@ -392,6 +399,7 @@ func (s *Spool) Append(src *definition.Source, arrival int64, events []event.Eve
 	if kept == 0 {
 		return func() error { return nil }
 	}
+	s.eventsJournaled.Add(int64(kept))
 	bp, _ := s.bufs.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
@@ -411,6 +419,38 @@ func (s *Spool) Append(src *definition.Source, arrival int64, events []event.Eve
 		s.bufs.Put(p.buf)
 		return err
 	}
+}
+
+// Stats are the journal's counters since Open.
+type Stats struct {
+	// EventsJournaled and BytesJournaled count what appends handed the
+	// journal (bytes: those written and synced).
+	EventsJournaled, BytesJournaled int64
+	// SegmentsArchived and EventsArchived count what reached the archive;
+	// SegmentsPending is the closed segments waiting for it.
+	SegmentsArchived, EventsArchived, SegmentsPending int64
+	// ArchiveFailures counts failed attempts to archive a segment (each is
+	// retried).
+	ArchiveFailures int64
+	// LastArchived is when a segment was last archived; zero before the
+	// first.
+	LastArchived time.Time
+}
+
+// Stats returns the journal's counters.
+func (s *Spool) Stats() Stats {
+	st := Stats{
+		EventsJournaled: s.eventsJournaled.Load(), BytesJournaled: s.bytesJournaled.Load(),
+		SegmentsArchived: s.segmentsArchived.Load(), EventsArchived: s.eventsArchived.Load(),
+		ArchiveFailures: s.archiveFailures.Load(),
+	}
+	if ms := s.lastArchived.Load(); ms != 0 {
+		st.LastArchived = time.UnixMilli(ms)
+	}
+	s.fmu.Lock()
+	st.SegmentsPending = int64(len(s.closedSegs))
+	s.fmu.Unlock()
+	return st
 }
 
 // Err returns the failure that makes the journal refuse appends (a write
@@ -507,6 +547,9 @@ func (s *Spool) writeLoop() {
 				p.done <- err
 			}
 			clear(batch)
+			if err == nil {
+				s.bytesJournaled.Add(int64(len(wbuf)))
+			}
 			size += int64(len(wbuf))
 			if size >= s.opts.SegmentBytes {
 				roll()

@@ -298,6 +298,7 @@ type Stats struct {
 // Percentiles of a latency distribution, in milliseconds.
 type Percentiles struct {
 	Count int64   `json:"count"`
+	Mean  float64 `json:"mean"`
 	P50   float64 `json:"p50"`
 	P99   float64 `json:"p99"`
 	P999  float64 `json:"p999"`
@@ -324,8 +325,8 @@ func (a *Applier) Stats() Stats {
 	h := a.freshness
 	ms := func(us int64) float64 { return float64(us) / 1000 }
 	s.Freshness = Percentiles{
-		Count: h.TotalCount(),
-		P50:   ms(h.ValueAtQuantile(50)), P99: ms(h.ValueAtQuantile(99)),
+		Count: h.TotalCount(), Mean: h.Mean() / 1000,
+		P50: ms(h.ValueAtQuantile(50)), P99: ms(h.ValueAtQuantile(99)),
 		P999: ms(h.ValueAtQuantile(99.9)), Max: ms(h.Max()),
 	}
 	return s

@@ -15,7 +15,7 @@ import (
 
 // Start parses the project file text src (name is the file name errors
 // give) and starts a node on it: its data in a temporary directory, its
-// HTTP API on a free loopback port, its event archive in the data
+// HTTP API and its admin listener on free loopback ports, its event archive in the data
 // directory (Node.Archive; Node.Journal.Flush writes what it holds), and
 // the write path's clock stopped at now. The node is closed when tb ends.
 func Start(tb testing.TB, name string, src []byte, now time.Time) (*node.Node, *definition.Project) {
@@ -37,7 +37,7 @@ func StartClock(tb testing.TB, name string, src []byte, clock func() time.Time) 
 		tb.Fatal(err)
 	}
 	n, err := node.Start(node.Config{
-		Project: p, DataDir: dir, Addr: "127.0.0.1:0", Archive: archive.New(arch),
+		Project: p, DataDir: dir, Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Archive: archive.New(arch),
 		Ingest: ingest.Options{Now: clock},
 	})
 	if err != nil {

@@ -1,0 +1,4 @@
+package serve
+
+// RecentPauses is recentPauses, for the tests of package serve_test.
+var RecentPauses = recentPauses
