@@ -1,0 +1,251 @@
+package ui_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/kiln-dev/kiln/internal/node/nodetest"
+	"github.com/kiln-dev/kiln/internal/ui/browser"
+)
+
+const project = `
+project: shop
+entities:
+  user:
+    keys: [user_id]
+sources:
+  orders:
+    type: push
+    event_time: ts
+    fields: {user_id: int64, amount: float64}
+views:
+  user_orders:
+    entity: user
+    source: orders
+    features:
+      orders:  {agg: count, windows: [1h, 24h]}
+      spend:   {agg: sum, field: amount, windows: [1h, 24h]}
+      biggest: {agg: max, field: amount, windows: [24h]}
+services:
+  checkout:
+    views: [user_orders]
+`
+
+// startBrowser starts headless Chromium, or skips the test without one
+// unless KILN_REQUIRE_CHROMIUM=1.
+func startBrowser(t *testing.T) *browser.Browser {
+	t.Helper()
+	path, err := browser.Find()
+	if err != nil {
+		if os.Getenv("KILN_REQUIRE_CHROMIUM") == "1" {
+			t.Fatalf("%v (KILN_REQUIRE_CHROMIUM=1)", err)
+		}
+		t.Skipf("%v; the dashboard's browser test skips (KILN_REQUIRE_CHROMIUM=1 makes it fail)", err)
+	}
+	b, err := browser.Start(context.Background(), path, 1280, 1200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+// The page, in a real browser against a real node's admin listener: it
+// loads without errors, shows the project, turns two scrapes of /metrics
+// at a time into the rates of what was pushed and read, and looks a key up
+// with the values the read API answers.
+func TestDashboard(t *testing.T) {
+	b := startBrowser(t)
+	t0 := time.Now().Truncate(time.Millisecond)
+	n, _ := nodetest.Start(t, "kiln.yaml", []byte(project), t0)
+
+	ctx, cancel := context.WithTimeout(b.Ctx, 20*time.Second)
+	defer cancel()
+	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v; the page reported: %q", what, err, b.Errors())
+		}
+	}
+	// waitFor polls the page until the JavaScript expression is true.
+	waitFor := func(what, expr string) {
+		t.Helper()
+		run(what, chromedp.Steps(func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(0))(ctx, tg)
+			if err != nil {
+				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				got, _ := chromedp.Evaluate[string](`JSON.stringify(Object.fromEntries([...document.querySelectorAll(".chart")].map((c) => [c.id, {...c.dataset}])))`)(sctx, tg)
+				err = fmt.Errorf("%w (charts: %v)", err, got)
+			}
+			return chromedp.Void{}, err
+		}))
+	}
+	dataset := func(id, key string) string {
+		return fmt.Sprintf(`document.getElementById(%q).dataset.%s`, id, key)
+	}
+
+	run("loading /ui", chromedp.Navigate(n.AdminURL()+"/ui"))
+	waitFor("the project", `document.querySelector('details[data-view="user_orders"]') !== null && document.getElementById("project-name").textContent === "shop"`)
+	// A point needs two scrapes: pushes after the first point are all
+	// counted between scrapes the page has seen.
+	waitFor("a first point", dataset("chart-ingest", "points")+` >= 1`)
+
+	ts := t0.Add(-10 * time.Minute).UnixMilli()
+	late := t0.Add(-72 * time.Hour).UnixMilli()
+	var events []string
+	for i := range 12 {
+		events = append(events, fmt.Sprintf(`{"user_id": %d, "amount": %d.25, "ts": %d}`, 1+i%3, 10+i, ts+int64(i)))
+	}
+	push(t, n.URL(), `{"source": "orders", "events": [`+strings.Join(events, ",")+`]}`, 200)
+	push(t, n.URL(), fmt.Sprintf(`{"source": "orders", "events": [{"user_id": 1, "amount": 1, "ts": %d}, {"user_id": 2, "amount": 1, "ts": %d}]}`, late, late), 200)
+	push(t, n.URL(), `{"source": "orders", "events": [{"user_id": "one", "ts": 1}]}`, 400)
+	waitFor("the ingest chart's counts", dataset("chart-ingest", "totalAccepted")+` === "12" && `+
+		dataset("chart-ingest", "totalLate")+` === "2" && `+dataset("chart-ingest", "totalRejected")+` === "1"`)
+	waitFor("the ingest line", `document.querySelector('#chart-ingest path[data-series="accepted"]').getAttribute("d").includes("L")`)
+
+	read := `{"service": "checkout", "entities": {"user": [{"user_id": 2}]}}`
+	const reads = 7
+	var want features
+	for range reads {
+		want = readFeatures(t, n.URL(), read)
+	}
+	waitFor("the read chart's count", dataset("chart-reads", "totalReads")+fmt.Sprintf(` === "%d"`, reads))
+	// The latency of the scrape interval that saw the reads is a time
+	// within the histogram's bounds: more than nothing, under a second.
+	waitFor("the latency line", `[...document.querySelectorAll("#chart-latency path")].every((p) => p.getAttribute("d") !== "")`)
+	var p99s []float64
+	run("the latency", chromedp.Steps(func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		var err error
+		p99s, err = chromedp.Evaluate[[]float64](`[...document.querySelectorAll('#chart-latency path[data-series="p99"]')].map((p) => p.getAttribute("d").match(/[ML][\d.]+,[\d.]+/g).length)`)(ctx, tg)
+		return chromedp.Void{}, err
+	}))
+	if len(p99s) != 1 || p99s[0] < 1 {
+		t.Errorf("p99 line has %v points, want at least one", p99s)
+	}
+
+	// The lookup, through the admin listener's POST /v1/features, shows
+	// what the public API answers.
+	run("a lookup",
+		chromedp.SetValue(chromedp.CSS("#lookup-target"), "service:checkout"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("lookup-target").dispatchEvent(new Event("change"))`),
+		chromedp.SendKeys(chromedp.CSS(`#lookup-keys input[data-key="user_id"]`), "2"),
+		chromedp.Click(chromedp.CSS("#lookup-read")),
+	)
+	waitFor("the lookup's answer", `document.querySelector('#lookup-result .entity[data-entity="user"]') !== null`)
+	got := shown(t, ctx, "user")
+	if len(want.Entities["user"]) != 1 {
+		t.Fatalf("the read API answered %+v", want)
+	}
+	w := want.Entities["user"][0]
+	if got.Status != w.Status || got.EventTime != string(w.EventTime) || w.Status != "present" {
+		t.Errorf("the page shows status %q, event time %q; the API answers %q, %s", got.Status, got.EventTime, w.Status, w.EventTime)
+	}
+	if len(got.Values) != len(w.Features) || len(w.Features) != 5 {
+		t.Errorf("the page shows %d features, the API answers %d (%v)", len(got.Values), len(w.Features), got.Values)
+	}
+	for name, v := range w.Features {
+		if got.Values[name] != string(v) {
+			t.Errorf("%s: the page shows %q, the API answers %s", name, got.Values[name], v)
+		}
+	}
+	// user 2 had events 1, 4, 7 and 10: 4 orders of 11.25+14.25+17.25+20.25.
+	if got.Values["user_orders:orders_1h"] != "4" || got.Values["user_orders:spend_24h"] != "63" {
+		t.Errorf("the page shows %v, want 4 orders and 63 spent", got.Values)
+	}
+
+	// A view and a key with no row: not found, every value null.
+	run("a lookup of a view",
+		chromedp.SetValue(chromedp.CSS("#lookup-target"), "view:user_orders"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("lookup-target").dispatchEvent(new Event("change"))`),
+		chromedp.SendKeys(chromedp.CSS(`#lookup-keys input[data-key="user_id"]`), "404"),
+		chromedp.Click(chromedp.CSS("#lookup-read")),
+	)
+	waitFor("the second answer", `document.querySelector('#lookup-result .entity[data-status="not_found"]') !== null`)
+	if got := shown(t, ctx, "user"); got.EventTime != "none" || got.Values["user_orders:biggest_24h"] != "null" || len(got.Values) != 5 {
+		t.Errorf("a key with no row shows %+v", got)
+	}
+
+	if errs := b.Errors(); len(errs) > 0 {
+		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// features is the answer of POST /v1/features, numbers as they were sent.
+type features struct {
+	Entities map[string][]struct {
+		Status    string                     `json:"status"`
+		EventTime json.RawMessage            `json:"event_time"`
+		Features  map[string]json.RawMessage `json:"features"`
+	} `json:"entities"`
+}
+
+func readFeatures(t *testing.T, base, body string) features {
+	t.Helper()
+	resp, err := http.Post(base+"/v1/features", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /v1/features: %d %s", resp.StatusCode, b)
+	}
+	var f features
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	// The page shows an event time as its text, not as JSON.
+	for _, rows := range f.Entities {
+		for i := range rows {
+			if s, err := strconv.Unquote(string(rows[i].EventTime)); err == nil {
+				rows[i].EventTime = json.RawMessage(s)
+			}
+		}
+	}
+	return f
+}
+
+func push(t *testing.T, base, body string, status int) {
+	t.Helper()
+	resp, err := http.Post(base+"/v1/push", "application/json", bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status {
+		t.Fatalf("POST /v1/push: %d %s, want %d", resp.StatusCode, b, status)
+	}
+}
+
+// lookup is what the page shows of one entity's answer.
+type lookup struct {
+	Status, EventTime string
+	Values            map[string]string
+}
+
+func shown(t *testing.T, ctx context.Context, entity string) lookup {
+	t.Helper()
+	l, err := chromedp.Run(ctx, chromedp.Evaluate[lookup](fmt.Sprintf(`(() => {
+		const e = document.querySelector('#lookup-result .entity[data-entity=%q]');
+		const values = {};
+		for (const tr of e.querySelectorAll("tr[data-feature]")) values[tr.dataset.feature] = tr.querySelector(".value").textContent;
+		return {Status: e.dataset.status, EventTime: e.querySelector(".event-time").textContent, Values: values};
+	})()`, entity)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
