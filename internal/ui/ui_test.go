@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -81,16 +82,12 @@ func TestDashboard(t *testing.T) {
 	// waitFor polls the page until the JavaScript expression is true.
 	waitFor := func(what, expr string) {
 		t.Helper()
-		run(what, chromedp.Steps(func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(0))(ctx, tg)
-			if err != nil {
-				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				got, _ := chromedp.Evaluate[string](`JSON.stringify(Object.fromEntries([...document.querySelectorAll(".chart")].map((c) => [c.id, {...c.dataset}])))`)(sctx, tg)
-				err = fmt.Errorf("%w (charts: %v)", err, got)
-			}
-			return chromedp.Void{}, err
-		}))
+		if err := chromedp.Do(ctx, browser.Wait(expr)); err != nil {
+			sctx, cancel := context.WithTimeout(b.Ctx, 2*time.Second)
+			defer cancel()
+			charts, _ := chromedp.Run(sctx, chromedp.Evaluate[string](`JSON.stringify(Object.fromEntries([...document.querySelectorAll(".chart")].map((c) => [c.id, {...c.dataset}])))`))
+			t.Fatalf("%s: %v; the charts: %s; the page reported: %q", what, err, charts, b.Errors())
+		}
 	}
 	dataset := func(id, key string) string {
 		return fmt.Sprintf(`document.getElementById(%q).dataset.%s`, id, key)
@@ -137,12 +134,7 @@ func TestDashboard(t *testing.T) {
 
 	// The lookup, through the admin listener's POST /v1/features, shows
 	// what the public API answers.
-	run("a lookup",
-		chromedp.SetValue(chromedp.CSS("#lookup-target"), "service:checkout"),
-		chromedp.Evaluate[chromedp.Void](`document.getElementById("lookup-target").dispatchEvent(new Event("change"))`),
-		chromedp.SendKeys(chromedp.CSS(`#lookup-keys input[data-key="user_id"]`), "2"),
-		chromedp.Click(chromedp.CSS("#lookup-read")),
-	)
+	run("a lookup", browser.Lookup("service:checkout", "2"))
 	waitFor("the lookup's answer", `document.querySelector('#lookup-result .entity[data-entity="user"]') !== null`)
 	got := shown(t, ctx, "user")
 	if len(want.Entities["user"]) != 1 {
@@ -166,12 +158,7 @@ func TestDashboard(t *testing.T) {
 	}
 
 	// A view and a key with no row: not found, every value null.
-	run("a lookup of a view",
-		chromedp.SetValue(chromedp.CSS("#lookup-target"), "view:user_orders"),
-		chromedp.Evaluate[chromedp.Void](`document.getElementById("lookup-target").dispatchEvent(new Event("change"))`),
-		chromedp.SendKeys(chromedp.CSS(`#lookup-keys input[data-key="user_id"]`), "404"),
-		chromedp.Click(chromedp.CSS("#lookup-read")),
-	)
+	run("a lookup of a view", browser.Lookup("view:user_orders", "404"))
 	waitFor("the second answer", `document.querySelector('#lookup-result .entity[data-status="not_found"]') !== null`)
 	if got := shown(t, ctx, "user"); got.EventTime != "none" || got.Values["user_orders:biggest_24h"] != "null" || len(got.Values) != 5 {
 		t.Errorf("a key with no row shows %+v", got)
@@ -179,6 +166,60 @@ func TestDashboard(t *testing.T) {
 
 	if errs := b.Errors(); len(errs) > 0 {
 		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// tokenGate stands in for an admin listener that asks for a bearer token:
+// every route but the page's own files needs one.
+func tokenGate(h http.Handler, token string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/") || r.Header.Get("Authorization") == "Bearer "+token {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":"no token: send Authorization: Bearer <token>"}`+"\n")
+	})
+}
+
+// Behind a listener that asks for a token, the page asks for one, says so
+// when it is refused, and once given a good one keeps it for the tab and
+// sends it with every call.
+func TestDashboardAsksForToken(t *testing.T) {
+	b := startBrowser(t)
+	n, _ := nodetest.Start(t, "kiln.yaml", []byte(project), time.Now())
+	srv := httptest.NewServer(tokenGate(n.Server.Admin(), "s3cret"))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(b.Ctx, 15*time.Second)
+	defer cancel()
+	step := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v; the page reported: %q", what, err, b.Errors())
+		}
+	}
+	give := func(token string) chromedp.Action[chromedp.Void] {
+		return chromedp.Steps(
+			chromedp.SendKeys(chromedp.CSS("#token-input"), token),
+			chromedp.Click(chromedp.CSS(`#token-form button[type="submit"]`)),
+		)
+	}
+	step("the page asks", chromedp.Navigate(srv.URL+"/ui"),
+		browser.Wait(`!document.getElementById("token-form").hidden && document.getElementById("token-why").textContent.includes("no token: send Authorization")`))
+	step("a wrong token", give("nope"),
+		browser.Wait(`!document.getElementById("token-form").hidden && document.getElementById("token-why").textContent.startsWith("The token was refused")`))
+	step("the right one", give("s3cret"),
+		browser.Wait(`document.getElementById("project-name").textContent === "shop" && document.getElementById("chart-ingest").dataset.points >= 1`),
+		browser.Wait(`document.getElementById("token-form").hidden && sessionStorage.getItem("kiln.token") === "s3cret"`),
+		browser.Lookup("view:user_orders", "1"),
+		browser.Wait(`document.querySelector('#lookup-result .entity[data-status="not_found"]') !== null`),
+	)
+	for _, e := range b.Errors() {
+		if !strings.Contains(e, "status of 401") {
+			t.Errorf("the page reported: %s", e)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
@@ -112,4 +113,29 @@ func (b *Browser) Close() {
 	for _, c := range b.cancel {
 		c()
 	}
+}
+
+// Wait polls the page until the JavaScript expression is truthy, as long as
+// the context lets it.
+func Wait(expr string) chromedp.Action[chromedp.Void] {
+	poll := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(0))
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := poll(ctx, t)
+		if err != nil {
+			err = fmt.Errorf("waiting for %s: %w", expr, err)
+		}
+		return chromedp.Void{}, err
+	}
+}
+
+// Lookup fills the dashboard's entity lookup, the way a user does, and
+// reads: target is a value of its select ("service:NAME" or "view:NAME"),
+// key the text typed in its one key field.
+func Lookup(target, key string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.SetValue(chromedp.CSS("#lookup-target"), target),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("lookup-target").dispatchEvent(new Event("change"))`),
+		chromedp.SendKeys(chromedp.CSS(`#lookup-keys input`), key),
+		chromedp.Click(chromedp.CSS("#lookup-read")),
+	)
 }

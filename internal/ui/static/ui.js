@@ -285,8 +285,8 @@ function formatNumber(v) {
   if (a >= 1e6) return (v / 1e6).toFixed(a >= 1e7 ? 0 : 1) + "M";
   if (a >= 1e4) return (v / 1e3).toFixed(a >= 1e5 ? 0 : 1) + "k";
   if (a >= 100) return v.toFixed(0);
-  if (a >= 1) return v.toFixed(1).replace(/\.0$/, "");
-  return v.toPrecision(2);
+  // Three significant digits at most, without trailing zeros: 1.25, 12.5, 0.05.
+  return String(Number(v.toPrecision(a >= 1 ? 3 : 2)));
 }
 
 function formatMs(seconds) { return formatNumber(seconds * 1000) + " ms"; }
