@@ -25,7 +25,9 @@ Runs the RW1 read benchmark (docs/workload.md): starts "kiln serve" on the
 RW1 project (or uses --target), loads the history through POST /v1/push,
 then measures Q1 and Q2 open loop at each rate, Kiln and then the floor (the
 store's raw multi-get of the same rows, POST /debug/rows or the Diagnostics
-service's GetRows) with the same requests, and a Q2 saturation step.
+service's GetRows on the server's admin listener) with the same requests,
+and a Q2 saturation step. Each step reports p50 to p99.99 and the max, and
+the server's GC pauses during it: their total and the longest.
 --transport feast sends Kiln's reads to Feast's POST /get-online-features
 instead of POST /v1/features. Prints a table and writes results.json and
 latency.svg to --out.

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,12 +13,18 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/ingest"
 	"github.com/kiln-dev/kiln/internal/metrics/metricstest"
 	"github.com/kiln-dev/kiln/internal/node"
 	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/version"
+	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
 
 const clicksProject = `
@@ -227,5 +234,58 @@ func TestRequestLog(t *testing.T) {
 	}
 	if strings.Join(got, "; ") != "404 unmatched" {
 		t.Errorf("request lines at info: %q, want only the 404", got)
+	}
+}
+
+// The operators' routes are on the admin listener only: HTTP and gRPC on
+// one port there, 404 and UNIMPLEMENTED on the public ports.
+func TestAdminListenerOnly(t *testing.T) {
+	p, err := projectfile.Parse("m.yaml", []byte(clicksProject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(node.Config{Project: p, DataDir: t.TempDir(), Addr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	read := `{"service": "all", "entities": {"user": [{"user_id": 1}]}}`
+	for _, c := range []struct {
+		method, url, body string
+		code              int
+	}{
+		{"POST", n.URL() + "/debug/rows", read, 404},
+		{"GET", n.URL() + "/debug/stats", "", 404},
+		{"GET", n.URL() + "/debug/pprof/cmdline", "", 404},
+		{"GET", n.URL() + "/metrics", "", 404},
+		{"POST", n.AdminURL() + "/debug/rows", read, 200},
+		{"GET", n.AdminURL() + "/debug/stats", "", 200},
+		{"GET", n.AdminURL() + "/debug/pprof/cmdline", "", 200},
+		{"GET", n.AdminURL() + "/metrics", "", 200},
+		{"GET", n.AdminURL() + "/readyz", "", 200},
+		{"POST", n.AdminURL() + "/v1/features", read, 404},
+	} {
+		if code, body := do(t, c.method, c.url, c.body); code != c.code {
+			t.Errorf("%s %s: %d %.200s, want %d", c.method, c.url, code, body, c.code)
+		}
+	}
+	req := &kilnv1.GetFeaturesRequest{
+		Selection: &kilnv1.GetFeaturesRequest_Service{Service: "all"},
+		Entities:  []*kilnv1.EntityKeys{{Entity: "user", Keys: []*kilnv1.KeyColumn{{Field: "user_id", IntValues: []int64{1}}}}},
+	}
+	call := func(addr string) error {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		_, err = kilnv1.NewDiagnosticsClient(cc).GetRows(context.Background(), req)
+		return err
+	}
+	if err := call(n.GRPCAddr); status.Code(err) != codes.Unimplemented {
+		t.Errorf("GetRows on the public gRPC port: %v, want UNIMPLEMENTED", err)
+	}
+	if err := call(n.AdminAddr); err != nil {
+		t.Errorf("GetRows on the admin listener: %v", err)
 	}
 }

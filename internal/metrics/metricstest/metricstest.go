@@ -5,6 +5,7 @@ package metricstest
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -46,23 +47,29 @@ func (s Scrape) Value(name string, labels ...string) (v float64, ok bool) {
 		return 0, false
 	}
 	for _, m := range f.Metric {
-		if !matches(m, labels) {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		case m.Summary != nil:
-			return float64(m.Summary.GetSampleCount()), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
+		if matches(m, labels) {
+			return value(m), true
 		}
 	}
 	return 0, false
+}
+
+// value is a sample's value: a counter's or gauge's, a histogram's or
+// summary's count.
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	case m.Summary != nil:
+		return float64(m.Summary.GetSampleCount())
+	case m.Untyped != nil:
+		return m.Untyped.GetValue()
+	}
+	return 0
 }
 
 // Must is Value that fails tb when there is no such sample.
@@ -83,16 +90,8 @@ func (s Scrape) Sum(name string, labels ...string) float64 {
 	}
 	total := 0.0
 	for _, m := range f.Metric {
-		if !matches(m, labels) {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			total += m.Counter.GetValue()
-		case m.Gauge != nil:
-			total += m.Gauge.GetValue()
-		case m.Histogram != nil:
-			total += float64(m.Histogram.GetSampleCount())
+		if matches(m, labels) {
+			total += value(m)
 		}
 	}
 	return total
@@ -115,4 +114,18 @@ func matches(m *dto.Metric, labels []string) bool {
 		}
 	}
 	return true
+}
+
+// Post POSTs a JSON body to url and fails tb unless it answers 200.
+func Post(tb testing.TB, url, body string) {
+	tb.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		tb.Fatalf("POST %s: %s %s", url, resp.Status, b)
+	}
 }
