@@ -188,7 +188,8 @@ const W = 480, H = 150, PAD_L = 46, PAD_R = 8, PAD_T = 8, PAD_B = 18;
 // A Chart draws series over the last KEEP_MS as hand-written SVG. Its
 // figure carries data-points (the samples kept) and, per series,
 // data-total-<key> (the sum of the counter increases behind the series'
-// rates, when it has one) and data-last-<key>, which the tests read.
+// rates, when it has one), data-last-<key> and data-peak-<key> (its last
+// and largest values), which the tests read.
 class Chart {
   constructor(id, title, unit, series, format) {
     this.el = document.getElementById(id);
@@ -262,6 +263,11 @@ class Chart {
       swatch.style.background = s.color;
       legend.push(el("span", {}, swatch, s.name + " ", el("span", { class: "value" }, last == null ? "–" : this.format(last))));
       this.el.dataset["last" + cap(s.key)] = last == null ? "" : String(last);
+    }
+    for (const s of this.series) {
+      let peak = null;
+      for (const p of this.points) if (p.v[s.key] != null && (peak == null || p.v[s.key] > peak)) peak = p.v[s.key];
+      this.el.dataset["peak" + cap(s.key)] = peak == null ? "" : String(peak);
     }
     for (const [k, v] of Object.entries(this.totals)) this.el.dataset["total" + cap(k)] = String(v);
     this.el.dataset.points = String(this.points.length);
