@@ -15,6 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/kiln-dev/kiln/internal/brokertest"
 	"github.com/kiln-dev/kiln/internal/node/nodetest"
 	"github.com/kiln-dev/kiln/internal/ui/browser"
 )
@@ -177,6 +178,58 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 
+	if errs := b.Errors(); len(errs) > 0 {
+		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// With a streaming source, the freshness and lag charts have lines, and
+// the ingest chart counts its messages: applied ones as accepted, those
+// sent to the dead letters as rejected.
+func TestDashboardStreaming(t *testing.T) {
+	b := startBrowser(t)
+	_, url := brokertest.NATS(t)
+	js := brokertest.JetStream(t, url, "ORDERS", "orders.>")
+	n, _ := nodetest.StartClock(t, "kiln.yaml", []byte(fmt.Sprintf(`
+project: shop
+entities:
+  user:
+    keys: [user_id]
+sources:
+  orders:
+    type: nats
+    url: %s
+    stream: ORDERS
+    durable: kiln-ui
+    event_time: ts
+    fields: {user_id: int64, amount: float64}
+views:
+  user_orders:
+    entity: user
+    source: orders
+    features:
+      orders: {agg: count, windows: [1h]}
+`, url)), time.Now)
+	ctx, cancel := context.WithTimeout(b.Ctx, 20*time.Second)
+	defer cancel()
+	do(t, ctx, b, "the first point", chromedp.Navigate(n.AdminURL()+"/ui"), browser.Wait(`document.getElementById("chart-freshness").dataset.points >= 1`))
+
+	const good = 20
+	ts := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range good + 1 {
+		msg := fmt.Sprintf(`{"user_id": %d, "amount": 2.5, "ts": %d}`, i%4, ts)
+		if i == good {
+			msg = `{"user_id": "one", "ts": 1}`
+		}
+		if _, err := js.Publish(ctx, "orders.created", []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do(t, ctx, b, "the stream's charts",
+		browser.Wait(fmt.Sprintf(`document.getElementById("chart-ingest").dataset.totalAccepted === "%d" && document.getElementById("chart-ingest").dataset.totalRejected === "1"`, good)),
+		browser.Wait(`Number(document.getElementById("chart-freshness").dataset.peakFreshness) > 0`),
+		browser.Wait(`document.getElementById("chart-lag").dataset.lastLag === "0" && document.querySelector('#chart-lag path[data-series="lag"]').getAttribute("d") !== ""`),
+	)
 	if errs := b.Errors(); len(errs) > 0 {
 		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
 	}

@@ -401,6 +401,8 @@ async function loadProject() {
     const res = await api("/v1/metadata");
     if (!res.ok) throw new Error("/v1/metadata: " + (await errorOf(res)));
     project = await res.json();
+    // An empty list may come as null (a project without services).
+    for (const k of ["entities", "sources", "views", "services"]) project[k] = project[k] || [];
   } catch (e) {
     body.replaceChildren(el("p", { class: "error" }, e.message));
     return;
