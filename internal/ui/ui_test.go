@@ -20,14 +20,17 @@ import (
 	"github.com/kiln-dev/kiln/internal/ui/browser"
 )
 
-const project = `
+// shop is the tests' project, its source of orders of the given type (and
+// settings), with the services given.
+func shop(source, services string) []byte {
+	return []byte(`
 project: shop
 entities:
   user:
     keys: [user_id]
 sources:
   orders:
-    type: push
+    ` + source + `
     event_time: ts
     fields: {user_id: int64, amount: float64}
 views:
@@ -38,10 +41,15 @@ views:
       orders:  {agg: count, windows: [1h, 24h]}
       spend:   {agg: sum, field: amount, windows: [1h, 24h]}
       biggest: {agg: max, field: amount, windows: [24h]}
+` + services)
+}
+
+// project pushes its orders and has one service.
+var project = shop("type: push", `
 services:
   checkout:
     views: [user_orders]
-`
+`)
 
 // startBrowser starts headless Chromium, or skips the test without one
 // unless KILN_REQUIRE_CHROMIUM=1.
@@ -78,7 +86,7 @@ func do(t *testing.T, ctx context.Context, b *browser.Browser, what string, step
 func TestDashboard(t *testing.T) {
 	b := startBrowser(t)
 	t0 := time.Now().Truncate(time.Millisecond)
-	n, _ := nodetest.Start(t, "kiln.yaml", []byte(project), t0)
+	n, _ := nodetest.Start(t, "kiln.yaml", project, t0)
 
 	ctx, cancel := context.WithTimeout(b.Ctx, 20*time.Second)
 	defer cancel()
@@ -190,26 +198,8 @@ func TestDashboardStreaming(t *testing.T) {
 	b := startBrowser(t)
 	_, url := brokertest.NATS(t)
 	js := brokertest.JetStream(t, url, "ORDERS", "orders.>")
-	n, _ := nodetest.StartClock(t, "kiln.yaml", []byte(fmt.Sprintf(`
-project: shop
-entities:
-  user:
-    keys: [user_id]
-sources:
-  orders:
-    type: nats
-    url: %s
-    stream: ORDERS
-    durable: kiln-ui
-    event_time: ts
-    fields: {user_id: int64, amount: float64}
-views:
-  user_orders:
-    entity: user
-    source: orders
-    features:
-      orders: {agg: count, windows: [1h]}
-`, url)), time.Now)
+	// No service: the page shows a project without any.
+	n, _ := nodetest.StartClock(t, "kiln.yaml", shop(fmt.Sprintf("type: nats\n    url: %s\n    stream: ORDERS\n    durable: kiln-ui", url), ""), time.Now)
 	ctx, cancel := context.WithTimeout(b.Ctx, 20*time.Second)
 	defer cancel()
 	do(t, ctx, b, "the first point", chromedp.Navigate(n.AdminURL()+"/ui"), browser.Wait(`document.getElementById("chart-freshness").dataset.points >= 1`))
@@ -255,7 +245,7 @@ func tokenGate(h http.Handler, token string) http.Handler {
 // sends it with every call.
 func TestDashboardAsksForToken(t *testing.T) {
 	b := startBrowser(t)
-	n, _ := nodetest.Start(t, "kiln.yaml", []byte(project), time.Now())
+	n, _ := nodetest.Start(t, "kiln.yaml", project, time.Now())
 	srv := httptest.NewServer(tokenGate(n.Server.Admin(), "s3cret"))
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(b.Ctx, 15*time.Second)
