@@ -257,10 +257,10 @@ func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.public.ServeHTTP(w, r) }
 
 // Admin is the handler of the admin listener: /metrics, the profiler,
-// /debug/rows, /debug/stats, /healthz and /readyz, the dashboard (/ui)
+// /debug/rows, /debug/stats, /healthz and /readyz, and the dashboard (/ui)
 // with the two reads it makes (GET /v1/metadata, POST /v1/features),
-// routed as ServeHTTP routes the API. It answers anyone who reaches it: listen on loopback or
-// a network only operators reach.
+// routed as ServeHTTP routes the API. It answers anyone who reaches it:
+// listen on loopback or a network only operators reach.
 func (s *Server) Admin() http.Handler { return s.admin }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
