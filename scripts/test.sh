@@ -29,6 +29,22 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
 fi
 export KILN_REQUIRE_REDIS=1
 
+# The dashboard's test (internal/ui) drives headless Chromium;
+# KILN_REQUIRE_CHROMIUM makes it fail, rather than skip, when it is missing.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing chromium (Debian package) for the dashboard's browser test" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "scripts/test.sh: the dashboard's browser test needs Chromium. Install it" >&2
+    echo "  (Debian: sudo apt-get install chromium; Ubuntu: a chromium that is not a snap)" >&2
+    echo "and run this script again, or run it as root to have it do so." >&2
+    exit 1
+  fi
+fi
+export KILN_REQUIRE_CHROMIUM=1
+
 # The Python client's tests (python/tests) run with pytest and pandas from
 # Debian's packages, which install for Debian's own python3.
 python=""

@@ -12,7 +12,8 @@ import (
 )
 
 // The server binary links neither the benchmarks nor the in-process Kafka
-// broker they use: those are cmd/kiln-bench's.
+// broker they use (those are cmd/kiln-bench's), nor the browser driver of
+// the dashboard's test.
 func TestServerLinksNoBenchmark(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go is not on PATH")
@@ -26,7 +27,8 @@ func TestServerLinksNoBenchmark(t *testing.T) {
 		t.Fatalf("go list -deps listed only %q", deps)
 	}
 	for _, dep := range deps {
-		if dep == "github.com/kiln-dev/kiln/internal/bench" || strings.HasPrefix(dep, "github.com/twmb/franz-go/pkg/kfake") {
+		if dep == "github.com/kiln-dev/kiln/internal/bench" || strings.HasPrefix(dep, "github.com/twmb/franz-go/pkg/kfake") ||
+			strings.HasPrefix(dep, "github.com/chromedp/") {
 			t.Errorf("the server binary links %s", dep)
 		}
 	}

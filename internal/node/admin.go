@@ -101,7 +101,10 @@ func (a *admin) close(ctx context.Context) error {
 	for range a.nparts {
 		<-a.parts
 	}
-	if errors.Is(err, http.ErrServerClosed) {
+	// The HTTP server's listener is the shared one (a cmux listener closes
+	// its root): once the gRPC server has closed it, Shutdown closing it
+	// again says so, unless HTTP's Serve saw it first.
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
 	return err

@@ -268,3 +268,35 @@ func BenchmarkSlowClientMemory(b *testing.B) {
 		}
 	}
 }
+
+// With tokens, the admin listener asks for them too: the admin scope for
+// the operators' routes, the read scope for the reads the dashboard makes;
+// the dashboard's page and the probes need none.
+func TestAdminListenerAsksForTokens(t *testing.T) {
+	reader := &authtest.Token{Name: "reader", Scopes: auth.Read}
+	operator := &authtest.Token{Name: "operator", Scopes: auth.Admin}
+	tokens, err := auth.Load(authtest.WriteTokens(t, reader, operator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, node.Config{Tokens: tokens, AdminAddr: "127.0.0.1:0"})
+	admin := n.AdminURL()
+	for _, c := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/healthz", "", 200},
+		{"/ui", "", 200},
+		{"/metrics", "", 401},
+		{"/metrics", reader.Token, 403},
+		{"/metrics", operator.Token, 200},
+		{"/debug/stats", reader.Token, 403},
+		{"/debug/stats", operator.Token, 200},
+		{"/v1/metadata", "", 401},
+		{"/v1/metadata", reader.Token, 200},
+	} {
+		if code, body := get(t, http.DefaultClient, admin+c.path, c.token); code != c.want {
+			t.Errorf("GET %s (token %v): %d, want %d: %s", c.path, c.token != "", code, c.want, body)
+		}
+	}
+}

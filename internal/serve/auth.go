@@ -57,6 +57,10 @@ func ScopeOf(path string) (scope auth.Scope, public bool) {
 	switch {
 	case path == "/healthz", path == "/readyz":
 		return 0, true
+	case path == "/ui" || strings.HasPrefix(path, "/ui/"):
+		// The dashboard's page and files: a browser opening it cannot send
+		// a token; the page asks for one and sends it with its calls.
+		return 0, true
 	case path == "/v1/push", path == "/push":
 		return auth.Push, false
 	case path == "/debug" || strings.HasPrefix(path, "/debug/"), path == "/metrics":

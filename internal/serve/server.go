@@ -43,6 +43,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/tile"
 	"github.com/kiln-dev/kiln/internal/tracing"
 	"github.com/kiln-dev/kiln/internal/training"
+	"github.com/kiln-dev/kiln/internal/ui"
 )
 
 // Limits of the HTTP API.
@@ -180,7 +181,8 @@ func (s *Server) publicRoutes() []route {
 }
 
 // adminRoutes are the admin listener's routes: what operators and their
-// tools read (admin.go), beside the profiler.
+// tools read (admin.go), beside the profiler, and the dashboard (package
+// ui).
 func (s *Server) adminRoutes() []route {
 	return []route{
 		{http.MethodGet, "/metrics", s.handleMetrics},
@@ -188,6 +190,19 @@ func (s *Server) adminRoutes() []route {
 		{http.MethodGet, "/debug/stats", s.handleStats},
 		{http.MethodGet, "/healthz", s.handleHealth},
 		{http.MethodGet, "/readyz", s.handleReady},
+		// The dashboard and the read-only routes it calls besides
+		// /metrics, so that the page needs no other origin.
+		{http.MethodGet, "/ui", ui.Page},
+		{http.MethodGet, "/ui/{file}", s.handleUIAsset},
+		{http.MethodGet, "/v1/metadata", s.handleMetadata},
+		{http.MethodPost, "/v1/features", s.handleFeatures},
+	}
+}
+
+// handleUIAsset serves the dashboard's script and style sheet.
+func (s *Server) handleUIAsset(w http.ResponseWriter, r *http.Request) {
+	if !ui.Asset(w, r, r.PathValue("file")) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no file %s: the dashboard is at /ui", r.URL.Path), nil)
 	}
 }
 
@@ -264,9 +279,10 @@ func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.public.ServeHTTP(w, r) }
 
 // Admin is the handler of the admin listener: /metrics, the profiler,
-// /debug/rows, /debug/stats, /healthz and /readyz, routed as ServeHTTP
-// routes the API. It answers anyone who reaches it: listen on loopback or
-// a network only operators reach.
+// /debug/rows, /debug/stats, /healthz and /readyz, and the dashboard (/ui)
+// with the two reads it makes (GET /v1/metadata, POST /v1/features),
+// routed as ServeHTTP routes the API. It answers anyone who reaches it:
+// listen on loopback or a network only operators reach.
 func (s *Server) Admin() http.Handler { return s.admin }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {

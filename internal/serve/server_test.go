@@ -36,8 +36,9 @@ func TestRouterRefusals(t *testing.T) {
 }
 
 // The admin listener routes as the API's does, and serves what operators
-// read: the metrics, the profiler (any method), the raw rows, the stats and
-// the probes; none of the API's routes.
+// read: the metrics, the profiler (any method), the raw rows, the stats,
+// the probes and the dashboard with the two reads it makes; none of the
+// API's other routes.
 func TestAdminRouterRefusals(t *testing.T) {
 	s := feedServer(t)
 	check(t, s.Admin(), []routeCase{
@@ -49,9 +50,17 @@ func TestAdminRouterRefusals(t *testing.T) {
 		{"GET /debug/rows", "POST", 405, "/debug/rows takes POST, not GET"},
 		{"GET /debug/pprof", "", 404, "no route /debug/pprof;"},
 		{"POST /debug/pprof/cmdline", "", 200, ""},
-		{"GET /nope", "", 404, "no route /nope; routes are: * /debug/pprof/, GET /debug/stats, GET /healthz, GET /metrics, GET /readyz, POST /debug/rows"},
-		{"POST /v1/features", "", 404, "no route /v1/features"},
-		{"GET /ui", "", 404, "no route /ui"},
+		{"GET /nope", "", 404, "no route /nope; routes are: * /debug/pprof/, GET /debug/stats, GET /healthz, GET /metrics, GET /readyz, GET /ui, GET /ui/{file}, GET /v1/metadata, POST /debug/rows, POST /v1/features"},
+		{"GET /v1/metadata", "", 200, `"project":"feed"`},
+		{"GET /v1/features", "POST", 405, "/v1/features takes POST, not GET"},
+		{"POST /v1/push", "", 404, "no route /v1/push"},
+		{"POST /v1/training-set", "", 404, "no route /v1/training-set"},
+		{"GET /ui", "", 200, "<title>"},
+		{"POST /ui", "GET", 405, "/ui takes GET, not POST"},
+		{"GET /ui/ui.js", "", 200, "/metrics"},
+		{"GET /ui/nope.js", "", 404, "no file /ui/nope.js: the dashboard is at /ui"},
+		{"GET /ui/index.html", "", 404, "no file /ui/index.html"},
+		{"GET /ui/", "", 404, "no route /ui/"},
 	})
 }
 
