@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/metrics"
 	"github.com/kiln-dev/kiln/internal/rowcache"
 )
@@ -217,4 +218,49 @@ func storeWriteLatency(reg prometheus.Registerer) prometheus.Histogram {
 	})
 	reg.MustRegister(h)
 	return h
+}
+
+// adHocService is the service label of reads of a list of features.
+const adHocService = "(features)"
+
+// serviceReads registers the read path's instruments by service,
+// kiln_read_duration_seconds{service} and
+// kiln_read_service_values_total{service}, and returns the
+// query.Config.ObserveRead that feeds them. Every service of the project
+// has its instruments looked up here, once: a read pays a map lookup, a
+// histogram observation and a counter addition, and allocates nothing.
+func serviceReads(reg prometheus.Registerer, p *definition.Project) func(string, int, time.Duration) {
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: metrics.Namespace, Name: "read_duration_seconds",
+		Help:    "Time the read path took to answer a read (the row cache, the store and evaluation; not the request's decoding), by service; \"(features)\" for lists of features.",
+		Buckets: metrics.LatencyBuckets,
+	}, []string{"service"})
+	values := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Name: "read_service_values_total",
+		Help: "Feature values the read path answered, by service; \"(features)\" for lists of features.",
+	}, []string{"service"})
+	reg.MustRegister(duration, values)
+	type instruments struct {
+		duration prometheus.Observer
+		values   prometheus.Counter
+	}
+	by := map[string]instruments{}
+	for _, s := range append([]string{adHocService}, serviceNames(p)...) {
+		by[s] = instruments{duration.WithLabelValues(s), values.WithLabelValues(s)}
+	}
+	by[""] = by[adHocService]
+	return func(service string, n int, d time.Duration) {
+		if in, ok := by[service]; ok {
+			in.duration.Observe(d.Seconds())
+			in.values.Add(float64(n))
+		}
+	}
+}
+
+func serviceNames(p *definition.Project) []string {
+	names := make([]string, 0, len(p.Services))
+	for _, s := range p.Services {
+		names = append(names, s.Name)
+	}
+	return names
 }

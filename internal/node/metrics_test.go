@@ -160,6 +160,9 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		{"kiln_http_requests_total", []string{"route", "unmatched", "code", "404"}, 1},
 		// 3 reads × 2 users × 2 features.
 		{"kiln_read_values_served_total", nil, 12},
+		{"kiln_read_service_values_total", []string{"service", "all"}, 12},
+		{"kiln_read_duration_seconds", []string{"service", "all"}, 3},
+		{"kiln_read_duration_seconds", []string{"service", "(features)"}, 0},
 		{"kiln_read_refused_total", nil, 0},
 		// The archive keeps every event pushed, late ones too.
 		{"kiln_archive_journal_events_total", nil, 7},

@@ -421,7 +421,8 @@ func Start(cfg Config) (_ *Node, err error) {
 		if cfg.Tracing != nil {
 			raw = tracing.StoreRows(cfg.Tracing, raw)
 		}
-		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, RawRows: raw, Now: now})
+		n.Engine, err = query.New(query.Config{Project: cfg.Project, Plans: plans, Rows: rows, RawRows: raw, Now: now,
+			ObserveRead: serviceReads(n.Registry, cfg.Project)})
 		if err != nil {
 			return nil, err
 		}

@@ -47,6 +47,10 @@ type Config struct {
 	RawRows RowSource
 	// Now is the evaluation clock in Unix ms. Default: the wall clock.
 	Now func() int64
+	// ObserveRead, if set, is told of every read Read answers: the
+	// service it read ("" for a list of features), the values it served
+	// and how long Read took. It must not block or allocate.
+	ObserveRead func(service string, values int, d time.Duration)
 }
 
 // Engine evaluates feature requests. It is safe for concurrent use.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/kiln-dev/kiln/internal/event"
 	"github.com/kiln-dev/kiln/internal/tile"
@@ -212,6 +213,10 @@ type MemoRowSource interface {
 // the request are *Error; the rest come from the store (retryable) or from
 // a corrupt row. ctx bounds the work: a request past its deadline stops.
 func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
+	var start time.Time
+	if e.cfg.ObserveRead != nil {
+		start = time.Now()
+	}
 	if err := req.Validate(); err != nil {
 		return err
 	}
@@ -307,6 +312,9 @@ func (e *Engine) Read(ctx context.Context, req *Request, res *Result) error {
 		}
 	}
 	e.served.Add(int64(values))
+	if e.cfg.ObserveRead != nil {
+		e.cfg.ObserveRead(req.Prepared.Service, values, time.Since(start))
+	}
 	return nil
 }
 
