@@ -137,7 +137,7 @@ type Service struct {
 // Describe describes a project whose views plans holds compiled plans of
 // (tile.CompileProject's).
 func Describe(p *definition.Project, plans map[*definition.View]*tile.Plan) *Project {
-	out := &Project{Name: p.Name}
+	out := &Project{Name: p.Name, Entities: []Entity{}, Sources: []Source{}, Views: []View{}, Services: []Service{}}
 	for _, e := range p.Entities {
 		d := Entity{Name: e.Name}
 		for _, k := range e.Keys {

@@ -99,3 +99,31 @@ func TestWriteText(t *testing.T) {
 		}
 	}
 }
+
+// A project without services describes them as an empty list, not null:
+// clients iterate it.
+func TestNoServicesIsAnEmptyList(t *testing.T) {
+	p, plans := kilntest.Compile(t, "k.yaml", []byte(`
+project: k
+entities:
+  user: {keys: [user_id]}
+sources:
+  s:
+    type: push
+    event_time: ts
+    fields: {user_id: int64}
+views:
+  v:
+    entity: user
+    source: s
+    features:
+      n: {agg: count, windows: [1h]}
+`))
+	b, err := json.Marshal(metadata.Describe(p, plans))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"services":[]`) {
+		t.Errorf("services not an empty list: %s", b)
+	}
+}
