@@ -339,37 +339,92 @@ func (a *Archive) readDate(ctx context.Context, src *definition.Source, date str
 // other columns). It reads one date at a time into memory. An error from fn
 // stops the scan and is returned.
 func (a *Archive) Scan(ctx context.Context, src *definition.Source, from, to time.Time, fn func(ev Archived) error) error {
-	if err := checkSource(src); err != nil {
-		return err
-	}
-	lo, hi := from.UnixMilli(), to.UnixMilli()
-	if lo >= hi {
-		return nil
-	}
-	dates, err := a.dates(ctx, src.Name)
-	if err != nil {
-		return err
-	}
-	first, last := dateOf(max(lo, 0)), dateOf(min(hi-1, maxTime))
-	for _, d := range dates {
-		if d < first || d > last {
-			continue
-		}
-		evs, _, err := a.readDate(ctx, src, d)
-		if err != nil {
+	sc := a.Scanner(ctx, src, from, to)
+	for sc.Next() {
+		if err := fn(*sc.Event()); err != nil {
 			return err
 		}
-		for _, ev := range evs {
-			if ev.Time < lo || ev.Time >= hi {
-				continue
-			}
-			if err := fn(ev); err != nil {
-				return err
+	}
+	return sc.Err()
+}
+
+// Scanner reads the events Scan yields, in Scan's order, one Next at a
+// time, so that a reader can walk several sources' archives side by side.
+type Scanner struct {
+	ctx    context.Context
+	a      *Archive
+	src    *definition.Source
+	lo, hi int64
+	dates  []string // still to read
+	evs    []Archived
+	i      int
+	err    error
+}
+
+// Scanner returns a scanner of src's events with an event time in [from,
+// to). It lists the dates at the first Next.
+func (a *Archive) Scanner(ctx context.Context, src *definition.Source, from, to time.Time) *Scanner {
+	sc := &Scanner{ctx: ctx, a: a, src: src, lo: from.UnixMilli(), hi: to.UnixMilli(), i: -1}
+	if err := checkSource(src); err != nil {
+		sc.err = err
+		return sc
+	}
+	if sc.lo >= sc.hi {
+		sc.dates = []string{}
+		return sc
+	}
+	return sc
+}
+
+// Next moves to the next event; it returns false at the end or on an error
+// (Err says which).
+func (sc *Scanner) Next() bool {
+	if sc.err != nil {
+		return false
+	}
+	if sc.dates == nil {
+		dates, err := sc.a.dates(sc.ctx, sc.src.Name)
+		if err != nil {
+			sc.err = err
+			return false
+		}
+		first, last := dateOf(max(sc.lo, 0)), dateOf(min(sc.hi-1, maxTime))
+		sc.dates = []string{}
+		for _, d := range dates {
+			if d >= first && d <= last {
+				sc.dates = append(sc.dates, d)
 			}
 		}
 	}
-	return nil
+	for {
+		for sc.i++; sc.i < len(sc.evs); sc.i++ {
+			if t := sc.evs[sc.i].Time; t >= sc.lo && t < sc.hi {
+				return true
+			}
+		}
+		if len(sc.dates) == 0 {
+			sc.evs = nil
+			return false
+		}
+		clear(sc.evs) // the date read is garbage before the next is read
+		sc.evs = nil
+		evs, _, err := sc.a.readDate(sc.ctx, sc.src, sc.dates[0])
+		if err != nil {
+			sc.err = err
+			return false
+		}
+		sc.dates = sc.dates[1:]
+		sc.evs, sc.i = evs, -1
+	}
 }
+
+// Event is the event Next moved to. It and its Fields stay valid until the
+// scanner's date changes: a caller that keeps one past the next Next
+// copies it.
+func (sc *Scanner) Event() *Archived { return &sc.evs[sc.i] }
+
+// Err is the error that ended the scan, if any.
+func (sc *Scanner) Err() error { return sc.err }
 
 // CompactBelow is the size under which Compact merges a file: a file this
 // big is left as it is. CompactInput bounds the files one Compact merges,
