@@ -291,6 +291,21 @@ const MaxRowErrors = 20
 // the key columns of every entity type the features are about, with their
 // key types. Problems of rows are *RowError, joined (at most MaxRowErrors).
 func SpineOf(t *Table, prep *query.Prepared, timeColumn string) (*Spine, error) {
+	var errs []error
+	sp, err := spineOf(t, prep, timeColumn, 0, &errs)
+	if err != nil {
+		return nil, err
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return sp, nil
+}
+
+// spineOf is SpineOf of a table whose row 0 is the spine's row offset: it
+// adds the problems of rows to errs (up to MaxRowErrors in all) and
+// returns an error only for a problem of the columns.
+func spineOf(t *Table, prep *query.Prepared, timeColumn string, offset int, errs *[]error) (*Spine, error) {
 	col := func(name string) *TableColumn {
 		for i := range t.Columns {
 			if t.Columns[i].Name == name {
@@ -323,10 +338,9 @@ func SpineOf(t *Table, prep *query.Prepared, timeColumn string) (*Spine, error) 
 		return nil, fmt.Errorf("the spine has no column %s (its columns: %s)", strings.Join(missing, ", no column "), strings.Join(names, ", "))
 	}
 	sp := &Spine{Times: make([]int64, t.Rows), Keys: make([][]event.Value, len(prep.Entities))}
-	var errs []error
 	bad := func(row int, column, format string, args ...any) {
-		if len(errs) < MaxRowErrors {
-			errs = append(errs, &RowError{Row: row, Column: column, Msg: fmt.Sprintf(format, args...)})
+		if len(*errs) < MaxRowErrors {
+			*errs = append(*errs, &RowError{Row: offset + row, Column: column, Msg: fmt.Sprintf(format, args...)})
 		}
 	}
 	tc := col(timeColumn)
@@ -354,9 +368,6 @@ func SpineOf(t *Table, prep *query.Prepared, timeColumn string) (*Spine, error) 
 			}
 		}
 		sp.Keys[e] = keys
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
 	}
 	return sp, nil
 }

@@ -109,6 +109,10 @@ type Summary struct {
 	// holds: before its first date (less the longest window the row needs),
 	// or after its last date. Their values may miss events.
 	Uncovered int
+	// Spilled is the bytes of the spine's runs written to temporary files
+	// (BuildFile, when the spine did not fit its memory), in Runs files.
+	Spilled int64
+	Runs    int
 	// Seconds is how long Build took.
 	Seconds float64
 }
