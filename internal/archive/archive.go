@@ -340,6 +340,7 @@ func (a *Archive) readDate(ctx context.Context, src *definition.Source, date str
 // stops the scan and is returned.
 func (a *Archive) Scan(ctx context.Context, src *definition.Source, from, to time.Time, fn func(ev Archived) error) error {
 	sc := a.Scanner(ctx, src, from, to)
+	defer sc.Close()
 	for sc.Next() {
 		if err := fn(*sc.Event()); err != nil {
 			return err
@@ -350,29 +351,65 @@ func (a *Archive) Scan(ctx context.Context, src *definition.Source, from, to tim
 
 // Scanner reads the events Scan yields, in Scan's order, one Next at a
 // time, so that a reader can walk several sources' archives side by side.
+// It reads the next date in a goroutine of its own while its caller works
+// through the one before: two dates are in memory at most. Close stops it.
 type Scanner struct {
 	ctx    context.Context
-	a      *Archive
-	src    *definition.Source
+	dates  chan dateEvents
+	cancel context.CancelFunc
+	done   chan struct{}
 	lo, hi int64
-	dates  []string // still to read
 	evs    []Archived
 	i      int
 	err    error
 }
 
+// dateEvents is one date's events, read ahead, or the error reading it.
+type dateEvents struct {
+	evs []Archived
+	err error
+}
+
 // Scanner returns a scanner of src's events with an event time in [from,
-// to). It lists the dates at the first Next.
+// to). The caller must Close it.
 func (a *Archive) Scanner(ctx context.Context, src *definition.Source, from, to time.Time) *Scanner {
-	sc := &Scanner{ctx: ctx, a: a, src: src, lo: from.UnixMilli(), hi: to.UnixMilli(), i: -1}
-	if err := checkSource(src); err != nil {
-		sc.err = err
-		return sc
-	}
-	if sc.lo >= sc.hi {
-		sc.dates = []string{}
-		return sc
-	}
+	ctx, cancel := context.WithCancel(ctx)
+	sc := &Scanner{ctx: ctx, dates: make(chan dateEvents), cancel: cancel, done: make(chan struct{}),
+		lo: from.UnixMilli(), hi: to.UnixMilli(), i: -1}
+	go func() {
+		defer close(sc.done)
+		defer close(sc.dates)
+		send := func(d dateEvents) bool {
+			select {
+			case sc.dates <- d:
+				return d.err == nil
+			case <-ctx.Done():
+				return false
+			}
+		}
+		if err := checkSource(src); err != nil {
+			send(dateEvents{err: err})
+			return
+		}
+		if sc.lo >= sc.hi {
+			return
+		}
+		dates, err := a.dates(ctx, src.Name)
+		if err != nil {
+			send(dateEvents{err: err})
+			return
+		}
+		first, last := dateOf(max(sc.lo, 0)), dateOf(min(sc.hi-1, maxTime))
+		for _, d := range dates {
+			if d < first || d > last {
+				continue
+			}
+			evs, _, err := a.readDate(ctx, src, d)
+			if !send(dateEvents{evs: evs, err: err}) {
+				return
+			}
+		}
+	}()
 	return sc
 }
 
@@ -382,39 +419,23 @@ func (sc *Scanner) Next() bool {
 	if sc.err != nil {
 		return false
 	}
-	if sc.dates == nil {
-		dates, err := sc.a.dates(sc.ctx, sc.src.Name)
-		if err != nil {
-			sc.err = err
-			return false
-		}
-		first, last := dateOf(max(sc.lo, 0)), dateOf(min(sc.hi-1, maxTime))
-		sc.dates = []string{}
-		for _, d := range dates {
-			if d >= first && d <= last {
-				sc.dates = append(sc.dates, d)
-			}
-		}
-	}
 	for {
 		for sc.i++; sc.i < len(sc.evs); sc.i++ {
 			if t := sc.evs[sc.i].Time; t >= sc.lo && t < sc.hi {
 				return true
 			}
 		}
-		if len(sc.dates) == 0 {
-			sc.evs = nil
+		sc.evs = nil // garbage before the date after the next is read
+		d, ok := <-sc.dates
+		if !ok {
+			sc.err = sc.ctx.Err() // nil at the end; canceled, the scan stopped short
 			return false
 		}
-		clear(sc.evs) // the date read is garbage before the next is read
-		sc.evs = nil
-		evs, _, err := sc.a.readDate(sc.ctx, sc.src, sc.dates[0])
-		if err != nil {
-			sc.err = err
+		if d.err != nil {
+			sc.err = d.err
 			return false
 		}
-		sc.dates = sc.dates[1:]
-		sc.evs, sc.i = evs, -1
+		sc.evs, sc.i = d.evs, -1
 	}
 }
 
@@ -425,6 +446,13 @@ func (sc *Scanner) Event() *Archived { return &sc.evs[sc.i] }
 
 // Err is the error that ended the scan, if any.
 func (sc *Scanner) Err() error { return sc.err }
+
+// Close stops the scanner's reading and waits for it.
+func (sc *Scanner) Close() {
+	sc.cancel()
+	<-sc.done
+	sc.evs = nil
+}
 
 // CompactBelow is the size under which Compact merges a file: a file this
 // big is left as it is. CompactInput bounds the files one Compact merges,

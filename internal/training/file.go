@@ -53,6 +53,7 @@ func BuildFile(ctx context.Context, opts Options, prep *query.Prepared, fo FileO
 	if err != nil {
 		return Summary{}, err
 	}
+	defer e.Close()
 	if err := checkOut(fo.Out); err != nil {
 		return Summary{}, err
 	}

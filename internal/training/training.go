@@ -336,6 +336,15 @@ func (e *engine) Row(t int64, keys [][]event.Value, vals []event.Value) error {
 	return nil
 }
 
+// Close stops the scans.
+func (e *engine) Close() {
+	for _, c := range e.cursors {
+		if c.sc != nil {
+			c.sc.Close()
+		}
+	}
+}
+
 // Finish reads what is left of the scans (up to the last row's time) and
 // returns the summary.
 func (e *engine) Finish() (Summary, error) {
@@ -364,6 +373,7 @@ func Build(ctx context.Context, opts Options, prep *query.Prepared, spine *Spine
 	if err != nil {
 		return nil, err
 	}
+	defer e.Close()
 	n := len(spine.Times)
 	set := &Set{Features: e.features, Columns: make([]query.Column, len(e.features))}
 	for c, f := range e.features {
