@@ -439,9 +439,9 @@ func (sc *Scanner) Next() bool {
 	}
 }
 
-// Event is the event Next moved to. It and its Fields stay valid until the
-// scanner's date changes: a caller that keeps one past the next Next
-// copies it.
+// Event is the event Next moved to. Its Fields are never written after
+// Next hands them out: a caller may keep them (the date they belong to
+// stays in memory while it does).
 func (sc *Scanner) Event() *Archived { return &sc.evs[sc.i] }
 
 // Err is the error that ended the scan, if any.

@@ -35,6 +35,7 @@ func TestScanner(t *testing.T) {
 	}
 
 	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	sc = a.Scanner(cctx, src, time.UnixMilli(0), time.UnixMilli(maxTime+1))
 	n := 0
 	for sc.Next() {

@@ -49,7 +49,7 @@ type FileOptions struct {
 // archive is read; nothing is written to Out unless the build completes.
 func BuildFile(ctx context.Context, opts Options, prep *query.Prepared, fo FileOptions) (Summary, error) {
 	start := time.Now()
-	e, err := newEngine(opts, prep)
+	e, err := newEngine(opts, prep, nil)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -111,22 +111,23 @@ func BuildFile(ctx context.Context, opts Options, prep *query.Prepared, fo FileO
 			return Summary{}, err
 		}
 	}
-	vals := make([]event.Value, len(e.features))
+	var sum Summary
 	err = writeFile(fo.Out, func(w io.Writer) error {
 		rw, err := newRowWriter(w, fo.Out, sp.head.Columns, e.features)
 		if err != nil {
 			return err
 		}
+		e.out = func(tag rowTag, vals []event.Value) error { return rw.write(tag.tab, tag.i, vals) }
 		err = sp.each(ctx, func(_ int, t int64, tab *Table, i int, keys [][]event.Value) error {
 			if !in(t) {
 				return nil
 			}
-			if err := e.Row(t, keys, vals); err != nil {
-				return err
-			}
-			return rw.write(tab, i, vals)
+			return e.Row(t, keys, rowTag{tab: tab, i: i})
 		})
 		if err != nil {
+			return err
+		}
+		if sum, err = e.Finish(); err != nil {
 			return err
 		}
 		return rw.close()
@@ -134,9 +135,8 @@ func BuildFile(ctx context.Context, opts Options, prep *query.Prepared, fo FileO
 	if err != nil {
 		return Summary{}, err
 	}
-	sum, err := e.Finish()
 	sum.Seconds = time.Since(start).Seconds()
-	return sum, err
+	return sum, nil
 }
 
 // sortedSpine is a spine file's rows in time order: held in memory when

@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/archive"
@@ -130,6 +131,8 @@ type viewState struct {
 	view    *definition.View
 	plan    *tile.Plan
 	entity  int   // index in Prepared.Entities
+	index   int   // in engine.views
+	cursor  int   // its source's, in engine.cursors
 	keyIdx  []int // source fields of the entity's key
 	byInt   map[int64]*tile.Row
 	byKey   map[string]*tile.Row
@@ -143,7 +146,7 @@ type viewState struct {
 func (vs *viewState) intKey() bool { return vs.byInt != nil }
 
 // row returns the row of a spine key, or nil when the spine does not have
-// it.
+// it. Only the goroutine that folds the view calls it.
 func (vs *viewState) row(key []event.Value) *tile.Row {
 	if vs.intKey() {
 		return vs.byInt[key[0].Int]
@@ -170,8 +173,14 @@ func (vs *viewState) add(key []event.Value) bool {
 }
 
 // lookup returns the row of the event's key, or nil when the spine does
-// not have the key.
+// not have the key. It uses the view's own buffers: only the goroutine
+// that folds the view calls it (others call find).
 func (vs *viewState) lookup(fields []event.Value) *tile.Row {
+	return vs.find(fields, &vs.keyVals, &vs.keyBuf)
+}
+
+// find is lookup with the caller's buffers.
+func (vs *viewState) find(fields []event.Value, keyVals *[]event.Value, keyBuf *[]byte) *tile.Row {
 	if vs.intKey() {
 		v := fields[vs.keyIdx[0]]
 		if v.Kind != event.Int64 {
@@ -179,18 +188,20 @@ func (vs *viewState) lookup(fields []event.Value) *tile.Row {
 		}
 		return vs.byInt[v.Int]
 	}
-	vs.keyVals = vs.keyVals[:0]
+	*keyVals = (*keyVals)[:0]
 	for _, i := range vs.keyIdx {
-		vs.keyVals = append(vs.keyVals, fields[i])
+		*keyVals = append(*keyVals, fields[i])
 	}
-	return vs.row(vs.keyVals)
+	*keyBuf = tile.AppendKey((*keyBuf)[:0], "", *keyVals)
+	return vs.byKey[string(*keyBuf)]
 }
 
 // engine computes the values of spine rows handed to it in time order: it
 // holds a row of tiles per (view, key) of the spine and walks each source's
 // archive beside the rows, folding what a row at the row's time sees.
 // Build and BuildFile drive it: AddKey for every row's keys, Start, then
-// Row for each row in time order.
+// Row for each row in time order, and Finish; the rows' values come out,
+// in the same order, through out.
 type engine struct {
 	opts     Options
 	prep     *query.Prepared
@@ -203,16 +214,20 @@ type engine struct {
 	done     int64 // dates read
 	total    int64
 	started  bool
+	out      func(tag rowTag, vals []event.Value) error
+	workers  []*worker
+	batches  [2]*stepBatch // being filled, and with the workers
+	wg       sync.WaitGroup
 }
 
-func newEngine(opts Options, prep *query.Prepared) (*engine, error) {
+func newEngine(opts Options, prep *query.Prepared, out func(tag rowTag, vals []event.Value) error) (*engine, error) {
 	if opts.Project == nil || opts.Plans == nil || opts.Archive == nil {
 		return nil, fmt.Errorf("training: Options need Project, Plans and Archive")
 	}
 	if prep == nil || len(prep.Entities) == 0 {
 		return nil, fmt.Errorf("training: no features requested")
 	}
-	e := &engine{opts: opts, prep: prep}
+	e := &engine{opts: opts, prep: prep, out: out}
 	for ei, pe := range prep.Entities {
 		base := len(e.features)
 		e.first = append(e.first, base)
@@ -223,7 +238,7 @@ func newEngine(opts Options, prep *query.Prepared) (*engine, error) {
 			if plan == nil {
 				return nil, fmt.Errorf("training: no plan for view %s", v.Name)
 			}
-			vs := &viewState{view: v, plan: plan, entity: ei, vals: make([]event.Value, len(plan.Outputs))}
+			vs := &viewState{view: v, plan: plan, entity: ei, index: len(e.views) + len(views), vals: make([]event.Value, len(plan.Outputs))}
 			if len(pe.Entity.KeyTypes) == 1 && pe.Entity.KeyTypes[0] == event.Int64 {
 				vs.byInt = map[int64]*tile.Row{}
 			} else {
@@ -263,11 +278,12 @@ func (e *engine) Start(ctx context.Context, last int64) error {
 		c := bySource[vs.view.Source]
 		if c == nil {
 			c = &cursor{e: e, src: vs.view.Source, mode: e.opts.Mode, skew: vs.view.Source.MaxFutureSkew.Milliseconds(),
-				last: last, dt: dateTicker{day: minDay}}
+				last: last, dt: dateTicker{day: minDay}, index: len(e.cursors)}
 			bySource[vs.view.Source] = c
 			e.cursors = append(e.cursors, c)
 		}
 		c.views = append(c.views, vs)
+		vs.cursor = c.index
 		c.back = max(c.back, vs.plan.Retention())
 	}
 	for _, c := range e.cursors {
@@ -290,16 +306,20 @@ func (e *engine) Start(ctx context.Context, last int64) error {
 			return err
 		}
 	}
+	e.batches[0] = e.newBatch()
+	e.startWorkers()
 	e.started = true
 	e.progress()
 	return nil
 }
 
-// Row computes the values of a row at time t (no earlier than the previous
-// row's) whose keys are keys[ei] for entity ei, each added with AddKey.
-// vals gets one value per feature of the set, event.Null where the read
-// API gives null.
-func (e *engine) Row(t int64, keys [][]event.Value, vals []event.Value) error {
+// Row asks for the values of a row at time t (no earlier than the
+// previous row's) whose keys are keys[ei] for entity ei, each added with
+// AddKey. They come out through out with tag, one value per feature of the
+// set, event.Null where the read API gives null, once the workers have
+// computed them (at the latest in Finish). keys is not kept; the slices
+// it holds are.
+func (e *engine) Row(t int64, keys [][]event.Value, tag rowTag) error {
 	e.sum.Rows++
 	uncovered := false
 	for _, c := range e.cursors {
@@ -313,31 +333,12 @@ func (e *engine) Row(t int64, keys [][]event.Value, vals []event.Value) error {
 	if uncovered {
 		e.sum.Uncovered++
 	}
-	for ei, views := range e.byEntity {
-		present := false
-		for _, vs := range views {
-			r := vs.row(keys[ei])
-			if r == nil || r.Empty() {
-				vs.plan.Eval(nil, t, vs.vals)
-			} else {
-				present = true
-				vs.plan.Eval(r, t, vs.vals)
-			}
-			for _, tg := range vs.targets {
-				vals[tg.column] = vs.vals[tg.output]
-			}
-		}
-		if !present {
-			// A key none of whose views has an event is absent: every
-			// value of it is null, as the read API answers it.
-			clear(vals[e.first[ei] : e.first[ei]+len(e.prep.Entities[ei].Features)])
-		}
-	}
-	return nil
+	return e.read(t, keys, tag)
 }
 
-// Close stops the scans.
+// Close stops the workers and the scans.
 func (e *engine) Close() {
+	e.stopWorkers()
 	for _, c := range e.cursors {
 		if c.sc != nil {
 			c.sc.Close()
@@ -345,8 +346,8 @@ func (e *engine) Close() {
 	}
 }
 
-// Finish reads what is left of the scans (up to the last row's time) and
-// returns the summary.
+// Finish reads what is left of the scans (up to the last row's time),
+// hands out every row asked for, and returns the summary.
 func (e *engine) Finish() (Summary, error) {
 	if e.started {
 		for _, c := range e.cursors {
@@ -355,6 +356,13 @@ func (e *engine) Finish() (Summary, error) {
 			}
 			c.dt.finish(e)
 		}
+		if err := e.drain(); err != nil {
+			return Summary{}, err
+		}
+		for _, w := range e.workers {
+			e.sum.EventsFolded += w.folded
+		}
+		e.stopWorkers()
 	}
 	return e.sum, nil
 }
@@ -369,13 +377,19 @@ func Build(ctx context.Context, opts Options, prep *query.Prepared, spine *Spine
 	if err := check(prep, spine); err != nil {
 		return nil, err
 	}
-	e, err := newEngine(opts, prep)
+	set := &Set{}
+	e, err := newEngine(opts, prep, func(tag rowTag, vals []event.Value) error {
+		for c, v := range vals {
+			set.Columns[c].Set(tag.i, v)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer e.Close()
 	n := len(spine.Times)
-	set := &Set{Features: e.features, Columns: make([]query.Column, len(e.features))}
+	set.Features, set.Columns = e.features, make([]query.Column, len(e.features))
 	for c, f := range e.features {
 		set.Columns[c].Reset(f.Type, n)
 	}
@@ -402,13 +416,9 @@ func Build(ctx context.Context, opts Options, prep *query.Prepared, spine *Spine
 			return nil, err
 		}
 	}
-	vals := make([]event.Value, len(e.features))
 	for _, i := range order {
-		if err := e.Row(spine.Times[i], rowKeys(i), vals); err != nil {
+		if err := e.Row(spine.Times[i], rowKeys(i), rowTag{i: i}); err != nil {
 			return nil, err
-		}
-		for c, v := range vals {
-			set.Columns[c].Set(i, v)
 		}
 	}
 	set.Summary, err = e.Finish()
@@ -493,6 +503,7 @@ const eventMaxTime = 253402300799999
 // events archived long after their event time wait longer.
 type cursor struct {
 	e     *engine
+	index int // in engine.cursors
 	ctx   context.Context
 	src   *definition.Source
 	views []*viewState
@@ -506,7 +517,8 @@ type cursor struct {
 	next             *archive.Archived // scanned, not yet taken; nil at the end
 	h                arrivals
 	dt               dateTicker
-	ev               event.Event
+	keyVals          []event.Value
+	keyBuf           []byte
 }
 
 // advance moves the scan to its next event.
@@ -530,15 +542,9 @@ func (c *cursor) upTo(t int64) error {
 	if c.mode == AsServed {
 		return c.upToArrival(t)
 	}
-	sum := &c.e.sum
 	for c.next != nil && c.next.Time <= t {
-		a := c.next
-		c.ev = event.Event{TS: a.Time, Fields: a.Fields}
-		for _, vs := range c.views {
-			if r := vs.lookup(a.Fields); r != nil {
-				vs.plan.Fold(r, &c.ev, a.Time)
-				sum.EventsFolded++
-			}
+		if err := c.e.fold(c.index, c.next, c.next.Time); err != nil {
+			return err
 		}
 		if err := c.advance(); err != nil {
 			return err
@@ -558,9 +564,11 @@ func (c *cursor) upToArrival(t int64) error {
 			// arrived after every row
 		default:
 			for _, vs := range c.views {
-				if vs.lookup(a.Fields) != nil {
+				if vs.find(a.Fields, &c.keyVals, &c.keyBuf) != nil {
+					// Its own copy of the fields: a date's events stay in
+					// memory as long as one of them is held.
 					x := *a
-					x.Fields = slices.Clone(a.Fields) // the scan's memory is its own
+					x.Fields = slices.Clone(a.Fields)
 					heap.Push(&c.h, x)
 					break
 				}
@@ -572,20 +580,8 @@ func (c *cursor) upToArrival(t int64) error {
 	}
 	for c.h.Len() > 0 && c.h[0].Arrival <= t {
 		a := heap.Pop(&c.h).(archive.Archived)
-		c.ev = event.Event{TS: a.Time, Fields: a.Fields}
-		for _, vs := range c.views {
-			// As the write path does (ingest.Writer.Push): an event late
-			// for every window of the view at its arrival never reaches
-			// the row (not even to move its clock); the others are
-			// folded at their arrival, and one from the future waits in
-			// the row until its time.
-			if a.Time < vs.plan.LateBefore(a.Arrival) {
-				continue
-			}
-			if r := vs.lookup(a.Fields); r != nil {
-				vs.plan.Fold(r, &c.ev, a.Arrival)
-				sum.EventsFolded++
-			}
+		if err := c.e.fold(c.index, &a, a.Arrival); err != nil {
+			return err
 		}
 	}
 	return nil
