@@ -3,6 +3,7 @@ package training_test
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,8 +12,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-dev/kiln/internal/archive"
 	"github.com/kiln-dev/kiln/internal/event"
+	"github.com/kiln-dev/kiln/internal/projectfile"
 	"github.com/kiln-dev/kiln/internal/query"
+	"github.com/kiln-dev/kiln/internal/tile"
 	"github.com/kiln-dev/kiln/internal/training"
 )
 
@@ -128,4 +132,69 @@ func valueText(v event.Value) string {
 		return strconv.FormatBool(v.Bool)
 	}
 	return ""
+}
+
+// A build stopped after its spine spilled (here canceled as it starts
+// reading the archive, as an interrupt would) removes its runs and writes
+// no output; a --temp-dir that cannot be written is an error that says so.
+func TestBuildFileCleansUp(t *testing.T) {
+	p, err := projectfile.Parse("kiln.yaml", []byte(project))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plans, err := tile.CompileProject(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := training.Resolver(p, plans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prep, err := engine.Service("all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := archive.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	spine := filepath.Join(dir, "spine.csv")
+	text := "user_id,post_id,ts\n"
+	for i := range 200 {
+		text += fmt.Sprintf("%d,p%d,%d\n", i%7, i%3, 1773142200000+int64(i))
+	}
+	if err := os.WriteFile(spine, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	temp := filepath.Join(dir, "temp")
+	if err := os.Mkdir(temp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.parquet")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := training.Options{Project: p, Plans: plans, Archive: archive.New(bucket), Progress: func(done, total int64) { cancel() }}
+	fo := training.FileOptions{Spine: spine, Out: out, TimeColumn: "ts", SpineMemory: 1000, TempDir: temp}
+	_, err = training.BuildFile(ctx, opts, prep, fo)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled build: %v", err)
+	}
+	if left, _ := os.ReadDir(temp); len(left) > 0 {
+		t.Errorf("a canceled build left %d files in its temporary directory", len(left))
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 2 {
+		t.Errorf("a canceled build left %d files beside its output, want only the spine and the temporary directory", len(left)-2)
+	}
+
+	opts.Progress = nil
+	fo.TempDir = filepath.Join(dir, "missing")
+	_, err = training.BuildFile(context.Background(), opts, prep, fo)
+	if err == nil || !strings.Contains(err.Error(), "--temp-dir") {
+		t.Errorf("runs to a missing directory: %v, want an error naming --temp-dir", err)
+	}
+	fo.SpineMemory = 0 // the spine in memory: no temporary directory needed
+	if _, err := training.BuildFile(context.Background(), opts, prep, fo); err != nil {
+		t.Errorf("a spine held in memory: %v", err)
+	}
 }
