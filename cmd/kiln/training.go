@@ -27,7 +27,7 @@ const defaultTrainingMemoryMiB = 1536
 
 // spineShare is the part of --memory-mib (one in spineShare) that holds
 // spine rows: the rest is the rows of tiles of the spine's keys, the
-// archive's date being read and the output's row group.
+// archive's dates being read and the output's row group.
 const spineShare = 4
 
 func runTrainingSet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -48,7 +48,9 @@ It reads the archive (--data or --archive), whether or not a server runs
 on it, and changes nothing. The rows come out in time order (rows of one
 time in spine order). --shard i/N computes part i (from 0) of N, a range
 of the spine's times: N processes, each with the whole spine, compute the
-N parts, and their rows in part order are one run's rows. docs/training.md
+N parts, and their rows in part order are one run's rows. Memory does not
+grow with the spine's rows: a spine larger than a quarter of --memory-mib
+is sorted in runs under --temp-dir, removed at the end. docs/training.md
 has the details.
 `)
 	config := configFlag(fs)
