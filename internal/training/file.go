@@ -1,6 +1,7 @@
 package training
 
 import (
+	"bufio"
 	"cmp"
 	"container/heap"
 	"context"
@@ -266,8 +267,8 @@ func (sp *sortedSpine) spill(b *batch) error {
 		return err
 	}
 	defer f.Close()
-	cw := &countWriter{w: f}
-	rw, err := newRowWriter(cw, path, b.t.Columns, nil)
+	bw := bufio.NewWriterSize(f, 1<<20)
+	rw, err := newRowWriter(bw, path, b.t.Columns, nil)
 	if err == nil {
 		for _, i := range b.order {
 			if err = rw.write(b.t, i, nil); err != nil {
@@ -279,26 +280,21 @@ func (sp *sortedSpine) spill(b *batch) error {
 		err = rw.close()
 	}
 	if err == nil {
+		err = bw.Flush()
+	}
+	var st os.FileInfo
+	if err == nil {
+		st, err = f.Stat()
+	}
+	if err == nil {
 		err = f.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("writing a run of the spine in %s (--temp-dir): %w", sp.dir, err)
 	}
 	sp.runs = append(sp.runs, path)
-	sp.spilled += cw.n
+	sp.spilled += st.Size()
 	return nil
-}
-
-// countWriter counts the bytes written through it.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // batch is sorted spine rows: a chunk in memory, or the part of a run read.
