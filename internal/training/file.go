@@ -68,7 +68,7 @@ func BuildFile(ctx context.Context, opts Options, prep *query.Prepared, fo FileO
 	e.sum.Spilled, e.sum.Runs = sp.spilled, len(sp.runs)
 
 	// The shard's time range: the times of the rows number ⌊j·n/N⌋ in
-	// time order (Shard.Rows).
+	// time order (Shard).
 	s := fo.Shard
 	if s == (Shard{}) {
 		s = Whole

@@ -15,15 +15,24 @@
 //     it (an event late at its arrival never counts; one from the future
 //     counts from its own time on), in the order the write path took them.
 //
-// Build reads the archive once per source the features need, in event-time
-// order, and moves through the spine in time order beside it: the work is
-// O(events + rows), and memory is one row of tiles per (view, key) of the
-// spine and the spine's values, plus, as served, the events whose arrival is
-// still ahead of the reading (those archived long after their event time).
+// The engine reads the archive once per source the features need, in
+// event-time order, the sources side by side, and moves through the spine
+// in time order beside them: the work is O(events + rows). Its memory is
+// one row of tiles per (view, key) of the spine, plus, as served, the
+// events whose arrival is still ahead of the reading (those archived long
+// after their event time). The views' folds run on a worker per core.
 //
-// The caller resolves the features with a query.Engine (Service or Prepare),
-// builds the Spine (keys of the right types) and hands both to Build. Nothing
-// here writes to the archive or to any store.
+// Build computes a spine held in memory into a Set in spine order (the
+// HTTP endpoint's way). BuildFile computes a spine file of any size into
+// an output file in time order: it reads the spine a chunk at a time,
+// sorting it in runs on disk past a memory budget, and writes each row as
+// soon as it is computed, so that its memory does not grow with the
+// spine's rows. ReadTable, SpineOf and WriteTable are the pieces for a
+// caller that holds a spine whole.
+//
+// The caller resolves the features with a query.Engine (Service or Prepare
+// on Resolver's) and hands them to Build or BuildFile. Nothing here writes
+// to the archive or to any store.
 package training
 
 import (
