@@ -566,6 +566,12 @@ func (c *cursor) upToArrival(t int64) error {
 	sum := &c.e.sum
 	for c.next != nil && c.next.Time-c.skew <= t {
 		a := c.next
+		// No event still to be scanned arrived before a.Time − skew: the
+		// held events that did are folded now, so that the heap holds
+		// only the events of the skew, not all up to the row.
+		if err := c.foldArrived(min(t, a.Time-c.skew-1)); err != nil {
+			return err
+		}
 		switch {
 		case a.Time < c.src.MinEventTime || a.Time > a.Arrival+c.skew:
 			sum.Refused++
@@ -587,6 +593,11 @@ func (c *cursor) upToArrival(t int64) error {
 			return err
 		}
 	}
+	return c.foldArrived(t)
+}
+
+// foldArrived folds the held events that arrived by t, in arrival order.
+func (c *cursor) foldArrived(t int64) error {
 	for c.h.Len() > 0 && c.h[0].Arrival <= t {
 		a := heap.Pop(&c.h).(archive.Archived)
 		if err := c.e.fold(c.index, &a, a.Arrival); err != nil {
