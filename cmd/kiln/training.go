@@ -25,6 +25,11 @@ import (
 // the Go heap.
 const defaultTrainingMemoryMiB = 1536
 
+// spineShare is the part of --memory-mib (one in spineShare) that holds
+// spine rows: the rest is the rows of tiles of the spine's keys, the
+// archive's dates being read and the output's row group.
+const spineShare = 4
+
 func runTrainingSet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("kiln training-set", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -43,7 +48,9 @@ It reads the archive (--data or --archive), whether or not a server runs
 on it, and changes nothing. The rows come out in time order (rows of one
 time in spine order). --shard i/N computes part i (from 0) of N, a range
 of the spine's times: N processes, each with the whole spine, compute the
-N parts, and their rows in part order are one run's rows. docs/training.md
+N parts, and their rows in part order are one run's rows. Memory does not
+grow with the spine's rows: a spine larger than a quarter of --memory-mib
+is sorted in runs under --temp-dir, removed at the end. docs/training.md
 has the details.
 `)
 	config := configFlag(fs)
@@ -56,7 +63,8 @@ has the details.
 	data := fs.String("data", "kiln-data", "data directory whose archive to read (DATA/archive)")
 	archiveAt := fs.String("archive", "", "the event archive: a directory or s3://BUCKET/PREFIX (default: DATA/archive)")
 	shardFlag := fs.String("shard", "0/1", "compute part i (from 0) of N of the spine, split by time: i/N")
-	memoryMiB := fs.Int64("memory-mib", defaultTrainingMemoryMiB, "the Go heap's soft limit in MiB: the collector works harder near it (0: none)")
+	memoryMiB := fs.Int64("memory-mib", defaultTrainingMemoryMiB, "the memory budget in MiB: the Go heap's soft limit, and a quarter of it holds spine rows, past which they are sorted in runs on disk (0: none)")
+	tempDir := fs.String("temp-dir", os.TempDir(), "where the spine's runs go when it does not fit --memory-mib (removed at the end)")
 	if err := cli.ParseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -106,21 +114,6 @@ has the details.
 	if err != nil {
 		return fmt.Errorf("%w: %v", cli.ErrUsage, err)
 	}
-	table, err := training.ReadTable(*spinePath)
-	if err != nil {
-		return err
-	}
-	spine, err := training.SpineOf(table, prep, *timeColumn)
-	if err != nil {
-		return fmt.Errorf("spine %s: %w", *spinePath, err)
-	}
-	// The shard's rows in time order: the output's order, whatever the
-	// spine's, so that the shards' outputs in turn are the whole's.
-	rows, from, to := shard.Rows(spine.Times)
-	spine, table = spine.Select(rows), table.Select(rows)
-	if shard != training.Whole {
-		fmt.Fprintf(stderr, "kiln training-set: shard %s: %d of the spine's rows, times %s\n", shard, len(rows), shardRange(from, to))
-	}
 	location := *archiveAt
 	if location == "" {
 		location = filepath.Join(*data, "archive")
@@ -144,24 +137,36 @@ has the details.
 		mode = training.AsServed
 	}
 	bar := progress.New(stderr, 0)
-	set, err := training.Build(ctx, training.Options{
+	s, err := training.BuildFile(ctx, training.Options{
 		Project: project, Plans: plans, Archive: arch, Mode: mode,
 		Progress: func(done, total int64) { bar.Update("reading the archive (dates)", done, total, false) },
-	}, prep, spine)
+	}, prep, training.FileOptions{
+		Spine: *spinePath, Out: *out, TimeColumn: *timeColumn, Shard: shard,
+		SpineMemory: *memoryMiB << 20 / spineShare, TempDir: *tempDir,
+		OnShard: func(rows int, from, to int64) {
+			if shard != training.Whole {
+				fmt.Fprintf(stderr, "kiln training-set: shard %s: %d of the spine's rows, times %s\n", shard, rows, shardRange(from, to))
+			}
+		},
+	})
 	bar.Finish()
 	if err != nil {
 		return err
 	}
-	if err := training.WriteTable(*out, table, set); err != nil {
-		return err
-	}
-	s := set.Summary
 	if s.Uncovered > 0 {
 		fmt.Fprintf(stderr, "kiln training-set: warning: %d of %d rows have a time the archive does not cover (before its first date, less the longest window, or after its last): their values may miss events\n", s.Uncovered, s.Rows)
 	}
-	fmt.Fprintf(stdout, "kiln training-set: %d rows, %d entities, %d values a row (%s) to %s: %d events read, %d folded, in %.1f s (%.0f rows/s, %.0f events/s)\n",
-		s.Rows, s.Entities, len(set.Features), mode, *out, s.EventsRead, s.EventsFolded, s.Seconds,
-		float64(s.Rows)/max(s.Seconds, 1e-9), float64(s.EventsRead)/max(s.Seconds, 1e-9))
+	values := 0
+	for _, pe := range prep.Entities {
+		values += len(pe.Features)
+	}
+	spilled := "nothing spilled"
+	if s.Runs > 0 {
+		spilled = fmt.Sprintf("the spine spilled to %d runs of %.1f MiB in all", s.Runs, float64(s.Spilled)/(1<<20))
+	}
+	fmt.Fprintf(stdout, "kiln training-set: %d rows, %d entities, %d values a row (%s) to %s: %d events read, %d folded, in %.1f s (%.0f rows/s, %.0f events/s); %s\n",
+		s.Rows, s.Entities, values, mode, *out, s.EventsRead, s.EventsFolded, s.Seconds,
+		float64(s.Rows)/max(s.Seconds, 1e-9), float64(s.EventsRead)/max(s.Seconds, 1e-9), spilled)
 	return nil
 }
 

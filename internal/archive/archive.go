@@ -339,36 +339,119 @@ func (a *Archive) readDate(ctx context.Context, src *definition.Source, date str
 // other columns). It reads one date at a time into memory. An error from fn
 // stops the scan and is returned.
 func (a *Archive) Scan(ctx context.Context, src *definition.Source, from, to time.Time, fn func(ev Archived) error) error {
-	if err := checkSource(src); err != nil {
-		return err
-	}
-	lo, hi := from.UnixMilli(), to.UnixMilli()
-	if lo >= hi {
-		return nil
-	}
-	dates, err := a.dates(ctx, src.Name)
-	if err != nil {
-		return err
-	}
-	first, last := dateOf(max(lo, 0)), dateOf(min(hi-1, maxTime))
-	for _, d := range dates {
-		if d < first || d > last {
-			continue
-		}
-		evs, _, err := a.readDate(ctx, src, d)
-		if err != nil {
+	sc := a.Scanner(ctx, src, from, to)
+	defer sc.Close()
+	for sc.Next() {
+		if err := fn(*sc.Event()); err != nil {
 			return err
 		}
-		for _, ev := range evs {
-			if ev.Time < lo || ev.Time >= hi {
-				continue
-			}
-			if err := fn(ev); err != nil {
-				return err
+	}
+	return sc.Err()
+}
+
+// Scanner reads the events Scan yields, in Scan's order, one Next at a
+// time, so that a reader can walk several sources' archives side by side.
+// It reads the next date in a goroutine of its own while its caller works
+// through the one before: two dates are in memory at most. Close stops it.
+type Scanner struct {
+	ctx    context.Context
+	dates  chan dateEvents
+	cancel context.CancelFunc
+	done   chan struct{}
+	lo, hi int64
+	evs    []Archived
+	i      int
+	err    error
+}
+
+// dateEvents is one date's events, read ahead, or the error reading it.
+type dateEvents struct {
+	evs []Archived
+	err error
+}
+
+// Scanner returns a scanner of src's events with an event time in [from,
+// to). The caller must Close it.
+func (a *Archive) Scanner(ctx context.Context, src *definition.Source, from, to time.Time) *Scanner {
+	ctx, cancel := context.WithCancel(ctx)
+	sc := &Scanner{ctx: ctx, dates: make(chan dateEvents), cancel: cancel, done: make(chan struct{}),
+		lo: from.UnixMilli(), hi: to.UnixMilli(), i: -1}
+	go func() {
+		defer close(sc.done)
+		defer close(sc.dates)
+		send := func(d dateEvents) bool {
+			select {
+			case sc.dates <- d:
+				return d.err == nil
+			case <-ctx.Done():
+				return false
 			}
 		}
+		if err := checkSource(src); err != nil {
+			send(dateEvents{err: err})
+			return
+		}
+		if sc.lo >= sc.hi {
+			return
+		}
+		dates, err := a.dates(ctx, src.Name)
+		if err != nil {
+			send(dateEvents{err: err})
+			return
+		}
+		first, last := dateOf(max(sc.lo, 0)), dateOf(min(sc.hi-1, maxTime))
+		for _, d := range dates {
+			if d < first || d > last {
+				continue
+			}
+			evs, _, err := a.readDate(ctx, src, d)
+			if !send(dateEvents{evs: evs, err: err}) {
+				return
+			}
+		}
+	}()
+	return sc
+}
+
+// Next moves to the next event; it returns false at the end or on an error
+// (Err says which).
+func (sc *Scanner) Next() bool {
+	if sc.err != nil {
+		return false
 	}
-	return nil
+	for {
+		for sc.i++; sc.i < len(sc.evs); sc.i++ {
+			if t := sc.evs[sc.i].Time; t >= sc.lo && t < sc.hi {
+				return true
+			}
+		}
+		sc.evs = nil // garbage before the date after the next is read
+		d, ok := <-sc.dates
+		if !ok {
+			sc.err = sc.ctx.Err() // nil at the end; canceled, the scan stopped short
+			return false
+		}
+		if d.err != nil {
+			sc.err = d.err
+			return false
+		}
+		sc.evs, sc.i = d.evs, -1
+	}
+}
+
+// Event is the event Next moved to. Its Fields are never written after
+// Next hands them out: a caller may keep them (the date they belong to
+// stays in memory while it does).
+func (sc *Scanner) Event() *Archived { return &sc.evs[sc.i] }
+
+// Err is the error that ended the scan, if any.
+func (sc *Scanner) Err() error { return sc.err }
+
+// Close stops the scanner's reading and waits for it.
+func (sc *Scanner) Close() {
+	sc.cancel()
+	<-sc.done
+	sc.evs = nil
 }
 
 // CompactBelow is the size under which Compact merges a file: a file this

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"testing"
@@ -41,14 +42,17 @@ func envInt(b *testing.B, name string, def int) int {
 // KILN_BENCH_TRAINING_EVENTS events (default 2,000,000) over 30 days and
 // KILN_BENCH_TRAINING_ROWS spine rows (default 100,000), in event-time
 // mode, and as served with KILN_BENCH_TRAINING_AS_SERVED=1 (each event
-// arriving up to a minute after its time). It reports spine rows/s,
-// archived events read/s and the process's peak RSS.
+// arriving up to a minute after its time). It builds as kiln training-set
+// does (BuildFile, with its default memory budget): from the spine as a
+// Parquet file to a Parquet training set. It reports spine rows/s,
+// archived events read/s, the spine's bytes spilled and the process's
+// peak RSS.
 //
 // With KILN_BENCH_TRAINING_DIR set, the archive is kept in that directory
 // (rw1-EVENTS or rw1-EVENTS-as-served) and reused by later runs, so that
-// the peak RSS is the build's alone, and the spine is written beside it as
-// spine-EVENTS-ROWS.parquet (user_id, post_id, ts in epoch ms) for kiln
-// training-set -c examples/feed/kiln.yaml --archive DIR/rw1-EVENTS.
+// the peak RSS is the build's alone, and so is the spine, as
+// spine-EVENTS-ROWS.parquet (user_id, post_id, ts in epoch ms), which kiln
+// training-set -c examples/feed/kiln.yaml --archive DIR/rw1-EVENTS reads.
 func BenchmarkTrainingSetRW1(b *testing.B) {
 	nEvents := envInt(b, "KILN_BENCH_TRAINING_EVENTS", 2_000_000)
 	nRows := envInt(b, "KILN_BENCH_TRAINING_ROWS", 100_000)
@@ -101,52 +105,48 @@ func BenchmarkTrainingSetRW1(b *testing.B) {
 		b.Fatal(err)
 	}
 	// The spine's draws are its own: the same whether the archive is
-	// written or reused.
-	rng = rand.New(rand.NewPCG(3, 4))
-	spine := &training.Spine{Times: make([]int64, nRows), Keys: make([][]event.Value, len(prep.Entities))}
-	week := int64(7 * 24 * time.Hour / time.Millisecond)
-	var posts []int64
-	for i := range nRows {
-		spine.Times[i] = now.UnixMilli() - rng.Int64N(week)
-		posts = g.QueryPosts(rng, 1, posts[:0])
-		for e, pe := range prep.Entities {
-			switch pe.Entity.Def.Name {
-			case "user":
-				spine.Keys[e] = append(spine.Keys[e], event.IntValue(g.QueryUser(rng)))
-			case "post":
-				spine.Keys[e] = append(spine.Keys[e], event.IntValue(posts[0]))
-			}
-		}
+	// written or reused. It is written to a file as drawn, so that the
+	// process holds no more of it than the build does.
+	if prep.Entities[0].Entity.Def.Name != "user" || prep.Entities[1].Entity.Def.Name != "post" {
+		b.Fatal("the ranking service's entities are not user, post")
 	}
+	spinePath := filepath.Join(b.TempDir(), "spine.parquet")
 	if keep != "" {
-		if prep.Entities[0].Entity.Def.Name != "user" || prep.Entities[1].Entity.Def.Name != "post" {
-			b.Fatal("the ranking service's entities are not user, post")
-		}
-		writeSpine(b, filepath.Join(keep, fmt.Sprintf("spine-%d-%d.parquet", nEvents, nRows)), spine)
+		spinePath = filepath.Join(keep, fmt.Sprintf("spine-%d-%d.parquet", nEvents, nRows))
+	}
+	if _, err := os.Stat(spinePath); err != nil {
+		writeSpine(b, spinePath, g, nRows, now.UnixMilli())
 	}
 	mode := training.EventTime
 	if asServed {
 		mode = training.AsServed
 	}
+	out := filepath.Join(b.TempDir(), "train.parquet")
+	prev := debug.SetMemoryLimit(trainingMemory)
+	defer debug.SetMemoryLimit(prev)
 	b.ResetTimer()
 	var sum training.Summary
 	for range b.N {
-		set, err := training.Build(context.Background(), training.Options{Project: p, Plans: plans, Archive: arch, Mode: mode}, prep, spine)
+		sum, err = training.BuildFile(context.Background(), training.Options{Project: p, Plans: plans, Archive: arch, Mode: mode}, prep,
+			training.FileOptions{Spine: spinePath, Out: out, TimeColumn: "ts", Shard: training.Whole, SpineMemory: trainingMemory / 4, TempDir: b.TempDir()})
 		if err != nil {
 			b.Fatal(err)
 		}
-		sum = set.Summary
 	}
 	b.StopTimer()
 	secs := b.Elapsed().Seconds() / float64(b.N)
 	b.ReportMetric(float64(nRows)/secs, "rows/s")
 	b.ReportMetric(float64(sum.EventsRead)/secs, "events/s")
+	b.ReportMetric(float64(sum.Spilled)/(1<<20), "spilled-MiB")
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		b.ReportMetric(float64(ru.Maxrss)/1024, "peak-RSS-MiB")
 	}
-	b.Logf("%d rows, %d entities, %d events read, %d folded, %d files", sum.Rows, sum.Entities, sum.EventsRead, sum.EventsFolded, files)
+	b.Logf("%d rows, %d entities, %d events read, %d folded, %d files, %d runs", sum.Rows, sum.Entities, sum.EventsRead, sum.EventsFolded, files, sum.Runs)
 }
+
+// trainingMemory is kiln training-set's default --memory-mib.
+const trainingMemory = 1536 << 20
 
 // writeHistory appends the RW1 history to the archive, each event
 // arriving at its time or, as served, up to a minute later, and returns
@@ -185,17 +185,23 @@ type spineRow struct {
 	TS     int64 `parquet:"ts"`
 }
 
-// writeSpine writes the (user, post) spine as Parquet.
-func writeSpine(b *testing.B, path string, sp *training.Spine) {
+// writeSpine draws a spine of n (user, post) rows with Zipf keys over the
+// week before now and writes it as Parquet.
+func writeSpine(b *testing.B, path string, g *workload.Generator, n int, now int64) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	week := int64(7 * 24 * time.Hour / time.Millisecond)
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	w := parquet.NewGenericWriter[spineRow](f)
 	rows := make([]spineRow, 0, 4096)
-	for i, ts := range sp.Times {
-		rows = append(rows, spineRow{UserID: sp.Keys[0][i].Int, PostID: sp.Keys[1][i].Int, TS: ts})
-		if len(rows) == cap(rows) || i == len(sp.Times)-1 {
+	var posts []int64
+	for i := range n {
+		ts := now - rng.Int64N(week)
+		posts = g.QueryPosts(rng, 1, posts[:0])
+		rows = append(rows, spineRow{UserID: g.QueryUser(rng), PostID: posts[0], TS: ts})
+		if len(rows) == cap(rows) || i == n-1 {
 			if _, err := w.Write(rows); err != nil {
 				b.Fatal(err)
 			}

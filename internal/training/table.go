@@ -1,10 +1,12 @@
 package training
 
 import (
+	"bufio"
 	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -53,31 +55,74 @@ const MaxCellBytes = 1 << 20
 // ReadTable reads a spine file: CSV with a header row (.csv) or Parquet
 // (.parquet), chosen by the name's extension.
 func ReadTable(path string) (*Table, error) {
+	r, err := openTable(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	t := r.header()
+	if _, err := r.read(t, math.MaxInt, math.MaxInt64, 0); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// tableReader reads a spine file's rows a chunk at a time.
+type tableReader interface {
+	// header returns a table of the file's columns and no rows.
+	header() *Table
+	// read appends the file's next rows to t, a table of header's
+	// columns, until t holds maxRows rows or about maxBytes of cells
+	// (counting extra bytes a row besides), and reports whether the file
+	// has rows after them.
+	read(t *Table, maxRows int, maxBytes, extra int64) (more bool, err error)
+	Close() error
+}
+
+// openTable opens a spine file for reading, by its extension.
+func openTable(path string) (tableReader, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".csv":
 		f, err := os.Open(path)
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		return readCSV(path, f)
+		r, err := newCSVReader(path, f)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return r, nil
 	case ".parquet":
 		f, err := os.Open(path)
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
 		st, err := f.Stat()
 		if err != nil {
+			f.Close()
 			return nil, err
 		}
-		return readParquet(path, f, st.Size())
+		r, err := newParquetReader(path, f, st.Size())
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return r, nil
 	}
 	return nil, fmt.Errorf("%s: a spine is a .csv or a .parquet file", path)
 }
 
-func readCSV(name string, in io.Reader) (*Table, error) {
-	r := csv.NewReader(in)
+type csvReader struct {
+	name    string
+	f       io.Closer
+	r       *csv.Reader
+	columns []string
+	rows    int // read so far
+}
+
+func newCSVReader(name string, f io.ReadCloser) (*csvReader, error) {
+	r := csv.NewReader(f)
 	r.ReuseRecord = true
 	header, err := r.Read()
 	if err == io.EOF {
@@ -86,85 +131,146 @@ func readCSV(name string, in io.Reader) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	t := &Table{}
 	seen := map[string]bool{}
 	for _, h := range header {
 		if seen[h] {
 			return nil, fmt.Errorf("%s:1: column %q is named twice", name, h)
 		}
 		seen[h] = true
+	}
+	return &csvReader{name: name, f: f, r: r, columns: slices.Clone(header)}, nil
+}
+
+func (c *csvReader) header() *Table {
+	t := &Table{}
+	for _, h := range c.columns {
 		t.Columns = append(t.Columns, TableColumn{Name: h})
 	}
-	for {
-		rec, err := r.Read()
+	return t
+}
+
+func (c *csvReader) read(t *Table, maxRows int, maxBytes, extra int64) (bool, error) {
+	var bytes int64
+	for t.Rows < maxRows && bytes < maxBytes {
+		rec, err := c.r.Read()
 		if err == io.EOF {
-			break
+			return false, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return false, fmt.Errorf("%s: %w", c.name, err)
 		}
 		for j, cell := range rec {
 			if len(cell) > MaxCellBytes {
-				return nil, fmt.Errorf("%s:%d:%s: a cell of %d bytes; at most %d", name, t.Rows+2, header[j], len(cell), MaxCellBytes)
+				return false, fmt.Errorf("%s:%d:%s: a cell of %d bytes; at most %d", c.name, c.rows+2, c.columns[j], len(cell), MaxCellBytes)
 			}
 			t.Columns[j].Text = append(t.Columns[j].Text, strings.Clone(cell))
+			bytes += 16 + int64(len(cell))
 		}
+		bytes += extra
 		t.Rows++
+		c.rows++
 	}
-	return t, nil
+	return true, nil
 }
 
-// readParquet reads a Parquet spine: flat columns only.
-func readParquet(name string, in io.ReaderAt, size int64) (t *Table, err error) {
+func (c *csvReader) Close() error { return c.f.Close() }
+
+type parquetReader struct {
+	name    string
+	f       io.Closer
+	columns []TableColumn
+	byIndex map[int]int
+	r       *parquet.Reader
+	buf     []parquet.Row
+	rows    int // read so far
+}
+
+// newParquetReader opens a Parquet spine: flat columns only.
+func newParquetReader(name string, f io.ReadCloser, size int64) (pr *parquetReader, err error) {
 	defer func() {
 		// The Parquet library panics on some damaged files.
 		if p := recover(); p != nil {
-			t, err = nil, fmt.Errorf("%s: a damaged Parquet file (%v)", name, p)
+			pr, err = nil, fmt.Errorf("%s: a damaged Parquet file (%v)", name, p)
 		}
 	}()
-	f, err := parquet.OpenFile(in, size)
+	in, ok := f.(io.ReaderAt)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a file", name)
+	}
+	pf, err := parquet.OpenFile(in, size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a Parquet file, or a damaged one (%v)", name, err)
 	}
-	t = &Table{}
-	s := f.Schema()
-	byIndex := map[int]int{}
+	pr = &parquetReader{name: name, f: f, byIndex: map[int]int{}, buf: make([]parquet.Row, 1024)}
+	s := pf.Schema()
 	for _, fd := range s.Fields() {
 		leaf, ok := s.Lookup(fd.Name())
 		if !fd.Leaf() || fd.Repeated() || !ok || leaf.MaxRepetitionLevel != 0 {
 			return nil, fmt.Errorf("%s: column %q is nested or repeated: a spine has flat columns", name, fd.Name())
 		}
-		byIndex[leaf.ColumnIndex] = len(t.Columns)
-		t.Columns = append(t.Columns, TableColumn{Name: fd.Name(), Node: fd})
+		pr.byIndex[leaf.ColumnIndex] = len(pr.columns)
+		pr.columns = append(pr.columns, TableColumn{Name: fd.Name(), Node: fd})
 	}
-	r := parquet.NewReader(f)
-	defer r.Close()
-	rows := make([]parquet.Row, 1024)
-	for {
-		n, err := r.ReadRows(rows)
-		for _, row := range rows[:n] {
+	pr.r = parquet.NewReader(pf)
+	return pr, nil
+}
+
+func (p *parquetReader) header() *Table {
+	t := &Table{}
+	for _, c := range p.columns {
+		t.Columns = append(t.Columns, TableColumn{Name: c.Name, Node: c.Node})
+	}
+	return t
+}
+
+func (p *parquetReader) read(t *Table, maxRows int, maxBytes, extra int64) (more bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			more, err = false, fmt.Errorf("%s: a damaged Parquet file (%v)", p.name, r)
+		}
+	}()
+	var bytes int64
+	for t.Rows < maxRows && bytes < maxBytes {
+		n, err := p.r.ReadRows(p.buf[:min(len(p.buf), maxRows-t.Rows)])
+		for _, row := range p.buf[:n] {
 			for _, v := range row {
-				j, ok := byIndex[v.Column()]
+				j, ok := p.byIndex[v.Column()]
 				if !ok {
-					return nil, fmt.Errorf("%s: row %d has a value of column %d, which the schema does not have", name, t.Rows+1, v.Column())
+					return false, fmt.Errorf("%s: row %d has a value of column %d, which the schema does not have", p.name, p.rows+1, v.Column())
 				}
 				t.Columns[j].Values = append(t.Columns[j].Values, v.Clone())
+				bytes += 24
+				if k := v.Kind(); k == parquet.ByteArray || k == parquet.FixedLenByteArray {
+					bytes += int64(len(v.ByteArray()))
+				}
 			}
+			bytes += extra
 			t.Rows++
+			p.rows++
 		}
 		if err == io.EOF {
-			break
+			return false, p.complete(t)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: row %d: %w", name, t.Rows+1, err)
+			return false, fmt.Errorf("%s: row %d: %w", p.name, p.rows+1, err)
 		}
 	}
+	return true, p.complete(t)
+}
+
+// complete checks that every column has a value per row.
+func (p *parquetReader) complete(t *Table) error {
 	for _, c := range t.Columns {
 		if len(c.Values) != t.Rows {
-			return nil, fmt.Errorf("%s: column %q has %d values for %d rows: the file is damaged", name, c.Name, len(c.Values), t.Rows)
+			return fmt.Errorf("%s: column %q has %d values for %d rows: the file is damaged", p.name, c.Name, len(c.Values), t.Rows)
 		}
 	}
-	return t, nil
+	return nil
+}
+
+func (p *parquetReader) Close() error {
+	p.r.Close()
+	return p.f.Close()
 }
 
 // RowError is a problem with one row of a spine: its index from 0 and the
@@ -185,6 +291,21 @@ const MaxRowErrors = 20
 // the key columns of every entity type the features are about, with their
 // key types. Problems of rows are *RowError, joined (at most MaxRowErrors).
 func SpineOf(t *Table, prep *query.Prepared, timeColumn string) (*Spine, error) {
+	var errs []error
+	sp, err := spineOf(t, prep, timeColumn, 0, &errs)
+	if err != nil {
+		return nil, err
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return sp, nil
+}
+
+// spineOf is SpineOf of a table whose row 0 is the spine's row offset: it
+// adds the problems of rows to errs (up to MaxRowErrors in all) and
+// returns an error only for a problem of the columns.
+func spineOf(t *Table, prep *query.Prepared, timeColumn string, offset int, errs *[]error) (*Spine, error) {
 	col := func(name string) *TableColumn {
 		for i := range t.Columns {
 			if t.Columns[i].Name == name {
@@ -217,10 +338,9 @@ func SpineOf(t *Table, prep *query.Prepared, timeColumn string) (*Spine, error) 
 		return nil, fmt.Errorf("the spine has no column %s (its columns: %s)", strings.Join(missing, ", no column "), strings.Join(names, ", "))
 	}
 	sp := &Spine{Times: make([]int64, t.Rows), Keys: make([][]event.Value, len(prep.Entities))}
-	var errs []error
 	bad := func(row int, column, format string, args ...any) {
-		if len(errs) < MaxRowErrors {
-			errs = append(errs, &RowError{Row: row, Column: column, Msg: fmt.Sprintf(format, args...)})
+		if len(*errs) < MaxRowErrors {
+			*errs = append(*errs, &RowError{Row: offset + row, Column: column, Msg: fmt.Sprintf(format, args...)})
 		}
 	}
 	tc := col(timeColumn)
@@ -248,9 +368,6 @@ func SpineOf(t *Table, prep *query.Prepared, timeColumn string) (*Spine, error) 
 			}
 		}
 		sp.Keys[e] = keys
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
 	}
 	return sp, nil
 }
@@ -349,19 +466,39 @@ func cellKey(c *TableColumn, i int, typ event.Type) (event.Value, string) {
 // writes a temporary file beside path and renames it, so a failure leaves
 // no partial output.
 func WriteTable(path string, t *Table, set *Set) error {
-	ext := strings.ToLower(filepath.Ext(path))
-	if ext != ".csv" && ext != ".parquet" {
-		return fmt.Errorf("%s: the training set goes to a .csv or a .parquet file", path)
+	return writeFile(path, func(w io.Writer) error {
+		rw, err := newRowWriter(w, path, t.Columns, set.Features)
+		if err != nil {
+			return err
+		}
+		vals := make([]event.Value, len(set.Columns))
+		for i := range t.Rows {
+			for c := range set.Columns {
+				vals[c] = set.Columns[c].Value(i)
+			}
+			if err := rw.write(t, i, vals); err != nil {
+				return err
+			}
+		}
+		return rw.close()
+	})
+}
+
+// writeFile writes path through fill: into a temporary file beside it,
+// synced and renamed, so that a failure leaves no partial output.
+func writeFile(path string, fill func(w io.Writer) error) error {
+	if err := checkOut(path); err != nil {
+		return err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if ext == ".csv" {
-		err = writeCSV(tmp, t, set)
-	} else {
-		err = writeParquet(tmp, t, set)
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	err = fill(bw)
+	if err == nil {
+		err = bw.Flush()
 	}
 	if err == nil {
 		err = tmp.Sync()
@@ -375,32 +512,66 @@ func WriteTable(path string, t *Table, set *Set) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-func writeCSV(w io.Writer, t *Table, set *Set) error {
+// checkOut refuses an output name of neither extension.
+func checkOut(path string) error {
+	if ext := strings.ToLower(filepath.Ext(path)); ext != ".csv" && ext != ".parquet" {
+		return fmt.Errorf("%s: the training set goes to a .csv or a .parquet file", path)
+	}
+	return nil
+}
+
+// rowWriter writes rows of a spine table, each followed by its values.
+type rowWriter interface {
+	// write writes row i of t (a table of the writer's columns) and then
+	// vals, one per feature (event.Null for null).
+	write(t *Table, i int, vals []event.Value) error
+	// close ends the file.
+	close() error
+}
+
+// newRowWriter starts a CSV or Parquet file (by name's extension) of the
+// columns, then one column per feature.
+func newRowWriter(w io.Writer, name string, columns []TableColumn, features []query.Feature) (rowWriter, error) {
+	if err := checkOut(name); err != nil {
+		return nil, err
+	}
+	if strings.ToLower(filepath.Ext(name)) == ".csv" {
+		return newCSVWriter(w, columns, features)
+	}
+	return newParquetWriter(w, columns, features), nil
+}
+
+type csvWriter struct {
+	cw  *csv.Writer
+	rec []string
+}
+
+func newCSVWriter(w io.Writer, columns []TableColumn, features []query.Feature) (*csvWriter, error) {
 	cw := csv.NewWriter(w)
-	rec := make([]string, 0, len(t.Columns)+len(set.Features))
-	for _, c := range t.Columns {
+	rec := make([]string, 0, len(columns)+len(features))
+	for _, c := range columns {
 		rec = append(rec, c.Name)
 	}
-	for _, f := range set.Features {
+	for _, f := range features {
 		rec = append(rec, f.Name)
 	}
-	if err := cw.Write(rec); err != nil {
-		return err
+	return &csvWriter{cw: cw, rec: rec}, cw.Write(rec)
+}
+
+func (c *csvWriter) write(t *Table, i int, vals []event.Value) error {
+	c.rec = c.rec[:0]
+	for j := range t.Columns {
+		c.rec = append(c.rec, cellText(&t.Columns[j], i))
 	}
-	for i := range t.Rows {
-		rec = rec[:0]
-		for j := range t.Columns {
-			rec = append(rec, cellText(&t.Columns[j], i))
-		}
-		for c := range set.Columns {
-			rec = append(rec, valueText(set.Columns[c].Value(i)))
-		}
-		if err := cw.Write(rec); err != nil {
-			return err
-		}
+	for _, v := range vals {
+		c.rec = append(c.rec, valueText(v))
 	}
-	cw.Flush()
-	return cw.Error()
+	return c.cw.Write(c.rec)
+}
+
+func (c *csvWriter) close() error {
+	c.cw.Flush()
+	return c.cw.Error()
 }
 
 // cellText writes a spine cell as CSV text: as it was, or a Parquet value
@@ -475,9 +646,15 @@ func featureNode(t event.Type) parquet.Node {
 // RowGroupRows is the rows of a row group of a Parquet training set.
 const RowGroupRows = 128 * 1024
 
-func writeParquet(w io.Writer, t *Table, set *Set) error {
+type parquetWriter struct {
+	pw   *parquet.Writer
+	rows []parquet.Row
+	n    int // columns
+}
+
+func newParquetWriter(w io.Writer, columns []TableColumn, features []query.Feature) *parquetWriter {
 	g := ordered{Group: parquet.Group{}}
-	for _, c := range t.Columns {
+	for _, c := range columns {
 		node := c.Node
 		switch {
 		case node != nil:
@@ -489,7 +666,7 @@ func writeParquet(w io.Writer, t *Table, set *Set) error {
 		g.Group[c.Name] = node
 		g.names = append(g.names, c.Name)
 	}
-	for _, f := range set.Features {
+	for _, f := range features {
 		g.Group[f.Name] = featureNode(f.Type)
 		g.names = append(g.names, f.Name)
 	}
@@ -497,47 +674,62 @@ func writeParquet(w io.Writer, t *Table, set *Set) error {
 	// groups keep its memory from growing with the spine.
 	pw := parquet.NewWriter(w, parquet.NewSchema("training_set", g), parquet.Compression(&parquet.Snappy),
 		parquet.MaxRowsPerRowGroup(RowGroupRows))
-	const batch = 1024
-	rows := make([]parquet.Row, 0, batch)
-	for i := range t.Rows {
-		row := make(parquet.Row, 0, len(g.names))
-		for j := range t.Columns {
-			c := &t.Columns[j]
-			var v parquet.Value
-			switch {
-			case c.Node != nil:
-				v = c.Values[i]
-				v = v.Level(0, v.DefinitionLevel(), j)
-			case c.Text[i] == "":
-				v = parquet.NullValue().Level(0, 0, j)
-			case c.Key == event.Int64:
-				k, _ := cellKey(c, i, event.Int64) // SpineOf read it
-				v = parquet.Int64Value(k.Int).Level(0, 1, j)
-			default:
-				v = parquet.ByteArrayValue([]byte(c.Text[i])).Level(0, 1, j)
-			}
-			row = append(row, v)
+	return &parquetWriter{pw: pw, rows: make([]parquet.Row, 0, parquetBatch), n: len(g.names)}
+}
+
+// parquetBatch is the rows a parquetWriter hands the library at once.
+const parquetBatch = 1024
+
+func (p *parquetWriter) write(t *Table, i int, vals []event.Value) error {
+	var row parquet.Row
+	if len(p.rows) < cap(p.rows) {
+		// Reuse the row's memory from the batch before: the library
+		// copies what it is handed.
+		row = p.rows[:len(p.rows)+1][len(p.rows)][:0]
+	}
+	for j := range t.Columns {
+		c := &t.Columns[j]
+		var v parquet.Value
+		switch {
+		case c.Node != nil:
+			v = c.Values[i]
+			v = v.Level(0, v.DefinitionLevel(), j)
+		case c.Text[i] == "":
+			v = parquet.NullValue().Level(0, 0, j)
+		case c.Key == event.Int64:
+			k, _ := cellKey(c, i, event.Int64) // SpineOf read it
+			v = parquet.Int64Value(k.Int).Level(0, 1, j)
+		default:
+			v = parquet.ByteArrayValue([]byte(c.Text[i])).Level(0, 1, j)
 		}
-		for c := range set.Columns {
-			j := len(t.Columns) + c
-			if set.Columns[c].Valid[i] {
-				row = append(row, parquetValue(set.Columns[c].Value(i)).Level(0, 1, j))
-			} else {
-				row = append(row, parquet.NullValue().Level(0, 0, j))
-			}
-		}
-		rows = append(rows, row)
-		if len(rows) == batch {
-			if _, err := pw.WriteRows(rows); err != nil {
-				return err
-			}
-			rows = rows[:0]
+		row = append(row, v)
+	}
+	for c, x := range vals {
+		j := len(t.Columns) + c
+		if x.Kind == event.Null {
+			row = append(row, parquet.NullValue().Level(0, 0, j))
+		} else {
+			row = append(row, parquetValue(x).Level(0, 1, j))
 		}
 	}
-	if _, err := pw.WriteRows(rows); err != nil {
+	p.rows = append(p.rows, row)
+	if len(p.rows) == cap(p.rows) {
+		return p.flush()
+	}
+	return nil
+}
+
+func (p *parquetWriter) flush() error {
+	_, err := p.pw.WriteRows(p.rows)
+	p.rows = p.rows[:0]
+	return err
+}
+
+func (p *parquetWriter) close() error {
+	if err := p.flush(); err != nil {
 		return err
 	}
-	return pw.Close()
+	return p.pw.Close()
 }
 
 func parquetValue(v event.Value) parquet.Value {

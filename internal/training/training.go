@@ -15,15 +15,24 @@
 //     it (an event late at its arrival never counts; one from the future
 //     counts from its own time on), in the order the write path took them.
 //
-// Build reads the archive once per source the features need, in event-time
-// order, and moves through the spine in time order beside it: the work is
-// O(events + rows), and memory is one row of tiles per (view, key) of the
-// spine and the spine's values, plus, as served, the events whose arrival is
-// still ahead of the reading (those archived long after their event time).
+// The engine reads the archive once per source the features need, in
+// event-time order, the sources side by side, and moves through the spine
+// in time order beside them: the work is O(events + rows). Its memory is
+// one row of tiles per (view, key) of the spine, plus, as served, the
+// events whose arrival is still ahead of the reading (those archived long
+// after their event time). The views' folds run on a worker per core.
 //
-// The caller resolves the features with a query.Engine (Service or Prepare),
-// builds the Spine (keys of the right types) and hands both to Build. Nothing
-// here writes to the archive or to any store.
+// Build computes a spine held in memory into a Set in spine order (the
+// HTTP endpoint's way). BuildFile computes a spine file of any size into
+// an output file in time order: it reads the spine a chunk at a time,
+// sorting it in runs on disk past a memory budget, and writes each row as
+// soon as it is computed, so that its memory does not grow with the
+// spine's rows. ReadTable, SpineOf and WriteTable are the pieces for a
+// caller that holds a spine whole.
+//
+// The caller resolves the features with a query.Engine (Service or Prepare
+// on Resolver's) and hands them to Build or BuildFile. Nothing here writes
+// to the archive or to any store.
 package training
 
 import (
@@ -33,6 +42,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/archive"
@@ -109,6 +119,10 @@ type Summary struct {
 	// holds: before its first date (less the longest window the row needs),
 	// or after its last date. Their values may miss events.
 	Uncovered int
+	// Spilled is the bytes of the spine's runs written to temporary files
+	// (BuildFile, when the spine did not fit its memory), in Runs files.
+	Spilled int64
+	Runs    int
 	// Seconds is how long Build took.
 	Seconds float64
 }
@@ -119,97 +133,128 @@ type target struct {
 	column int // in Set.Columns
 }
 
-// viewState is one view's part of a build: a row per distinct key of the
-// spine, and which row each spine row reads.
+// viewState is one view's part of a build: a row of tiles per distinct key
+// of the spine. A key of one int64 field (the common case) is looked up in
+// a map of int64s; any other by its encoding.
 type viewState struct {
 	view    *definition.View
 	plan    *tile.Plan
 	entity  int   // index in Prepared.Entities
+	index   int   // in engine.views
+	cursor  int   // its source's, in engine.cursors
 	keyIdx  []int // source fields of the entity's key
-	rows    []*tile.Row
-	byKey   map[string]int32 // encoded key → index in rows
-	rowOf   []int32          // per spine row
+	byInt   map[int64]*tile.Row
+	byKey   map[string]*tile.Row
 	targets []target
 	vals    []event.Value
 	keyBuf  []byte
 	keyVals []event.Value
 }
 
+// intKey reports whether the view's entity has one int64 key field.
+func (vs *viewState) intKey() bool { return vs.byInt != nil }
+
+// row returns the row of a spine key, or nil when the spine does not have
+// it. Only the goroutine that folds the view calls it.
+func (vs *viewState) row(key []event.Value) *tile.Row {
+	if vs.intKey() {
+		return vs.byInt[key[0].Int]
+	}
+	vs.keyBuf = tile.AppendKey(vs.keyBuf[:0], "", key)
+	return vs.byKey[string(vs.keyBuf)]
+}
+
+// add makes a row for a spine key; it reports whether the key is new.
+func (vs *viewState) add(key []event.Value) bool {
+	if vs.intKey() {
+		if _, ok := vs.byInt[key[0].Int]; ok {
+			return false
+		}
+		vs.byInt[key[0].Int] = vs.plan.NewRow()
+		return true
+	}
+	vs.keyBuf = tile.AppendKey(vs.keyBuf[:0], "", key)
+	if _, ok := vs.byKey[string(vs.keyBuf)]; ok {
+		return false
+	}
+	vs.byKey[string(vs.keyBuf)] = vs.plan.NewRow()
+	return true
+}
+
 // lookup returns the row of the event's key, or nil when the spine does
-// not have the key.
+// not have the key. It uses the view's own buffers: only the goroutine
+// that folds the view calls it (others call find).
 func (vs *viewState) lookup(fields []event.Value) *tile.Row {
-	vs.keyVals = vs.keyVals[:0]
+	return vs.find(fields, &vs.keyVals, &vs.keyBuf)
+}
+
+// find is lookup with the caller's buffers.
+func (vs *viewState) find(fields []event.Value, keyVals *[]event.Value, keyBuf *[]byte) *tile.Row {
+	if vs.intKey() {
+		v := fields[vs.keyIdx[0]]
+		if v.Kind != event.Int64 {
+			return nil
+		}
+		return vs.byInt[v.Int]
+	}
+	*keyVals = (*keyVals)[:0]
 	for _, i := range vs.keyIdx {
-		vs.keyVals = append(vs.keyVals, fields[i])
+		*keyVals = append(*keyVals, fields[i])
 	}
-	vs.keyBuf = tile.AppendKey(vs.keyBuf[:0], "", vs.keyVals)
-	i, ok := vs.byKey[string(vs.keyBuf)]
-	if !ok {
-		return nil
-	}
-	return vs.rows[i]
+	*keyBuf = tile.AppendKey((*keyBuf)[:0], "", *keyVals)
+	return vs.byKey[string(*keyBuf)]
 }
 
-// builder holds the state of one Build.
-type builder struct {
-	opts    Options
-	spine   *Spine
-	set     *Set
-	order   []int    // spine rows by time
-	present [][]bool // per entity, per row: some view of it has events
-	done    int64    // dates read
-	total   int64
+// engine computes the values of spine rows handed to it in time order: it
+// holds a row of tiles per (view, key) of the spine and walks each source's
+// archive beside the rows, folding what a row at the row's time sees.
+// Build and BuildFile drive it: AddKey for every row's keys, Start, then
+// Row for each row in time order, and Finish; the rows' values come out,
+// in the same order, through out.
+type engine struct {
+	opts     Options
+	prep     *query.Prepared
+	features []query.Feature
+	views    []*viewState
+	byEntity [][]*viewState
+	first    []int // per entity: its first column in the set
+	cursors  []*cursor
+	sum      Summary
+	done     int64 // dates read
+	total    int64
+	started  bool
+	out      func(tag rowTag, vals []event.Value) error
+	workers  []*worker
+	batches  [2]*stepBatch // being filled, and with the workers
+	wg       sync.WaitGroup
 }
 
-// Build computes the training set of the prepared features for the spine
-// from the archive. It reads the archive and nothing else; an error comes
-// from the archive, from ctx, or from a spine that does not fit prep.
-func Build(ctx context.Context, opts Options, prep *query.Prepared, spine *Spine) (*Set, error) {
-	start := time.Now()
+func newEngine(opts Options, prep *query.Prepared, out func(tag rowTag, vals []event.Value) error) (*engine, error) {
 	if opts.Project == nil || opts.Plans == nil || opts.Archive == nil {
 		return nil, fmt.Errorf("training: Options need Project, Plans and Archive")
 	}
-	if err := check(prep, spine); err != nil {
-		return nil, err
+	if prep == nil || len(prep.Entities) == 0 {
+		return nil, fmt.Errorf("training: no features requested")
 	}
-	n := len(spine.Times)
-	b := &builder{opts: opts, spine: spine, set: &Set{}}
-	b.set.Summary.Rows = n
-	var views []*viewState
-	for e, pe := range prep.Entities {
-		base := len(b.set.Features)
-		for _, f := range pe.Features {
-			b.set.Features = append(b.set.Features, f)
-			var c query.Column
-			c.Reset(f.Type, n)
-			b.set.Columns = append(b.set.Columns, c)
-		}
-		k := len(pe.Entity.KeyTypes)
-		keys := spine.Keys[e]
-		first := true
+	e := &engine{opts: opts, prep: prep, out: out}
+	for ei, pe := range prep.Entities {
+		base := len(e.features)
+		e.first = append(e.first, base)
+		e.features = append(e.features, pe.Features...)
+		var views []*viewState
 		for vi, v := range pe.Views() {
 			plan := opts.Plans[v]
 			if plan == nil {
 				return nil, fmt.Errorf("training: no plan for view %s", v.Name)
 			}
-			vs := &viewState{view: v, plan: plan, entity: e, byKey: map[string]int32{}, rowOf: make([]int32, n),
-				vals: make([]event.Value, len(plan.Outputs))}
+			vs := &viewState{view: v, plan: plan, entity: ei, index: len(e.views) + len(views), vals: make([]event.Value, len(plan.Outputs))}
+			if len(pe.Entity.KeyTypes) == 1 && pe.Entity.KeyTypes[0] == event.Int64 {
+				vs.byInt = map[int64]*tile.Row{}
+			} else {
+				vs.byKey = map[string]*tile.Row{}
+			}
 			for _, name := range v.Entity.Keys {
 				vs.keyIdx = append(vs.keyIdx, v.Source.FieldIndex(name))
-			}
-			for i := range n {
-				vs.keyBuf = tile.AppendKey(vs.keyBuf[:0], "", keys[i*k:(i+1)*k])
-				r, ok := vs.byKey[string(vs.keyBuf)]
-				if !ok {
-					r = int32(len(vs.rows))
-					vs.byKey[string(vs.keyBuf)] = r
-					vs.rows = append(vs.rows, plan.NewRow())
-				}
-				vs.rowOf[i] = r
-			}
-			if first {
-				b.set.Summary.Entities += len(vs.rows)
-				first = false
 			}
 			for c := range pe.Features {
 				if view, output := pe.Item(c); view == vi {
@@ -218,69 +263,179 @@ func Build(ctx context.Context, opts Options, prep *query.Prepared, spine *Spine
 			}
 			views = append(views, vs)
 		}
-		b.present = append(b.present, make([]bool, n))
+		e.byEntity = append(e.byEntity, views)
+		e.views = append(e.views, views...)
 	}
-	b.order = make([]int, n)
-	for i := range b.order {
-		b.order[i] = i
-	}
-	slices.SortStableFunc(b.order, func(x, y int) int { return cmp.Compare(spine.Times[x], spine.Times[y]) })
+	return e, nil
+}
 
-	// One pass over the archive per source, with the views it feeds.
-	var sources []*definition.Source
-	bySource := map[*definition.Source][]*viewState{}
-	for _, vs := range views {
-		if _, ok := bySource[vs.view.Source]; !ok {
-			sources = append(sources, vs.view.Source)
+// AddKey makes the rows of entity ei's key (its key fields' values, of the
+// entity's key types).
+func (e *engine) AddKey(ei int, key []event.Value) {
+	for j, vs := range e.byEntity[ei] {
+		if vs.add(key) && j == 0 {
+			e.sum.Entities++
 		}
-		bySource[vs.view.Source] = append(bySource[vs.view.Source], vs)
 	}
-	uncovered := make([]bool, n)
-	dates := map[*definition.Source][]time.Time{}
-	for _, src := range sources {
-		d, err := opts.Archive.Dates(ctx, src)
+}
+
+// Start lists the archive's dates and opens a scan per source, up to the
+// last row's time (inclusive).
+func (e *engine) Start(ctx context.Context, last int64) error {
+	bySource := map[*definition.Source]*cursor{}
+	for _, vs := range e.views {
+		c := bySource[vs.view.Source]
+		if c == nil {
+			c = &cursor{e: e, src: vs.view.Source, mode: e.opts.Mode, skew: vs.view.Source.MaxFutureSkew.Milliseconds(),
+				last: last, dt: dateTicker{day: minDay}, index: len(e.cursors)}
+			bySource[vs.view.Source] = c
+			e.cursors = append(e.cursors, c)
+		}
+		c.views = append(c.views, vs)
+		vs.cursor = c.index
+		c.back = max(c.back, vs.plan.Retention())
+	}
+	for _, c := range e.cursors {
+		d, err := e.opts.Archive.Dates(ctx, c.src)
 		if err != nil {
+			return err
+		}
+		if len(d) > 0 {
+			c.first, c.end = d[0].UnixMilli(), d[len(d)-1].Add(24*time.Hour).UnixMilli()
+		}
+		e.total += int64(len(d))
+		extra := int64(0)
+		if c.mode == AsServed {
+			extra = c.skew
+		}
+		end := time.UnixMilli(min(last+extra+1, eventMaxTime))
+		c.sc = e.opts.Archive.Scanner(ctx, c.src, time.UnixMilli(0), end)
+		c.ctx = ctx
+		if err := c.advance(); err != nil {
+			return err
+		}
+	}
+	e.batches[0] = e.newBatch()
+	e.startWorkers()
+	e.started = true
+	e.progress()
+	return nil
+}
+
+// Row asks for the values of a row at time t (no earlier than the
+// previous row's) whose keys are keys[ei] for entity ei, each added with
+// AddKey. They come out through out with tag, one value per feature of the
+// set, event.Null where the read API gives null, once the workers have
+// computed them (at the latest in Finish). keys is not kept; the slices
+// it holds are.
+func (e *engine) Row(t int64, keys [][]event.Value, tag rowTag) error {
+	e.sum.Rows++
+	uncovered := false
+	for _, c := range e.cursors {
+		if err := c.upTo(t); err != nil {
+			return err
+		}
+		if c.end == 0 || t-c.back < c.first || t >= c.end {
+			uncovered = true
+		}
+	}
+	if uncovered {
+		e.sum.Uncovered++
+	}
+	return e.read(t, keys, tag)
+}
+
+// Close stops the workers and the scans.
+func (e *engine) Close() {
+	e.stopWorkers()
+	for _, c := range e.cursors {
+		if c.sc != nil {
+			c.sc.Close()
+		}
+	}
+}
+
+// Finish reads what is left of the scans (up to the last row's time),
+// hands out every row asked for, and returns the summary.
+func (e *engine) Finish() (Summary, error) {
+	if e.started {
+		for _, c := range e.cursors {
+			if err := c.upTo(c.last); err != nil {
+				return Summary{}, err
+			}
+			c.dt.finish(e)
+		}
+		if err := e.drain(); err != nil {
+			return Summary{}, err
+		}
+		for _, w := range e.workers {
+			e.sum.EventsFolded += w.folded
+		}
+		e.stopWorkers()
+	}
+	return e.sum, nil
+}
+
+// Build computes the training set of the prepared features for the spine
+// from the archive. It reads the archive and nothing else; an error comes
+// from the archive, from ctx, or from a spine that does not fit prep. The
+// spine, the rows of tiles of its keys and the set are in memory: BuildFile
+// is the way for spines of any size.
+func Build(ctx context.Context, opts Options, prep *query.Prepared, spine *Spine) (*Set, error) {
+	start := time.Now()
+	if err := check(prep, spine); err != nil {
+		return nil, err
+	}
+	set := &Set{}
+	e, err := newEngine(opts, prep, func(tag rowTag, vals []event.Value) error {
+		for c, v := range vals {
+			set.Columns[c].Set(tag.i, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	n := len(spine.Times)
+	set.Features, set.Columns = e.features, make([]query.Column, len(e.features))
+	for c, f := range e.features {
+		set.Columns[c].Reset(f.Type, n)
+	}
+	keys := make([][]event.Value, len(prep.Entities))
+	rowKeys := func(i int) [][]event.Value {
+		for ei, pe := range prep.Entities {
+			k := len(pe.Entity.KeyTypes)
+			keys[ei] = spine.Keys[ei][i*k : (i+1)*k]
+		}
+		return keys
+	}
+	for i := range n {
+		for ei, key := range rowKeys(i) {
+			e.AddKey(ei, key)
+		}
+	}
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(x, y int) int { return cmp.Compare(spine.Times[x], spine.Times[y]) })
+	if n > 0 {
+		if err := e.Start(ctx, spine.Times[order[n-1]]); err != nil {
 			return nil, err
 		}
-		dates[src] = d
-		b.total += int64(len(d))
-		b.cover(bySource[src], d, uncovered)
 	}
-	for _, u := range uncovered {
-		if u {
-			b.set.Summary.Uncovered++
-		}
-	}
-	b.progress()
-	for _, src := range sources {
-		var err error
-		if opts.Mode == AsServed {
-			err = b.asServed(ctx, src, bySource[src])
-		} else {
-			err = b.eventTime(ctx, src, bySource[src])
-		}
-		if err != nil {
+	for _, i := range order {
+		if err := e.Row(spine.Times[i], rowKeys(i), rowTag{i: i}); err != nil {
 			return nil, err
 		}
 	}
-	// A key none of whose views has an event is absent: every value of it
-	// is null, as the read API answers it.
-	for e, pe := range prep.Entities {
-		base := 0
-		for _, p := range prep.Entities[:e] {
-			base += len(p.Features)
-		}
-		for i, ok := range b.present[e] {
-			if ok {
-				continue
-			}
-			for c := range pe.Features {
-				b.set.Columns[base+c].Valid[i] = false
-			}
-		}
+	set.Summary, err = e.Finish()
+	if err != nil {
+		return nil, err
 	}
-	b.set.Summary.Seconds = time.Since(start).Seconds()
-	return b.set, nil
+	set.Summary.Seconds = time.Since(start).Seconds()
+	return set, nil
 }
 
 // check refuses a spine whose keys do not fit the prepared features.
@@ -306,220 +461,149 @@ func check(prep *query.Prepared, spine *Spine) error {
 	return nil
 }
 
-// cover marks the rows whose time the archive's dates of a source do not
-// cover for its views: the row needs events back to t − the longest
-// window's reach (all time: t itself), and up to t.
-func (b *builder) cover(views []*viewState, dates []time.Time, uncovered []bool) {
-	var back int64
-	for _, vs := range views {
-		back = max(back, vs.plan.Retention())
-	}
-	for i, t := range b.spine.Times {
-		if len(dates) == 0 {
-			uncovered[i] = true
-			continue
-		}
-		first := dates[0].UnixMilli()
-		end := dates[len(dates)-1].Add(24 * time.Hour).UnixMilli()
-		if t-back < first || t >= end {
-			uncovered[i] = true
-		}
-	}
-}
-
-func (b *builder) progress() {
-	if b.opts.Progress != nil {
-		b.opts.Progress(b.done, b.total)
-	}
-}
-
-// emitter walks the spine in time order for one source's views.
-type emitter struct {
-	b     *builder
-	views []*viewState
-	next  int // into b.order
-}
-
-// until reads every spine row whose time is before t.
-func (em *emitter) until(t int64) {
-	b := em.b
-	for em.next < len(b.order) {
-		i := b.order[em.next]
-		if b.spine.Times[i] >= t {
-			return
-		}
-		em.read(i)
-		em.next++
-	}
-}
-
-// read evaluates row i's values of the views at its time, as the read path
-// evaluates a row: an empty row gives the values of no events.
-func (em *emitter) read(i int) {
-	t := em.b.spine.Times[i]
-	for _, vs := range em.views {
-		r := vs.rows[vs.rowOf[i]]
-		if r.Empty() {
-			vs.plan.Eval(nil, t, vs.vals)
-		} else {
-			em.b.present[vs.entity][i] = true
-			vs.plan.Eval(r, t, vs.vals)
-		}
-		for _, tg := range vs.targets {
-			em.b.set.Columns[tg.column].Set(i, vs.vals[tg.output])
-		}
+func (e *engine) progress() {
+	if e.opts.Progress != nil {
+		e.opts.Progress(e.done, e.total)
 	}
 }
 
 // dateTicker counts the archive's dates as a scan moves through them.
 type dateTicker struct {
-	b   *builder
 	day int64
 }
 
-func (d *dateTicker) tick(ts int64) {
+func (d *dateTicker) tick(e *engine, ts int64) {
 	day := ts / (24 * 3600 * 1000)
 	if ts < 0 {
 		day--
 	}
 	if day != d.day {
 		if d.day != minDay {
-			d.b.done++
-			d.b.progress()
+			e.done++
+			e.progress()
 		}
 		d.day = day
 	}
 }
 
-const minDay = -1 << 62
-
-// scanEnd is the end (exclusive) of the event times a source's scan reads:
-// after the spine's last time, and as served the events that could have
-// arrived by then from the future.
-func (b *builder) scanEnd(extra int64) time.Time {
-	last := int64(0)
-	for _, t := range b.spine.Times {
-		last = max(last, t)
+func (d *dateTicker) finish(e *engine) {
+	if d.day != minDay {
+		e.done++
+		e.progress()
+		d.day = minDay
 	}
-	return time.UnixMilli(min(last+extra+1, eventMaxTime))
 }
+
+const minDay = -1 << 62
 
 // eventMaxTime bounds a scan: 9999-12-31T23:59:59.999Z.
 const eventMaxTime = 253402300799999
 
-// eventTime builds a source's columns in event-time mode: the archive's
-// events in event-time order, each folded at its own time, the spine's rows
-// read in time order between them.
-func (b *builder) eventTime(ctx context.Context, src *definition.Source, views []*viewState) error {
-	em := &emitter{b: b, views: views}
-	dt := &dateTicker{b: b, day: minDay}
-	sum := &b.set.Summary
-	var ev event.Event
-	err := b.opts.Archive.Scan(ctx, src, time.UnixMilli(0), b.scanEnd(0), func(a archive.Archived) error {
-		sum.EventsRead++
-		dt.tick(a.Time)
-		em.until(a.Time) // rows before the event do not see it; a row at its time does
-		ev = event.Event{TS: a.Time, Fields: a.Fields}
-		for _, vs := range views {
-			if r := vs.lookup(a.Fields); r != nil {
-				vs.plan.Fold(r, &ev, a.Time)
-				sum.EventsFolded++
-			}
-		}
-		if sum.EventsRead%65536 == 0 {
-			return ctx.Err()
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+// cursor walks one source's archive, in event-time order, for the views
+// it feeds, folding what the rows at a time see when asked (upTo).
+//
+// In event-time mode a row at t sees the events with an event time ≤ t,
+// each folded at its own time. As served it sees the events that had
+// arrived by t, folded at their arrival in the order the write path took
+// them (arrival, then origin). The archive is read in event-time order. An
+// accepted event is at most max_future_skew ahead of its arrival, so once
+// the scan is past event time t + skew no event still to come arrived by
+// t: the events held in a heap by arrival are folded up to t, and only
+// events archived long after their event time wait longer.
+type cursor struct {
+	e     *engine
+	index int // in engine.cursors
+	ctx   context.Context
+	src   *definition.Source
+	views []*viewState
+	mode  Mode
+	skew  int64
+	last  int64 // the last row's time
+	// The archive's dates cover [first, end); back is the longest reach of
+	// the views' windows before a row's time (all time: 0).
+	first, end, back int64
+	sc               *archive.Scanner
+	next             *archive.Archived // scanned, not yet taken; nil at the end
+	h                arrivals
+	dt               dateTicker
+	keyVals          []event.Value
+	keyBuf           []byte
+}
+
+// advance moves the scan to its next event.
+func (c *cursor) advance() error {
+	if !c.sc.Next() {
+		c.next = nil
+		return c.sc.Err()
 	}
-	b.finishDates(dt)
-	em.until(eventMaxTime + 1)
+	c.next = c.sc.Event()
+	sum := &c.e.sum
+	sum.EventsRead++
+	c.dt.tick(c.e, c.next.Time)
+	if sum.EventsRead%65536 == 0 {
+		return c.ctx.Err()
+	}
 	return nil
 }
 
-func (b *builder) finishDates(dt *dateTicker) {
-	if dt.day != minDay {
-		b.done++
-		b.progress()
+// upTo folds every event a row at time t sees.
+func (c *cursor) upTo(t int64) error {
+	if c.mode == AsServed {
+		return c.upToArrival(t)
 	}
+	for c.next != nil && c.next.Time <= t {
+		if err := c.e.fold(c.index, c.next, c.next.Time); err != nil {
+			return err
+		}
+		if err := c.advance(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// asServed builds a source's columns as served: the events of the spine's
-// keys in the order the write path took them (arrival, then origin), each
-// folded at its arrival, the spine's rows read in time order between them.
-//
-// The archive is read in event-time order. An accepted event is at most
-// max_future_skew ahead of its arrival, so once the scan reaches event time
-// X no event still to come arrived before X − skew: the events held in a
-// heap by arrival are folded up to there, and only events archived long
-// after their event time wait longer.
-func (b *builder) asServed(ctx context.Context, src *definition.Source, views []*viewState) error {
-	em := &emitter{b: b, views: views}
-	dt := &dateTicker{b: b, day: minDay}
-	sum := &b.set.Summary
-	skew := src.MaxFutureSkew.Milliseconds()
-	last := b.scanEnd(0).UnixMilli() - 1
-	h := &arrivals{}
-	var ev event.Event
-	apply := func(a *archive.Archived) {
-		em.until(a.Arrival) // rows before the arrival do not see it; a row at it does
-		ev = event.Event{TS: a.Time, Fields: a.Fields}
-		for _, vs := range views {
-			// As the write path does (ingest.Writer.Push): an event late
-			// for every window of the view at its arrival never reaches
-			// the row (not even to move its clock); the others are
-			// folded at their arrival, and one from the future waits in
-			// the row until its time.
-			if a.Time < vs.plan.LateBefore(a.Arrival) {
-				continue
-			}
-			if r := vs.lookup(a.Fields); r != nil {
-				vs.plan.Fold(r, &ev, a.Arrival)
-				sum.EventsFolded++
-			}
+func (c *cursor) upToArrival(t int64) error {
+	sum := &c.e.sum
+	for c.next != nil && c.next.Time-c.skew <= t {
+		a := c.next
+		// No event still to be scanned arrived before a.Time − skew: the
+		// held events that did are folded now, so that the heap holds
+		// only the events of the skew, not all up to the row.
+		if err := c.foldArrived(min(t, a.Time-c.skew-1)); err != nil {
+			return err
 		}
-	}
-	err := b.opts.Archive.Scan(ctx, src, time.UnixMilli(0), b.scanEnd(skew), func(a archive.Archived) error {
-		sum.EventsRead++
-		dt.tick(a.Time)
-		for h.Len() > 0 && (*h)[0].Arrival < a.Time-skew {
-			x := heap.Pop(h).(archive.Archived)
-			apply(&x)
-		}
-		if a.Time < src.MinEventTime || a.Time > a.Arrival+skew {
+		switch {
+		case a.Time < c.src.MinEventTime || a.Time > a.Arrival+c.skew:
 			sum.Refused++
-			return nil
-		}
-		if a.Arrival > last {
-			return nil // arrived after every row
-		}
-		relevant := false
-		for _, vs := range views {
-			if vs.lookup(a.Fields) != nil {
-				relevant = true
-				break
+		case a.Arrival > c.last:
+			// arrived after every row
+		default:
+			for _, vs := range c.views {
+				if vs.find(a.Fields, &c.keyVals, &c.keyBuf) != nil {
+					// Its own copy of the fields: a date's events stay in
+					// memory as long as one of them is held.
+					x := *a
+					x.Fields = slices.Clone(a.Fields)
+					heap.Push(&c.h, x)
+					break
+				}
 			}
 		}
-		if relevant {
-			a.Fields = slices.Clone(a.Fields) // the scan's memory is its own
-			heap.Push(h, a)
+		if err := c.advance(); err != nil {
+			return err
 		}
-		if sum.EventsRead%65536 == 0 {
-			return ctx.Err()
+	}
+	return c.foldArrived(t)
+}
+
+// foldArrived folds the held events that arrived by t, in arrival order.
+func (c *cursor) foldArrived(t int64) error {
+	for c.h.Len() > 0 && c.h[0].Arrival <= t {
+		a := heap.Pop(&c.h).(archive.Archived)
+		if err := c.e.fold(c.index, &a, a.Arrival); err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	for h.Len() > 0 {
-		x := heap.Pop(h).(archive.Archived)
-		apply(&x)
-	}
-	b.finishDates(dt)
-	em.until(eventMaxTime + 1)
 	return nil
 }
 

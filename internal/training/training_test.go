@@ -215,6 +215,7 @@ func run(t *testing.T, backend backend, seed uint64) {
 	if set.Summary.Rows != len(refs) || set.Summary.EventsRead != int64(len(events)) {
 		t.Errorf("summary %+v, want %d rows and %d events read", set.Summary, len(refs), len(events))
 	}
+	checkSpilled(t, opts, prep, spine, set)
 	bad := 0
 	for i, ref := range refs {
 		r := reads[ref.read]
@@ -239,6 +240,7 @@ func run(t *testing.T, backend backend, seed uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkSpilled(t, opts, prep, spine, set)
 	for i, row := range refs {
 		at := spine.Times[i]
 		for c, f := range set.Features {
