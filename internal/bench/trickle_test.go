@@ -18,13 +18,13 @@ func TestTrickle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.Start(node.Config{Project: project, DataDir: t.TempDir(), Addr: "127.0.0.1:0",
+	n, err := node.Start(node.Config{Project: project, DataDir: t.TempDir(), Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		HTTPTimeouts: node.HTTPTimeouts{Read: 200 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	srv := &server{url: n.URL()}
+	srv := &server{url: n.URL(), adminURL: n.AdminURL()}
 	ctl := &http.Client{}
 	tr, err := startTrickle(context.Background(), n.URL(), 5, 20*time.Millisecond, func(ctx context.Context) (serverStats, error) { return srv.stats(ctx, ctl) })
 	if err != nil {

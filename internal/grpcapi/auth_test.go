@@ -56,7 +56,8 @@ func TestRequireTokens(t *testing.T) {
 	get(limited, codes.ResourceExhausted, `token "limited" is over its read limit of 0.5 requests/s`)
 	get(reader, codes.OK, "")
 
-	diag := kilnv1.NewDiagnosticsClient(env.conn)
+	// Diagnostics is served apart (the admin listener), asking the same tokens.
+	diag := kilnv1.NewDiagnosticsClient(serveWith(t, env.api.RegisterDiagnostics, grpcapi.RequireTokens(tokens)...))
 	_, err = diag.GetRows(with(reader), req)
 	wantCode(t, "GetRows as a reader", err, codes.PermissionDenied, "diagnostics")
 	_, err = diag.GetRows(with(ops), req)

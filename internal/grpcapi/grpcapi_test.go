@@ -85,13 +85,19 @@ func start(tb testing.TB, name string, src []byte, engine func(*node.Node, *defi
 }
 
 func serveGRPC(tb testing.TB, api *grpcapi.Server, sopts ...grpc.ServerOption) *grpc.ClientConn {
+	return serveWith(tb, api.Register, sopts...)
+}
+
+// serveWith serves what register registers on a gRPC server of its own,
+// on loopback, and returns a connection to it.
+func serveWith(tb testing.TB, register func(*grpc.Server), sopts ...grpc.ServerOption) *grpc.ClientConn {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	gs := grpc.NewServer(sopts...)
-	api.Register(gs)
+	register(gs)
 	done := make(chan struct{})
 	go func() { gs.Serve(ln); close(done) }()
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
