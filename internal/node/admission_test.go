@@ -20,7 +20,7 @@ import (
 // adminStats reads /debug/stats's admission member; nil when it has none.
 func adminStats(t *testing.T, n *node.Node) *admission.Stats {
 	t.Helper()
-	resp, err := http.Get(n.URL() + "/debug/stats")
+	resp, err := http.Get(n.AdminURL() + "/debug/stats")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestAdmissionInFrontOfReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.Start(node.Config{Project: p, DataDir: t.TempDir(), Addr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
+	n, err := node.Start(node.Config{Project: p, DataDir: t.TempDir(), Addr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Admission: admission.Config{MaxConcurrent: 3}})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestAdmissionInFrontOfReads(t *testing.T) {
 		t.Fatal("the node does not expose its Limiter")
 	}
 
-	off, err := node.Start(node.Config{Project: p, DataDir: t.TempDir(), Addr: "127.0.0.1:0", AdmissionOff: true})
+	off, err := node.Start(node.Config{Project: p, DataDir: t.TempDir(), Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", AdmissionOff: true})
 	if err != nil {
 		t.Fatal(err)
 	}
