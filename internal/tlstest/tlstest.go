@@ -32,14 +32,18 @@ type Certs struct {
 }
 
 // New generates the certificates into t.TempDir().
-func New(t testing.TB) *Certs {
+func New(t testing.TB) *Certs { return NewNamed(t, "kiln") }
+
+// NewNamed is New with name in the CA's and the client's subjects, to tell
+// two sets apart.
+func NewNamed(t testing.TB, name string) *Certs {
 	t.Helper()
 	dir := t.TempDir()
 	caKey := key(t)
 	now := time.Now()
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "kiln test CA"},
+		Subject:               pkix.Name{CommonName: name + " test CA"},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(24 * time.Hour),
 		IsCA:                  true,
@@ -57,17 +61,17 @@ func New(t testing.TB) *Certs {
 	c := &Certs{CAFile: filepath.Join(dir, "ca.pem"), ca: x509.NewCertPool()}
 	c.ca.AddCert(caCert)
 	writePEM(t, c.CAFile, "CERTIFICATE", caDER)
-	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) (certFile, keyFile string) {
+	leaf := func(serial int64, file, cn string, usage x509.ExtKeyUsage) (certFile, keyFile string) {
 		k := key(t)
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: name},
+			Subject:      pkix.Name{CommonName: cn},
 			NotBefore:    now.Add(-time.Hour),
 			NotAfter:     now.Add(24 * time.Hour),
 			KeyUsage:     x509.KeyUsageDigitalSignature,
 			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 			DNSNames:     []string{"localhost"},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
 		if err != nil {
@@ -77,13 +81,13 @@ func New(t testing.TB) *Certs {
 		if err != nil {
 			t.Fatal(err)
 		}
-		certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+		certFile, keyFile = filepath.Join(dir, file+".pem"), filepath.Join(dir, file+"-key.pem")
 		writePEM(t, certFile, "CERTIFICATE", der)
 		writePEM(t, keyFile, "EC PRIVATE KEY", kder)
 		return certFile, keyFile
 	}
-	c.ServerCert, c.ServerKey = leaf(2, "server", x509.ExtKeyUsageServerAuth)
-	c.ClientCert, c.ClientKey = leaf(3, "client", x509.ExtKeyUsageClientAuth)
+	c.ServerCert, c.ServerKey = leaf(2, "server", "localhost", x509.ExtKeyUsageServerAuth)
+	c.ClientCert, c.ClientKey = leaf(3, "client", name+" client", x509.ExtKeyUsageClientAuth)
 	return c
 }
 
@@ -114,6 +118,9 @@ func (c *Certs) ClientConfig(t testing.TB) *tls.Config {
 	}
 	return &tls.Config{RootCAs: c.ca, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 }
+
+// Pool holds the CA, for a client's RootCAs or a server's ClientCAs.
+func (c *Certs) Pool() *x509.CertPool { return c.ca }
 
 func key(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()

@@ -4,22 +4,15 @@
 package authtest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kiln-dev/kiln/internal/auth"
+	"github.com/kiln-dev/kiln/internal/tlstest"
 )
 
 // PKI is a CA and certificates it signed, as files in a test's directory.
@@ -35,61 +28,17 @@ type PKI struct {
 }
 
 // NewPKI makes a CA, a server and a client certificate in a temporary
-// directory of tb. name tells two PKIs apart in their subjects.
+// directory of tb (package tlstest). name tells two PKIs apart in their
+// subjects.
 func NewPKI(tb testing.TB, name string) *PKI {
 	tb.Helper()
-	dir := tb.TempDir()
-	caKey := newKey(tb)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name + " test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
+	c := tlstest.NewNamed(tb, name)
+	p := &PKI{CAFile: c.CAFile, CertFile: c.ServerCert, KeyFile: c.ServerKey,
+		ClientCertFile: c.ClientCert, ClientKeyFile: c.ClientKey, Pool: c.Pool()}
+	var err error
+	if p.ClientCert, err = tls.LoadX509KeyPair(c.ClientCert, c.ClientKey); err != nil {
 		tb.Fatal(err)
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := &PKI{Pool: x509.NewCertPool()}
-	p.Pool.AddCert(ca)
-	p.CAFile = writePEM(tb, dir, "ca.pem", "CERTIFICATE", caDER)
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, certName, keyName string) (string, string, tls.Certificate) {
-		key := newKey(tb)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-			DNSNames:     []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		cf := writePEM(tb, dir, certName, "CERTIFICATE", der)
-		kf := writePEM(tb, dir, keyName, "EC PRIVATE KEY", keyDER)
-		pair, err := tls.LoadX509KeyPair(cf, kf)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return cf, kf, pair
-	}
-	p.CertFile, p.KeyFile, _ = issue(2, "localhost", x509.ExtKeyUsageServerAuth, "server.pem", "server-key.pem")
-	p.ClientCertFile, p.ClientKeyFile, p.ClientCert = issue(3, name+" client", x509.ExtKeyUsageClientAuth, "client.pem", "client-key.pem")
 	return p
 }
 
@@ -101,22 +50,6 @@ func (p *PKI) ClientTLS(withCert bool) *tls.Config {
 		cfg.Certificates = []tls.Certificate{p.ClientCert}
 	}
 	return cfg
-}
-
-func newKey(tb testing.TB) *ecdsa.PrivateKey {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return key
-}
-
-func writePEM(tb testing.TB, dir, name, kind string, der []byte) string {
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	return path
 }
 
 // Token is a token and the line of a token file that names it.
