@@ -118,8 +118,8 @@ func streamEvents(n int, seed uint64, now time.Time) []streamMsg {
 // shape /v1/features answers: entity type → key → feature → value.
 func streamReference(msgs []streamMsg) map[string]map[int64]map[string]any {
 	type user struct {
-		n, views, viewsW int64
-		dwell, dmax      float64
+		n, views    int64
+		dwell, dmax float64
 	}
 	type post struct {
 		n, likes int64
