@@ -40,7 +40,7 @@ class Server:
     def __init__(self, binary: pathlib.Path, data: pathlib.Path, *flags: str) -> None:
         self.proc = subprocess.Popen(
             [str(binary), "serve", "-c", str(FEED), "--data", str(data), "--addr", "127.0.0.1:0",
-             "--grpc-addr", "", *flags],
+             "--grpc-addr", "", "--admin-addr", "", *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         # The server logs its address once it listens: read until then,

@@ -151,10 +151,12 @@ def test_unavailable_when_nothing_listens() -> None:
 
 
 def test_overloaded(kiln_binary, tmp_path) -> None:
-    """A server that runs one read at once refuses overlapping reads of
-    5,000 keys with 429 once they queue: without retries the error says
-    when to retry; with them, every read gets through."""
-    s = Server(kiln_binary, tmp_path / "data", "--max-concurrent-reads", "1")
+    """A server that runs one read at once, and counts a queue standing
+    above 1 ms for 20 ms as overload, refuses overlapping reads of 5,000
+    keys with 429 once they queue: without retries the error says when to
+    retry; with them, every read gets through."""
+    s = Server(kiln_binary, tmp_path / "data", "--max-concurrent-reads", "1",
+               "--admission-target", "1ms", "--admission-interval", "20ms")
     try:
         keys = {"post": list(range(5_000))}
         refused: list[kiln.Overloaded] = []
