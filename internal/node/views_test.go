@@ -192,6 +192,28 @@ func mustStart(t *testing.T, text string, c *clock, o options) *kiln {
 	return k
 }
 
+// archivedHistory pushes hist into a node of projectA that archives it,
+// and into a reference node of project ref that had ref's views all
+// along; it stops the first and moves both clocks a minute on. It returns
+// the archive, the first node's clock and data directory, and the
+// reference.
+func archivedHistory(t *testing.T, hist []batch, ref string) (*archive.Archive, *clock, string, *kiln) {
+	t.Helper()
+	a := archive.New(archive.NewMem())
+	c, cref := &clock{}, &clock{}
+	dir := t.TempDir()
+	k := mustStart(t, projectA, c, options{dir: dir, archive: a})
+	r := mustStart(t, ref, cref, options{dir: t.TempDir()})
+	for _, b := range hist {
+		k.push(t, b, a)
+		r.push(t, b, nil)
+	}
+	k.close(t)
+	c.set(c.ms.Load() + 60_000)
+	cref.set(c.ms.Load())
+	return a, c, dir, r
+}
+
 // push applies a batch at its clock, as the push API or a stream would;
 // a node with an archive journals it (so a is only there to say so at the
 // call).
@@ -445,20 +467,8 @@ func TestResetViewStartsEmpty(t *testing.T) {
 // A view added to a project with history is filled from the archive at
 // start, without being asked, and equals a node that had it all along.
 func TestNewViewIsFilledFromTheArchive(t *testing.T) {
-	hist := history(5, start, 40)
-	a := archive.New(archive.NewMem())
-	c, cref := &clock{}, &clock{}
-	dir := t.TempDir()
-	k := mustStart(t, projectA, c, options{dir: dir, archive: a})
-	ref := mustStart(t, projectC, cref, options{dir: t.TempDir()})
-	for _, b := range hist {
-		k.push(t, b, a)
-		ref.push(t, b, nil)
-	}
-	k.close(t)
-	c.set(c.ms.Load() + 60_000)
-	cref.set(c.ms.Load())
-	k = mustStart(t, projectC, c, options{dir: dir, archive: a})
+	a, c, dir, ref := archivedHistory(t, history(5, start, 40), projectC)
+	k := mustStart(t, projectC, c, options{dir: dir, archive: a})
 	k.wait(t)
 	got, want := k.features(t, "user_kinds"), ref.features(t, "user_kinds")
 	if !reflect.DeepEqual(got, want) || present(got) == 0 {
@@ -539,21 +549,9 @@ func TestReadsWaitForTheRebuild(t *testing.T) {
 // rebuilding) is started again, under a new generation, at the next start,
 // unasked, and ends with the values of an uninterrupted one.
 func TestInterruptedRebuildStartsAgain(t *testing.T) {
-	hist := history(7, start, 30)
-	a := archive.New(archive.NewMem())
-	c, cref := &clock{}, &clock{}
-	dir := t.TempDir()
-	k := mustStart(t, projectA, c, options{dir: dir, archive: a})
-	ref := mustStart(t, projectB, cref, options{dir: t.TempDir()})
-	for _, b := range hist {
-		k.push(t, b, a)
-		ref.push(t, b, nil)
-	}
-	k.close(t)
-	c.set(c.ms.Load() + 60_000)
-	cref.set(c.ms.Load())
+	a, c, dir, ref := archivedHistory(t, history(7, start, 30), projectB)
 	hook, held, _ := holdRebuild()
-	k = mustStart(t, projectB, c, options{dir: dir, archive: a, rebuild: true, hook: hook})
+	k := mustStart(t, projectB, c, options{dir: dir, archive: a, rebuild: true, hook: hook})
 	<-held
 	cat, err := catalog.Load(context.Background(), k.n.Store)
 	if err != nil {
@@ -586,19 +584,7 @@ func TestInterruptedRebuildStartsAgain(t *testing.T) {
 // kiln rebuild's work: offline, then the server starts on the rebuilt view
 // without being asked anything.
 func TestOfflineRebuild(t *testing.T) {
-	hist := history(8, start, 30)
-	a := archive.New(archive.NewMem())
-	c, cref := &clock{}, &clock{}
-	dir := t.TempDir()
-	k := mustStart(t, projectA, c, options{dir: dir, archive: a})
-	ref := mustStart(t, projectB, cref, options{dir: t.TempDir()})
-	for _, b := range hist {
-		k.push(t, b, a)
-		ref.push(t, b, nil)
-	}
-	k.close(t)
-	c.set(c.ms.Load() + 60_000)
-	cref.set(c.ms.Load())
+	a, c, dir, ref := archivedHistory(t, history(8, start, 30), projectB)
 	p, err := projectfile.Parse("kiln.yaml", []byte(projectB))
 	if err != nil {
 		t.Fatal(err)
@@ -615,7 +601,7 @@ func TestOfflineRebuild(t *testing.T) {
 	if len(sums) != 1 || sums[0].View != "user_engagement" || sums[0].Replayed == 0 || sums[0].Rows == 0 || len(progress) == 0 {
 		t.Fatalf("summaries %+v, progress %v", sums, progress)
 	}
-	k = mustStart(t, projectB, c, options{dir: dir, archive: a})
+	k := mustStart(t, projectB, c, options{dir: dir, archive: a})
 	if r := k.n.Rebuilding(); len(r) != 0 {
 		t.Fatalf("rebuilding at start after kiln rebuild: %+v", r)
 	}
