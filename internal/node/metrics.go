@@ -100,11 +100,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRefused, float64(st.Refused))
 		gauge(descRunning, float64(st.Running))
 		gauge(descQueued, float64(st.Queued))
-		overloaded := 0.0
-		if st.Overloaded {
-			overloaded = 1
-		}
-		gauge(descOverloaded, overloaded)
+		gauge(descOverloaded, one(st.Overloaded))
 	}
 	if c.cache != nil {
 		st := c.cache.Stats()
@@ -165,12 +161,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRebuildDone, float64(rb.DatesDone), rb.View)
 		gauge(descRebuildTotal, float64(rb.DatesTotal), rb.View)
 		gauge(descRebuildReplayed, float64(rb.EventsReplayed), rb.View)
-		failed := 0.0
-		if rb.Error != "" {
-			failed = 1
-		}
-		gauge(descRebuildFailed, failed, rb.View)
+		gauge(descRebuildFailed, one(rb.Error != ""), rb.View)
 	}
+}
+
+// one is a gauge's value for a condition: 1 when it holds, else 0.
+func one(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // storeReads times the row cache's reads of the store (its misses), in
