@@ -57,6 +57,7 @@ latency.svg to --out.
 	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each read request")
 	overload := fs.Bool("overload", false, "add the overload step: for Q1 and Q2, the saturation rate S (closed loop of --saturation-workers, at least 32), then Kiln at S/2 and at each of --overload-factors × S, open loop (replaces the Q2 saturation step; give --q1-rates= --q2-rates= to run it alone)")
 	factors := fs.String("overload-factors", joinRates(def.OverloadFactors), "multiples of the saturation rate the overload step offers, comma-separated")
+	overloadQueries := fs.String("overload-queries", "Q1,Q2", "queries of the overload step, comma-separated")
 	out := fs.String("out", "kiln-bench", "directory for results.json and latency.svg")
 	kiln := fs.String("kiln", "", kilnFlagUsage)
 	trickle := fs.Int("trickle", 0, "slow clients kept connected through the measurements, each sending a push body a byte every --trickle-every (the server's --http-read-timeout cuts them off)")
@@ -72,6 +73,11 @@ latency.svg to --out.
 	cfg.SaturationWorkers, cfg.MaxInFlight, cfg.RequestTimeout, cfg.OutDir = *workers, *inFlight, *timeout, *out
 	cfg.Trickle, cfg.TrickleEvery = *trickle, *trickleEvery
 	cfg.Overload = *overload
+	for _, q := range strings.Split(*overloadQueries, ",") {
+		if q = strings.ToUpper(strings.TrimSpace(q)); q != "" {
+			cfg.OverloadQueries = append(cfg.OverloadQueries, q)
+		}
+	}
 	cfg.Log = stderr
 	cfg.Command = strings.Join(append([]string{"kiln-bench"}, args...), " ")
 	var err error

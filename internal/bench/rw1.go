@@ -132,6 +132,9 @@ type Config struct {
 	// (Report.Overload).
 	Overload        bool
 	OverloadFactors []float64
+	// OverloadQueries names the queries of the overload step, of "Q1" and
+	// "Q2"; empty: both.
+	OverloadQueries []string
 	// RequestTimeout bounds each read request.
 	RequestTimeout time.Duration
 	// Trickle is the number of slow clients kept connected through the
@@ -215,6 +218,11 @@ func (c *Config) Check() error {
 		for _, f := range c.OverloadFactors {
 			if !(f > 1) || f > 100 {
 				bad.add("overload factor %v: want more than 1 and at most 100 times the saturation rate", f)
+			}
+		}
+		for _, q := range c.OverloadQueries {
+			if q != "Q1" && q != "Q2" {
+				bad.add("overload query %q: want Q1 or Q2", q)
 			}
 		}
 	}
@@ -389,6 +397,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	}
 	if cfg.Overload {
 		for _, q := range []*querySet{q1, q2} {
+			if len(cfg.OverloadQueries) > 0 && !slices.Contains(cfg.OverloadQueries, q.name) {
+				continue
+			}
 			if err := b.overload(ctx, q); err != nil {
 				return nil, err
 			}
