@@ -5,9 +5,10 @@
 # /v1/features of a kiln serve this script starts on loopback ports the
 # kernel picks, on a data directory kiln-bench loaded. Prints a row per step.
 # docs/benchmarks.md says what it measures and how it differs from
-# kiln-bench. Run from anywhere in the repository.
+# kiln-bench. Run from anywhere; paths given are taken from the working
+# directory.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 me=scripts/vegeta-rw1.sh
 vegeta_module=github.com/tsenart/vegeta/v12@v12.13.0
@@ -35,8 +36,10 @@ p99.9 and max latency (ms), transport errors and answers other than 200.
                     (default ${duration}s)
   --warmup SECS     discarded attack before it (default ${warmup}s; 0: none)
   --timeout D       vegeta's per-request timeout (default $timeout)
-  --kiln PATH       the kiln binary (default: ./cmd/kiln, built)
-  --kiln-bench PATH the kiln-bench binary (default: ./cmd/kiln-bench, built)
+  --kiln PATH       the kiln binary (default: the repository's ./cmd/kiln,
+                    built)
+  --kiln-bench PATH the kiln-bench binary (default: its ./cmd/kiln-bench,
+                    built)
   --vegeta PATH     the vegeta binary (default: $vegeta_module,
                     built with go install into the temporary directory)
   --vegeta-args A   more flags for vegeta attack, like "-max-workers 64"
@@ -102,11 +105,11 @@ trap 'exit 143' TERM
 
 if [ -z "$kiln" ]; then
   kiln=$tmp/kiln
-  go build -o "$kiln" ./cmd/kiln
+  (cd "$root" && go build -o "$kiln" ./cmd/kiln)
 fi
 if [ -z "$bench" ]; then
   bench=$tmp/kiln-bench
-  go build -o "$bench" ./cmd/kiln-bench
+  (cd "$root" && go build -o "$bench" ./cmd/kiln-bench)
 fi
 if [ -z "$vegeta" ]; then
   echo "$me: building vegeta ($vegeta_module)" >&2

@@ -62,7 +62,6 @@ func WriteTargets(dir, baseURL string, cfg Config) (Targets, error) {
 		return Targets{}, err
 	}
 	gen := workload.NewGenerator(workload.Config{Seed: cfg.Seed, Scale: cfg.Scale, Now: time.Now()})
-	cfg.Overload = false // its requests are drawn for rates it measures
 	q1, q2, err := drawQueries(gen, project, cfg, false)
 	if err != nil {
 		return Targets{}, err
