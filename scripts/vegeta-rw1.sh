@@ -170,7 +170,7 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [ -n "$ready" ] || die "$url/readyz did not answer 200 within 30 s: $(cat "$tmp/server.err")"
-echo "$me: kiln serve on $url (log: --log-level warn)" >&2
+echo "$me: kiln serve on $url" >&2
 
 # The requests, for the highest rates: a step at a lower rate sends a
 # prefix of them, as kiln-bench's does.
