@@ -143,6 +143,10 @@ fi
 
 # The RW1 project kiln-bench serves, from kiln-bench targets.
 "$bench" targets --out "$tmp/project" --scale "$scale" --seed "$seed" --q1-rates= --q2-rates= --duration 1s --warmup 0s >/dev/null
+# The background job opens its output files after the loop below starts
+# reading them: they exist before it.
+: >"$tmp/server.out"
+: >"$tmp/server.err"
 # shellcheck disable=SC2086 # server_args are flags, split on spaces
 "$kiln" serve -c "$tmp/project/kiln.yaml" --data "$data" --addr 127.0.0.1:0 --grpc-addr= \
   --admin-addr 127.0.0.1:0 --log-level warn $server_args >"$tmp/server.out" 2>"$tmp/server.err" &
