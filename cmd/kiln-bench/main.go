@@ -6,7 +6,9 @@
 //	                            of Q1 and Q2 beside the floor (the store's raw
 //	                            multi-get of the same rows)
 //	kiln-bench ingest [flags]   ingestion: push API, Kafka, freshness
-//	kiln-bench help [ingest]    the help of either
+//	kiln-bench targets [flags]  the RW1 benchmark's reads as targets of the
+//	                            vegeta load generator
+//	kiln-bench help [CMD]       the help of any of them
 //
 // The benchmarks live in their own command so that the server binary links
 // neither them nor the in-process Kafka broker they use. The kiln binary the
@@ -15,8 +17,8 @@
 // (so it measures the code at hand), and elsewhere it takes the kiln beside
 // its own executable, or else the one on PATH.
 //
-// Run "kiln-bench -h" or "kiln-bench ingest -h" (or "kiln-bench help
-// [ingest]") for the flags.
+// Run "kiln-bench -h", "kiln-bench ingest -h" or "kiln-bench targets -h"
+// (or "kiln-bench help [ingest|targets]") for the flags.
 package main
 
 import (
@@ -36,14 +38,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "ingest" {
 		return runIngest(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "targets" {
+		return runTargets(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "help" {
 		return runHelp(ctx, args[1:], stdout, stderr)
 	}
 	return runRW1(ctx, args, stdout, stderr)
 }
 
-// runHelp is "kiln-bench help [ingest]": the help of the RW1 benchmark or
-// of ingest, as their -h writes it, on stdout; exit 0.
+// runHelp is "kiln-bench help [ingest|targets]": the help of the RW1
+// benchmark or of the subcommand, as their -h writes it, on stdout; exit 0.
 func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var err error
 	switch {
@@ -51,8 +56,10 @@ func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		err = runRW1(ctx, []string{"-h"}, stdout, stderr)
 	case len(args) == 1 && args[0] == "ingest":
 		err = runIngest(ctx, []string{"-h"}, stdout, stderr)
+	case len(args) == 1 && args[0] == "targets":
+		err = runTargets(ctx, []string{"-h"}, stdout, stderr)
 	default:
-		return fmt.Errorf("%w: kiln-bench help takes nothing or ingest, not %q", cli.ErrUsage, strings.Join(args, " "))
+		return fmt.Errorf("%w: kiln-bench help takes nothing, ingest or targets, not %q", cli.ErrUsage, strings.Join(args, " "))
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return nil

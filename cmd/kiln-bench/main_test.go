@@ -34,6 +34,7 @@ func TestUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"--nope"}, {"extra"}, {"--scale", "0"}, {"--q1-rates", "fast"},
 		{"ingest", "--nope"}, {"ingest", "--phases", "freshness"}, {"ingest", "--scale", "-1"},
+		{"targets", "extra"}, {"targets", "--target", "127.0.0.1:7070"}, {"targets", "--q2-rates", "0"},
 	} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		if !errors.Is(err, cli.ErrUsage) || cli.ExitCode(err) != 2 {
@@ -68,6 +69,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"ingest", "-h"}, "kiln-bench ingest: measure ingestion"},
 		{[]string{"ingest", "--help"}, "kiln-bench ingest: measure ingestion"},
 		{[]string{"help", "ingest"}, "kiln-bench ingest: measure ingestion"},
+		{[]string{"targets", "-h"}, "kiln-bench targets: write the RW1 reads"},
+		{[]string{"help", "targets"}, "kiln-bench targets: write the RW1 reads"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), c.args, &stdout, &stderr)
@@ -83,6 +86,30 @@ func TestHelp(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"help", "nope"}, io.Discard, io.Discard); cli.ExitCode(err) != 2 {
 		t.Errorf("kiln-bench help nope: %v, want a usage error", err)
+	}
+}
+
+// kiln-bench targets writes the three files it names, for the server at
+// --target.
+func TestTargets(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	var stdout bytes.Buffer
+	err := run(context.Background(), []string{"targets", "--out", dir, "--target", "http://127.0.0.1:7171",
+		"--scale", "0.001", "--q1-rates", "50", "--q2-rates", "10", "--duration", "3s", "--warmup", "1s"}, &stdout, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "200 Q1 requests in " + filepath.Join(dir, "q1.json") + ", 40 Q2 requests in "; !strings.HasPrefix(stdout.String(), want) {
+		t.Errorf("stdout %q, want it to start %q", stdout.String(), want)
+	}
+	for _, name := range []string{"q1.json", "q2.json", "kiln.yaml"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name != "kiln.yaml" && !bytes.Contains(b, []byte(`"url":"http://127.0.0.1:7171/v1/features"`)) {
+			t.Errorf("%s names no request to --target's /v1/features: %.200s", name, b)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kiln-dev/kiln/internal/bench"
 	"github.com/kiln-dev/kiln/internal/cli"
@@ -20,6 +21,7 @@ func runRW1(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	cli.SetUsage(fs, "kiln-bench: run the RW1 read benchmark against a kiln server it starts", `usage: kiln-bench [flags]
        kiln-bench ingest [flags]   (ingestion throughput and freshness; see kiln-bench help ingest)
+       kiln-bench targets [flags]  (these reads as vegeta's targets; see kiln-bench help targets)
 
 Runs the RW1 read benchmark (docs/workload.md): starts "kiln serve" on the
 RW1 project (or uses --target), loads the history through POST /v1/push,
@@ -40,18 +42,13 @@ latency.svg to --out.
 	adminTarget := fs.String("admin-target", "", "base URL of --target's admin listener (kiln serve --admin-addr, like http://127.0.0.1:7072): the floor, the server's stats and GC pauses are read there, and gRPC Diagnostics with --transport grpc")
 	data := fs.String("data", "", "data directory of the started server (default: a temporary one, removed at the end)")
 	transport := fs.String("transport", def.Transport, "transport of Kiln's reads and the floor's: http (POST /v1/features), grpc, or feast (the same requests through Feast's POST /get-online-features; the floor stays POST /debug/rows)")
-	scale := fs.Float64("scale", def.Scale, "RW1 scale factor S (S×100,000 users, S×1,000,000 posts, S×20,000,000 history events)")
-	seed := fs.Uint64("seed", def.Seed, "seed of the history, the live stream and the query draws")
+	draws := addDrawFlags(fs, def)
 	skipLoad := fs.Bool("skip-load", false, "do not load the history (for a --target already loaded)")
 	pushers := fs.Int("pushers", def.Pushers, "concurrent history pushes")
 	batch := fs.Int("batch", def.BatchEvents, "events per history push (at most 10000)")
 	settle := fs.Duration("settle", def.Settle, "longest wait after loading for the server to go quiet (0: none)")
 	live := fs.Float64("live", def.Live, "live events per second pushed during the measurements (0: none)")
 	baseline := fs.Duration("baseline", def.Baseline, "period before the first step that measures the server's CPU with only the live stream, and the load generator's own lateness (0: skip)")
-	q1Rates := fs.String("q1-rates", joinRates(def.Q1Rates), "Q1 offered rates, requests/s, comma-separated (empty: skip Q1)")
-	q2Rates := fs.String("q2-rates", joinRates(def.Q2Rates), "Q2 offered rates, requests/s, comma-separated (empty: skip Q2)")
-	duration := fs.Duration("duration", def.Duration, "measured period of each step")
-	warmup := fs.Duration("warmup", def.Warmup, "unrecorded warm-up before each step")
 	workers := fs.Int("saturation-workers", def.SaturationWorkers, "closed-loop workers of the Q2 saturation step (0: skip it)")
 	inFlight := fs.Int("max-in-flight", def.MaxInFlight, "most requests in flight in an open-loop step (a request due while the bound is reached waits, and its latency still counts from its due time)")
 	timeout := fs.Duration("timeout", def.RequestTimeout, "timeout of each read request")
@@ -68,8 +65,8 @@ latency.svg to --out.
 	}
 	cfg := def
 	cfg.Target, cfg.GRPCTarget, cfg.AdminTarget, cfg.DataDir, cfg.Transport = *target, *grpcTarget, *adminTarget, *data, *transport
-	cfg.Scale, cfg.Seed, cfg.SkipLoad, cfg.Pushers, cfg.BatchEvents = *scale, *seed, *skipLoad, *pushers, *batch
-	cfg.Settle, cfg.Live, cfg.Baseline, cfg.Duration, cfg.Warmup = *settle, *live, *baseline, *duration, *warmup
+	cfg.SkipLoad, cfg.Pushers, cfg.BatchEvents = *skipLoad, *pushers, *batch
+	cfg.Settle, cfg.Live, cfg.Baseline = *settle, *live, *baseline
 	cfg.SaturationWorkers, cfg.MaxInFlight, cfg.RequestTimeout, cfg.OutDir = *workers, *inFlight, *timeout, *out
 	cfg.Trickle, cfg.TrickleEvery = *trickle, *trickleEvery
 	cfg.Overload = *overload
@@ -80,13 +77,10 @@ latency.svg to --out.
 	}
 	cfg.Log = stderr
 	cfg.Command = strings.Join(append([]string{"kiln-bench"}, args...), " ")
+	if err := draws.apply(&cfg); err != nil {
+		return err
+	}
 	var err error
-	if cfg.Q1Rates, err = parseRates("q1-rates", *q1Rates); err != nil {
-		return err
-	}
-	if cfg.Q2Rates, err = parseRates("q2-rates", *q2Rates); err != nil {
-		return err
-	}
 	if cfg.OverloadFactors, err = parseRates("overload-factors", *factors); err != nil {
 		return err
 	}
@@ -106,6 +100,37 @@ latency.svg to --out.
 		return finish(nil, err, stdout, "")
 	}
 	return finish(rep, err, stdout, filesIn("results.json and latency.svg are", *out))
+}
+
+// drawFlags are the flags that decide which requests of Q1 and Q2 a run
+// sends, in kiln-bench and in kiln-bench targets alike.
+type drawFlags struct {
+	scale            *float64
+	seed             *uint64
+	q1Rates, q2Rates *string
+	duration, warmup *time.Duration
+}
+
+func addDrawFlags(fs *flag.FlagSet, def bench.Config) *drawFlags {
+	return &drawFlags{
+		scale:    fs.Float64("scale", def.Scale, "RW1 scale factor S (S×100,000 users, S×1,000,000 posts, S×20,000,000 history events)"),
+		seed:     fs.Uint64("seed", def.Seed, "seed of the history, the live stream and the query draws"),
+		q1Rates:  fs.String("q1-rates", joinRates(def.Q1Rates), "Q1 offered rates, requests/s, comma-separated (empty: skip Q1)"),
+		q2Rates:  fs.String("q2-rates", joinRates(def.Q2Rates), "Q2 offered rates, requests/s, comma-separated (empty: skip Q2)"),
+		duration: fs.Duration("duration", def.Duration, "measured period of each step"),
+		warmup:   fs.Duration("warmup", def.Warmup, "unrecorded warm-up before each step"),
+	}
+}
+
+// apply sets the parsed flags in cfg.
+func (d *drawFlags) apply(cfg *bench.Config) error {
+	cfg.Scale, cfg.Seed, cfg.Duration, cfg.Warmup = *d.scale, *d.seed, *d.duration, *d.warmup
+	var err error
+	if cfg.Q1Rates, err = parseRates("q1-rates", *d.q1Rates); err != nil {
+		return err
+	}
+	cfg.Q2Rates, err = parseRates("q2-rates", *d.q2Rates)
+	return err
 }
 
 // filesIn says where a run's files are; "" when it writes none.

@@ -23,6 +23,15 @@ func (p *problems) scale(s float64) {
 	}
 }
 
+// rates checks offered rates, requests/s.
+func (p *problems) rates(rates ...float64) {
+	for _, r := range rates {
+		if !(r > 0) || math.IsInf(r, 0) {
+			p.add("rate %v: want > 0 requests/s", r)
+		}
+	}
+}
+
 func (p *problems) maxInFlight(n int) {
 	if n < 1 || n > 10_000 {
 		p.add("max in flight %d: want 1..10000", n)

@@ -41,6 +41,11 @@
 // latency.svg. The client does no per-request generation work: every
 // request body is built before the clock starts.
 //
+// WriteTargets writes the same requests of Q1 and Q2, for the same
+// configuration, as files of vegeta's JSON targets, so that an independent
+// load generator can send them (scripts/vegeta-rw1.sh runs vegeta with
+// them).
+//
 // With Config.Overload it adds the overload step: for Q1 and Q2, the
 // saturation rate S of a closed loop, then Kiln open loop at S/2 and at
 // multiples of S (2× and 5× by default). Refusals by admission control

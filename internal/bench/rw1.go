@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/examples"
+	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/workload"
 )
 
@@ -193,11 +194,7 @@ func (c *Config) Check() error {
 	if c.Live < 0 || math.IsInf(c.Live, 0) || math.IsNaN(c.Live) {
 		bad.add("live rate %v: want ≥ 0 events/s", c.Live)
 	}
-	for _, r := range slices.Concat(c.Q1Rates, c.Q2Rates) {
-		if !(r > 0) || math.IsInf(r, 0) {
-			bad.add("rate %v: want > 0 requests/s", r)
-		}
-	}
+	bad.rates(slices.Concat(c.Q1Rates, c.Q2Rates)...)
 	if c.Duration <= 0 || c.Warmup < 0 || c.Settle < 0 || c.Baseline < 0 {
 		bad.add("duration %v, warm-up %v, settle %v, baseline %v: want duration > 0, the others ≥ 0", c.Duration, c.Warmup, c.Settle, c.Baseline)
 	}
@@ -336,22 +333,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	mem.SettleSeconds = settled.Seconds()
 	b.rep.AfterLoad = mem
 
-	// Every request is drawn before the clock starts: the longest step
-	// of each query type needs rate × (warm-up + duration) of them.
-	span := (cfg.Warmup + cfg.Duration).Seconds()
-	n1 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q1Rates...)) * span))
-	n2 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q2Rates...)) * span))
-	if cfg.Overload {
-		// Its rates are known only once measured: enough distinct requests
-		// that the keys stay spread, reused in turn beyond them.
-		n1, n2 = max(n1, overloadQ1Requests), max(n2, overloadQ2Requests)
-	}
-	feast := cfg.Transport == TransportFeast
-	q1, err := genQueries(gen, b.project, cfg.Seed, queryQ1Name, n1, feast)
-	if err != nil {
-		return nil, err
-	}
-	q2, err := genQueries(gen, b.project, cfg.Seed, queryQ2Name, n2, feast)
+	q1, q2, err := drawQueries(gen, b.project, cfg, cfg.Transport == TransportFeast)
 	if err != nil {
 		return nil, err
 	}
@@ -412,6 +394,28 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		return nil, err
 	}
 	return b.rep, nil
+}
+
+// drawQueries draws the requests of Q1 and Q2 a run of cfg sends, encoded
+// also in Feast's shape if feast is set. Every request is drawn before the
+// clock starts: the longest step of each query type needs rate × (warm-up +
+// duration) of them.
+func drawQueries(gen *workload.Generator, project *definition.Project, cfg Config, feast bool) (q1, q2 *querySet, err error) {
+	span := (cfg.Warmup + cfg.Duration).Seconds()
+	n1 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q1Rates...)) * span))
+	n2 := int(math.Ceil(slices.Max(append([]float64{1}, cfg.Q2Rates...)) * span))
+	if cfg.Overload {
+		// Its rates are known only once measured: enough distinct requests
+		// that the keys stay spread, reused in turn beyond them.
+		n1, n2 = max(n1, overloadQ1Requests), max(n2, overloadQ2Requests)
+	}
+	if q1, err = genQueries(gen, project, cfg.Seed, queryQ1Name, n1, feast); err != nil {
+		return nil, nil, err
+	}
+	if q2, err = genQueries(gen, project, cfg.Seed, queryQ2Name, n2, feast); err != nil {
+		return nil, nil, err
+	}
+	return q1, q2, nil
 }
 
 // startServer starts the child server, or takes Target, and waits until
