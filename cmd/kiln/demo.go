@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/examples"
+	"github.com/kiln-dev/kiln/internal/admission"
 	"github.com/kiln-dev/kiln/internal/cli"
 	"github.com/kiln-dev/kiln/internal/definition"
 	"github.com/kiln-dev/kiln/internal/event"
@@ -68,7 +69,9 @@ meanwhile, as kiln serve's do.
 	if err != nil {
 		return err
 	}
-	n, err := node.Start(node.Config{Project: project, DataDir: dir, Archive: arch, Addr: *addr, GRPCAddr: *grpcAddr, AdminAddr: *adminAddr, Logger: logger})
+	cpus := admission.ReserveIntake() // as kiln serve does
+	n, err := node.Start(node.Config{Project: project, DataDir: dir, Archive: arch, Addr: *addr, GRPCAddr: *grpcAddr, AdminAddr: *adminAddr, Logger: logger,
+		Admission: admission.Config{CPUs: cpus}})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 
@@ -56,11 +57,11 @@ project is filled from the archive at start. See docs/definitions.md,
 	adminAddr := fs.String("admin-addr", defaultAdminAddr, adminAddrHelp)
 	rowCache := fs.Int64("row-cache-bytes", 0, "memory for the cache of rows (0: 256 MiB; negative: off)")
 	blockCache := fs.Int64("block-cache-bytes", 0, "memory for the embedded store's block cache (0: 512 MiB; unused with Redis)")
-	maxReads := fs.Int("max-concurrent-reads", 0, "admission control: feature reads running at once; more wait in a queue, refused with 429 / RESOURCE_EXHAUSTED once it stands (0: 4 per CPU; negative: off)")
+	maxReads := fs.Int("max-concurrent-reads", 0, "admission control: feature reads running at once; more wait in a queue, refused with 429 / RESOURCE_EXHAUSTED once it stands (0: 1 per CPU with the embedded store, 4 per CPU with Redis; negative: off)")
 	target := fs.Duration("admission-target", admission.DefaultTarget, "admission control: a queue of reads in which every read waits longer than this for --admission-interval is overload")
 	interval := fs.Duration("admission-interval", admission.DefaultInterval, "admission control: how long reads may keep waiting longer than --admission-target before they are refused (shorter queues are bursts, and wait)")
 	fs.Func("max-inflight-rows", "replaced by --max-concurrent-reads", func(string) error {
-		return errors.New("--max-inflight-rows is gone: admission control now counts reads before their bodies are read; use --max-concurrent-reads N (0: 4 per CPU; negative: off), see docs/operations.md, \"Overload\"")
+		return errors.New("--max-inflight-rows is gone: admission control now counts reads before their bodies are read; use --max-concurrent-reads N (0: the default; negative: off), see docs/operations.md, \"Overload\"")
 	})
 	partitions := fs.Int("partitions", 4, "single-writer partitions of the write path")
 	writeRows := fs.Int("write-cache-rows", 0, "rows the write path keeps decoded in memory, over all partitions; rows beyond are read back from the store when next written (0: 65536 per partition)")
@@ -134,12 +135,19 @@ project is filled from the archive at start. See docs/definitions.md,
 	}
 	// From here on, SIGHUP reloads rather than ends the process.
 	security.reloadOnHangup(ctx, logger)
+	cpus := runtime.GOMAXPROCS(0)
+	if nodeRole != node.RoleIngest && *maxReads >= 0 {
+		// Admitted reads take one P per CPU at most; the spare P reads and
+		// refuses requests while they run.
+		cpus = admission.ReserveIntake()
+	}
+	logger.Info("scheduler", "CPUs", cpus, "GOMAXPROCS", runtime.GOMAXPROCS(0))
 	n, err := node.Start(node.Config{
 		Tracing: tracer,
 		Journal: spool.Options{FlushInterval: *archiveFlush},
 		Project: project, Role: nodeRole, DataDir: *data, Addr: *addr, GRPCAddr: *grpcAddr, AdminAddr: *adminAddr, Logger: logger,
 		RowCacheBytes: *rowCache, CacheBytes: *blockCache,
-		Admission:    admission.Config{MaxConcurrent: max(*maxReads, 0), Target: *target, Interval: *interval},
+		Admission:    admission.Config{MaxConcurrent: max(*maxReads, 0), CPUs: cpus, Target: *target, Interval: *interval},
 		AdmissionOff: *maxReads < 0,
 		Archive:      arch, Rebuild: *rebuildViews, ResetViews: resets,
 		Tokens: security.tokens, TLS: security.tlsConfig(), HTTPTimeouts: sec.timeouts,

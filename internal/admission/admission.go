@@ -28,7 +28,11 @@
 // What it does not see: work done before a handler runs. Reading and
 // parsing requests on thousands of busy connections queues in the runtime
 // and the kernel, not here; requests whose handlers cost little (one key)
-// are shed only once their handlers queue too.
+// are shed only once their handlers queue too. A process that admits reads
+// should keep a P of the Go scheduler free of them (see ReserveIntake):
+// the runtime polls the network only when a P runs out of work, so while
+// every P runs an admitted read, arriving requests — refusals included —
+// wait unseen behind them.
 //
 // HTTPHandler and GRPCServerOptions put a Limiter in front of the APIs.
 // The caller owns the Limiter; it is safe for concurrent use.
@@ -49,7 +53,7 @@ var ErrOverloaded = errors.New("server at capacity: retry after a short backoff 
 
 // Defaults of Config.
 const (
-	DefaultConcurrentPerCPU = 4
+	DefaultConcurrentPerCPU = 1
 	DefaultTarget           = 10 * time.Millisecond
 	DefaultInterval         = time.Second
 	// DefaultMaxQueuePerSlot bounds the reads waiting when the Limiter is
@@ -60,10 +64,14 @@ const (
 // Config configures a Limiter. The zero value takes every default.
 type Config struct {
 	// MaxConcurrent is the most admitted reads running at once. Default
-	// DefaultConcurrentPerCPU × GOMAXPROCS: enough to keep the CPUs busy
-	// while some reads wait on the store, few enough that admitted reads do
-	// not share the CPUs with a crowd.
+	// DefaultConcurrentPerCPU × CPUs: a read that does not wait on a remote
+	// store uses a CPU from start to end, so one per CPU keeps the CPUs
+	// busy, and admitted reads do not share them with a crowd. Reads that
+	// wait on the network (a remote store) need more.
 	MaxConcurrent int
+	// CPUs is the CPUs the reads run on. Default GOMAXPROCS, or what
+	// ReserveIntake returned.
+	CPUs int
 	// Target is the queueing delay above which a queue counts as standing
 	// once every read has waited longer than it for Interval. Default
 	// DefaultTarget.
@@ -110,11 +118,14 @@ var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan error, 1)
 
 // New returns a Limiter; it refuses a Config with negative values.
 func New(cfg Config) (*Limiter, error) {
-	if cfg.MaxConcurrent < 0 || cfg.Target < 0 || cfg.Interval < 0 || cfg.MaxQueue < 0 {
-		return nil, errors.New("admission: MaxConcurrent, Target, Interval and MaxQueue take 0 for their defaults or positive values")
+	if cfg.MaxConcurrent < 0 || cfg.CPUs < 0 || cfg.Target < 0 || cfg.Interval < 0 || cfg.MaxQueue < 0 {
+		return nil, errors.New("admission: MaxConcurrent, CPUs, Target, Interval and MaxQueue take 0 for their defaults or positive values")
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = runtime.GOMAXPROCS(0)
 	}
 	if cfg.MaxConcurrent == 0 {
-		cfg.MaxConcurrent = DefaultConcurrentPerCPU * runtime.GOMAXPROCS(0)
+		cfg.MaxConcurrent = DefaultConcurrentPerCPU * cfg.CPUs
 	}
 	if cfg.Target == 0 {
 		cfg.Target = DefaultTarget

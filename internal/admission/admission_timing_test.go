@@ -34,7 +34,7 @@ func BenchmarkHTTPRefusal(b *testing.B) {
 		<-queued
 		l.Release()
 	})
-	h := HTTPHandler(l, http.NotFoundHandler(), func(*http.Request) bool { return true })
+	h := HTTPHandler(l, http.NotFoundHandler(), func(*http.Request) bool { return true }, 1<<20)
 	req, _ := http.NewRequest(http.MethodPost, "/v1/features", strings.NewReader("{}"))
 	w := &discardWriter{h: http.Header{}}
 	b.ReportAllocs()

@@ -61,7 +61,7 @@ func isFeatures(r *http.Request) bool { return r.URL.Path == "/v1/features" }
 func TestHTTPRefusesWithoutReadingTheBody(t *testing.T) {
 	l, _ := newLimiter(t, Config{MaxConcurrent: 2, MaxQueue: 1})
 	h := &blockingReads{entered: make(chan struct{}, 8), release: make(chan struct{})}
-	handler := HTTPHandler(l, h, isFeatures)
+	handler := HTTPHandler(l, h, isFeatures, 1<<20)
 	var wg sync.WaitGroup
 	codes := make(chan int, 3)
 	for range 3 { // 2 run, 1 waits
@@ -113,7 +113,7 @@ func TestHTTPRefusesWithoutReadingTheBody(t *testing.T) {
 func TestHTTPRefusalKeepsTheConnection(t *testing.T) {
 	l, _ := newLimiter(t, Config{MaxConcurrent: 1, MaxQueue: 1})
 	h := &blockingReads{entered: make(chan struct{}, 8), release: make(chan struct{})}
-	srv := httptest.NewServer(HTTPHandler(l, h, isFeatures))
+	srv := httptest.NewServer(HTTPHandler(l, h, isFeatures, 1<<20))
 	defer srv.Close()
 	post := func(c *http.Client) (*http.Response, error) {
 		return c.Post(srv.URL+"/v1/features", "application/json", bytes.NewReader(bytes.Repeat([]byte(" "), 10_000)))

@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/admission"
 	"github.com/kiln-dev/kiln/internal/node"
 	"github.com/kiln-dev/kiln/internal/projectfile"
+	"github.com/kiln-dev/kiln/internal/redistest"
 	kilnv1 "github.com/kiln-dev/kiln/proto/kiln/v1"
 )
 
@@ -90,5 +91,43 @@ func TestAdmissionInFrontOfReads(t *testing.T) {
 	defer off.Close()
 	if off.Admission != nil || adminStats(t, off) != nil {
 		t.Fatal("admission control with AdmissionOff")
+	}
+}
+
+// Reads run one per CPU by default on the embedded store, where a read
+// uses its CPU from start to end, and RedisReadsPerCPU per CPU over Redis,
+// where it mostly waits on the network.
+func TestAdmissionDefaultsByStore(t *testing.T) {
+	embedded, err := projectfile.Parse(examples.FeedProjectName, examples.FeedProject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redis, err := projectfile.Parse("m.yaml", []byte("online_store: {type: redis, addrs: ["+redistest.Standalone(t)+"]}\n"+clicksProject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  node.Config
+		want int
+	}{
+		{"embedded", node.Config{Project: embedded, DataDir: t.TempDir()}, 3},
+		{"redis", node.Config{Project: redis, Role: node.RoleServe}, 3 * node.RedisReadsPerCPU},
+		{"set", node.Config{Project: embedded, DataDir: t.TempDir(), Admission: admission.Config{MaxConcurrent: 5}}, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Addr, tc.cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+			if tc.cfg.Admission.MaxConcurrent == 0 {
+				tc.cfg.Admission.CPUs = 3
+			}
+			n, err := node.Start(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			if got := adminStats(t, n).MaxConcurrent; got != tc.want {
+				t.Fatalf("%d reads at once, want %d", got, tc.want)
+			}
+		})
 	}
 }

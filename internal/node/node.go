@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -145,6 +146,8 @@ type Config struct {
 	// Admission configures the read path's overload control (package
 	// admission: how many reads run at once, when a queue of them counts
 	// as overload); AdmissionOff turns it off.
+	// Its MaxConcurrent defaults to one read per CPU on the embedded store
+	// and RedisReadsPerCPU per CPU over Redis.
 	Admission    admission.Config
 	AdmissionOff bool
 	// ShutdownTimeout bounds how long Close waits for requests in flight.
@@ -430,7 +433,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		n.rebuilds.markUnavailable(n.Engine)
 		n.markWaiting()
 		if !cfg.AdmissionOff {
-			if n.Admission, err = admission.New(cfg.Admission); err != nil {
+			if n.Admission, err = admission.New(admissionConfig(cfg)); err != nil {
 				return nil, err
 			}
 		}
@@ -508,7 +511,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	var handler http.Handler = n.Server
 	if n.Admission != nil {
 		// A refused read costs nothing more than its headers.
-		handler = admission.HTTPHandler(n.Admission, handler, serve.IsRead)
+		handler = admission.HTTPHandler(n.Admission, handler, serve.IsRead, serve.MaxFeaturesBytes)
 	}
 	if cfg.Tokens != nil {
 		// Outermost: a request without a token of its route's scope is
@@ -740,4 +743,23 @@ func (n *Node) close() error {
 	}
 	errs = append(errs, n.Store.Close())
 	return errors.Join(errs...)
+}
+
+// RedisReadsPerCPU is the default of admitted reads per CPU over Redis. A
+// read of the embedded store uses its CPU from start to end, and one per
+// CPU keeps the CPUs busy; a read over Redis waits on the network for most
+// of its time, and takes more in flight to keep them busy.
+const RedisReadsPerCPU = 4
+
+// admissionConfig is cfg.Admission with the store's default of reads
+// running at once.
+func admissionConfig(cfg Config) admission.Config {
+	ac := cfg.Admission
+	if ac.MaxConcurrent == 0 && cfg.Project.OnlineStore.Type == definition.Redis {
+		if ac.CPUs == 0 {
+			ac.CPUs = runtime.GOMAXPROCS(0)
+		}
+		ac.MaxConcurrent = RedisReadsPerCPU * ac.CPUs
+	}
+	return ac
 }
