@@ -313,10 +313,15 @@ func (w *writeBehind) commit(o *partition) {
 	o.foldWaiting()
 	o.commitRows()
 	o.answer(nil)
-	if o.lastCheckpoint == 0 {
-		o.lastCheckpoint = now
-	}
 	opts := &o.writer.opts
+	if o.lastCheckpoint == 0 {
+		// The partitions' checkpoints by time are spread over the
+		// interval, not taken together: each writes back its rows in one
+		// commit, which takes the CPUs for a while (tens of milliseconds
+		// a minute into a live stream), and reads wait behind all of them
+		// at once otherwise.
+		o.lastCheckpoint = now - opts.CheckpointInterval.Milliseconds()*int64(o.id)/int64(len(o.writer.partitions))
+	}
 	if len(o.unsaved) >= opts.CheckpointRows || o.logBytes >= opts.CheckpointLogBytes ||
 		now-o.lastCheckpoint >= opts.CheckpointInterval.Milliseconds() {
 		w.checkpoint(o, now, false)

@@ -523,3 +523,30 @@ func TestLogReplaysUnderAChangedProject(t *testing.T) {
 		}
 	}
 }
+
+// The partitions' checkpoints by time are spread over the interval rather
+// than taken at once: with 4 partitions and a minute, one every 15 s.
+func TestCheckpointsByTimeAreSpread(t *testing.T) {
+	f := newFixture(t, nil, Options{Partitions: 4, CheckpointInterval: time.Minute})
+	src := f.project.Source("clicks")
+	push := func() {
+		t.Helper()
+		var evs []event.Event
+		for u := range int64(40) { // keys on every partition
+			evs = append(evs, f.ev(0, u, 1, "a", 1))
+		}
+		for range 2 { // the second waits for a checkpoint the first started
+			if _, err := f.w.Push(context.Background(), src, evs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	push()
+	for i, want := range []int64{1, 2, 3, 4} {
+		f.clock.add(15*time.Second + time.Millisecond)
+		push()
+		if got := f.w.Stats().Checkpoints; got != want {
+			t.Fatalf("%v after the first commits: %d checkpoints, want %d", time.Duration(i+1)*15*time.Second, got, want)
+		}
+	}
+}
