@@ -64,11 +64,14 @@ const (
 // Config configures a Limiter. The zero value takes every default.
 type Config struct {
 	// MaxConcurrent is the most admitted reads running at once. Default
-	// DefaultConcurrentPerCPU × CPUs: a read that does not wait on a remote
-	// store uses a CPU from start to end, so one per CPU keeps the CPUs
-	// busy, and admitted reads do not share them with a crowd. Reads that
-	// wait on the network (a remote store) need more.
+	// PerCPU × CPUs.
 	MaxConcurrent int
+	// PerCPU is MaxConcurrent's default per CPU. Default
+	// DefaultConcurrentPerCPU: a read that does not wait on a remote store
+	// uses a CPU from start to end, so one per CPU keeps the CPUs busy, and
+	// admitted reads do not share them with a crowd. Reads that wait on the
+	// network (a remote store) need more.
+	PerCPU int
 	// CPUs is the CPUs the reads run on. Default GOMAXPROCS, or what
 	// ReserveIntake returned.
 	CPUs int
@@ -118,14 +121,17 @@ var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan error, 1)
 
 // New returns a Limiter; it refuses a Config with negative values.
 func New(cfg Config) (*Limiter, error) {
-	if cfg.MaxConcurrent < 0 || cfg.CPUs < 0 || cfg.Target < 0 || cfg.Interval < 0 || cfg.MaxQueue < 0 {
-		return nil, errors.New("admission: MaxConcurrent, CPUs, Target, Interval and MaxQueue take 0 for their defaults or positive values")
+	if cfg.MaxConcurrent < 0 || cfg.PerCPU < 0 || cfg.CPUs < 0 || cfg.Target < 0 || cfg.Interval < 0 || cfg.MaxQueue < 0 {
+		return nil, errors.New("admission: MaxConcurrent, PerCPU, CPUs, Target, Interval and MaxQueue take 0 for their defaults or positive values")
 	}
 	if cfg.CPUs == 0 {
 		cfg.CPUs = runtime.GOMAXPROCS(0)
 	}
+	if cfg.PerCPU == 0 {
+		cfg.PerCPU = DefaultConcurrentPerCPU
+	}
 	if cfg.MaxConcurrent == 0 {
-		cfg.MaxConcurrent = DefaultConcurrentPerCPU * cfg.CPUs
+		cfg.MaxConcurrent = cfg.PerCPU * cfg.CPUs
 	}
 	if cfg.Target == 0 {
 		cfg.Target = DefaultTarget

@@ -84,7 +84,7 @@ func HTTPHandler(l *Limiter, next http.Handler, isRead func(*http.Request) bool,
 // and the writer that gives the slot back as the answer starts.
 type reading struct {
 	buf  bytes.Buffer
-	body readBody
+	body bufferedBody
 	l    *Limiter
 	w    http.ResponseWriter
 	held bool
@@ -104,11 +104,11 @@ func (rd *reading) readBody(body io.Reader, announced, maxBody int64) {
 		rd.buf.Grow(int(min(announced, maxKeptBody)) + bytes.MinRead)
 	}
 	_, err := rd.buf.ReadFrom(io.LimitReader(body, maxBody+1))
-	rd.body = readBody{data: rd.buf.Bytes(), err: err}
+	rd.body = bufferedBody{data: rd.buf.Bytes(), err: err}
 }
 
 func (rd *reading) put() {
-	rd.l, rd.w, rd.body = nil, nil, readBody{}
+	rd.l, rd.w, rd.body = nil, nil, bufferedBody{}
 	if rd.buf.Cap() > maxKeptBody {
 		rd.buf = bytes.Buffer{}
 	}
@@ -146,14 +146,14 @@ func (rd *reading) Flush() {
 // Unwrap is for http.ResponseController.
 func (rd *reading) Unwrap() http.ResponseWriter { return rd.w }
 
-// readBody is a body read ahead: its bytes, then the error reading it met
-// (io.EOF if none).
-type readBody struct {
+// bufferedBody is a body read ahead: its bytes, then the error reading it
+// met (io.EOF if none).
+type bufferedBody struct {
 	data []byte
 	err  error
 }
 
-func (b *readBody) Read(p []byte) (int, error) {
+func (b *bufferedBody) Read(p []byte) (int, error) {
 	if len(b.data) == 0 {
 		if b.err == nil {
 			return 0, io.EOF
@@ -165,7 +165,7 @@ func (b *readBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (b *readBody) Close() error { return nil }
+func (b *bufferedBody) Close() error { return nil }
 
 // WriteRefusal answers a refused HTTP request: 429, Retry-After and the
 // JSON error.

@@ -20,7 +20,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 
@@ -752,14 +751,11 @@ func (n *Node) close() error {
 const RedisReadsPerCPU = 4
 
 // admissionConfig is cfg.Admission with the store's default of reads
-// running at once.
+// running at once per CPU.
 func admissionConfig(cfg Config) admission.Config {
 	ac := cfg.Admission
-	if ac.MaxConcurrent == 0 && cfg.Project.OnlineStore.Type == definition.Redis {
-		if ac.CPUs == 0 {
-			ac.CPUs = runtime.GOMAXPROCS(0)
-		}
-		ac.MaxConcurrent = RedisReadsPerCPU * ac.CPUs
+	if ac.PerCPU == 0 && cfg.Project.OnlineStore.Type == definition.Redis {
+		ac.PerCPU = RedisReadsPerCPU
 	}
 	return ac
 }

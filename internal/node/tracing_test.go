@@ -49,8 +49,6 @@ services:
   profile: {views: [user_clicks]}
 `
 
-var traceT0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
-
 // tracedNode starts a node of tracedProject, HTTP and gRPC on loopback,
 // tracing into tp (nil: off), with three users' clicks pushed.
 func tracedNode(t *testing.T, tp trace.TracerProvider) *node.Node {
@@ -66,13 +64,13 @@ func tracedNode(t *testing.T, tp trace.TracerProvider) *node.Node {
 	}
 	n, err := node.Start(node.Config{
 		Project: p, DataDir: dir, Addr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", Archive: archive.New(arch),
-		Ingest: ingest.Options{Now: func() time.Time { return traceT0 }}, Tracing: tp,
+		Ingest: ingest.Options{Now: func() time.Time { return now }}, Tracing: tp,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	ts := traceT0.Add(-time.Minute).UnixMilli()
+	ts := now.Add(-time.Minute).UnixMilli()
 	tracedPost(t, n, "/v1/push", "", fmt.Sprintf(`{"source": "clicks", "events": [
 		{"user_id": 1, "ts": %d, "ms": 10}, {"user_id": 2, "ts": %d, "ms": 20}, {"user_id": 3, "ts": %d, "ms": 30}]}`, ts, ts, ts), http.StatusOK)
 	return n
@@ -232,7 +230,7 @@ func TestTracingHTTP(t *testing.T) {
 	wantAttrs(t, spans["POST /get-online-features"], tracing.EntitiesKey.Int(2), tracing.ValuesKey.Int(4))
 	childOf(t, spans, tracing.StoreReadSpan, tracing.CacheLookupSpan)
 	c = newCaller(4)
-	tracedPost(t, n, "/v1/push", c.traceparent(true), fmt.Sprintf(`{"source": "clicks", "events": [{"user_id": 1, "ts": %d, "ms": 1}]}`, traceT0.UnixMilli()), http.StatusOK)
+	tracedPost(t, n, "/v1/push", c.traceparent(true), fmt.Sprintf(`{"source": "clicks", "events": [{"user_id": 1, "ts": %d, "ms": 1}]}`, now.UnixMilli()), http.StatusOK)
 	spans = spansOf(t, rec, c, "POST /v1/push")
 	wantAttrs(t, spans["POST /v1/push"], tracing.SourceKey.String("clicks"), tracing.EventsKey.Int(1), tracing.AcceptedKey.Int(1))
 	childOf(t, spans, tracing.CommitSpan, "POST /v1/push")
