@@ -509,7 +509,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	var handler http.Handler = n.Server
 	if n.Admission != nil {
-		// A refused read costs nothing more than its headers.
+		// A read refused on arrival costs nothing more than its headers.
 		handler = admission.HTTPHandler(n.Admission, handler, serve.IsRead, serve.MaxFeaturesBytes)
 	}
 	if cfg.Tokens != nil {
